@@ -1,0 +1,115 @@
+"""Build models from configs; save and load run folders (safetensors weights + JSON config)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
+from .distances import create_distance
+from .encoders import create_encoder
+from .siamese import LearnedHead, SiameseNetwork
+
+__all__ = ["build_model", "save_model", "load_model", "RunError", "atomic_write_text"]
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class RunError(RuntimeError):
+    """A run folder is missing or does not hold a usable model."""
+
+
+def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
+    """Create the Siamese network a :class:`ModelConfig` describes, for images of this shape."""
+    args: dict[str, Any] = dict(cfg.encoder_args)
+    if cfg.encoder in ("conv4", "koch"):
+        args.setdefault("in_channels", channels)
+        args.setdefault("input_size", size)
+    try:
+        encoder = create_encoder(cfg.encoder, **args)
+        distance = create_distance(cfg.distance)
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from None
+    head = LearnedHead(encoder.output_dim) if cfg.head else None
+    return SiameseNetwork(encoder, distance, head)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so a crash leaves either the old or the new content."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_model(
+    run_dir: str | Path, model: SiameseNetwork, config: Config,
+    extra: dict[str, Any] | None = None, name: str = WEIGHTS,
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (the config plus ``extra`` facts)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = run_dir / f".{name}.tmp"
+    save_file(state, str(tmp), metadata={"format": "siamkit"})
+    os.replace(tmp, run_dir / name)
+    card_path = run_dir / CONFIG
+    card: dict[str, Any] = {}
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+    card["config"] = config_to_dict(config)
+    card.update(extra or {})
+    atomic_write_text(card_path, json.dumps(card, indent=2))
+    return run_dir / name
+
+
+def load_model(run_dir: str | Path, name: str = WEIGHTS) -> tuple[SiameseNetwork, Config, dict]:
+    """Load a trained model from a run folder.
+
+    Returns:
+        (model in eval mode, its training config, the whole JSON card).
+    """
+    run_dir = Path(run_dir)
+    weights, card_path = run_dir / name, run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise RunError(f"model folder not found: {run_dir}")
+    if not weights.is_file() or not card_path.is_file():
+        raise RunError(f"{run_dir}: not a siamkit run folder (needs {name} and {CONFIG})")
+    try:
+        card = json.loads(card_path.read_text())
+        config = config_from_dict(card["config"])
+    except (json.JSONDecodeError, KeyError, ConfigError) as exc:
+        raise RunError(f"{card_path}: unreadable model card ({exc})") from None
+    inp = card.get("input", {})
+    model = build_model(config.model, inp.get("channels", config.data.channels),
+                        inp.get("size", config.data.size))
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state)
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise RunError(f"{weights}: cannot load weights ({exc})") from None
+    model.eval()
+    return model, config, card
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the model's weights, to tie stored artefacts to one model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

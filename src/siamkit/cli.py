@@ -1,0 +1,203 @@
+"""The ``siamkit`` command line: train, eval, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("siamkit")
+
+
+class CLIError(Exception):
+    """An error reported to the user as one line, without a traceback."""
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a Siamese network from a config")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. optim.lr=3e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained model")
+    es = p.add_subparsers(dest="eval_command", metavar="{omniglot-runs,episodes}")
+    es.required = True
+    r = es.add_parser("omniglot-runs", help="Lake's 20 within-alphabet 20-way one-shot runs")
+    r.add_argument("--model", required=True, help="run folder of a trained model")
+    r.add_argument("--tta", type=int, default=None,
+                   help="test-time augmentation views (default: the model's config)")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    e = es.add_parser("episodes", help="N-way K-shot episodes on a folder-per-class tree")
+    e.add_argument("--model", required=True, help="run folder of a trained model")
+    e.add_argument("--data", required=True, help="folder-per-class tree")
+    e.add_argument("--way", type=int, required=True, help="classes per episode (N)")
+    e.add_argument("--shot", type=int, required=True, help="support examples per class (K)")
+    e.add_argument("--queries", type=int, default=1, help="queries per class (Q)")
+    e.add_argument("--episodes", type=int, default=600)
+    e.add_argument("--group-depth", type=int, default=0, choices=(0, 1),
+                   help="1: classes are FOLDER/<group>/<class>, and episodes stay in a group")
+    e.add_argument("--drawer-pattern", default=None,
+                   help="regex whose group 1, on the file name, is the drawer; support and "
+                        r"queries then come from different drawers (Omniglot: '_(\d+)\.png$')")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--tta", type=int, default=None, help="test-time augmentation views")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``siamkit`` command."""
+    parser = argparse.ArgumentParser(prog="siamkit", description=(
+        "Siamese networks for verification and one-shot recognition."))
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,demo}")
+    sub.required = True
+    _add_train(sub)
+    _add_eval(sub)
+    d = sub.add_parser("demo", help="train on Omniglot's background set, test on Lake's runs")
+    d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _emit(result: dict[str, Any], as_json: bool, summary: str) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(summary)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.config, args.overrides)
+    res = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.images_per_second:.0f} "
+          f"images/s); best validation accuracy {res.best_metric:.4f} at step "
+          f"{res.best_step}; model in {res.run_dir}")
+    return 0
+
+
+def _tta(args: argparse.Namespace, config: Any) -> int:
+    return config.eval.tta if args.tta is None else args.tta
+
+
+def _cmd_eval_runs(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data.omniglot import load_lake_runs
+    from .evaluate import evaluate_runs
+
+    model, config, card = load_model(args.model)
+    runs = load_lake_runs(card.get("input", {}).get("size", config.data.size))
+    res = evaluate_runs(model, runs, tta=_tta(args, config))
+    res.pop("primary_metric", None)
+    _emit(res, args.json, f"Lake one-shot runs: error {100 * res['error']:.2f}% "
+                          f"({res['total'] - res['correct']} of {res['total']} wrong)")
+    return 0
+
+
+def _cmd_eval_episodes(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data.images import load_image_folder
+    from .evaluate import evaluate_episodes
+
+    model, config, card = load_model(args.model)
+    inp = card.get("input", {})
+    data = load_image_folder(args.data, size=inp.get("size", config.data.size),
+                             channels=inp.get("channels", config.data.channels),
+                             invert=inp.get("invert", config.data.invert),
+                             group_depth=args.group_depth, drawer_pattern=args.drawer_pattern)
+    res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
+                            episodes=args.episodes, within_group=args.group_depth == 1,
+                            use_drawers=args.drawer_pattern is not None, seed=args.seed,
+                            tta=_tta(args, config))
+    res.pop("primary_metric", None)
+    _emit(res, args.json, f"{args.way}-way {args.shot}-shot accuracy over {res['episodes']} "
+                          f"episodes: {100 * res['accuracy']:.2f}% +- {100 * res['ci95']:.2f}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .config import load_config
+    from .data.omniglot import load_lake_runs
+    from .evaluate import evaluate_runs
+    from .train import train
+
+    preset = resources.files("siamkit") / "presets" / "omniglot_demo.yaml"
+    with resources.as_file(preset) as path:
+        config = load_config(path, args.overrides)
+    logger.info("demo: training on Omniglot's background set (at most %s minutes), then "
+                "testing on Lake's 20 one-shot runs", config.optim.time_limit_minutes)
+    res = train(config, args.out, progress=not args.no_progress)
+    model, config, card = load_model(args.out)
+    runs = load_lake_runs(card["input"]["size"])
+    ev = evaluate_runs(model, runs, tta=config.eval.tta)
+    result = {
+        "task": "Omniglot, Lake et al. (2015) 20-way within-alphabet one-shot runs",
+        "error": ev["error"], "accuracy": ev["accuracy"], "per_run": ev["per_run"],
+        "train_minutes": res.minutes, "train_steps": res.steps,
+        "images_per_second": res.images_per_second, "best_val_accuracy": res.best_metric,
+        "published_error": {"Koch et al. Siamese ConvNet": 0.080, "people": 0.045,
+                            "Bayesian Program Learning": 0.033},
+    }
+    out = Path(args.out) / "results.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"Omniglot 20-way one-shot (Lake's 20 runs, 400 queries): error "
+          f"{100 * ev['error']:.2f}%  [Koch et al. 8.0%, people 4.5%, BPL 3.3%]\n"
+          f"trained {res.minutes:.1f} min, {res.images_per_second:.0f} images/s; "
+          f"results in {out}")
+    return 0
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``siamkit`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.debug, args.quiet)
+    commands = {
+        ("train", None): _cmd_train,
+        ("eval", "omniglot-runs"): _cmd_eval_runs,
+        ("eval", "episodes"): _cmd_eval_episodes,
+        ("demo", None): _cmd_demo,
+    }
+    handler = commands[(args.command, getattr(args, "eval_command", None))]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("siamkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for the user; the traceback with --debug
+        if args.debug:
+            raise
+        from .checkpoint import RunError
+        from .config import ConfigError
+        from .data.download import DatasetError
+
+        known = (ConfigError, RunError, DatasetError, ValueError, FileNotFoundError)
+        kind = "error" if isinstance(exc, known) else f"unexpected error ({type(exc).__name__})"
+        print(f"siamkit: {kind}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Training configuration: dataclasses loaded from YAML, overridable with ``key=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "AugmentConfig",
+    "OptimConfig",
+    "EvalConfig",
+    "Config",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override names an unknown key or holds a bad value."""
+
+
+@dataclass
+class DataConfig:
+    """Where the training images come from and how they are prepared."""
+
+    dataset: str = "omniglot"  # "omniglot" (background set) or "folder"
+    root: str | None = None  # folder-per-class tree, for dataset=folder
+    group_depth: int = 0  # 1: root/<group>/<class>/ (e.g. alphabets)
+    size: int = 28  # images are resized to size x size
+    channels: int = 1
+    invert: bool = False  # 255 - pixel (dark ink on white paper); Omniglot always inverts
+    val_groups: int = 4  # groups (or, without groups, classes) held out for validation
+    val_fraction: float = 0.0  # if > 0, hold out this fraction of groups/classes instead
+    rotations: list[int] = field(default_factory=lambda: [0])  # quarter turns as new classes
+
+
+@dataclass
+class ModelConfig:
+    """The encoder and how a pair is scored."""
+
+    encoder: str = "conv4"
+    encoder_args: dict[str, Any] = field(default_factory=dict)
+    distance: str = "euclidean"  # euclidean, squared_euclidean, cosine, dot
+    head: bool = False  # learned similarity head (Koch) instead of a fixed distance
+
+
+@dataclass
+class LossConfig:
+    """The loss, its miner and their parameters."""
+
+    name: str = "prototypical"  # prototypical, triplet, contrastive, bce
+    miner: str = "none"  # none (all pairs/triplets), semihard, batch_hard, schedule
+    margin: float = 0.2  # triplet margin; contrastive negative margin
+    pos_margin: float | None = None  # contrastive positive margin (default: distance's ideal)
+    n_support: int = 1  # prototypical: support examples per class in a batch
+    scale: float = 1.0  # prototypical: logit scale (temperature)
+    schedule_start: float = 0.0  # schedule miner: fraction of training when hardening starts
+    schedule_end: float = 0.5  # ... and when it is fully hard
+    pos_fraction: float = 0.5  # pair training (contrastive, bce): fraction of positive pairs
+
+
+@dataclass
+class AugmentConfig:
+    """Random affine distortions during training (Koch et al. 2015)."""
+
+    enabled: bool = True
+    rotation: float = 10.0
+    shear: float = 0.3
+    scale: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    translate: float = 2.0  # pixels at the training size
+    p: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule and the length of training."""
+
+    steps: int = 2000
+    time_limit_minutes: float | None = None  # stop early (checkpointing) when reached
+    p: int = 20  # classes per batch (ways of a training episode)
+    k: int = 5  # examples per class
+    same_group: float = 0.8  # fraction of batches drawn within one group (alphabet)
+    pair_batch: int = 128  # pairs per batch, for pair losses
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine or constant
+    channels_last: bool = True
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+
+@dataclass
+class EvalConfig:
+    """Validation during training, on held-out groups of the training data."""
+
+    every: int = 500  # steps between validations (and at the end)
+    episodes: int = 200
+    way: int = 20
+    shot: int = 1
+    queries: int = 1
+    within_group: bool = True  # episodes inside one group, as Lake's runs are
+    tta: int = 0  # test-time augmentation: extra distorted views averaged into each embedding
+
+
+@dataclass
+class Config:
+    """Everything a training run needs."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check and convert a loaded value against a field's type hint."""
+    text = str(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(hint, value, key + ".")
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{key}: may not be empty")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    for kind in (int, float):
+        if hint is kind or text in (f"{kind.__name__} | None",):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ConfigError(f"{key}: expected a number, got {value!r}")
+            try:
+                out = kind(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}") from None
+            if kind is int and isinstance(value, float) and value != int(value):
+                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            return out
+    if hint is str or text == "str | None":
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return str(value)
+    if text.startswith("list"):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return value
+    if text.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; "
+                          f"known keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from nested dicts, rejecting unknown keys and bad types."""
+    return _build(Config, values or {})
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Nested plain dicts, JSON- and YAML-serialisable."""
+    return dataclasses.asdict(config)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML (or JSON) config and apply ``key=value`` overrides, e.g. ``optim.lr=3e-4``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            text = p.read_text()
+            values = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid YAML/JSON: {exc}") from None
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    return apply_overrides(config_from_dict(values), overrides or [])
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Return a new config with dotted ``key=value`` overrides (values parsed as YAML)."""
+    values = config_to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = values
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key {key!r}")
+            node = node[part]
+        if parts[-1] not in node and not (len(parts) > 1 and parts[-2].endswith("_args")):
+            raise ConfigError(f"unknown config key {key!r}")
+        node[parts[-1]] = value
+    return config_from_dict(values)

@@ -1,0 +1,199 @@
+"""Encoders: the single network that a Siamese model applies to both of its inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Conv4Encoder",
+    "KochEncoder",
+    "MLPEncoder",
+    "L2Norm",
+    "create_encoder",
+    "list_encoders",
+    "register_encoder",
+]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_encoder(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding an encoder to the registry under ``name``."""
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def create_encoder(name: str, **kwargs: object) -> nn.Module:
+    """Build a registered encoder by name (``conv4``, ``koch``, ``mlp``) with keyword options.
+
+    Example:
+        >>> enc = create_encoder("conv4", input_size=28, width=64)
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown encoder {name!r}; expected one of {list_encoders()}")
+    try:
+        return _REGISTRY[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad options for encoder {name!r}: {exc}") from None
+
+
+def list_encoders() -> list[str]:
+    """Names accepted by :func:`create_encoder`."""
+    return sorted(_REGISTRY)
+
+
+class L2Norm(nn.Module):
+    """Scale each embedding to unit length."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1)
+
+
+def _conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+@register_encoder("conv4")
+class Conv4Encoder(nn.Module):
+    """The Conv-4 family of few-shot learning: ``depth`` blocks of conv3x3-BN-ReLU-maxpool.
+
+    Args:
+        in_channels: 1 for grayscale, 3 for RGB.
+        width: channels per block (ignored when ``widths`` is given).
+        depth: number of blocks.
+        input_size: side of the (square) input images, used to size the output.
+        embedding_dim: add a linear projection to this size; None keeps the flattened features.
+        normalize: L2-normalise the embedding.
+        widths: explicit channels per block, e.g. ``[64, 96, 128, 256]``.
+        pool_last: "flatten" keeps the spatial map, "avg" averages it away.
+        dropout: dropout before the projection.
+
+    Shape: (B, in_channels, input_size, input_size) -> (B, output_dim).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 64,
+        depth: int = 4,
+        input_size: int = 28,
+        embedding_dim: int | None = None,
+        normalize: bool = False,
+        widths: Sequence[int] | None = None,
+        pool_last: str = "flatten",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        widths = list(widths) if widths else [width] * depth
+        if pool_last not in ("flatten", "avg"):
+            raise ValueError(f"pool_last must be 'flatten' or 'avg', got {pool_last!r}")
+        blocks, c, side = [], in_channels, input_size
+        for w in widths:
+            pool = side >= 2
+            blocks.append(_conv_block(c, w, pool))
+            c, side = w, side // 2 if pool else side
+        self.features = nn.Sequential(*blocks)
+        self.pool_last = pool_last
+        flat = c if pool_last == "avg" else c * side * side
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.project = nn.Linear(flat, embedding_dim) if embedding_dim else nn.Identity()
+        self.norm = L2Norm() if normalize else nn.Identity()
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.output_dim = embedding_dim or flat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)  # (B, C, s, s)
+        h = h.mean((2, 3)) if self.pool_last == "avg" else h.flatten(1)  # (B, F)
+        return self.norm(self.project(self.dropout(h)))
+
+
+@register_encoder("koch")
+class KochEncoder(nn.Module):
+    """The convolutional twin of Koch, Zemel and Salakhutdinov (2015).
+
+    Four convolutions (10x10, 7x7, 4x4, 4x4) with max pooling, then a sigmoid fully
+    connected layer. ``base_width`` scales the channels (Koch: 64 -> 64, 128, 128, 256)
+    and ``embedding_dim`` the last layer (Koch: 4096); the original input is 105x105.
+
+    Shape: (B, in_channels, input_size, input_size) -> (B, embedding_dim).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        input_size: int = 105,
+        base_width: int = 64,
+        embedding_dim: int = 4096,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        if input_size < 70:
+            raise ValueError(f"the Koch encoder needs inputs of at least 70 px, got {input_size}")
+        w = base_width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, w, 10), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 7), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 2 * w, 4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 4), nn.ReLU(inplace=True),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, in_channels, input_size, input_size)).numel()
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, embedding_dim), nn.Sigmoid())
+        self.norm = L2Norm() if normalize else nn.Identity()
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.output_dim = embedding_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.fc(self.features(x)))
+
+
+@register_encoder("mlp")
+class MLPEncoder(nn.Module):
+    """A multi-layer perceptron for tabular feature vectors.
+
+    Shape: (B, in_features) -> (B, embedding_dim).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (256, 256),
+        embedding_dim: int = 64,
+        dropout: float = 0.1,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"in_features must be positive, got {in_features}")
+        layers: list[nn.Module] = []
+        d = in_features
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            d = h
+        layers.append(nn.Linear(d, embedding_dim))
+        self.net = nn.Sequential(*layers)
+        self.norm = L2Norm() if normalize else nn.Identity()
+        self.in_features = in_features
+        self.output_dim = embedding_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(x))

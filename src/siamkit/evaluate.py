@@ -1,0 +1,170 @@
+"""Evaluators: embed data once with a model, then compute metrics with :mod:`siamkit.metrics`.
+
+Each evaluator is called with a model and returns a dict of metrics that includes
+``primary_metric`` (the name of the metric to select checkpoints by).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from .augment import RandomAffine
+from .data.images import ImageDataset
+from .data.omniglot import OneShotRun
+from .metrics import accuracy, mean_and_ci95, nearest_reference_predictions
+from .samplers import EpisodeSampler
+from .siamese import SiameseNetwork
+
+__all__ = [
+    "to_float",
+    "embed_images",
+    "class_scores",
+    "evaluate_runs",
+    "evaluate_episodes",
+    "OneShotRunsEvaluator",
+    "EpisodeEvaluator",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, C, H, W) in 0..255 -> float32 in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+@torch.no_grad()
+def embed_images(
+    model: SiameseNetwork,
+    images: torch.Tensor,
+    batch_size: int = 512,
+    tta: int = 0,
+    seed: int = 0,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Embed uint8 images (N, C, H, W) -> (N, D), in eval mode and in batches.
+
+    With ``tta`` > 0 each embedding is the mean over the image and ``tta`` mildly
+    distorted copies (fixed seed, so results are repeatable).
+    """
+    was_training = model.training
+    model.eval()
+    views = [None] + [RandomAffine(rotation=5, shear=0.1, scale=(0.9, 1.1), translate=1.0,
+                                   p=1.0, generator=torch.Generator().manual_seed(seed + v))
+                      for v in range(tta)]
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = to_float(images[s : s + batch_size])
+        acc = None
+        for view in views:
+            xv = x if view is None else view(x)
+            if channels_last:
+                xv = xv.contiguous(memory_format=torch.channels_last)
+            e = model.embed(xv).float()
+            acc = e if acc is None else acc + e
+        out.append(acc / len(views))
+    model.train(was_training)
+    if not out:
+        return torch.zeros(0, 0)
+    return torch.cat(out)
+
+
+def class_scores(
+    model: SiameseNetwork, queries: torch.Tensor, support: torch.Tensor,
+    support_labels: torch.Tensor, n_classes: int,
+) -> torch.Tensor:
+    """Score each query embedding against each class of a support set: -> (Q, n_classes).
+
+    With a fixed distance a class is its prototype (mean support embedding); with a
+    learned head, a class's score is the mean head score over its support examples.
+    """
+    if model.head is None:
+        protos = torch.zeros(n_classes, support.shape[1])
+        protos.index_add_(0, support_labels, support)
+        protos /= torch.bincount(support_labels, minlength=n_classes).clamp_min(1)[:, None]
+        return model.pairwise_scores(queries, protos)
+    scores = model.pairwise_scores(queries, support)  # (Q, S)
+    sums = torch.zeros(len(queries), n_classes).index_add_(1, support_labels, scores)
+    return sums / torch.bincount(support_labels, minlength=n_classes).clamp_min(1)
+
+
+def evaluate_runs(model: SiameseNetwork, runs: list[OneShotRun], tta: int = 0) -> dict[str, Any]:
+    """Lake's one-shot protocol: each query takes the class of its closest reference.
+
+    Returns ``error`` and ``accuracy`` over all queries, and ``per_run`` breakdown.
+    """
+    per_run, correct, total = [], 0, 0
+    for run in runs:
+        refs = embed_images(model, run.references, tta=tta)
+        qs = embed_images(model, run.queries, tta=tta)
+        with torch.no_grad():
+            pred = nearest_reference_predictions(model.pairwise_scores(qs, refs),
+                                                 model.higher_is_closer)
+        hits = int((pred == run.answers).sum())
+        per_run.append({"run": run.name, "correct": hits, "total": len(run.answers),
+                        "error": 1.0 - hits / len(run.answers)})
+        correct, total = correct + hits, total + len(run.answers)
+    acc = correct / total if total else float("nan")
+    return {"error": 1.0 - acc, "accuracy": acc, "correct": correct, "total": total,
+            "per_run": per_run, "primary_metric": "accuracy"}
+
+
+def evaluate_episodes(
+    model: SiameseNetwork,
+    dataset: ImageDataset,
+    way: int = 5,
+    shot: int = 1,
+    queries: int = 1,
+    episodes: int = 600,
+    within_group: bool = False,
+    use_drawers: bool = True,
+    seed: int = 0,
+    tta: int = 0,
+) -> dict[str, Any]:
+    """N-way K-shot accuracy over random episodes, with a 95% confidence interval.
+
+    The dataset is embedded once; episodes then index the embeddings.
+    ``within_group`` draws every episode's classes from one group (e.g. one alphabet);
+    ``use_drawers`` (when the dataset knows its drawers) takes support and queries from
+    different drawers.
+    """
+    sampler = EpisodeSampler(
+        dataset.labels.numpy(), way, shot, queries, episodes,
+        groups=dataset.groups if within_group else None,
+        drawers=dataset.drawers if use_drawers else None,
+        class_names=dataset.class_names, seed=seed,
+    )
+    emb = embed_images(model, dataset.images, tta=tta)
+    accs = []
+    with torch.no_grad():
+        for ep in sampler:
+            scores = class_scores(model, emb[ep.query], emb[ep.support],
+                                  torch.from_numpy(ep.support_labels), way)
+            pred = nearest_reference_predictions(scores, model.higher_is_closer)
+            accs.append(accuracy(pred.numpy(), ep.query_labels))
+    mean, ci = mean_and_ci95(accs)
+    return {"accuracy": mean, "ci95": ci, "episodes": len(accs), "way": way, "shot": shot,
+            "queries": queries, "primary_metric": "accuracy"}
+
+
+class OneShotRunsEvaluator:
+    """Thin wrapper: Lake's runs, loaded once, evaluated for any model."""
+
+    def __init__(self, runs: list[OneShotRun], tta: int = 0) -> None:
+        self.runs, self.tta = runs, tta
+
+    def __call__(self, model: SiameseNetwork) -> dict[str, Any]:
+        return evaluate_runs(model, self.runs, self.tta)
+
+
+class EpisodeEvaluator:
+    """Thin wrapper: fixed episodes (same seed every call) on one dataset."""
+
+    def __init__(self, dataset: ImageDataset, **kwargs: Any) -> None:
+        self.dataset, self.kwargs = dataset, kwargs
+
+    def __call__(self, model: SiameseNetwork) -> dict[str, Any]:
+        return evaluate_episodes(model, self.dataset, **self.kwargs)

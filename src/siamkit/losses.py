@@ -1,0 +1,229 @@
+"""Losses over embeddings: ``loss(embeddings, labels, indices=None) -> scalar``.
+
+Losses never see the model. Each holds a :class:`~siamkit.distances.Distance` and works
+the same whichever way that distance points, because margins are applied to values
+turned into "lower is closer" form.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distances import Distance, EuclideanDistance
+from .miners import AllPairsMiner, AllTripletsMiner, Pairs, Triplets
+from .siamese import LearnedHead
+
+__all__ = [
+    "ContrastiveLoss",
+    "TripletLoss",
+    "HeadBCELoss",
+    "PrototypicalLoss",
+    "create_loss",
+]
+
+
+def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+    if losses.numel() == 0:
+        return losses.sum() * 0.0  # keeps the graph alive, value 0
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "mean_nonzero":
+        nonzero = losses > 0
+        return losses[nonzero].mean() if nonzero.any() else losses.sum() * 0.0
+    raise ValueError(f"unknown reduction {reduction!r}; expected mean, sum or mean_nonzero")
+
+
+class ContrastiveLoss(nn.Module):
+    """Contrastive loss (Hadsell et al. 2006) over positive and negative pairs.
+
+    With a distance d: positives pay ``max(0, d - pos_margin)``, negatives pay
+    ``max(0, neg_margin - d)``; with a similarity s the signs flip
+    (``max(0, pos_margin - s)`` and ``max(0, s - neg_margin)``). ``squared=True`` squares
+    each term, as in the original paper. Positive and negative terms are reduced
+    separately and added, so a batch with many more negatives does not drown the positives.
+
+    Args:
+        distance: measure between embeddings (default Euclidean).
+        pos_margin: positives closer than this pay nothing (distance: 0; cosine: 1).
+        neg_margin: negatives farther than this pay nothing.
+        squared: square the hinge terms.
+        reduction: "mean_nonzero" (average of the terms that are > 0), "mean" or "sum".
+    """
+
+    def __init__(
+        self,
+        distance: Distance | None = None,
+        pos_margin: float | None = None,
+        neg_margin: float | None = None,
+        squared: bool = False,
+        reduction: str = "mean_nonzero",
+    ) -> None:
+        super().__init__()
+        self.distance = distance or EuclideanDistance()
+        sim = self.distance.higher_is_closer
+        self.pos_margin = pos_margin if pos_margin is not None else (1.0 if sim else 0.0)
+        self.neg_margin = neg_margin if neg_margin is not None else (0.0 if sim else 1.0)
+        self.squared = squared
+        self.reduction = reduction
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+        indices: Pairs | None = None,
+    ) -> torch.Tensor:
+        if indices is None:
+            if labels is None:
+                raise ValueError("ContrastiveLoss needs labels or mined Pairs")
+            indices = AllPairsMiner()(embeddings, labels)
+        a1, p, a2, n = indices
+        d_pos = self.distance.paired(embeddings[a1], embeddings[p])
+        d_neg = self.distance.paired(embeddings[a2], embeddings[n])
+        if self.distance.higher_is_closer:
+            pos, neg = F.relu(self.pos_margin - d_pos), F.relu(d_neg - self.neg_margin)
+        else:
+            pos, neg = F.relu(d_pos - self.pos_margin), F.relu(self.neg_margin - d_neg)
+        if self.squared:
+            pos, neg = pos**2, neg**2
+        return _reduce(pos, self.reduction) + _reduce(neg, self.reduction)
+
+
+class TripletLoss(nn.Module):
+    """Triplet margin loss: ``max(0, d(a, p) - d(a, n) + margin)`` (for similarities,
+    ``max(0, s(a, n) - s(a, p) + margin)``).
+
+    Without mined ``indices`` every triplet of the batch is used.
+
+    Args:
+        distance: measure between embeddings (default Euclidean).
+        margin: required gap between the positive and the negative.
+        reduction: "mean_nonzero" (default, as pytorch-metric-learning), "mean" or "sum".
+    """
+
+    def __init__(
+        self, distance: Distance | None = None, margin: float = 0.2,
+        reduction: str = "mean_nonzero",
+    ) -> None:
+        super().__init__()
+        self.distance = distance or EuclideanDistance()
+        self.margin = margin
+        self.reduction = reduction
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+        indices: Triplets | None = None,
+    ) -> torch.Tensor:
+        if indices is None:
+            if labels is None:
+                raise ValueError("TripletLoss needs labels or mined Triplets")
+            indices = AllTripletsMiner()(embeddings, labels)
+        a, p, n = indices
+        d_ap = self.distance.paired(embeddings[a], embeddings[p])
+        d_an = self.distance.paired(embeddings[a], embeddings[n])
+        gap = d_an - d_ap if self.distance.higher_is_closer else d_ap - d_an
+        return _reduce(F.relu(gap + self.margin), self.reduction)
+
+
+class HeadBCELoss(nn.Module):
+    """Binary cross-entropy of a :class:`LearnedHead` on positive (1) and negative (0) pairs.
+
+    The two classes are weighted equally (each averaged separately, then averaged), so an
+    unbalanced pair list does not bias the head.
+    """
+
+    def __init__(self, head: LearnedHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+        indices: Pairs | None = None,
+    ) -> torch.Tensor:
+        if indices is None:
+            if labels is None:
+                raise ValueError("HeadBCELoss needs labels or mined Pairs")
+            indices = AllPairsMiner()(embeddings, labels)
+        a1, p, a2, n = indices
+        terms = []
+        if len(a1):
+            lp = self.head.logits(embeddings[a1], embeddings[p])
+            terms.append(F.binary_cross_entropy_with_logits(lp, torch.ones_like(lp)))
+        if len(a2):
+            ln = self.head.logits(embeddings[a2], embeddings[n])
+            terms.append(F.binary_cross_entropy_with_logits(ln, torch.zeros_like(ln)))
+        if not terms:
+            return embeddings.sum() * 0.0
+        return torch.stack(terms).mean()
+
+
+class PrototypicalLoss(nn.Module):
+    """Prototypical-network loss (Snell et al. 2017) on an episode.
+
+    For every class in the batch the first ``n_support`` examples (in batch order) form
+    the support set and their mean the prototype; the remaining examples are queries,
+    classified by softmax over ``scale * closeness`` to the prototypes. Uses squared
+    Euclidean distance by default, as the paper does.
+
+    Args:
+        distance: measure between queries and prototypes.
+        n_support: support examples per class; the rest of each class are queries.
+        scale: multiplies the logits (a temperature; useful with cosine similarity).
+    """
+
+    def __init__(
+        self, distance: Distance | None = None, n_support: int = 1, scale: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.distance = distance or EuclideanDistance(squared=True)
+        if n_support < 1:
+            raise ValueError(f"n_support must be at least 1, got {n_support}")
+        self.n_support = n_support
+        self.scale = scale
+
+    def split(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (classes, support mask, query class index) for a batch of labels."""
+        classes, inverse = torch.unique(labels, return_inverse=True)
+        # rank of each item within its class, in batch order
+        order = torch.argsort(inverse, stable=True)
+        rank = torch.empty_like(order)
+        counts = torch.bincount(inverse, minlength=len(classes))
+        starts = torch.cumsum(counts, 0) - counts
+        rank[order] = torch.arange(len(labels), device=labels.device) - starts[inverse[order]]
+        support = rank < self.n_support
+        if (counts <= self.n_support).any():
+            first = int(torch.nonzero(counts <= self.n_support)[0])
+            bad, n_bad = classes[first].item(), int(counts[first])
+            raise ValueError(
+                f"class {bad} has {n_bad} examples in the batch; the prototypical "
+                f"loss needs more than n_support={self.n_support} (support plus a query)"
+            )
+        return classes, support, inverse
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, indices: object = None
+    ) -> torch.Tensor:
+        classes, support, inverse = self.split(labels)
+        dim = embeddings.shape[1]
+        sums = torch.zeros(len(classes), dim, dtype=embeddings.dtype, device=embeddings.device)
+        sums.index_add_(0, inverse[support], embeddings[support])
+        protos = sums / self.n_support  # (C, D)
+        values = self.distance.pairwise(embeddings[~support], protos)  # (Q, C)
+        logits = self.scale * self.distance.to_similarity(values)
+        return F.cross_entropy(logits, inverse[~support])
+
+
+def create_loss(name: str, distance: Distance | None = None, **kwargs: object) -> nn.Module:
+    """Build a loss by name: ``contrastive``, ``triplet`` or ``prototypical``.
+
+    (``bce`` needs the model's head and is built by the trainer.)
+    """
+    losses = {
+        "contrastive": ContrastiveLoss,
+        "triplet": TripletLoss,
+        "prototypical": PrototypicalLoss,
+    }
+    if name not in losses:
+        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(losses) + ['bce']}")
+    return losses[name](distance=distance, **kwargs)

@@ -1,0 +1,228 @@
+"""Miners: choose which pairs or triplets of a batch the loss should learn from.
+
+A miner takes embeddings (B, D) and labels (B,) and returns a typed index tuple,
+:class:`Pairs` or :class:`Triplets`, that losses accept. Distances are computed once
+as a (B, B) matrix; nothing of size B x B x B is ever built, so batches of thousands
+fit in memory (candidate triplets are enumerated in chunks of anchor-positive pairs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from .distances import Distance, EuclideanDistance
+
+__all__ = [
+    "Pairs",
+    "Triplets",
+    "AllPairsMiner",
+    "AllTripletsMiner",
+    "BatchHardMiner",
+    "SemiHardMiner",
+    "HardnessSchedule",
+    "label_masks",
+]
+
+# Largest (anchor-positive pairs x batch) boolean block materialised at once.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+class Pairs(NamedTuple):
+    """Index tensors of positive pairs (a1[i], p[i]) and negative pairs (a2[j], n[j])."""
+
+    a1: torch.Tensor
+    p: torch.Tensor
+    a2: torch.Tensor
+    n: torch.Tensor
+
+
+class Triplets(NamedTuple):
+    """Index tensors of triplets (anchor a[i], positive p[i], negative n[i])."""
+
+    a: torch.Tensor
+    p: torch.Tensor
+    n: torch.Tensor
+
+
+def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (B, B) masks of positive pairs (same label, not self) and negative pairs."""
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+def _as_distance(distance: Distance, embeddings: torch.Tensor) -> torch.Tensor:
+    """(B, B) matrix where lower always means closer, without gradients."""
+    with torch.no_grad():
+        values = distance.pairwise(embeddings.detach())
+    return values if not distance.higher_is_closer else -values
+
+
+def _empty(device: torch.device) -> torch.Tensor:
+    return torch.zeros(0, dtype=torch.long, device=device)
+
+
+class AllPairsMiner:
+    """Every positive and every negative pair of the batch (each unordered pair once)."""
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Pairs:
+        pos, neg = label_masks(labels)
+        upper = torch.ones_like(pos).triu(1)
+        a1, p = torch.nonzero(pos & upper, as_tuple=True)
+        a2, n = torch.nonzero(neg & upper, as_tuple=True)
+        return Pairs(a1, p, a2, n)
+
+
+def _positive_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pos, _ = label_masks(labels)
+    return torch.nonzero(pos, as_tuple=True)
+
+
+def _triplets_where(
+    a: torch.Tensor,
+    p: torch.Tensor,
+    keep: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch: int,
+) -> Triplets:
+    """Enumerate (a, p, n) for every anchor-positive pair and negative n with keep(...) true.
+
+    ``keep(a_chunk, p_chunk)`` returns a (chunk, B) boolean mask of admissible negatives;
+    pairs are processed in chunks so the mask never exceeds ``_CHUNK_ELEMENTS``.
+    """
+    step = max(1, _CHUNK_ELEMENTS // max(batch, 1))
+    out_a, out_p, out_n = [], [], []
+    for s in range(0, len(a), step):
+        ac, pc = a[s : s + step], p[s : s + step]
+        rows, n = torch.nonzero(keep(ac, pc), as_tuple=True)
+        out_a.append(ac[rows])
+        out_p.append(pc[rows])
+        out_n.append(n)
+    if not out_a:
+        e = _empty(a.device)
+        return Triplets(e, e, e)
+    return Triplets(torch.cat(out_a), torch.cat(out_p), torch.cat(out_n))
+
+
+class AllTripletsMiner:
+    """Every (anchor, positive, negative) triplet of the batch."""
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
+        _, neg = label_masks(labels)
+        a, p = _positive_pairs(labels)
+        return _triplets_where(a, p, lambda ac, pc: neg[ac], len(labels))
+
+
+class SemiHardMiner:
+    """Semi-hard triplets: the negative is farther than the positive, but within the margin.
+
+    ``d(a, p) < d(a, n) < d(a, p) + margin`` in distance terms (for similarities the
+    same with signs flipped). With ``select="all"`` every such triplet is returned
+    (the definition of pytorch-metric-learning); with ``select="hardest"`` one per
+    anchor-positive pair: the closest negative that is still farther than the positive
+    (FaceNet).
+    """
+
+    def __init__(
+        self, margin: float = 0.2, distance: Distance | None = None, select: str = "all"
+    ) -> None:
+        if select not in ("all", "hardest"):
+            raise ValueError(f"select must be 'all' or 'hardest', got {select!r}")
+        self.margin = margin
+        self.distance = distance or EuclideanDistance()
+        self.select = select
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
+        d = _as_distance(self.distance, embeddings)  # (B, B), lower is closer
+        _, neg = label_masks(labels)
+        a, p = _positive_pairs(labels)
+        if self.select == "all":
+
+            def keep(ac: torch.Tensor, pc: torch.Tensor) -> torch.Tensor:
+                dap = d[ac, pc][:, None]  # (C, 1)
+                dan = d[ac]  # (C, B)
+                return neg[ac] & (dan > dap) & (dan < dap + self.margin)
+
+            return _triplets_where(a, p, keep, len(labels))
+        # "hardest": per anchor-positive pair, the smallest d(a, n) above d(a, p).
+        out_n = torch.empty_like(a)
+        found = torch.zeros_like(a, dtype=torch.bool)
+        step = max(1, _CHUNK_ELEMENTS // max(len(labels), 1))
+        for s in range(0, len(a), step):
+            ac, pc = a[s : s + step], p[s : s + step]
+            dan = d[ac].masked_fill(~neg[ac] | (d[ac] <= d[ac, pc][:, None]), float("inf"))
+            best, idx = dan.min(1)
+            out_n[s : s + step] = idx
+            found[s : s + step] = torch.isfinite(best)
+        return Triplets(a[found], p[found], out_n[found])
+
+
+class BatchHardMiner:
+    """Batch-hard triplets (Hermans et al. 2017): per anchor, its farthest positive and
+    closest negative. Anchors without a positive or a negative are skipped."""
+
+    def __init__(self, distance: Distance | None = None) -> None:
+        self.distance = distance or EuclideanDistance()
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
+        d = _as_distance(self.distance, embeddings)  # (B, B)
+        pos, neg = label_masks(labels)
+        hardest_p = d.masked_fill(~pos, float("-inf")).argmax(1)  # (B,)
+        hardest_n = d.masked_fill(~neg, float("inf")).argmin(1)  # (B,)
+        valid = pos.any(1) & neg.any(1)
+        anchors = torch.arange(len(labels), device=labels.device)[valid]
+        return Triplets(anchors, hardest_p[valid], hardest_n[valid])
+
+
+class HardnessSchedule:
+    """Start semi-hard, end hard: a mining curriculum over training steps.
+
+    Before ``start_step`` every anchor is mined semi-hard; after ``end_step`` every anchor
+    is mined batch-hard; in between, a fraction of anchors that grows linearly from 0 to 1
+    is mined hard and the rest semi-hard. The training loop calls :meth:`set_step`.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        start_step: int = 0,
+        end_step: int = 1000,
+        distance: Distance | None = None,
+        seed: int = 0,
+    ) -> None:
+        if end_step < start_step:
+            raise ValueError(f"end_step ({end_step}) must not be before start_step ({start_step})")
+        self.semi_hard = SemiHardMiner(margin, distance, select="hardest")
+        self.hard = BatchHardMiner(distance)
+        self.start_step, self.end_step = start_step, end_step
+        self.step = 0
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+    def hard_fraction(self) -> float:
+        """Fraction of anchors mined hard at the current step, in [0, 1]."""
+        if self.step <= self.start_step:
+            return 0.0
+        if self.step >= self.end_step:
+            return 1.0
+        return (self.step - self.start_step) / (self.end_step - self.start_step)
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
+        frac = self.hard_fraction()
+        if frac == 0.0:
+            return self.semi_hard(embeddings, labels)
+        if frac == 1.0:
+            return self.hard(embeddings, labels)
+        hard_anchor = torch.rand(len(labels), generator=self._gen) < frac
+        hard_anchor = hard_anchor.to(labels.device)
+        h, s = self.hard(embeddings, labels), self.semi_hard(embeddings, labels)
+        kh, ks = hard_anchor[h.a], ~hard_anchor[s.a]
+        return Triplets(
+            torch.cat([h.a[kh], s.a[ks]]),
+            torch.cat([h.p[kh], s.p[ks]]),
+            torch.cat([h.n[kh], s.n[ks]]),
+        )

@@ -1,0 +1,129 @@
+"""The command line on a tiny real run: every command, its JSON keys and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from siamkit.cli import main
+
+MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
+                                reason="Omniglot mirror not present")
+
+
+@pytest.fixture(scope="module")
+def alphabets(tmp_path_factory) -> Path:
+    """A folder-per-class tree of three real Omniglot alphabets (symlinked, not copied)."""
+    os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
+    from siamkit.data import omniglot_folder
+
+    src = omniglot_folder("images_background")
+    root = tmp_path_factory.mktemp("alphabets")
+    for name in sorted(p.name for p in src.iterdir() if p.is_dir())[:3]:
+        (root / name).symlink_to(src / name, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, alphabets) -> Path:
+    """A tiny model trained through ``siamkit train``."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    cfg = out.parent / "tiny.yaml"
+    cfg.write_text(
+        "data: {dataset: folder, root: %s, group_depth: 1, invert: true, val_groups: 1}\n"
+        "model: {encoder_args: {width: 16}}\n"
+        "optim: {steps: 10, p: 8, k: 3, warmup_steps: 2}\n"
+        "eval: {every: 10, episodes: 10, way: 5}\n".replace("%s", str(alphabets))
+    )
+    code = main(["--quiet", "train", "--config", str(cfg), "--out", str(out), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_run(run_dir):
+    card = json.loads((run_dir / "config.json").read_text())
+    assert card["config"]["data"]["dataset"] == "folder"
+    assert (run_dir / "model.safetensors").is_file()
+
+
+def test_eval_omniglot_runs_json(run_dir, capsys):
+    assert main(["--quiet", "eval", "omniglot-runs", "--model", str(run_dir), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) >= {"error", "accuracy", "per_run"}
+    assert len(res["per_run"]) == 20
+    assert res["error"] == pytest.approx(1 - res["accuracy"])
+    assert res["accuracy"] > 0.05  # 20-way chance is 0.05; even 10 steps beat it
+
+
+def test_eval_episodes_json(run_dir, alphabets, capsys):
+    code = main(["--quiet", "eval", "episodes", "--model", str(run_dir), "--data",
+                 str(alphabets), "--way", "5", "--shot", "1", "--queries", "2",
+                 "--episodes", "30", "--group-depth", "1", "--drawer-pattern", r"_(\d+)\.png$",
+                 "--seed", "3", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) >= {"accuracy", "ci95", "episodes"}
+    assert res["episodes"] == 30 and 0 <= res["accuracy"] <= 1 and res["ci95"] >= 0
+
+
+def test_eval_episodes_text_output(run_dir, alphabets, capsys):
+    code = main(["--quiet", "eval", "episodes", "--model", str(run_dir), "--data",
+                 str(alphabets), "--way", "5", "--shot", "2", "--episodes", "5",
+                 "--group-depth", "1"])
+    assert code == 0
+    assert "5-way 2-shot accuracy over 5 episodes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--config", "/nonexistent.yaml", "--out", "x"], "config file not found"),
+    (["eval", "omniglot-runs", "--model", "/nonexistent"], "model folder not found"),
+])
+def test_missing_files_give_one_line(argv, needle, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_bad_config_key_and_unknown_loss(tmp_path, alphabets, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim: {stepz: 3}\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    assert "unknown config key 'optim.stepz'" in capsys.readouterr().err
+    cfg.write_text(f"data: {{dataset: folder, root: {alphabets}, group_depth: 1}}\n")
+    assert main(["--quiet", "train", "--config", str(cfg), "--out", str(tmp_path / "o"),
+                 "--set", "loss.name=hinge", "--no-progress"]) == 1
+    assert "unknown loss.name 'hinge'" in capsys.readouterr().err
+
+
+def test_eval_episodes_bad_inputs(run_dir, tmp_path, alphabets, capsys):
+    # more ways than classes in any group
+    assert main(["--quiet", "eval", "episodes", "--model", str(run_dir), "--data",
+                 str(alphabets), "--way", "500", "--shot", "1", "--group-depth", "1"]) == 1
+    assert "500-way" in capsys.readouterr().err
+    # not a model folder
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "episodes", "--model", str(tmp_path / "empty"), "--data",
+                 str(alphabets), "--way", "5", "--shot", "1"]) == 1
+    assert "not a siamkit run folder" in capsys.readouterr().err
+    # a data folder without images
+    assert main(["eval", "episodes", "--model", str(run_dir), "--data",
+                 str(tmp_path / "empty"), "--way", "5", "--shot", "1"]) == 1
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(tmp_path):
+    with pytest.raises(Exception, match="config file not found"):
+        main(["--debug", "train", "--config", str(tmp_path / "none.yaml"), "--out", "x"])
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "siamkit.cli", "--help"], capture_output=True,
+                         text=True, check=True)
+    for command in ("train", "eval", "demo"):
+        assert command in out.stdout

@@ -1,0 +1,231 @@
+"""Tests for siamkit.encoders: output shapes match output_dim, options, registry errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+import siamkit.encoders as encoders
+from siamkit.encoders import (
+    Conv4Encoder,
+    KochEncoder,
+    L2Norm,
+    MLPEncoder,
+    create_encoder,
+    list_encoders,
+    register_encoder,
+)
+
+
+def _run(enc: nn.Module, *shape: int) -> torch.Tensor:
+    """Forward a batch of 2 random inputs in eval mode (BatchNorm on a 1x1 map needs eval)."""
+    torch.manual_seed(0)
+    enc.eval()
+    with torch.no_grad():
+        return enc(torch.randn(2, *shape))
+
+
+# --- conv4 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("input_size", "side"),
+    [
+        (28, 1),  # 28 -> 14 -> 7 -> 3 -> 1
+        (32, 2),  # 32 -> 16 -> 8 -> 4 -> 2
+        (105, 6),  # 105 -> 52 -> 26 -> 13 -> 6
+        (4, 1),  # 4 -> 2 -> 1, then no pooling below side 2: 1 -> 1
+    ],
+)
+def test_conv4_flatten_output_dim(input_size: int, side: int) -> None:
+    """Flattened features: width * side * side, with side halved (floor) by each block."""
+    enc = create_encoder("conv4", width=8, input_size=input_size)
+    assert isinstance(enc, Conv4Encoder)
+    assert enc.output_dim == 8 * side * side
+    out = _run(enc, 1, input_size, input_size)
+    assert out.shape == (2, enc.output_dim)
+
+
+def test_conv4_default_is_64_wide_on_28() -> None:
+    enc = create_encoder("conv4")
+    assert enc.output_dim == 64 and enc.in_channels == 1 and enc.input_size == 28
+    assert len(enc.features) == 4
+
+
+def test_conv4_depth_and_rgb() -> None:
+    """depth 2 on 3-channel 32x32: 32 -> 16 -> 8, 5 channels -> 5 * 8 * 8."""
+    enc = create_encoder("conv4", in_channels=3, width=5, depth=2, input_size=32)
+    assert enc.output_dim == 5 * 8 * 8
+    assert _run(enc, 3, 32, 32).shape == (2, 320)
+
+
+def test_conv4_widths_list_overrides_width_and_depth() -> None:
+    """widths [4, 6, 8, 10, 12] on 32: five blocks, 32 -> 1 after five poolings, 12 channels."""
+    enc = create_encoder("conv4", width=99, depth=2, widths=[4, 6, 8, 10, 12], input_size=32)
+    assert [blk[0].out_channels for blk in enc.features] == [4, 6, 8, 10, 12]
+    assert enc.output_dim == 12
+    assert _run(enc, 1, 32, 32).shape == (2, 12)
+
+
+def test_conv4_avg_pool_keeps_only_channels() -> None:
+    """pool_last='avg': output is the last width whatever the spatial size, and is the mean."""
+    enc = create_encoder("conv4", widths=[4, 6], input_size=32, pool_last="avg")
+    assert enc.output_dim == 6
+    x = torch.randn(2, 1, 32, 32)
+    enc.eval()
+    with torch.no_grad():
+        assert_close(enc(x), enc.features(x).mean((2, 3)))
+
+
+def test_conv4_embedding_dim_projects() -> None:
+    enc = create_encoder("conv4", width=4, input_size=32, embedding_dim=7)
+    assert isinstance(enc.project, nn.Linear) and enc.project.in_features == 4 * 2 * 2
+    assert enc.output_dim == 7
+    assert _run(enc, 1, 32, 32).shape == (2, 7)
+
+
+@pytest.mark.parametrize("embedding_dim", [None, 5])
+def test_conv4_normalize_gives_unit_norm(embedding_dim: int | None) -> None:
+    enc = create_encoder(
+        "conv4", width=4, input_size=28, embedding_dim=embedding_dim, normalize=True
+    )
+    out = _run(enc, 1, 28, 28)
+    assert_close(out.norm(dim=1), torch.ones(2))
+
+
+def test_conv4_without_normalize_is_not_unit_norm() -> None:
+    """Guards the test above: without normalize the norms are not all 1."""
+    out = _run(create_encoder("conv4", width=4, input_size=28, embedding_dim=5), 1, 28, 28)
+    assert not torch.allclose(out.norm(dim=1), torch.ones(2))
+
+
+def test_conv4_dropout_only_when_asked() -> None:
+    assert isinstance(create_encoder("conv4", width=4).dropout, nn.Identity)
+    assert isinstance(create_encoder("conv4", width=4, dropout=0.3).dropout, nn.Dropout)
+
+
+def test_conv4_bad_pool_last_raises() -> None:
+    with pytest.raises(ValueError, match="pool_last"):
+        create_encoder("conv4", pool_last="max")
+
+
+def test_conv4_gradients_reach_first_layer() -> None:
+    enc = create_encoder("conv4", width=4, depth=2, input_size=8, embedding_dim=3).train()
+    enc(torch.randn(4, 1, 8, 8)).sum().backward()
+    assert enc.features[0][0].weight.grad.abs().sum() > 0
+
+
+# --- koch ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("input_size", "side"),
+    [
+        # 105: conv10 96, pool 48, conv7 42, pool 21, conv4 18, pool 9, conv4 6
+        (105, 6),
+        # 70: 61, 30, 24, 12, 9, 4, conv4 1
+        (70, 1),
+    ],
+)
+def test_koch_output_dim_and_range(input_size: int, side: int) -> None:
+    """Small base_width keeps it fast; the last layer is sigmoid, so outputs lie in (0, 1)."""
+    enc = create_encoder("koch", input_size=input_size, base_width=2, embedding_dim=16)
+    assert isinstance(enc, KochEncoder)
+    assert enc.fc[1].in_features == 4 * 2 * side * side  # 4 * base_width channels
+    assert enc.output_dim == 16
+    out = _run(enc, 1, input_size, input_size)
+    assert out.shape == (2, 16)
+    assert ((out > 0) & (out < 1)).all()
+
+
+def test_koch_normalize_and_channels() -> None:
+    enc = create_encoder(
+        "koch", in_channels=3, input_size=70, base_width=2, embedding_dim=8, normalize=True
+    )
+    out = _run(enc, 3, 70, 70)
+    assert out.shape == (2, 8)
+    assert_close(out.norm(dim=1), torch.ones(2))
+
+
+def test_koch_channel_widths_follow_base_width() -> None:
+    """Koch's 64 -> 64, 128, 128, 256 pattern, scaled by base_width."""
+    enc = KochEncoder(input_size=70, base_width=3, embedding_dim=4)
+    convs = [m for m in enc.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [3, 6, 6, 12]
+    assert [c.kernel_size for c in convs] == [(10, 10), (7, 7), (4, 4), (4, 4)]
+
+
+# --- mlp -----------------------------------------------------------------------------------
+
+
+def test_mlp_shapes_and_layers() -> None:
+    enc = create_encoder("mlp", in_features=5, hidden=(8, 6), embedding_dim=3, dropout=0.0)
+    assert isinstance(enc, MLPEncoder) and enc.output_dim == 3 and enc.in_features == 5
+    linears = [m for m in enc.net if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(5, 8), (8, 6), (6, 3)]
+    assert not any(isinstance(m, nn.Dropout) for m in enc.net)
+    assert _run(enc, 5).shape == (2, 3)
+
+
+def test_mlp_no_hidden_layers_is_linear() -> None:
+    enc = create_encoder("mlp", in_features=4, hidden=(), embedding_dim=2)
+    assert len(enc.net) == 1 and isinstance(enc.net[0], nn.Linear)
+    assert _run(enc, 4).shape == (2, 2)
+
+
+def test_mlp_dropout_and_normalize() -> None:
+    enc = create_encoder("mlp", in_features=4, hidden=(8,), dropout=0.5, normalize=True)
+    assert any(isinstance(m, nn.Dropout) for m in enc.net)
+    out = _run(enc, 4)
+    assert out.shape == (2, 64)
+    assert_close(out.norm(dim=1), torch.ones(2))
+
+
+def test_mlp_bad_in_features_raises() -> None:
+    with pytest.raises(ValueError, match="in_features"):
+        create_encoder("mlp", in_features=0)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+def test_list_encoders() -> None:
+    assert {"conv4", "koch", "mlp"} <= set(list_encoders())
+    assert list_encoders() == sorted(list_encoders())
+
+
+def test_unknown_encoder_raises_with_choices() -> None:
+    with pytest.raises(ValueError, match="resnet") as info:
+        create_encoder("resnet")
+    assert "conv4" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("conv4", {"widht": 8}), ("koch", {"depth": 3}), ("mlp", {})],  # typo / unknown / missing
+)
+def test_bad_kwargs_raise_value_error(name: str, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=f"bad options for encoder '{name}'"):
+        create_encoder(name, **kwargs)
+
+
+def test_register_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered class is built by name with its keyword options."""
+    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
+
+    @register_encoder("tiny")
+    class Tiny(nn.Module):
+        def __init__(self, dim: int = 2) -> None:
+            super().__init__()
+            self.output_dim = dim
+
+    assert "tiny" in list_encoders()
+    enc = create_encoder("tiny", dim=5)
+    assert isinstance(enc, Tiny) and enc.output_dim == 5
+
+
+def test_l2norm() -> None:
+    """(3, 4) -> (0.6, 0.8)."""
+    assert_close(L2Norm()(torch.tensor([[3.0, 4.0]])), torch.tensor([[0.6, 0.8]]))

@@ -1,0 +1,123 @@
+"""Training loop: a short real run on a few Omniglot alphabets, resume, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from siamkit.checkpoint import RunError, load_model
+from siamkit.config import Config, ConfigError, apply_overrides
+from siamkit.data import load_omniglot
+from siamkit.train import split_validation, train
+
+MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
+                                reason="Omniglot mirror not present")
+
+
+@pytest.fixture(scope="module")
+def small_omniglot():
+    """Six alphabets of Omniglot's background set at 28 px (real data)."""
+    os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
+    data = load_omniglot("background", size=28)
+    return data.subset_groups(range(6))
+
+
+def tiny_config(**over: str) -> Config:
+    values = {"optim.steps": 40, "optim.p": 10, "optim.k": 3, "optim.warmup_steps": 5,
+              "eval.every": 20, "eval.episodes": 20, "eval.way": 5, "data.val_groups": 2,
+              "model.encoder_args.width": 16, "optim.threads": 2}
+    values.update(over)
+    return apply_overrides(Config(), [f"{k}={v}" for k, v in values.items()])
+
+
+def test_short_real_run_loss_falls_and_checkpoints(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"optim.steps": 90, "eval.every": 30, "optim.lr": 3e-3})
+    res = train(cfg, tmp_path / "run", data=small_omniglot)
+    losses = [h["loss"] for h in res.history]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0]
+    assert res.history[-1]["val_accuracy"] > 0.4  # 5-way chance is 0.2
+    for name in ("model.safetensors", "config.json", "state.pt", "history.jsonl",
+                 "train_summary.json"):
+        assert (tmp_path / "run" / name).is_file()
+    model, config, card = load_model(tmp_path / "run")
+    assert card["input"] == {"channels": 1, "size": 28, "invert": True}
+    assert card["best_step"] == res.best_step
+    assert config == cfg
+
+
+def test_same_seed_same_weights(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"optim.steps": 6, "eval.every": 6})
+    train(cfg, tmp_path / "a", data=small_omniglot)
+    train(cfg, tmp_path / "b", data=small_omniglot)
+    ma, _, _ = load_model(tmp_path / "a")
+    mb, _, _ = load_model(tmp_path / "b")
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, small_omniglot):
+    full = tiny_config(**{"optim.steps": 8, "eval.every": 4})
+    train(full, tmp_path / "full", data=small_omniglot)
+    # stop after 4 steps (the state is saved at each validation), then resume to 8
+    half = tiny_config(**{"optim.steps": 8, "eval.every": 4})
+    train(apply_overrides(half, ["optim.time_limit_minutes=0.0"]), tmp_path / "part",
+          data=small_omniglot)
+    state = torch.load(tmp_path / "part" / "state.pt", weights_only=False)
+    assert state["step"] == 1  # a time limit of 0 stops after the first step
+    res = train(half, tmp_path / "part", resume=True, data=small_omniglot)
+    assert res.steps == 8
+    a = torch.load(tmp_path / "full" / "state.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+@pytest.mark.parametrize("loss,miner", [("triplet", "semihard"), ("triplet", "batch_hard"),
+                                        ("triplet", "schedule"), ("contrastive", "none"),
+                                        ("prototypical", "none")])
+def test_each_loss_and_miner_trains(tmp_path, small_omniglot, loss, miner):
+    cfg = tiny_config(**{"loss.name": loss, "loss.miner": miner, "optim.steps": 4,
+                         "eval.every": 4})
+    res = train(cfg, tmp_path / "r", data=small_omniglot)
+    assert res.steps == 4 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
+
+
+def test_pair_training_with_learned_head(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"loss.name": "bce", "model.head": True, "optim.k": 1,
+                         "optim.pair_batch": 32, "optim.steps": 4, "eval.every": 4,
+                         "data.rotations": "[0, 1]"})
+    res = train(cfg, tmp_path / "r", data=small_omniglot)
+    model, _, _ = load_model(tmp_path / "r")
+    assert model.head is not None and model.higher_is_closer
+    assert 0.0 <= res.history[-1]["val_accuracy"] <= 1.0
+
+
+def test_validation_split_holds_out_whole_groups(small_omniglot):
+    train_set, val_set = split_validation(small_omniglot, 2, 0.0, seed=0)
+    assert val_set is not None
+    train_groups = {train_set.group_names[g] for g in train_set.groups}
+    val_groups = {val_set.group_names[g] for g in val_set.groups}
+    assert len(val_groups) == 2 and not train_groups & val_groups
+    assert train_set.num_classes + val_set.num_classes == small_omniglot.num_classes
+
+
+def test_bad_config_values_raise(tmp_path, small_omniglot):
+    with pytest.raises(ConfigError, match="loss.name"):
+        train(tiny_config(**{"loss.name": "nope"}), tmp_path / "r", data=small_omniglot)
+    with pytest.raises(ConfigError, match="model.head=true"):
+        train(tiny_config(**{"loss.name": "bce"}), tmp_path / "r2", data=small_omniglot)
+    with pytest.raises(RunError, match="nothing to resume"):
+        train(tiny_config(), tmp_path / "r3", resume=True, data=small_omniglot)
+
+
+def test_history_file_is_jsonl(tmp_path, small_omniglot):
+    train(tiny_config(**{"optim.steps": 4, "eval.every": 2}), tmp_path / "r",
+          data=small_omniglot)
+    lines = (tmp_path / "r" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [2, 4]
