@@ -127,3 +127,22 @@ def test_console_script_entry_point():
                          text=True, check=True)
     for command in ("train", "eval", "demo"):
         assert command in out.stdout
+
+
+def test_demo_on_a_tiny_budget(tmp_path, capsys):
+    """`siamkit demo` end to end (real background set, real runs), shrunk to a few steps."""
+    out = tmp_path / "demo"
+    code = main(["--quiet", "demo", "--out", str(out), "--no-progress",
+                 "--set", "optim.steps=3", "--set", "eval.every=3", "--set", "eval.episodes=5",
+                 "--set", "eval.tta=1", "--set", "model.encoder_args.width=8",
+                 "--set", "data.rotations=[0]"])
+    assert code == 0
+    assert "Lake's 20 runs" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) >= {"error", "accuracy", "per_run", "train_minutes", "images_per_second"}
+    assert len(res["per_run"]) == 20
+
+
+def test_demo_rejects_bad_override(capsys):
+    assert main(["demo", "--set", "optim.nope=1"]) == 1
+    assert "unknown config key 'optim.nope'" in capsys.readouterr().err

@@ -384,3 +384,28 @@ def test_contrastive_identical_positive_has_finite_gradient() -> None:
     out = ContrastiveLoss()(emb, _idx([0, 0, 1]))
     out.backward()
     assert torch.isfinite(emb.grad).all()
+
+
+# ---------------------------------------------------------------- NormalizedSoftmaxLoss
+
+
+def test_normalized_softmax_hand_computed():
+    """Two proxies on the axes; an embedding on the first axis, label 0, margin 0.1, scale 2.
+
+    cos to proxies = (1, 0); with the margin the true logit is 2 * (1 - 0.1) = 1.8, the
+    other 0: loss = -log(e^1.8 / (e^1.8 + 1)) = log(1 + e^-1.8).
+    """
+    from siamkit.losses import NormalizedSoftmaxLoss
+
+    loss = NormalizedSoftmaxLoss(2, 2, scale=2.0, margin=0.1)
+    with torch.no_grad():
+        loss.proxies.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.5]]))  # norms do not matter
+    value = loss(torch.tensor([[5.0, 0.0]]), torch.tensor([0]))
+    torch.testing.assert_close(value, torch.log1p(torch.exp(torch.tensor(-1.8))))
+
+
+def test_normalized_softmax_rejects_out_of_range_labels():
+    from siamkit.losses import NormalizedSoftmaxLoss
+
+    with pytest.raises(ValueError, match="labels must be in 0..2"):
+        NormalizedSoftmaxLoss(3, 4)(torch.randn(2, 4), torch.tensor([0, 3]))

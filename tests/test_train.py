@@ -64,12 +64,11 @@ def test_same_seed_same_weights(tmp_path, small_omniglot):
 def test_resume_continues_to_the_same_weights(tmp_path, small_omniglot):
     full = tiny_config(**{"optim.steps": 8, "eval.every": 4})
     train(full, tmp_path / "full", data=small_omniglot)
-    # stop after 4 steps (the state is saved at each validation), then resume to 8
+    # interrupt after 3 steps (a callback asks to stop; the state is saved there), resume to 8
     half = tiny_config(**{"optim.steps": 8, "eval.every": 4})
-    train(apply_overrides(half, ["optim.time_limit_minutes=0.0"]), tmp_path / "part",
-          data=small_omniglot)
+    train(half, tmp_path / "part", data=small_omniglot, callbacks=[lambda s, _: s == 3])
     state = torch.load(tmp_path / "part" / "state.pt", weights_only=False)
-    assert state["step"] == 1  # a time limit of 0 stops after the first step
+    assert state["step"] == 3
     res = train(half, tmp_path / "part", resume=True, data=small_omniglot)
     assert res.steps == 8
     a = torch.load(tmp_path / "full" / "state.pt", weights_only=False)["model"]
@@ -79,6 +78,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, small_omniglot):
 
 
 @pytest.mark.parametrize("loss,miner", [("triplet", "semihard"), ("triplet", "batch_hard"),
+                                        ("proxy", "none"),
                                         ("triplet", "schedule"), ("contrastive", "none"),
                                         ("prototypical", "none")])
 def test_each_loss_and_miner_trains(tmp_path, small_omniglot, loss, miner):
@@ -114,6 +114,13 @@ def test_bad_config_values_raise(tmp_path, small_omniglot):
         train(tiny_config(**{"loss.name": "bce"}), tmp_path / "r2", data=small_omniglot)
     with pytest.raises(RunError, match="nothing to resume"):
         train(tiny_config(), tmp_path / "r3", resume=True, data=small_omniglot)
+
+
+def test_time_limit_stops_early_and_keeps_a_checkpoint(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"optim.steps": 1000, "optim.time_limit_minutes": 0.0})
+    res = train(cfg, tmp_path / "r", data=small_omniglot)
+    assert res.steps == 1
+    assert (tmp_path / "r" / "model.safetensors").is_file()
 
 
 def test_history_file_is_jsonl(tmp_path, small_omniglot):

@@ -20,6 +20,7 @@ __all__ = [
     "TripletLoss",
     "HeadBCELoss",
     "PrototypicalLoss",
+    "NormalizedSoftmaxLoss",
     "create_loss",
 ]
 
@@ -212,6 +213,37 @@ class PrototypicalLoss(nn.Module):
         values = self.distance.pairwise(embeddings[~support], protos)  # (Q, C)
         logits = self.scale * self.distance.to_similarity(values)
         return F.cross_entropy(logits, inverse[~support])
+
+
+class NormalizedSoftmaxLoss(nn.Module):
+    """Proxy-based loss: one learned proxy per training class, softmax over cosine scores.
+
+    ``logits = scale * (cos(e, proxy_c) - margin * [c == label])`` then cross-entropy
+    (NormSoftmax of Zhai and Wu 2018; with ``margin`` > 0 it is CosFace, Wang et al. 2018).
+    Every example is compared with every class at once, so each step sees all
+    negatives of the training set, not only those of the batch. The proxies are this loss's
+    own parameters: give them to the optimiser; inference uses only the encoder.
+
+    Args:
+        num_classes: number of training classes (labels are 0..num_classes-1).
+        dim: embedding size.
+        scale: inverse temperature of the softmax.
+        margin: additive cosine margin for the true class.
+    """
+
+    def __init__(self, num_classes: int, dim: int, scale: float = 16.0, margin: float = 0.1):
+        super().__init__()
+        self.proxies = nn.Parameter(torch.randn(num_classes, dim) / dim**0.5)
+        self.scale, self.margin = scale, margin
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, indices: object = None
+    ) -> torch.Tensor:
+        if int(labels.max()) >= len(self.proxies) or int(labels.min()) < 0:
+            raise ValueError(f"labels must be in 0..{len(self.proxies) - 1}")
+        cos = F.normalize(embeddings, dim=-1) @ F.normalize(self.proxies, dim=-1).T  # (B, C)
+        cos = cos - self.margin * F.one_hot(labels, len(self.proxies)).to(cos.dtype)
+        return F.cross_entropy(self.scale * cos, labels)
 
 
 def create_loss(name: str, distance: Distance | None = None, **kwargs: object) -> nn.Module:

@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,16 @@ from .checkpoint import RunError, build_model, save_model
 from .config import Config, ConfigError, config_to_dict
 from .data.images import ImageDataset, load_image_folder
 from .data.omniglot import load_omniglot
+from .distances import create_distance
+from .encoders import list_encoders
 from .evaluate import EpisodeEvaluator, to_float
-from .losses import ContrastiveLoss, HeadBCELoss, PrototypicalLoss, TripletLoss
+from .losses import (
+    ContrastiveLoss,
+    HeadBCELoss,
+    NormalizedSoftmaxLoss,
+    PrototypicalLoss,
+    TripletLoss,
+)
 from .miners import BatchHardMiner, HardnessSchedule, Pairs, SemiHardMiner
 from .samplers import BalancedPairSampler, PKSampler
 from .siamese import SiameseNetwork
@@ -62,6 +71,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy")
+MINERS = ("none", "semihard", "batch_hard", "schedule")
+
+
+def check_config(config: Config) -> None:
+    """Reject unknown names and impossible values before any data is loaded."""
+
+    lc, o = config.loss, config.optim
+    if config.data.dataset not in ("omniglot", "folder"):
+        raise ConfigError(f"unknown data.dataset {config.data.dataset!r}; expected 'omniglot' "
+                          f"or 'folder'")
+    if lc.name not in LOSSES:
+        raise ConfigError(f"unknown loss.name {lc.name!r}; expected one of {', '.join(LOSSES)}")
+    if lc.miner not in MINERS:
+        raise ConfigError(f"unknown loss.miner {lc.miner!r}; expected one of {', '.join(MINERS)}")
+    if lc.name == "bce" and not config.model.head:
+        raise ConfigError("loss.name=bce trains a learned head: set model.head=true")
+    if config.model.encoder not in list_encoders():
+        raise ConfigError(f"unknown model.encoder {config.model.encoder!r}; expected one of "
+                          f"{', '.join(list_encoders())}")
+    try:
+        create_distance(config.model.distance)
+    except ValueError as exc:
+        raise ConfigError(f"model.distance: {exc}") from None
+    lr_factor(0.0, 0.0, o.schedule)
+    for key, value in (("optim.steps", o.steps), ("optim.p", o.p), ("optim.k", o.k),
+                       ("eval.every", config.eval.every)):
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if o.p < 2:
+        raise ConfigError(f"optim.p must be at least 2 (negatives need two classes), got {o.p}")
+    if not set(config.data.rotations) <= {0, 1, 2, 3}:
+        raise ConfigError(f"data.rotations are quarter turns in 0..3, got {config.data.rotations}")
+
+
 def load_training_data(config: Config) -> ImageDataset:
     """The training images the config names (Omniglot's background set or an image folder)."""
     d = config.data
@@ -85,7 +129,9 @@ def split_validation(
     if n <= 0:
         return data, None
     if n >= len(ids):
-        raise ConfigError(f"cannot hold out {n} of {len(ids)} groups/classes for validation")
+        kind = "groups" if data.groups is not None else "classes"
+        raise ConfigError(f"data.val_groups/val_fraction asks to hold out {n} {kind} for "
+                          f"validation, but the data has only {len(ids)}")
     val_ids = set(np.random.default_rng(seed).permutation(ids)[:n].tolist())
     val_classes = [c for c in range(data.num_classes) if int(units[c]) in val_ids]
     train_classes = [c for c in range(data.num_classes) if int(units[c]) not in val_ids]
@@ -94,9 +140,7 @@ def split_validation(
 
 def build_miner(config: Config, total_steps: int) -> Any:
     """The miner the loss config names (None: the loss takes every pair/triplet)."""
-    lc, dist = config.loss, None
-    from .distances import create_distance
-
+    lc = config.loss
     dist = create_distance(config.model.distance)
     if lc.miner == "none":
         return None
@@ -111,9 +155,12 @@ def build_miner(config: Config, total_steps: int) -> Any:
                       f"or schedule")
 
 
-def build_loss(config: Config, model: SiameseNetwork) -> nn.Module:
+def build_loss(config: Config, model: SiameseNetwork, num_classes: int = 0) -> nn.Module:
     """The loss the config names, measuring with the model's distance."""
     lc = config.loss
+    if lc.name == "proxy":
+        return NormalizedSoftmaxLoss(num_classes, model.encoder.output_dim, scale=lc.scale,
+                                     margin=lc.margin)
     if lc.name == "prototypical":
         return PrototypicalLoss(model.distance, n_support=lc.n_support, scale=lc.scale)
     if lc.name == "triplet":
@@ -128,18 +175,23 @@ def build_loss(config: Config, model: SiameseNetwork) -> nn.Module:
                       f"contrastive or bce")
 
 
-def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
+def lr_factor(progress: float, warmup: float, schedule: str) -> float:
+    """Learning-rate multiplier at a point of training (``progress`` and ``warmup`` in [0, 1]):
+    linear warm-up, then cosine decay to 0 (or constant)."""
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
     if schedule == "constant":
         return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if schedule != "cosine":
+        raise ConfigError(f"unknown optim.schedule {schedule!r}; expected cosine or constant")
+    rest = (progress - warmup) / max(1e-9, 1.0 - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
 
 
 def train(
     config: Config, out_dir: str | Path, resume: bool = False, progress: bool = False,
     data: ImageDataset | None = None,
+    callbacks: Sequence[Callable[[int, float], bool | None]] = (),
 ) -> TrainResult:
     """Train a Siamese network as ``config`` says, writing checkpoints to ``out_dir``.
 
@@ -149,10 +201,13 @@ def train(
         resume: continue from ``out_dir/state.pt``.
         progress: show a progress bar (the CLI turns it on).
         data: already-loaded training images (otherwise loaded as the config says).
+        callbacks: called as ``cb(step, loss)`` after every step; one returning True stops
+            training there (after a validation and a checkpoint).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     o, lc = config.optim, config.loss
+    check_config(config)
     if o.threads:
         torch.set_num_threads(o.threads)
     seed_everything(config.seed)
@@ -174,7 +229,7 @@ def train(
 
     # ---- model, loss, miner, sampler, optimiser
     model = build_model(config.model, channels, size)
-    loss_fn = build_loss(config, model)
+    loss_fn = build_loss(config, model, num_classes=int(labels.max()) + 1)
     miner = build_miner(config, o.steps)
     pair_mode = lc.name in ("contrastive", "bce") and lc.miner == "none" and o.pair_batch > 0 \
         and o.k <= 1
@@ -192,10 +247,9 @@ def train(
                                generator=torch.Generator().manual_seed(config.seed))
     if o.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = list(model.parameters())
+    # the model's, plus the loss's own (proxies); a head shared by both is listed once
+    params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()]}.values())
     optimiser = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: _lr_factor(s, o.steps, o.warmup_steps, o.schedule))
     evaluator = None
     if val_set is not None:
         e = config.eval
@@ -215,8 +269,8 @@ def train(
             raise RunError(f"{out}: nothing to resume (no state.pt)")
         st = torch.load(state_path, weights_only=False)
         model.load_state_dict(st["model"])
+        loss_fn.load_state_dict(st["loss"])
         optimiser.load_state_dict(st["optimiser"])
-        scheduler.load_state_dict(st["scheduler"])
         sampler.rng.bit_generator.state = st["sampler_rng"]
         if augment is not None:
             augment.generator.set_state(st["augment_rng"])
@@ -247,8 +301,9 @@ def train(
 
     def save_state(step: int) -> None:
         torch.save({
-            "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-            "scheduler": scheduler.state_dict(), "sampler_rng": sampler.rng.bit_generator.state,
+            "model": model.state_dict(), "loss": loss_fn.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "sampler_rng": sampler.rng.bit_generator.state, "elapsed": elapsed_before + elapsed,
             "augment_rng": augment.generator.get_state() if augment is not None else None,
             "torch_rng": torch.get_rng_state(), "step": step, "best": best,
             "best_step": best_step, "history": history, "config": config_to_dict(config),
@@ -261,11 +316,19 @@ def train(
         from tqdm import tqdm
 
         bar = tqdm(total=o.steps, initial=start, unit="step", dynamic_ncols=True)
-    t0, seen, recent = time.perf_counter(), 0, []
+    # Progress through training is the step count, or the time used if a time limit comes
+    # first: the learning rate then still anneals fully. (Deterministic when steps finish first.)
+    limit_s = 60 * o.time_limit_minutes if o.time_limit_minutes is not None else math.inf
+    elapsed_before = st["elapsed"] if resume else 0.0
+    t0, seen, recent, elapsed = time.perf_counter(), 0, [], 0.0
     step = start
     batches = iter(sampler)  # on resume its random state was restored: same batches follow
     model.train()
     for step in range(start + 1, o.steps + 1):
+        elapsed = time.perf_counter() - t0
+        progress = max((step - 1) / o.steps, (elapsed_before + elapsed) / max(limit_s, 1e-9))
+        for group in optimiser.param_groups:
+            group["lr"] = o.lr * lr_factor(progress, o.warmup_steps / o.steps, o.schedule)
         batch = next(batches)
         if pair_mode:
             idx = torch.from_numpy(np.concatenate([batch.left, batch.right]))
@@ -290,7 +353,6 @@ def train(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        scheduler.step()
 
         seen += len(idx)
         recent = (recent + [loss.item()])[-50:]
@@ -298,13 +360,15 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(recent):.4f}", img_s=f"{seen / elapsed:.0f}")
-        out_of_time = o.time_limit_minutes is not None and elapsed > 60 * o.time_limit_minutes
-        if step % config.eval.every == 0 or step == o.steps or out_of_time:
+        out_of_time = elapsed_before + elapsed >= limit_s
+        stop = any([bool(cb(step, loss.item())) for cb in callbacks])
+        if step % config.eval.every == 0 or step == o.steps or out_of_time or stop:
             validate(step)
             save_state(step)
         if out_of_time:
             logger.warning("time limit of %.1f minutes reached at step %d of %d",
                            o.time_limit_minutes, step, o.steps)
+        if out_of_time or stop:
             break
     if bar is not None:
         bar.close()

@@ -1,0 +1,34 @@
+"""Smoke test: the Omniglot benchmark script runs end to end at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(), reason="Omniglot mirror not present")
+def test_omniglot_benchmark_smoke(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import omniglot as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "omniglot.json"
+    code = bench.main(["--config", str(bench.demo_preset()), "--set", "optim.steps=3",
+                       "--set", "eval.every=3", "--set", "eval.episodes=5",
+                       "--set", "eval.tta=1", "--set", "data.rotations=[0]",
+                       "--set", "model.encoder_args.width=8",
+                       "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    assert 0 <= row["error_percent"] <= 100 and len(row["per_run_errors"]) == 20
+    assert "error %" in capsys.readouterr().out
