@@ -38,7 +38,7 @@ def run_one(config_path: Path, overrides: list[str], runs_dir: Path) -> dict:
     config = load_config(config_path, overrides)
     out = runs_dir / config_path.stem
     t = time.perf_counter()
-    res = train(config, out, progress=False)
+    res = train(config, out, progress=False, overwrite=True)
     model, config, card = load_model(out)
     runs = load_lake_runs(card["input"]["size"])
     ev = evaluate_runs(model, runs, tta=config.eval.tta)

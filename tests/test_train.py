@@ -12,7 +12,8 @@ import torch
 from siamkit.checkpoint import RunError, load_model
 from siamkit.config import Config, ConfigError, apply_overrides
 from siamkit.data import load_omniglot
-from siamkit.train import split_validation, train
+from siamkit.data.splits import split_by_group
+from siamkit.train import train
 
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
@@ -78,7 +79,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, small_omniglot):
 
 
 @pytest.mark.parametrize("loss,miner", [("triplet", "semihard"), ("triplet", "batch_hard"),
-                                        ("proxy", "none"),
+                                        ("proxy", "none"), ("contrastive", "batch_hard"),
                                         ("triplet", "schedule"), ("contrastive", "none"),
                                         ("prototypical", "none")])
 def test_each_loss_and_miner_trains(tmp_path, small_omniglot, loss, miner):
@@ -89,7 +90,7 @@ def test_each_loss_and_miner_trains(tmp_path, small_omniglot, loss, miner):
 
 
 def test_pair_training_with_learned_head(tmp_path, small_omniglot):
-    cfg = tiny_config(**{"loss.name": "bce", "model.head": True, "optim.k": 1,
+    cfg = tiny_config(**{"loss.name": "bce", "model.head": True, "optim.sampler": "pairs",
                          "optim.pair_batch": 32, "optim.steps": 4, "eval.every": 4,
                          "data.rotations": "[0, 1]"})
     res = train(cfg, tmp_path / "r", data=small_omniglot)
@@ -99,7 +100,7 @@ def test_pair_training_with_learned_head(tmp_path, small_omniglot):
 
 
 def test_validation_split_holds_out_whole_groups(small_omniglot):
-    train_set, val_set = split_validation(small_omniglot, 2, 0.0, seed=0)
+    train_set, val_set = split_by_group(small_omniglot, 2, 0.0, seed=0)
     assert val_set is not None
     train_groups = {train_set.group_names[g] for g in train_set.groups}
     val_groups = {val_set.group_names[g] for g in val_set.groups}
@@ -112,6 +113,10 @@ def test_bad_config_values_raise(tmp_path, small_omniglot):
         train(tiny_config(**{"loss.name": "nope"}), tmp_path / "r", data=small_omniglot)
     with pytest.raises(ConfigError, match="model.head=true"):
         train(tiny_config(**{"loss.name": "bce"}), tmp_path / "r2", data=small_omniglot)
+    with pytest.raises(ConfigError, match="does not take them"):
+        train(tiny_config(**{"loss.miner": "semihard"}), tmp_path / "r4", data=small_omniglot)
+    with pytest.raises(ConfigError, match="hold out 9 groups"):
+        train(tiny_config(**{"data.val_groups": 9}), tmp_path / "r5", data=small_omniglot)
     with pytest.raises(RunError, match="nothing to resume"):
         train(tiny_config(), tmp_path / "r3", resume=True, data=small_omniglot)
 
@@ -128,3 +133,35 @@ def test_history_file_is_jsonl(tmp_path, small_omniglot):
           data=small_omniglot)
     lines = (tmp_path / "r" / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [2, 4]
+
+
+def test_existing_run_folder_is_not_mixed_with_a_new_run(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"optim.steps": 2, "eval.every": 2})
+    train(cfg, tmp_path / "r", data=small_omniglot)
+    with pytest.raises(RunError, match="already holds files"):
+        train(cfg, tmp_path / "r", data=small_omniglot)
+    train(cfg, tmp_path / "r", data=small_omniglot, overwrite=True)
+    assert len((tmp_path / "r" / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_refuses_a_changed_config(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"optim.steps": 2, "eval.every": 2})
+    train(cfg, tmp_path / "r", data=small_omniglot)
+    with pytest.raises(RunError, match="optim.lr changed"):
+        train(apply_overrides(cfg, ["optim.lr=0.5"]), tmp_path / "r", resume=True,
+              data=small_omniglot)
+    res = train(apply_overrides(cfg, ["optim.steps=4"]), tmp_path / "r", resume=True,
+                data=small_omniglot)  # a longer budget is allowed
+    assert res.steps == 4
+
+
+def test_resume_with_the_mining_schedule_is_exact(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"loss.name": "triplet", "loss.miner": "schedule", "optim.steps": 6,
+                         "eval.every": 3, "loss.schedule_start": 0.0, "loss.schedule_end": 1.0})
+    train(cfg, tmp_path / "full", data=small_omniglot)
+    train(cfg, tmp_path / "part", data=small_omniglot, callbacks=[lambda s, _: s == 2])
+    train(cfg, tmp_path / "part", resume=True, data=small_omniglot)
+    a = torch.load(tmp_path / "full" / "state.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)

@@ -1,4 +1,4 @@
-"""Build models from configs; save and load run folders (safetensors weights + JSON config)."""
+"""Run folders: save and load a model as safetensors weights plus a JSON card."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
-from .config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
-from .distances import create_distance
-from .encoders import create_encoder
-from .siamese import LearnedHead, SiameseNetwork
+from .builders import build_model
+from .config import Config, ConfigError, config_from_dict, config_to_dict
+from .siamese import SiameseNetwork
 
-__all__ = ["build_model", "save_model", "load_model", "RunError", "atomic_write_text"]
+__all__ = ["save_model", "load_model", "RunError", "atomic_write_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,21 +25,6 @@ CONFIG = "config.json"
 
 class RunError(RuntimeError):
     """A run folder is missing or does not hold a usable model."""
-
-
-def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
-    """Create the Siamese network a :class:`ModelConfig` describes, for images of this shape."""
-    args: dict[str, Any] = dict(cfg.encoder_args)
-    if cfg.encoder in ("conv4", "koch"):
-        args.setdefault("in_channels", channels)
-        args.setdefault("input_size", size)
-    try:
-        encoder = create_encoder(cfg.encoder, **args)
-        distance = create_distance(cfg.distance)
-    except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from None
-    head = LearnedHead(encoder.output_dim) if cfg.head else None
-    return SiameseNetwork(encoder, distance, head)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -102,14 +85,3 @@ def load_model(run_dir: str | Path, name: str = WEIGHTS) -> tuple[SiameseNetwork
         raise RunError(f"{weights}: cannot load weights ({exc})") from None
     model.eval()
     return model, config, card
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of the model's weights, to tie stored artefacts to one model."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]

@@ -26,6 +26,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. optim.lr=3e-4 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     d = sub.add_parser("demo", help="train on Omniglot's background set, test on Lake's runs")
-    d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    d.add_argument("--out", default="runs/demo",
+                   help="run folder (default runs/demo; replaced on every demo)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--no-progress", action="store_true")
     return parser
@@ -84,7 +86,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     config = load_config(args.config, args.overrides)
-    res = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    res = train(config, args.out, resume=args.resume, progress=not args.no_progress,
+                overwrite=args.overwrite)
     print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.images_per_second:.0f} "
           f"images/s); best validation accuracy {res.best_metric:.4f} at step "
           f"{res.best_step}; model in {res.run_dir}")
@@ -142,7 +145,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         config = load_config(path, args.overrides)
     logger.info("demo: training on Omniglot's background set (at most %s minutes), then "
                 "testing on Lake's 20 one-shot runs", config.optim.time_limit_minutes)
-    res = train(config, args.out, progress=not args.no_progress)
+    res = train(config, args.out, progress=not args.no_progress, overwrite=True)
     model, config, card = load_model(args.out)
     runs = load_lake_runs(card["input"]["size"])
     ev = evaluate_runs(model, runs, tta=config.eval.tta)

@@ -20,6 +20,7 @@ __all__ = [
     "EvalConfig",
     "Config",
     "load_config",
+    "check_config",
     "apply_overrides",
     "config_to_dict",
     "config_from_dict",
@@ -91,7 +92,8 @@ class OptimConfig:
     p: int = 20  # classes per batch (ways of a training episode)
     k: int = 5  # examples per class
     same_group: float = 0.8  # fraction of batches drawn within one group (alphabet)
-    pair_batch: int = 128  # pairs per batch, for pair losses
+    sampler: str = "pk"  # pk: P classes x K examples; pairs: balanced pairs (contrastive, bce)
+    pair_batch: int = 128  # pairs per batch, with sampler=pairs
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
@@ -230,3 +232,64 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             raise ConfigError(f"unknown config key {key!r}")
         node[parts[-1]] = value
     return config_from_dict(values)
+
+
+LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy")
+MINERS = ("none", "semihard", "batch_hard", "schedule")
+
+
+def check_config(config: Config) -> None:
+    """Reject unknown names and impossible values, before any data is loaded."""
+    from .distances import create_distance
+    from .encoders import list_encoders
+
+    d, m, lc, o, e = config.data, config.model, config.loss, config.optim, config.eval
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(d.dataset in ("omniglot", "folder"),
+         f"unknown data.dataset {d.dataset!r}; expected 'omniglot' or 'folder'")
+    need(d.dataset != "folder" or bool(d.root),
+         "data.root must name a folder when data.dataset is 'folder'")
+    need(d.size >= 4, f"data.size must be at least 4, got {d.size}")
+    need(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
+    need(bool(d.rotations) and set(d.rotations) <= {0, 1, 2, 3}
+         and len(set(d.rotations)) == len(d.rotations),
+         f"data.rotations must be distinct quarter turns in 0..3, got {d.rotations}")
+    need(lc.name in LOSSES, f"unknown loss.name {lc.name!r}; expected one of "
+                            f"{', '.join(LOSSES)}")
+    need(lc.miner in MINERS, f"unknown loss.miner {lc.miner!r}; expected one of "
+                             f"{', '.join(MINERS)}")
+    need(lc.miner == "none" or lc.name in ("triplet", "contrastive", "bce"),
+         f"loss.miner={lc.miner} mines pairs/triplets; loss.name={lc.name} does not take them")
+    need(lc.name != "bce" or m.head, "loss.name=bce trains a learned head: set model.head=true")
+    need(m.encoder in list_encoders(),
+         f"unknown model.encoder {m.encoder!r}; expected one of {', '.join(list_encoders())}")
+    need(m.encoder != "mlp", "model.encoder=mlp takes feature vectors, not images")
+    try:
+        create_distance(m.distance)
+    except ValueError as exc:
+        raise ConfigError(f"model.distance: {exc}") from None
+    need(o.schedule in ("cosine", "constant"),
+         f"unknown optim.schedule {o.schedule!r}; expected cosine or constant")
+    need(o.sampler in ("pk", "pairs"), f"unknown optim.sampler {o.sampler!r}; expected pk or "
+                                       f"pairs")
+    need(o.sampler != "pairs" or lc.name in ("contrastive", "bce"),
+         f"optim.sampler=pairs feeds pair losses (contrastive, bce), not {lc.name}")
+    need(o.sampler != "pairs" or lc.miner == "none", "optim.sampler=pairs takes no miner")
+    for key, value, low in (("optim.steps", o.steps, 1), ("optim.p", o.p, 2),
+                            ("optim.k", o.k, 1), ("optim.pair_batch", o.pair_batch, 2),
+                            ("eval.every", e.every, 1), ("eval.episodes", e.episodes, 1),
+                            ("eval.way", e.way, 2), ("eval.shot", e.shot, 1),
+                            ("eval.queries", e.queries, 1), ("eval.tta", e.tta, 0),
+                            ("loss.n_support", lc.n_support, 1)):
+        need(value >= low, f"{key} must be at least {low}, got {value}")
+    need(o.lr > 0, f"optim.lr must be positive, got {o.lr}")
+    need(0.0 <= lc.pos_fraction <= 1.0, f"loss.pos_fraction must be in [0, 1], got "
+                                        f"{lc.pos_fraction}")
+    need(0.0 <= o.same_group <= 1.0, f"optim.same_group must be in [0, 1], got {o.same_group}")
+    need(len(config.augment.scale) == 2, "augment.scale must be [min, max]")
+    need(o.time_limit_minutes is None or o.time_limit_minutes >= 0,
+         "optim.time_limit_minutes must not be negative")

@@ -1,14 +1,15 @@
-"""One readable training loop, plus the small builders it uses.
+"""The training loop.
 
-``train(config, out_dir)`` loads the data, splits off validation groups, builds the model,
-loss, miner and sampler from the config, and runs::
+``train(config, out_dir)`` loads the data, holds out validation groups, builds model, loss,
+miner and sampler from the config (:mod:`siamkit.builders`) and runs::
 
     for step in steps:
         batch -> augment -> embed -> mine -> loss -> backward -> optimiser step
-        every N steps: validate on held-out groups, keep the best checkpoint
+        every N steps: validate on held-out groups, keep the best checkpoint, save state
 
 The run folder gets ``model.safetensors`` (best by validation accuracy), ``config.json``
-(config, input format, validation figures), ``state.pt`` (to resume) and ``history.jsonl``.
+(config, input format, validation figures), ``state.pt`` (to resume), ``history.jsonl``
+and ``train_summary.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,31 +27,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .augment import RandomAffine, rotate_as_new_classes
-from .checkpoint import RunError, build_model, save_model
-from .config import Config, ConfigError, config_to_dict
+from .augment import rotate_as_new_classes
+from .builders import build_augment, build_loss, build_miner, build_model, build_sampler
+from .checkpoint import RunError, save_model
+from .config import Config, ConfigError, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder
 from .data.omniglot import load_omniglot
-from .distances import create_distance
-from .encoders import list_encoders
+from .data.splits import split_by_group
 from .evaluate import EpisodeEvaluator, to_float
-from .losses import (
-    ContrastiveLoss,
-    HeadBCELoss,
-    NormalizedSoftmaxLoss,
-    PrototypicalLoss,
-    TripletLoss,
-)
-from .miners import BatchHardMiner, HardnessSchedule, Pairs, SemiHardMiner
-from .samplers import BalancedPairSampler, PKSampler
-from .siamese import SiameseNetwork
+from .miners import Pairs, Triplets
 
-__all__ = ["train", "load_training_data", "split_validation", "build_loss", "build_miner",
-           "TrainResult"]
+__all__ = ["train", "TrainResult", "TrainingData", "prepare_data", "load_training_data",
+           "lr_factor", "seed_everything"]
 
 logger = logging.getLogger(__name__)
+
+# Keys a resumed run may change; any other difference from the saved config is refused.
+RESUMABLE_CHANGES = {"optim.steps", "optim.time_limit_minutes", "optim.threads", "eval.every"}
 
 
 @dataclass
@@ -65,45 +60,22 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
+@dataclass
+class TrainingData:
+    """Training images (with rotated copies as extra classes) and the validation set."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,)
+    groups: np.ndarray | None  # group of each class
+    class_names: list[str]
+    val_set: ImageDataset | None
+
+
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy")
-MINERS = ("none", "semihard", "batch_hard", "schedule")
-
-
-def check_config(config: Config) -> None:
-    """Reject unknown names and impossible values before any data is loaded."""
-
-    lc, o = config.loss, config.optim
-    if config.data.dataset not in ("omniglot", "folder"):
-        raise ConfigError(f"unknown data.dataset {config.data.dataset!r}; expected 'omniglot' "
-                          f"or 'folder'")
-    if lc.name not in LOSSES:
-        raise ConfigError(f"unknown loss.name {lc.name!r}; expected one of {', '.join(LOSSES)}")
-    if lc.miner not in MINERS:
-        raise ConfigError(f"unknown loss.miner {lc.miner!r}; expected one of {', '.join(MINERS)}")
-    if lc.name == "bce" and not config.model.head:
-        raise ConfigError("loss.name=bce trains a learned head: set model.head=true")
-    if config.model.encoder not in list_encoders():
-        raise ConfigError(f"unknown model.encoder {config.model.encoder!r}; expected one of "
-                          f"{', '.join(list_encoders())}")
-    try:
-        create_distance(config.model.distance)
-    except ValueError as exc:
-        raise ConfigError(f"model.distance: {exc}") from None
-    lr_factor(0.0, 0.0, o.schedule)
-    for key, value in (("optim.steps", o.steps), ("optim.p", o.p), ("optim.k", o.k),
-                       ("eval.every", config.eval.every)):
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
-    if o.p < 2:
-        raise ConfigError(f"optim.p must be at least 2 (negatives need two classes), got {o.p}")
-    if not set(config.data.rotations) <= {0, 1, 2, 3}:
-        raise ConfigError(f"data.rotations are quarter turns in 0..3, got {config.data.rotations}")
 
 
 def load_training_data(config: Config) -> ImageDataset:
@@ -111,244 +83,220 @@ def load_training_data(config: Config) -> ImageDataset:
     d = config.data
     if d.dataset == "omniglot":
         return load_omniglot("background", size=d.size)
-    if d.dataset == "folder":
-        if not d.root:
-            raise ConfigError("data.root must name a folder when data.dataset is 'folder'")
-        return load_image_folder(d.root, size=d.size, channels=d.channels, invert=d.invert,
-                                 group_depth=d.group_depth)
-    raise ConfigError(f"unknown data.dataset {d.dataset!r}; expected 'omniglot' or 'folder'")
+    return load_image_folder(d.root, size=d.size, channels=d.channels, invert=d.invert,
+                             group_depth=d.group_depth)
 
 
-def split_validation(
-    data: ImageDataset, n_val: int, fraction: float, seed: int
-) -> tuple[ImageDataset, ImageDataset | None]:
-    """Hold out whole groups (or, without groups, whole classes) for validation."""
-    units = data.groups if data.groups is not None else np.arange(data.num_classes)
-    ids = np.unique(units)
-    n = int(round(fraction * len(ids))) if fraction > 0 else n_val
-    if n <= 0:
-        return data, None
-    if n >= len(ids):
-        kind = "groups" if data.groups is not None else "classes"
-        raise ConfigError(f"data.val_groups/val_fraction asks to hold out {n} {kind} for "
-                          f"validation, but the data has only {len(ids)}")
-    val_ids = set(np.random.default_rng(seed).permutation(ids)[:n].tolist())
-    val_classes = [c for c in range(data.num_classes) if int(units[c]) in val_ids]
-    train_classes = [c for c in range(data.num_classes) if int(units[c]) not in val_ids]
-    return data.subset_classes(train_classes), data.subset_classes(val_classes)
+def prepare_data(config: Config, data: ImageDataset) -> TrainingData:
+    """Hold out validation groups, then add rotated copies of training classes as classes."""
+    try:
+        train_set, val_set = split_by_group(data, config.data.val_groups,
+                                            config.data.val_fraction, config.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    images, labels, groups = train_set.images, train_set.labels, train_set.groups
+    names = list(train_set.class_names)
+    turns = config.data.rotations
+    if turns != [0]:
+        images, labels = rotate_as_new_classes(images, labels, tuple(turns))
+        names = [n if t == 0 else f"{n}@rot{90 * t}" for t in turns for n in train_set.class_names]
+        if groups is not None:
+            groups = np.concatenate([groups + i * (groups.max() + 1) for i in range(len(turns))])
+    return TrainingData(images, labels, groups, names, val_set)
 
 
-def build_miner(config: Config, total_steps: int) -> Any:
-    """The miner the loss config names (None: the loss takes every pair/triplet)."""
-    lc = config.loss
-    dist = create_distance(config.model.distance)
-    if lc.miner == "none":
-        return None
-    if lc.miner == "semihard":
-        return SemiHardMiner(lc.margin, dist)
-    if lc.miner == "batch_hard":
-        return BatchHardMiner(dist)
-    if lc.miner == "schedule":
-        return HardnessSchedule(lc.margin, int(lc.schedule_start * total_steps),
-                                int(lc.schedule_end * total_steps), dist, seed=config.seed)
-    raise ConfigError(f"unknown loss.miner {lc.miner!r}; expected none, semihard, batch_hard "
-                      f"or schedule")
-
-
-def build_loss(config: Config, model: SiameseNetwork, num_classes: int = 0) -> nn.Module:
-    """The loss the config names, measuring with the model's distance."""
-    lc = config.loss
-    if lc.name == "proxy":
-        return NormalizedSoftmaxLoss(num_classes, model.encoder.output_dim, scale=lc.scale,
-                                     margin=lc.margin)
-    if lc.name == "prototypical":
-        return PrototypicalLoss(model.distance, n_support=lc.n_support, scale=lc.scale)
-    if lc.name == "triplet":
-        return TripletLoss(model.distance, margin=lc.margin)
-    if lc.name == "contrastive":
-        return ContrastiveLoss(model.distance, pos_margin=lc.pos_margin, neg_margin=lc.margin)
-    if lc.name == "bce":
-        if model.head is None:
-            raise ConfigError("loss.name=bce trains a learned head: set model.head=true")
-        return HeadBCELoss(model.head)
-    raise ConfigError(f"unknown loss.name {lc.name!r}; expected prototypical, triplet, "
-                      f"contrastive or bce")
-
-
-def lr_factor(progress: float, warmup: float, schedule: str) -> float:
-    """Learning-rate multiplier at a point of training (``progress`` and ``warmup`` in [0, 1]):
+def lr_factor(frac_done: float, warmup: float, schedule: str) -> float:
+    """Learning-rate multiplier at a point of training (``frac_done``, ``warmup`` in [0, 1]):
     linear warm-up, then cosine decay to 0 (or constant)."""
-    if progress < warmup:
-        return max(progress / warmup, 1e-3)
+    if frac_done < warmup:
+        return max(frac_done / warmup, 1e-3)
     if schedule == "constant":
         return 1.0
-    if schedule != "cosine":
-        raise ConfigError(f"unknown optim.schedule {schedule!r}; expected cosine or constant")
-    rest = (progress - warmup) / max(1e-9, 1.0 - warmup)
+    rest = (frac_done - warmup) / max(1e-9, 1.0 - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
 
 
+def _validation(config: Config, val_set: ImageDataset | None) -> EpisodeEvaluator | None:
+    """Within-group N-way K-shot episodes on the held-out groups (N capped by what fits)."""
+    if val_set is None:
+        return None
+    e = config.eval
+    way = min(e.way, val_set.num_classes)
+    within = e.within_group and val_set.groups is not None
+    if within:
+        way = min(way, int(np.bincount(val_set.groups).max()))
+    return EpisodeEvaluator(val_set, way=way, shot=e.shot, queries=e.queries,
+                            episodes=e.episodes, within_group=within, seed=config.seed,
+                            tta=e.tta)
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "state.pt").is_file():
+            raise RunError(f"{out}: nothing to resume (no state.pt)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunError(f"{out} already holds files; use --resume to continue that run, "
+                           f"--overwrite to replace it, or a new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _check_resumable(saved: dict[str, Any], config: Config) -> None:
+    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and not k.endswith("_args"):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    a, b = flat(saved), flat(config_to_dict(config))
+    changed = sorted(k for k in a.keys() | b.keys()
+                     if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise RunError(f"cannot resume with a different config: {', '.join(changed)} changed "
+                       f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may)")
+
+
+def _batch_indices(batch: Any) -> tuple[torch.Tensor, Pairs | None]:
+    """Dataset indices of a batch and, for a batch of pairs, its (positive, negative) pairs."""
+    if isinstance(batch, list):  # P x K batch
+        return torch.tensor(batch), None
+    n = len(batch.left)
+    rows, same = torch.arange(n), torch.from_numpy(batch.same).bool()
+    idx = torch.from_numpy(np.concatenate([batch.left, batch.right]))  # left half, right half
+    return idx, Pairs(rows[same], rows[same] + n, rows[~same], rows[~same] + n)
+
+
 def train(
-    config: Config, out_dir: str | Path, resume: bool = False, progress: bool = False,
+    config: Config,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = False,
     data: ImageDataset | None = None,
     callbacks: Sequence[Callable[[int, float], bool | None]] = (),
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a Siamese network as ``config`` says, writing checkpoints to ``out_dir``.
 
     Args:
         config: the full configuration.
-        out_dir: run folder (created).
-        resume: continue from ``out_dir/state.pt``.
-        progress: show a progress bar (the CLI turns it on).
+        out_dir: run folder; must be new or empty unless ``resume`` or ``overwrite``.
+        resume: continue from ``out_dir/state.pt`` (same config but for the step budget).
+        progress: show a progress bar with loss and images/s (the CLI turns it on).
         data: already-loaded training images (otherwise loaded as the config says).
         callbacks: called as ``cb(step, loss)`` after every step; one returning True stops
             training there (after a validation and a checkpoint).
+        overwrite: replace whatever ``out_dir`` holds.
+
+    With ``optim.time_limit_minutes`` the learning rate follows whichever runs out first,
+    steps or time, so it always anneals fully; a run is reproducible from its seed when
+    the steps run out first.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    o, lc = config.optim, config.loss
     check_config(config)
+    out = Path(out_dir)
+    _prepare_run_dir(out, resume, overwrite)
+    o = config.optim
     if o.threads:
         torch.set_num_threads(o.threads)
     seed_everything(config.seed)
 
-    # ---- data: hold out validation groups, optionally add rotated copies as new classes
-    data = data if data is not None else load_training_data(config)
-    train_set, val_set = split_validation(data, config.data.val_groups,
-                                          config.data.val_fraction, config.seed)
-    images, labels = train_set.images, train_set.labels
-    groups = train_set.groups
-    if config.data.rotations != [0]:
-        images, labels = rotate_as_new_classes(images, labels, tuple(config.data.rotations))
-        if groups is not None:
-            n_rot = len(config.data.rotations)
-            groups = np.concatenate([groups + i * (groups.max() + 1) for i in range(n_rot)])
-    channels, size = int(images.shape[1]), int(images.shape[2])
-    logger.info("training on %d images of %d classes; validating on %s", len(labels),
-                int(labels.max()) + 1, f"{val_set.num_classes} classes" if val_set else "none")
-
-    # ---- model, loss, miner, sampler, optimiser
+    td = prepare_data(config, data if data is not None else load_training_data(config))
+    channels, size = int(td.images.shape[1]), int(td.images.shape[2])
+    logger.info("training on %d images of %d classes; validating on %s", len(td.labels),
+                len(td.class_names),
+                f"{td.val_set.num_classes} classes" if td.val_set else "nothing")
     model = build_model(config.model, channels, size)
-    loss_fn = build_loss(config, model, num_classes=int(labels.max()) + 1)
-    miner = build_miner(config, o.steps)
-    pair_mode = lc.name in ("contrastive", "bce") and lc.miner == "none" and o.pair_batch > 0 \
-        and o.k <= 1
-    if pair_mode:
-        sampler: Any = BalancedPairSampler(labels.numpy(), o.pair_batch, o.steps,
-                                           lc.pos_fraction, seed=config.seed)
-    else:
-        k = max(o.k, lc.n_support + 1) if lc.name == "prototypical" else o.k
-        sampler = PKSampler(labels.numpy(), min(o.p, int(labels.max()) + 1), k, o.steps,
-                            groups=groups, same_group=o.same_group, seed=config.seed)
-    augment = None
-    if config.augment.enabled:
-        a = config.augment
-        augment = RandomAffine(a.rotation, a.shear, tuple(a.scale), a.translate, a.p,
-                               generator=torch.Generator().manual_seed(config.seed))
+    loss_fn = build_loss(config, model, num_classes=len(td.class_names))
+    miner = build_miner(config)
+    sampler = build_sampler(config, td.labels.numpy(), td.groups, td.class_names)
+    augment = build_augment(config)
+    evaluator = _validation(config, td.val_set)
     if o.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # the model's, plus the loss's own (proxies); a head shared by both is listed once
+    # the model's parameters and the loss's own (proxies); a shared head is listed once
     params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()]}.values())
     optimiser = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    evaluator = None
-    if val_set is not None:
-        e = config.eval
-        way = min(e.way, val_set.num_classes)
-        if e.within_group and val_set.groups is not None:
-            per_group = np.bincount(val_set.groups)
-            way = min(way, int(per_group.max()))
-        evaluator = EpisodeEvaluator(val_set, way=way, shot=e.shot, queries=e.queries,
-                                     episodes=e.episodes, within_group=e.within_group,
-                                     seed=config.seed, tta=e.tta)
+    card = {"input": {"channels": channels, "size": size,
+                      "invert": config.data.invert or config.data.dataset == "omniglot"}}
 
-    # ---- resume
-    start, best, best_step, history = 0, -math.inf, -1, []
-    state_path = out / "state.pt"
+    # everything whose state a resumed run must get back, to follow the same path
+    def snapshot(step: int) -> dict[str, Any]:
+        return {"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                "optimiser": optimiser.state_dict(), "step": step, "best": best,
+                "best_step": best_step, "history": history, "elapsed": elapsed,
+                "config": config_to_dict(config), "torch_rng": torch.get_rng_state(),
+                "sampler_rng": sampler.rng.bit_generator.state,
+                "augment_rng": augment.generator.get_state() if augment else None,
+                "miner_rng": miner._gen.get_state() if hasattr(miner, "_gen") else None}
+
+    start, best, best_step, history, elapsed = 0, -math.inf, -1, [], 0.0
     if resume:
-        if not state_path.is_file():
-            raise RunError(f"{out}: nothing to resume (no state.pt)")
-        st = torch.load(state_path, weights_only=False)
+        st = torch.load(out / "state.pt", weights_only=False)
+        _check_resumable(st["config"], config)
         model.load_state_dict(st["model"])
         loss_fn.load_state_dict(st["loss"])
         optimiser.load_state_dict(st["optimiser"])
+        torch.set_rng_state(st["torch_rng"])
         sampler.rng.bit_generator.state = st["sampler_rng"]
         if augment is not None:
             augment.generator.set_state(st["augment_rng"])
-        torch.set_rng_state(st["torch_rng"])
-        start, best, best_step, history = st["step"], st["best"], st["best_step"], st["history"]
+        if st["miner_rng"] is not None:
+            miner._gen.set_state(st["miner_rng"])
+        start, best, best_step = st["step"], st["best"], st["best_step"]
+        history, elapsed = st["history"], st["elapsed"]
         logger.info("resuming at step %d (best %.4f at step %d)", start, best, best_step)
-    extra = {"input": {"channels": channels, "size": size,
-                       "invert": config.data.invert or config.data.dataset == "omniglot"}}
 
-    def validate(step: int) -> None:
+    def validate(step: int, recent_loss: float) -> None:
         nonlocal best, best_step
-        record: dict[str, Any] = {"step": step, "loss": float(np.mean(recent or [math.nan]))}
+        record: dict[str, Any] = {"step": step, "loss": recent_loss}
+        score = float(step)  # without validation data the latest model is the best
         if evaluator is not None:
             metrics = evaluator(model)
             record.update(val_accuracy=metrics["accuracy"], val_ci95=metrics["ci95"])
             score = metrics["accuracy"]
-        else:
-            score = step  # without validation data the latest model is kept
         history.append(record)
         with open(out / "history.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                                                   if k != "step"))
-        if score > best:
+        if score > best or best_step < 0:
             best, best_step = score, step
-            save_model(out, model, config, {**extra, "best_step": step,
-                                            "validation": record})
+            save_model(out, model, config, {**card, "best_step": step, "validation": record})
 
-    def save_state(step: int) -> None:
-        torch.save({
-            "model": model.state_dict(), "loss": loss_fn.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "sampler_rng": sampler.rng.bit_generator.state, "elapsed": elapsed_before + elapsed,
-            "augment_rng": augment.generator.get_state() if augment is not None else None,
-            "torch_rng": torch.get_rng_state(), "step": step, "best": best,
-            "best_step": best_step, "history": history, "config": config_to_dict(config),
-        }, out / "state.pt.tmp")
-        (out / "state.pt.tmp").replace(state_path)
-
-    # ---- the loop
+    limit_s = 60 * o.time_limit_minutes if o.time_limit_minutes is not None else math.inf
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=o.steps, initial=start, unit="step", dynamic_ncols=True)
-    # Progress through training is the step count, or the time used if a time limit comes
-    # first: the learning rate then still anneals fully. (Deterministic when steps finish first.)
-    limit_s = 60 * o.time_limit_minutes if o.time_limit_minutes is not None else math.inf
-    elapsed_before = st["elapsed"] if resume else 0.0
-    t0, seen, recent, elapsed = time.perf_counter(), 0, [], 0.0
-    step = start
-    batches = iter(sampler)  # on resume its random state was restored: same batches follow
+    elapsed_before = elapsed  # time spent by earlier sessions of a resumed run
+    t0, seen, recent, step = time.perf_counter() - elapsed, 0, [], start
+    batches = iter(sampler)  # on resume its random state was restored: the same batches follow
     model.train()
     for step in range(start + 1, o.steps + 1):
         elapsed = time.perf_counter() - t0
-        progress = max((step - 1) / o.steps, (elapsed_before + elapsed) / max(limit_s, 1e-9))
+        frac_done = max((step - 1) / o.steps, elapsed / max(limit_s, 1e-9))
         for group in optimiser.param_groups:
-            group["lr"] = o.lr * lr_factor(progress, o.warmup_steps / o.steps, o.schedule)
-        batch = next(batches)
-        if pair_mode:
-            idx = torch.from_numpy(np.concatenate([batch.left, batch.right]))
-            n = len(batch.left)
-            rows = torch.arange(n)
-            same = torch.from_numpy(batch.same).bool()
-            indices: Any = Pairs(rows[same], rows[same] + n, rows[~same], rows[~same] + n)
-        else:
-            idx = torch.tensor(batch)
-        x = to_float(images[idx])  # (B, C, H, W)
-        y = labels[idx]  # (B,)
+            group["lr"] = o.lr * lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule)
+
+        idx, pairs = _batch_indices(next(batches))
+        x, y = to_float(td.images[idx]), td.labels[idx]  # (B, C, H, W), (B,)
         if augment is not None:
             x = augment(x)
         if o.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         emb = model.embed(x)  # (B, D)
-        if not pair_mode:
-            if miner is not None and hasattr(miner, "set_step"):
+        indices: Any = pairs
+        if miner is not None:
+            if hasattr(miner, "set_step"):
                 miner.set_step(step)
-            indices = miner(emb, y) if miner is not None else None
+            indices = miner(emb, y)
+            if isinstance(indices, Triplets) and config.loss.name != "triplet":
+                indices = Pairs(indices.a, indices.p, indices.a, indices.n)  # for pair losses
         loss = loss_fn(emb, y, indices)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -359,12 +307,14 @@ def train(
         elapsed = time.perf_counter() - t0
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(recent):.4f}", img_s=f"{seen / elapsed:.0f}")
-        out_of_time = elapsed_before + elapsed >= limit_s
-        stop = any([bool(cb(step, loss.item())) for cb in callbacks])
+            bar.set_postfix(loss=f"{np.mean(recent):.4f}",
+                            img_s=f"{seen / max(1e-9, elapsed - elapsed_before):.0f}")
+        out_of_time = elapsed >= limit_s
+        stop = any([bool(cb(step, recent[-1])) for cb in callbacks])
         if step % config.eval.every == 0 or step == o.steps or out_of_time or stop:
-            validate(step)
-            save_state(step)
+            validate(step, float(np.mean(recent)))
+            torch.save(snapshot(step), out / "state.pt.tmp")
+            (out / "state.pt.tmp").replace(out / "state.pt")
         if out_of_time:
             logger.warning("time limit of %.1f minutes reached at step %d of %d",
                            o.time_limit_minutes, step, o.steps)
@@ -372,12 +322,12 @@ def train(
             break
     if bar is not None:
         bar.close()
+    if best_step < 0:  # no step ran (a finished run resumed): still leave a model
+        validate(step, math.nan)
     minutes = (time.perf_counter() - t0) / 60
-    if best_step < 0:  # no step ran (e.g. resumed a finished run)
-        validate(step)
-    result = TrainResult(out, step, best, best_step, minutes,
-                         seen / max(1e-9, minutes * 60), history)
-    summary = {"steps": step, "best_val_accuracy": best, "best_step": best_step,
-               "train_minutes": minutes, "images_per_second": result.images_per_second}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    run_seconds = max(1e-9, time.perf_counter() - t0 - elapsed_before)
+    result = TrainResult(out, step, best, best_step, minutes, seen / run_seconds, history)
+    (out / "train_summary.json").write_text(json.dumps(
+        {"steps": step, "best_val_accuracy": best, "best_step": best_step,
+         "train_minutes": minutes, "images_per_second": result.images_per_second}, indent=2))
     return result

@@ -1,0 +1,102 @@
+"""Turn a :class:`~siamkit.config.Config` into objects: model, loss, miner, sampler, augment.
+
+The only place where config strings become classes (the CLI and the trainer use it);
+library code takes the objects themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import RandomAffine
+from .config import Config, ConfigError, ModelConfig
+from .distances import create_distance
+from .encoders import create_encoder
+from .losses import (
+    ContrastiveLoss,
+    HeadBCELoss,
+    NormalizedSoftmaxLoss,
+    PrototypicalLoss,
+    TripletLoss,
+)
+from .miners import BatchHardMiner, HardnessSchedule, SemiHardMiner
+from .samplers import BalancedPairSampler, PKSampler
+from .siamese import LearnedHead, SiameseNetwork
+
+__all__ = ["build_model", "build_loss", "build_miner", "build_sampler", "build_augment"]
+
+
+def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
+    """The Siamese network a :class:`ModelConfig` describes, for images of this shape."""
+    args: dict[str, Any] = dict(cfg.encoder_args)
+    if cfg.encoder in ("conv4", "koch"):
+        args.setdefault("in_channels", channels)
+        args.setdefault("input_size", size)
+    try:
+        encoder = create_encoder(cfg.encoder, **args)
+        distance = create_distance(cfg.distance)
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from None
+    head = LearnedHead(encoder.output_dim) if cfg.head else None
+    return SiameseNetwork(encoder, distance, head)
+
+
+def build_loss(config: Config, model: SiameseNetwork, num_classes: int) -> nn.Module:
+    """The loss ``config.loss`` names, measuring with the model's distance."""
+    lc = config.loss
+    if lc.name == "prototypical":
+        return PrototypicalLoss(model.distance, n_support=lc.n_support, scale=lc.scale)
+    if lc.name == "triplet":
+        return TripletLoss(model.distance, margin=lc.margin)
+    if lc.name == "contrastive":
+        return ContrastiveLoss(model.distance, pos_margin=lc.pos_margin, neg_margin=lc.margin)
+    if lc.name == "proxy":
+        return NormalizedSoftmaxLoss(num_classes, model.encoder.output_dim, scale=lc.scale,
+                                     margin=lc.margin)
+    if lc.name == "bce":
+        if model.head is None:
+            raise ConfigError("loss.name=bce trains a learned head: set model.head=true")
+        return HeadBCELoss(model.head)
+    raise ConfigError(f"unknown loss.name {lc.name!r}")
+
+
+def build_miner(config: Config) -> Any:
+    """The miner ``config.loss.miner`` names, or None (the loss takes every pair/triplet)."""
+    lc, steps = config.loss, config.optim.steps
+    dist = create_distance(config.model.distance)
+    if lc.miner == "none":
+        return None
+    if lc.miner == "semihard":
+        return SemiHardMiner(lc.margin, dist)
+    if lc.miner == "batch_hard":
+        return BatchHardMiner(dist)
+    if lc.miner == "schedule":
+        return HardnessSchedule(lc.margin, int(lc.schedule_start * steps),
+                                int(lc.schedule_end * steps), dist, seed=config.seed)
+    raise ConfigError(f"unknown loss.miner {lc.miner!r}")
+
+
+def build_sampler(
+    config: Config, labels: np.ndarray, groups: np.ndarray | None, class_names: list[str]
+) -> PKSampler | BalancedPairSampler:
+    """P x K batches, or balanced pairs when ``optim.sampler`` is ``pairs``."""
+    o, lc = config.optim, config.loss
+    if o.sampler == "pairs":
+        return BalancedPairSampler(labels, o.pair_batch, o.steps, lc.pos_fraction,
+                                   class_names=class_names, seed=config.seed)
+    k = max(o.k, lc.n_support + 1) if lc.name == "prototypical" else o.k
+    return PKSampler(labels, min(o.p, len(class_names)), k, o.steps, groups=groups,
+                     same_group=o.same_group, class_names=class_names, seed=config.seed)
+
+
+def build_augment(config: Config) -> RandomAffine | None:
+    """Koch's affine distortions as configured, with their own seeded generator."""
+    a = config.augment
+    if not a.enabled:
+        return None
+    return RandomAffine(a.rotation, a.shear, (a.scale[0], a.scale[1]), a.translate, a.p,
+                        generator=torch.Generator().manual_seed(config.seed))
