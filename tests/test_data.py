@@ -475,13 +475,19 @@ def test_load_folder_grouped_with_drawers(env, tmp_path):
     assert ds.labels.tolist() == [0, 0, 1, 2, 2, 2, 3, 3]
 
 
-def test_drawer_pattern_not_matching_every_file_is_ignored(env, tmp_path, caplog):
+def test_drawer_pattern_must_match_every_file(env, tmp_path):
     root = _grouped_tree(tmp_path / "root")
     _save(root / "Greek" / "beta" / "odd.png", np.full((6, 6), 41))
-    with caplog.at_level(logging.WARNING, logger="siamkit.data.images"):
-        ds = load_image_folder(root, group_depth=1, drawer_pattern=r"_(\d+)\.png$")
-    assert ds.drawers is None
-    assert "does not match every file name" in caplog.text
+    with pytest.raises(DatasetError, match="does not match the file name 'odd.png'"):
+        load_image_folder(root, group_depth=1, drawer_pattern=r"_(\d+)\.png$")
+
+
+def test_drawer_pattern_must_be_a_regex_with_a_group(env, tmp_path):
+    root = _grouped_tree(tmp_path / "root")
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        load_image_folder(root, group_depth=1, drawer_pattern="_(")
+    with pytest.raises(ValueError, match="needs a group"):
+        load_image_folder(root, group_depth=1, drawer_pattern=r"\.png$")
 
 
 def test_min_per_class_drops_small_classes(env, tmp_path):

@@ -214,13 +214,22 @@ def test_episode_support_and_query_drawers_are_disjoint():
         assert not s & q
 
 
-def test_episode_drawer_split_too_small_raises_naming_class():
-    # class 0 was drawn by drawer 0 only, so it can never be in both halves of a split
+def test_episode_single_drawer_class_is_refused_up_front_naming_it():
+    # class "x" was drawn by drawer 0 only: support and queries can never differ in drawer
     labels = np.array([0, 0, 0, 1, 1, 1])
     drawers = np.array([0, 0, 0, 1, 2, 3])
-    sampler = EpisodeSampler(labels, 2, 1, 1, episodes=1, drawers=drawers, seed=0)
-    with pytest.raises(ValueError, match=r"class \d: too few examples in a drawer split"):
-        list(sampler)
+    with pytest.raises(ValueError, match=r"class 'x' has a single drawer"):
+        EpisodeSampler(labels, 2, 1, 1, episodes=1, drawers=drawers, class_names=["x", "y"])
+
+
+def test_episode_drawer_split_falls_back_to_a_class_own_drawers():
+    # classes share no drawers, so an episode-wide split often leaves one class one-sided;
+    # every episode must still take support and query from different drawers
+    labels = np.repeat(np.arange(4), 4)
+    drawers = np.arange(16) // 2  # class c: drawers 2c and 2c + 1
+    sampler = EpisodeSampler(labels, 4, 1, 1, episodes=50, drawers=drawers, seed=0)
+    for ep in sampler:
+        assert not set(drawers[ep.support]) & set(drawers[ep.query])
 
 
 def test_episode_errors():

@@ -201,6 +201,7 @@ class HardnessSchedule:
         self._gen = torch.Generator().manual_seed(seed)
 
     def set_step(self, step: int) -> None:
+        """Tell the schedule which training step comes next."""
         self.step = step
 
     def hard_fraction(self) -> float:

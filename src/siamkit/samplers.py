@@ -211,9 +211,9 @@ class EpisodeSampler:
         class_names: Sequence[str] | None = None,
         seed: int = 0,
     ) -> None:
-        if n_way < 2 or k_shot < 1 or n_query < 1:
-            raise ValueError(f"need N >= 2, K >= 1, Q >= 1; got N={n_way}, K={k_shot}, "
-                             f"Q={n_query}")
+        if n_way < 2 or k_shot < 1 or n_query < 1 or episodes < 1:
+            raise ValueError(f"need N >= 2, K >= 1, Q >= 1 and at least one episode; got "
+                             f"N={n_way}, K={k_shot}, Q={n_query}, episodes={episodes}")
         self.by_class = _by_class(labels)
         need = k_shot + n_query
         small = [(c, len(ix)) for c, ix in self.by_class.items() if len(ix) < need]
@@ -236,6 +236,12 @@ class EpisodeSampler:
         else:
             self.pools = [classes]
         self.drawers = np.asarray(drawers) if drawers is not None else None
+        if self.drawers is not None:
+            for c, items in self.by_class.items():
+                if len(np.unique(self.drawers[items])) < 2:
+                    raise ValueError(f"class {_name(c, class_names)} has a single drawer; "
+                                     f"support and queries cannot come from different drawers")
+        self.class_names = class_names
         self.n_way, self.k_shot, self.n_query, self.episodes = n_way, k_shot, n_query, episodes
         self.rng = np.random.default_rng(seed)
 
@@ -247,13 +253,21 @@ class EpisodeSampler:
         if support_drawers is None:
             pick = self.rng.choice(items, self.k_shot + self.n_query, replace=False)
             return pick[: self.k_shot], pick[self.k_shot :]
-        in_s = np.isin(self.drawers[items], list(support_drawers))
-        s_items, q_items = items[in_s], items[~in_s]
-        if len(s_items) < self.k_shot or len(q_items) < self.n_query:
-            raise ValueError(f"class {c}: too few examples in a drawer split "
-                             f"({len(s_items)} support, {len(q_items)} query)")
-        return (self.rng.choice(s_items, self.k_shot, replace=False),
-                self.rng.choice(q_items, self.n_query, replace=False))
+        # The episode's drawer split first (as in Lake's runs: one drawer set for the
+        # support, another for the queries); if this class lacks examples on a side,
+        # a random split of its own drawers.
+        for attempt in range(20):
+            if attempt:
+                own = np.unique(self.drawers[items])
+                self.rng.shuffle(own)
+                support_drawers = set(own[: self.rng.integers(1, len(own))].tolist())
+            in_s = np.isin(self.drawers[items], list(support_drawers))
+            s_items, q_items = items[in_s], items[~in_s]
+            if len(s_items) >= self.k_shot and len(q_items) >= self.n_query:
+                return (self.rng.choice(s_items, self.k_shot, replace=False),
+                        self.rng.choice(q_items, self.n_query, replace=False))
+        raise ValueError(f"class {_name(c, self.class_names)}: no split of its drawers gives "
+                         f"{self.k_shot} support and {self.n_query} query examples")
 
     def __iter__(self) -> Iterator[Episode]:
         for _ in range(self.episodes):

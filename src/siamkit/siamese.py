@@ -26,6 +26,7 @@ class LearnedHead(nn.Module):
         self.linear = nn.Linear(dim, 1)
 
     def logits(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores of row-aligned pairs: (B, D), (B, D) -> (B,)."""
         return self.linear((e1 - e2).abs()).squeeze(-1)
 
     def pairwise_logits(self, q: torch.Tensor, r: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -65,6 +66,7 @@ class SiameseNetwork(nn.Module):
 
     @property
     def higher_is_closer(self) -> bool:
+        """True when a larger score means more similar (learned head, cosine, dot)."""
         return True if self.head is not None else self.distance.higher_is_closer
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -140,7 +140,7 @@ def extract_zip(archive: Path, dest: Path) -> Path:
                     raise DatasetError(f"{archive}: corrupt member {bad!r}")
                 for member in zf.namelist():
                     target = (tmp / member).resolve()
-                    if not str(target).startswith(str(tmp.resolve())):
+                    if not target.is_relative_to(tmp.resolve()):
                         raise DatasetError(f"{archive}: unsafe path {member!r} in archive")
                 zf.extractall(tmp)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:

@@ -52,6 +52,7 @@ class ImageDataset:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (some may have no images after subsetting)."""
         return len(self.class_names)
 
     def subset_classes(self, class_ids: Sequence[int]) -> ImageDataset:
@@ -216,14 +217,22 @@ def load_image_folder(
         groups = np.array([gindex[group_of[n]] for n in class_names])
     drawers = None
     if drawer_pattern:
-        rx = re.compile(drawer_pattern)
-        found = [rx.search(Path(p).name) for p, _, _ in items]
-        if all(found):
-            names = [m.group(1) for m in found]
-            uniq = sorted(set(names))
-            drawers = np.array([uniq.index(n) for n in names])
-        else:
-            logger.warning("drawer pattern %r does not match every file name; ignoring it",
-                           drawer_pattern)
+        try:
+            rx = re.compile(drawer_pattern)
+        except re.error as exc:
+            raise ValueError(f"drawer pattern {drawer_pattern!r} is not a valid regular "
+                             f"expression: {exc}") from None
+        if rx.groups < 1:
+            raise ValueError(f"drawer pattern {drawer_pattern!r} needs a group, e.g. "
+                             r"'_(\d+)\.png$'")
+        names = []
+        for path, _, _ in items:
+            m = rx.search(Path(path).name)
+            if m is None:
+                raise DatasetError(f"drawer pattern {drawer_pattern!r} does not match the file "
+                                   f"name {Path(path).name!r}")
+            names.append(m.group(1))
+        uniq = sorted(set(names))
+        drawers = np.array([uniq.index(n) for n in names])
     return ImageDataset(images, labels, class_names, [p for p, _, _ in items], groups,
                         group_names, drawers)
