@@ -112,7 +112,7 @@ class EvalConfig:
     shot: int = 1
     queries: int = 1
     within_group: bool = True  # episodes inside one group, as Lake's runs are
-    tta: int = 0  # test-time augmentation: extra distorted views averaged into each embedding
+    tta: int = 0  # evaluation commands: extra distorted views averaged into each embedding
 
 
 @dataclass

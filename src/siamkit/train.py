@@ -117,7 +117,9 @@ def lr_factor(frac_done: float, warmup: float, schedule: str) -> float:
 
 
 def _validation(config: Config, val_set: ImageDataset | None) -> EpisodeEvaluator | None:
-    """Within-group N-way K-shot episodes on the held-out groups (N capped by what fits)."""
+    """Within-group N-way K-shot episodes on the held-out groups (N capped by what fits).
+
+    Without test-time augmentation: validation ranks checkpoints and should be cheap."""
     if val_set is None:
         return None
     e = config.eval
@@ -126,8 +128,7 @@ def _validation(config: Config, val_set: ImageDataset | None) -> EpisodeEvaluato
     if within:
         way = min(way, int(np.bincount(val_set.groups).max()))
     return EpisodeEvaluator(val_set, way=way, shot=e.shot, queries=e.queries,
-                            episodes=e.episodes, within_group=within, seed=config.seed,
-                            tta=e.tta)
+                            episodes=e.episodes, within_group=within, seed=config.seed)
 
 
 def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
