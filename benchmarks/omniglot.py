@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="override applied to every config, e.g. optim.steps=10")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "benchmark")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "omniglot.json")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "omniglot.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     configs = args.config or [demo_preset(), ROOT / "configs" / "omniglot.yaml"]

@@ -1,0 +1,54 @@
+"""Run folders: weights and card round-trip; damaged or foreign folders give clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from siamkit.builders import build_model
+from siamkit.checkpoint import RunError, load_model, save_model
+from siamkit.config import Config, apply_overrides
+
+
+def small_config() -> Config:
+    return apply_overrides(Config(), ["model.encoder_args.width=4", "model.head=true"])
+
+
+def test_round_trip_keeps_weights_config_and_card(tmp_path):
+    cfg = small_config()
+    model = build_model(cfg.model, channels=1, size=16)
+    save_model(tmp_path, model, cfg, {"input": {"channels": 1, "size": 16}, "best_step": 7})
+    loaded, cfg2, card = load_model(tmp_path)
+    assert cfg2 == cfg and card["best_step"] == 7 and not loaded.training
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    x = torch.rand(3, 1, 16, 16)
+    model.eval()
+    torch.testing.assert_close(model(x, x.flip(0)), loaded(x, x.flip(0)))
+
+
+def test_save_merges_card_facts(tmp_path):
+    cfg = small_config()
+    model = build_model(cfg.model, 1, 16)
+    save_model(tmp_path, model, cfg, {"input": {"channels": 1, "size": 16}, "a": 1})
+    save_model(tmp_path, model, cfg, {"b": 2})
+    card = json.loads((tmp_path / "config.json").read_text())
+    assert card["a"] == 1 and card["b"] == 2
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(RunError, match="model folder not found"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(RunError, match="not a siamkit run folder"):
+        load_model(tmp_path)
+    cfg = small_config()
+    save_model(tmp_path, build_model(cfg.model, 1, 16), cfg, {"input": {"channels": 1,
+                                                                        "size": 16}})
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(RunError, match="cannot load weights"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(RunError, match="unreadable model card"):
+        load_model(tmp_path)

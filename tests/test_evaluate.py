@@ -1,0 +1,94 @@
+"""Evaluators: Lake's protocol and N-way K-shot episodes, on a model whose answers we know."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from siamkit.data.images import ImageDataset
+from siamkit.data.omniglot import OneShotRun
+from siamkit.distances import EuclideanDistance
+from siamkit.evaluate import class_scores, embed_images, evaluate_episodes, evaluate_runs
+from siamkit.siamese import LearnedHead, SiameseNetwork
+
+
+class MeanPixel(nn.Module):
+    """Embeds an image as its mean intensity: images of one grey level are one class."""
+
+    output_dim = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((1, 2, 3))[:, None]
+
+
+def grey(levels: list[int], size: int = 4) -> torch.Tensor:
+    return torch.tensor(levels, dtype=torch.uint8)[:, None, None, None].expand(-1, 1, size,
+                                                                              size).clone()
+
+
+def test_embed_images_batches_and_scales_to_unit_range():
+    model = SiameseNetwork(MeanPixel())
+    emb = embed_images(model, grey([0, 255, 51]), batch_size=2)
+    torch.testing.assert_close(emb, torch.tensor([[0.0], [1.0], [0.2]]))
+
+
+def test_embed_images_tta_is_repeatable_and_close():
+    model = SiameseNetwork(MeanPixel())
+    images = torch.zeros(3, 1, 9, 9, dtype=torch.uint8)
+    images[:, :, 3:6, 3:6] = 255
+    a, b = embed_images(model, images, tta=4), embed_images(model, images, tta=4)
+    torch.testing.assert_close(a, b)
+    assert (a - embed_images(model, images)).abs().max() < 0.05
+
+
+def test_runs_protocol_counts_nearest_reference_hits():
+    model = SiameseNetwork(MeanPixel(), EuclideanDistance())
+    refs = grey([0, 100, 200])
+    # queries near 200, 0, 100 -> answers 2, 0, 1; the last query is mislabelled on purpose
+    run = OneShotRun("run01", refs, grey([190, 10, 110, 95]), torch.tensor([2, 0, 1, 2]))
+    res = evaluate_runs(model, [run, run])
+    assert res["correct"] == 6 and res["total"] == 8
+    assert res["error"] == pytest.approx(0.25)
+    assert res["per_run"][0] == {"run": "run01", "correct": 3, "total": 4, "error": 0.25}
+
+
+def test_class_scores_use_prototypes_for_distances_and_mean_score_for_a_head():
+    q = torch.tensor([[0.0], [3.0]])
+    s = torch.tensor([[1.0], [3.0], [10.0]])
+    labels = torch.tensor([0, 0, 1])
+    dist_model = SiameseNetwork(MeanPixel(), EuclideanDistance())
+    # prototypes: class 0 at 2, class 1 at 10
+    torch.testing.assert_close(class_scores(dist_model, q, s, labels, 2),
+                               torch.tensor([[2.0, 10.0], [1.0, 7.0]]))
+    head = LearnedHead(1)
+    with torch.no_grad():
+        head.linear.weight.fill_(-1.0)
+        head.linear.bias.fill_(0.0)
+    head_model = SiameseNetwork(MeanPixel(), head=head)
+    sig = torch.sigmoid
+    expected = torch.stack([
+        torch.stack([(sig(torch.tensor(-1.0)) + sig(torch.tensor(-3.0))) / 2,
+                     sig(torch.tensor(-10.0))]),
+        torch.stack([(sig(torch.tensor(-2.0)) + sig(torch.tensor(0.0))) / 2,
+                     sig(torch.tensor(-7.0))]),
+    ])
+    torch.testing.assert_close(class_scores(head_model, q, s, labels, 2), expected)
+
+
+def test_episodes_perfect_on_separable_classes_with_ci():
+    levels = [c * 20 + d for c in range(6) for d in range(4)]  # 6 classes, 4 items each
+    data = ImageDataset(grey(levels), torch.arange(6).repeat_interleave(4),
+                        [f"c{i}" for i in range(6)])
+    model = SiameseNetwork(MeanPixel())
+    res = evaluate_episodes(model, data, way=5, shot=2, queries=2, episodes=30, seed=1)
+    assert res["accuracy"] == 1.0 and res["ci95"] == 0.0 and res["episodes"] == 30
+
+
+def test_episodes_at_chance_on_indistinguishable_classes():
+    data = ImageDataset(grey([7] * 40), torch.arange(10).repeat_interleave(4),
+                        [f"c{i}" for i in range(10)])
+    model = SiameseNetwork(MeanPixel())
+    res = evaluate_episodes(model, data, way=5, shot=1, queries=1, episodes=200, seed=0)
+    # every score ties, argmin picks class 0: exactly one of the five queries is right
+    assert res["accuracy"] == pytest.approx(0.2)
