@@ -51,3 +51,107 @@ def test_nearest_reference_follows_direction():
     assert nearest_reference_predictions(scores, higher_is_closer=True).tolist() == [0, 2]
     # distances: the smallest is the nearest
     assert nearest_reference_predictions(scores, higher_is_closer=False).tolist() == [1, 0]
+
+
+# ---------------------------------------------------------------- verification metrics
+# Scores: positives 0.9, 0.8, 0.4; negatives 0.7, 0.3, 0.2, 0.1 (higher = more alike).
+SCORES = [0.9, 0.8, 0.7, 0.4, 0.3, 0.2, 0.1]
+LABELS = [1, 1, 0, 1, 0, 0, 0]
+
+
+def test_auc_hand_computed():
+    from siamkit.metrics import auc
+
+    # positive-negative pairs won: 0.9 beats 4, 0.8 beats 4, 0.4 beats 3 -> 11 of 12
+    assert auc(SCORES, LABELS) == pytest.approx(11 / 12)
+
+
+def test_best_accuracy_threshold_hand_computed():
+    from siamkit.metrics import best_accuracy_threshold
+
+    # accept {0.9, 0.8}: 2 TP + 4 TN = 6/7; accept down to 0.4: 3 TP + 3 TN = 6/7 too;
+    # the first maximum is kept, halfway between 0.8 and 0.7
+    acc, thr = best_accuracy_threshold(SCORES, LABELS)
+    assert acc == pytest.approx(6 / 7) and thr == pytest.approx(0.75)
+
+
+def test_rates_at_threshold_hand_computed():
+    from siamkit.metrics import confusion_at, rates_at
+
+    assert confusion_at(SCORES, LABELS, 0.5) == {"tp": 2, "fp": 1, "tn": 3, "fn": 1}
+    r = rates_at(SCORES, LABELS, 0.5)
+    assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(2 / 3)
+    assert r["f1"] == pytest.approx(2 / 3) and r["accuracy"] == pytest.approx(5 / 7)
+    assert r["far"] == pytest.approx(1 / 4) and r["frr"] == pytest.approx(1 / 3)
+
+
+def test_eer_on_a_symmetric_case():
+    from siamkit.metrics import eer
+
+    # positives 2, 3; negatives 0, 1: any threshold in (1, 2] separates perfectly
+    rate, thr = eer([0, 1, 2, 3], [0, 0, 1, 1])
+    assert rate == pytest.approx(0.0) and 1.0 < thr <= 2.0
+    # one positive below one negative: positives 3, 1; negatives 2, 0 -> FAR = FRR = 1/2
+    rate, thr = eer([3, 2, 1, 0], [1, 0, 1, 0])
+    assert rate == pytest.approx(0.5)
+
+
+def test_tar_at_far_hand_computed():
+    from siamkit.metrics import tar_at_far
+
+    # FAR 0 allows accepting only 0.9, 0.8 -> TAR 2/3; FAR 1/4 allows down to 0.4 -> TAR 1
+    res = tar_at_far(SCORES, LABELS, targets=(0.1, 0.25))
+    assert res[0.1] == pytest.approx(2 / 3) and res[0.25] == pytest.approx(1.0)
+
+
+def test_verification_metrics_reject_one_class_and_nan():
+    from siamkit.metrics import auc
+
+    with pytest.raises(ValueError, match="both positive and negative"):
+        auc([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        auc([0.1, float("nan")], [1, 0])
+
+
+def test_bootstrap_ci_brackets_the_estimate():
+    from siamkit.metrics import auc, bootstrap_ci
+
+    lo, hi = bootstrap_ci(auc, SCORES, LABELS, n=200, seed=0)
+    assert 0.0 <= lo <= 11 / 12 <= hi <= 1.0
+
+
+# ---------------------------------------------------------------- retrieval metrics
+
+
+def test_retrieval_metrics_hand_computed():
+    """1-D points with Euclidean distance, searched against themselves.
+
+    labels a a a b b at positions 0, 0.9, 5, 2, 6.
+    query 0 (a): order 0.9(a) 2(b) 5(a) 6(b): R=2, within the first R only rank 1 is
+        relevant: MAP@R = (1/1)/2 = 0.5; RR = 1
+    query 0.9 (a): order 0(a) 2(b) 5(a): AP@R = 1/2; RR = 1
+    query 5 (a): order 6(b), then 2(b) at 3, then 1(a) at 4: AP@R = 0; RR: 2 refs above -> 1/3
+    query 2 (b): order 1(a), 0(a)... 6(b) at 4: AP@R = 0 (R=1); RR = 1/4 (3 above)
+    query 6 (b): order 5(a), 2(b): AP@R = 0; RR = 1/2
+    """
+    from siamkit.distances import EuclideanDistance
+    from siamkit.metrics import retrieval_metrics
+
+    x = torch.tensor([[0.0], [0.9], [5.0], [2.0], [6.0]])
+    y = torch.tensor([0, 0, 0, 1, 1])
+    res = retrieval_metrics(x, y, distance=EuclideanDistance(), ks=(1, 2), chunk=2)
+    assert res["recall@1"] == pytest.approx(2 / 5)
+    assert res["recall@2"] == pytest.approx(3 / 5)  # query 6 finds 2 at rank 2
+    assert res["map@r"] == pytest.approx((0.5 + 0.5 + 0 + 0 + 0) / 5)
+    assert res["mrr"] == pytest.approx((1 + 1 + 1 / 3 + 1 / 4 + 1 / 2) / 5)
+
+
+def test_retrieval_metrics_against_separate_references():
+    from siamkit.distances import EuclideanDistance
+    from siamkit.metrics import retrieval_metrics
+
+    refs, ref_y = torch.tensor([[0.0], [10.0]]), torch.tensor([0, 1])
+    qs, q_y = torch.tensor([[1.0], [9.0], [4.0]]), torch.tensor([0, 1, 1])
+    res = retrieval_metrics(qs, q_y, refs, ref_y, EuclideanDistance(), ks=(1,))
+    assert res["recall@1"] == pytest.approx(2 / 3)
+    assert res["mrr"] == pytest.approx((1 + 1 + 0.5) / 3)

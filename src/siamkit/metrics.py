@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-__all__ = ["nearest_reference_predictions", "accuracy", "mean_and_ci95"]
+if TYPE_CHECKING:
+    from .distances import Distance
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+
+__all__ = [
+    "nearest_reference_predictions",
+    "accuracy",
+    "mean_and_ci95",
+    "roc",
+    "auc",
+    "eer",
+    "tar_at_far",
+    "confusion_at",
+    "rates_at",
+    "best_accuracy_threshold",
+    "bootstrap_ci",
+    "retrieval_metrics",
+]
 
 
 def nearest_reference_predictions(scores: torch.Tensor, higher_is_closer: bool) -> torch.Tensor:
@@ -35,3 +54,204 @@ def mean_and_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     if v.size == 1:
         return float(v[0]), 0.0
     return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(v.size))
+
+
+# ---------------------------------------------------------------- verification
+# Scores point the "similarity" way: higher means more likely the same; a pair is
+# declared "same" when its score >= threshold. Use Distance.to_similarity for distances.
+
+
+def _check_pairs(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"{s.size} scores but {y.size} labels")
+    if not y.any() or y.all():
+        raise ValueError("verification metrics need both positive and negative pairs "
+                         f"(got {int(y.sum())} positive, {int((~y).sum())} negative)")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values")
+    return s, y
+
+
+def roc(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve: false accept rates, true accept rates and their thresholds (descending).
+
+    Computed by scikit-learn's ``roc_curve`` (all thresholds kept).
+    """
+    from sklearn.metrics import roc_curve
+
+    s, y = _check_pairs(scores, labels)
+    far, tar, thr = roc_curve(y, s, drop_intermediate=False)
+    return far, tar, thr
+
+
+def auc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the ROC curve (probability a positive outscores a negative; ties 1/2)."""
+    from sklearn.metrics import roc_auc_score
+
+    s, y = _check_pairs(scores, labels)
+    return float(roc_auc_score(y, s))
+
+
+def eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """Equal error rate and the threshold where false accepts equal false rejects.
+
+    Linear interpolation between the two ROC points that bracket FAR = FRR.
+    """
+    far, tar, thr = roc(scores, labels)
+    frr = 1.0 - tar
+    diff = far - frr  # increasing along the curve
+    i = int(np.searchsorted(diff, 0.0))
+    if i == 0:
+        return float(far[0]), float(thr[1] if len(thr) > 1 else thr[0])
+    if i >= len(diff):
+        return float(frr[-1]), float(thr[-1])
+    d0, d1 = diff[i - 1], diff[i]
+    w = 0.0 if d1 == d0 else -d0 / (d1 - d0)
+    rate = far[i - 1] + w * (far[i] - far[i - 1])
+    t0 = thr[i - 1] if np.isfinite(thr[i - 1]) else thr[i]
+    return float(rate), float(t0 + w * (thr[i] - t0))
+
+
+def tar_at_far(
+    scores: ArrayLike, labels: ArrayLike, targets: Sequence[float] = (1e-1, 1e-2, 1e-3)
+) -> dict[float, float]:
+    """True accept rate at each target false accept rate (best TAR with FAR <= target)."""
+    far, tar, _ = roc(scores, labels)
+    return {t: float(tar[far <= t].max()) if (far <= t).any() else 0.0 for t in targets}
+
+
+def confusion_at(scores: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str, int]:
+    """Counts of true/false accepts and rejects when "same" means score >= threshold."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    same = s >= threshold
+    return {"tp": int((same & y).sum()), "fp": int((same & ~y).sum()),
+            "tn": int((~same & ~y).sum()), "fn": int((~same & y).sum())}
+
+
+def rates_at(scores: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall (TAR), F1, FAR and FRR at a fixed threshold."""
+    c = confusion_at(scores, labels, threshold)
+    tp, fp, tn, fn = c["tp"], c["fp"], c["tn"], c["fn"]
+    n = tp + fp + tn + fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"accuracy": (tp + tn) / n if n else float("nan"), "precision": precision,
+            "recall": recall, "f1": f1, "far": fp / (fp + tn) if fp + tn else 0.0,
+            "frr": fn / (fn + tp) if fn + tp else 0.0}
+
+
+def best_accuracy_threshold(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """Highest accuracy over all thresholds, and a threshold reaching it.
+
+    Sorts the scores once; the threshold is placed halfway between two distinct scores.
+    """
+    s, y = _check_pairs(scores, labels)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    # accepting the first i pairs: correct = positives among them + negatives after them
+    tp = np.concatenate([[0], np.cumsum(y)])
+    neg_after = (~y).sum() - np.concatenate([[0], np.cumsum(~y)])
+    correct = tp + neg_after  # (N + 1,)
+    # only cut between distinct scores
+    valid = np.ones(len(s) + 1, dtype=bool)
+    valid[1:-1] = s[:-1] != s[1:]
+    best = int(np.argmax(np.where(valid, correct, -1)))
+    if best == 0:
+        thr = s[0] + 1.0
+    elif best == len(s):
+        thr = s[-1]
+    else:
+        thr = (s[best - 1] + s[best]) / 2
+    return float(correct[best] / len(s)), float(thr)
+
+
+def bootstrap_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float], scores: ArrayLike, labels: ArrayLike,
+    n: int = 1000, seed: int = 0, level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``metric(scores, labels)`` over pairs.
+
+    Resamples positives and negatives separately, so every resample has both.
+    """
+    s, y = _check_pairs(scores, labels)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    values = []
+    for _ in range(n):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        values.append(metric(s[idx], y[idx]))
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------- retrieval
+
+
+def retrieval_metrics(
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    references: torch.Tensor | None = None,
+    reference_labels: torch.Tensor | None = None,
+    distance: Distance | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Recall@K, MAP@R (Musgrave et al. 2020) and MRR of queries against references.
+
+    Without ``references`` the queries are searched against themselves, each query
+    excluding itself. Similarities are computed ``chunk`` queries at a time, so memory
+    grows with chunk x references, never queries x references.
+
+    Returns:
+        ``recall@k`` for each k (the fraction of queries with a same-label reference among
+        the k closest; recall@1 is precision@1), ``map@r`` and ``mrr``.
+    """
+    from .distances import CosineSimilarity
+
+    distance = distance or CosineSimilarity()
+    self_search = references is None
+    refs = queries if self_search else references
+    ref_labels = query_labels if self_search else reference_labels
+    if ref_labels is None or len(ref_labels) != len(refs):
+        raise ValueError("reference_labels must give one label per reference")
+    counts = torch.bincount(ref_labels.long())
+    r_all = counts[query_labels.long()] - (1 if self_search else 0)  # relevant per query
+    kmax = min(max(max(ks), int(r_all.max()) if len(r_all) else 1), len(refs))
+    hits = {k: 0.0 for k in ks}
+    ap_sum, rr_sum, n_valid = 0.0, 0.0, 0
+    for s in range(0, len(queries), chunk):
+        q = queries[s : s + chunk]
+        with torch.no_grad():
+            sim = distance.to_similarity(distance.pairwise(q, refs)).float()  # (C, N)
+        if self_search:
+            rows = torch.arange(len(q))
+            sim[rows, rows + s] = -torch.inf
+        rel = ref_labels[None, :] == query_labels[s : s + chunk, None]  # (C, N)
+        if self_search:
+            rel[rows, rows + s] = False
+        r = r_all[s : s + chunk]
+        valid = r > 0
+        top = sim.topk(kmax, dim=1).indices  # (C, kmax)
+        top_rel = rel.gather(1, top).float()  # (C, kmax)
+        for k in ks:
+            hits[k] += float((top_rel[:, :k].sum(1) > 0)[valid].sum())
+        # MAP@R: precision at each relevant position within the first R, divided by R
+        pos = torch.arange(1, kmax + 1, dtype=torch.float32)
+        within_r = pos[None, :] <= r[:, None]
+        prec = torch.cumsum(top_rel, 1) / pos
+        ap = (prec * top_rel * within_r).sum(1) / r.clamp_min(1)
+        ap_sum += float(ap[valid].sum())
+        # MRR: rank of the first relevant reference = 1 + references scoring above it
+        best_rel = sim.masked_fill(~rel, -torch.inf).max(1).values
+        rank = 1 + (sim > best_rel[:, None]).sum(1)
+        rr_sum += float((1.0 / rank.float())[valid].sum())
+        n_valid += int(valid.sum())
+    if n_valid == 0:
+        raise ValueError("no query has a reference of its own label")
+    out = {f"recall@{k}": hits[k] / n_valid for k in ks}
+    out.update({"map@r": ap_sum / n_valid, "mrr": rr_sum / n_valid})
+    return out
