@@ -146,3 +146,64 @@ def test_demo_on_a_tiny_budget(tmp_path, capsys):
 def test_demo_rejects_bad_override(capsys):
     assert main(["demo", "--set", "optim.nope=1"]) == 1
     assert "unknown config key 'optim.nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- verification commands
+
+
+def one_alphabet(alphabets: Path) -> Path:
+    return sorted(p for p in alphabets.iterdir())[0]
+
+
+def test_training_stores_a_threshold_calibrated_on_validation(run_dir):
+    card = json.loads((run_dir / "config.json").read_text())
+    th = card["threshold"]
+    assert th["target"] == "eer" and th["source"] == "validation groups, all pairs"
+    assert th["higher_is_closer"] is False and th["validation_"]["pairs"] > 0
+
+
+def test_calibrate_verify_and_eval_verification(run_dir, alphabets, tmp_path, capsys):
+    data = one_alphabet(alphabets)
+    assert main(["--quiet", "calibrate", "--model", str(run_dir), "--data", str(data),
+                 "--all-pairs", "--target", "far=0.05", "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["target"] == "far=0.05" and cal["validation"]["far"] <= 0.05
+    card = json.loads((run_dir / "config.json").read_text())
+    assert card["threshold"]["threshold_"] == cal["threshold"]
+
+    a, b = sorted((data / "character01").iterdir())[:2]
+    assert main(["--quiet", "verify", "--model", str(run_dir), str(a), str(b), "--json"]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert set(v) == {"score", "same", "threshold"} and v["threshold"] == cal["threshold"]
+    assert v["same"] == (v["score"] <= v["threshold"])  # Euclidean: lower is closer
+
+    # a pair list with a header, where 0 means "same" (as in SigComp's Kaggle list)
+    c1 = sorted((data / "character01").iterdir())
+    c2 = sorted((data / "character02").iterdir())
+    rows = ["img1,img2,label"]
+    rows += [f"character01/{c1[i].name},character01/{c1[i + 1].name},0" for i in range(5)]
+    rows += [f"character01/{c1[i].name},character02/{c2[i].name},1" for i in range(5)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    assert main(["--quiet", "eval", "verification", "--model", str(run_dir), "--data", str(data),
+                 "--pairs", str(tmp_path / "pairs.csv"), "--positive-label", "0",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {"auc", "eer", "tar_at_far", "accuracy", "f1", "threshold"} <= set(res)
+    assert res["positives"] == 5 and res["negatives"] == 5
+    assert res["threshold"] == cal["threshold"]  # evaluation never moves it
+    assert "test_optimal" in res
+
+
+def test_verification_bad_inputs(run_dir, alphabets, tmp_path, capsys):
+    data = one_alphabet(alphabets)
+    (tmp_path / "bad.csv").write_text("character01/nope.png,character01/x.png,1\n")
+    assert main(["eval", "verification", "--model", str(run_dir), "--data", str(data),
+                 "--pairs", str(tmp_path / "bad.csv")]) == 1
+    assert "not found under" in capsys.readouterr().err
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert main(["verify", "--model", str(run_dir), str(tmp_path / "junk.png"),
+                 str(tmp_path / "junk.png")]) == 1
+    assert "not a readable image" in capsys.readouterr().err
+    assert main(["calibrate", "--model", str(run_dir), "--data", str(data), "--all-pairs",
+                 "--target", "far=7"]) == 1
+    assert "must be in [0, 1]" in capsys.readouterr().err

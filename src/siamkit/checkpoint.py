@@ -15,7 +15,7 @@ from .builders import build_model
 from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .siamese import SiameseNetwork
 
-__all__ = ["save_model", "load_model", "RunError", "atomic_write_text"]
+__all__ = ["save_model", "load_model", "update_card", "RunError", "atomic_write_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,16 @@ def save_model(
     card.update(extra or {})
     atomic_write_text(card_path, json.dumps(card, indent=2))
     return run_dir / name
+
+
+def update_card(run_dir: str | Path, extra: dict[str, Any]) -> None:
+    """Add or replace top-level facts in a run's ``config.json`` (atomically)."""
+    card_path = Path(run_dir) / CONFIG
+    if not card_path.is_file():
+        raise RunError(f"{run_dir}: not a siamkit run folder (no {CONFIG})")
+    card = json.loads(card_path.read_text())
+    card.update(extra)
+    atomic_write_text(card_path, json.dumps(card, indent=2))
 
 
 def load_model(run_dir: str | Path, name: str = WEIGHTS) -> tuple[SiameseNetwork, Config, dict]:

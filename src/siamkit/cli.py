@@ -1,4 +1,4 @@
-"""The ``siamkit`` command line: train, eval, demo."""
+"""The ``siamkit`` command line: train, eval, calibrate, verify, demo."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
+def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     p = sub.add_parser("eval", help="evaluate a trained model")
-    es = p.add_subparsers(dest="eval_command", metavar="{omniglot-runs,episodes}")
+    es = p.add_subparsers(dest="eval_command",
+                          metavar="{omniglot-runs,episodes,verification}")
     es.required = True
     r = es.add_parser("omniglot-runs", help="Lake's 20 within-alphabet 20-way one-shot runs")
     r.add_argument("--model", required=True, help="run folder of a trained model")
@@ -54,6 +55,36 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--tta", type=int, default=None, help="test-time augmentation views")
     e.add_argument("--json", action="store_true", help="print JSON")
+    return es
+
+
+def _add_pair_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="run folder of a trained model")
+    p.add_argument("--data", required=True, help="folder the images (and pair paths) are in")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", help="CSV of a,b,label rows (header optional), paths "
+                                     "relative to --data")
+    src.add_argument("--all-pairs", action="store_true",
+                     help="every pair of images of the folder-per-class tree --data "
+                          "(same folder = same)")
+    p.add_argument("--positive-label", default="1",
+                   help="label value meaning 'same' in --pairs (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction
+                      ) -> None:
+    c = sub.add_parser("calibrate", help="fit the decision threshold on validation pairs")
+    _add_pair_source(c)
+    c.add_argument("--target", default="eer",
+                   help="eer, accuracy, far=<max FAR> or precision=<min precision>")
+    v = sub.add_parser("verify", help="are two images of the same class?")
+    v.add_argument("--model", required=True, help="run folder of a calibrated model")
+    v.add_argument("a", help="first image")
+    v.add_argument("b", help="second image")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    e = eval_sub.add_parser("verification", help="verification metrics at the frozen threshold")
+    _add_pair_source(e)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Siamese networks for verification and one-shot recognition."))
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,demo}")
+    sub = parser.add_subparsers(dest="command",
+                                metavar="{train,eval,calibrate,verify,demo}")
     sub.required = True
     _add_train(sub)
-    _add_eval(sub)
+    eval_sub = _add_eval(sub)
+    _add_verification(sub, eval_sub)
     d = sub.add_parser("demo", help="train on Omniglot's background set, test on Lake's runs")
     d.add_argument("--out", default="runs/demo",
                    help="run folder (default runs/demo; replaced on every demo)")
@@ -133,6 +166,104 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
+    """Load image files with the model's own preprocessing and embed them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from .data.images import load_image
+    from .evaluate import embed_images
+
+    inp = card.get("input", {})
+    size = inp.get("size", config.data.size)
+    channels = inp.get("channels", config.data.channels)
+    invert = inp.get("invert", config.data.invert)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        images = list(pool.map(lambda p: load_image(p, size, channels, invert), paths))
+    return embed_images(model, torch.stack(images))
+
+
+def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
+    """(model, scores, same, card, config) for the pairs that --pairs / --all-pairs name."""
+    import numpy as np
+
+    from .checkpoint import load_model
+    from .data.images import scan_folder
+    from .data.pairs import PairList, all_pairs, read_pair_csv
+    from .evaluate import score_pairs
+
+    model, config, card = load_model(args.model)
+    if args.all_pairs:
+        items = scan_folder(args.data, group_depth=0)
+        names = sorted({n for _, n, _ in items})
+        labels = np.array([names.index(n) for _, n, _ in items])
+        i, j, same = all_pairs(labels)
+        pairs = PairList([p for p, _, _ in items], i, j, same)
+    else:
+        pairs = read_pair_csv(args.pairs, args.data, args.positive_label)
+    if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
+        raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
+                         f"same and {int((~pairs.same).sum())} different")
+    emb = _embed_files(model, card, config, pairs.paths)
+    return model, score_pairs(model, emb, pairs.left, pairs.right), pairs.same, card, config
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import ThresholdCalibrator, parse_target
+    from .checkpoint import update_card
+
+    target, value = parse_target(args.target)
+    model, scores, same, _, _ = _scored_pairs(args)
+    cal = ThresholdCalibrator(target, value, model.higher_is_closer).fit(scores, same)
+    source = args.pairs if args.pairs else f"all pairs of {args.data}"
+    update_card(args.model, {"threshold": {**cal.to_dict(), "source": str(source)}})
+    res = {"threshold": cal.threshold_, "target": args.target, "validation": cal.validation_}
+    _emit(res, args.json, f"threshold {cal.threshold_:.6g} ({args.target}) stored in "
+                          f"{args.model}; on these pairs: accuracy "
+                          f"{cal.validation_['accuracy']:.4f}, FAR {cal.validation_['far']:.4f}, "
+                          f"FRR {cal.validation_['frr']:.4f}")
+    return 0
+
+
+def _calibrator(card: dict, run_dir: str) -> Any:
+    from .calibrate import ThresholdCalibrator
+
+    if "threshold" not in card:
+        raise ValueError(f"{run_dir} has no calibrated threshold: run siamkit calibrate first")
+    values = {k: v for k, v in card["threshold"].items() if k != "source"}
+    return ThresholdCalibrator.from_dict(values)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+
+    model, config, card = load_model(args.model)
+    cal = _calibrator(card, args.model)
+    emb = _embed_files(model, card, config, [args.a, args.b])
+    score = float(model.score_embeddings(emb[:1], emb[1:])[0])
+    same = bool(cal.predict([score])[0])
+    res = {"score": score, "same": same, "threshold": cal.threshold_}
+    _emit(res, args.json, f"{'same' if same else 'different'} (score {score:.4g}, threshold "
+                          f"{cal.threshold_:.4g})")
+    return 0
+
+
+def _cmd_eval_verification(args: argparse.Namespace) -> int:
+    from .evaluate import verification_report
+
+    model, scores, same, card, _ = _scored_pairs(args)
+    cal = _calibrator(card, args.model) if "threshold" in card else None
+    res = verification_report(scores, same, model.higher_is_closer, cal)
+    summary = (f"{res['positives']} same / {res['negatives']} different pairs: AUC "
+               f"{res['auc']:.4f}, EER {100 * res['eer']:.2f}%")
+    if cal is not None:
+        summary += (f"; at the frozen threshold {res['threshold']:.4g}: accuracy "
+                    f"{100 * res['accuracy']:.2f}%, F1 {res['f1']:.4f}")
+    _emit(res, args.json, summary)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .config import load_config
@@ -181,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         ("train", None): _cmd_train,
         ("eval", "omniglot-runs"): _cmd_eval_runs,
         ("eval", "episodes"): _cmd_eval_episodes,
+        ("eval", "verification"): _cmd_eval_verification,
+        ("calibrate", None): _cmd_calibrate,
+        ("verify", None): _cmd_verify,
         ("demo", None): _cmd_demo,
     }
     handler = commands[(args.command, getattr(args, "eval_command", None))]

@@ -9,12 +9,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 
 from .augment import RandomAffine
+from .calibrate import ThresholdCalibrator
 from .data.images import ImageDataset
 from .data.omniglot import OneShotRun
-from .metrics import accuracy, mean_and_ci95, nearest_reference_predictions
+from .metrics import (
+    accuracy,
+    auc,
+    best_accuracy_threshold,
+    eer,
+    mean_and_ci95,
+    nearest_reference_predictions,
+    tar_at_far,
+)
 from .samplers import EpisodeSampler
 from .siamese import SiameseNetwork
 
@@ -26,6 +36,8 @@ __all__ = [
     "evaluate_episodes",
     "OneShotRunsEvaluator",
     "EpisodeEvaluator",
+    "score_pairs",
+    "verification_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -168,3 +180,48 @@ class EpisodeEvaluator:
 
     def __call__(self, model: SiameseNetwork) -> dict[str, Any]:
         return evaluate_episodes(model, self.dataset, **self.kwargs)
+
+
+@torch.no_grad()
+def score_pairs(
+    model: SiameseNetwork, embeddings: torch.Tensor, left: Any, right: Any, chunk: int = 65536
+) -> np.ndarray:
+    """Model scores of pairs of already-embedded items (indices into ``embeddings``)."""
+    left, right = torch.as_tensor(left), torch.as_tensor(right)
+    out = [model.score_embeddings(embeddings[left[s : s + chunk]], embeddings[right[s : s + chunk]])
+           for s in range(0, len(left), chunk)]
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def verification_report(
+    scores: np.ndarray, same: np.ndarray, higher_is_closer: bool,
+    calibrator: ThresholdCalibrator | None = None,
+) -> dict[str, Any]:
+    """Verification metrics of scored pairs.
+
+    Threshold-free figures (``auc``, ``eer``, ``tar_at_far``), the figures at the frozen
+    calibrated threshold when a calibrator is given (``accuracy``, ``f1``, ``precision``,
+    ``recall``, ``far``, ``frr``, ``threshold``), and the best accuracy this data itself
+    would allow, labelled ``test_optimal`` (for reference only: its threshold peeks).
+    """
+    same = np.asarray(same).astype(bool)
+    sim = scores if higher_is_closer else -scores
+
+    def native(t: float) -> float:
+        return t if higher_is_closer else -t
+
+    rate, t_eer = eer(sim, same)
+    acc_opt, t_opt = best_accuracy_threshold(sim, same)
+    out: dict[str, Any] = {
+        "auc": auc(sim, same), "eer": rate, "eer_threshold": native(t_eer),
+        "tar_at_far": {f"{t:g}": v for t, v in tar_at_far(sim, same).items()},
+        "positives": int(same.sum()), "negatives": int((~same).sum()),
+        "higher_is_closer": higher_is_closer,
+        "test_optimal": {"accuracy": acc_opt, "threshold": native(t_opt)},
+    }
+    if calibrator is not None:
+        out.update(calibrator.evaluate(scores, same))
+        out["threshold"] = calibrator.threshold_
+        out["threshold_target"] = (calibrator.target if calibrator.value is None
+                                   else f"{calibrator.target}={calibrator.value:g}")
+    return out

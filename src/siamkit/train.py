@@ -30,16 +30,18 @@ import torch
 
 from .augment import rotate_as_new_classes
 from .builders import build_augment, build_loss, build_miner, build_model, build_sampler
-from .checkpoint import RunError, save_model
+from .calibrate import ThresholdCalibrator
+from .checkpoint import RunError, load_model, save_model, update_card
 from .config import Config, ConfigError, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder
 from .data.omniglot import load_omniglot
+from .data.pairs import all_pairs
 from .data.splits import split_by_group
-from .evaluate import EpisodeEvaluator, to_float
+from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float
 from .miners import Pairs, Triplets
 
 __all__ = ["train", "TrainResult", "TrainingData", "prepare_data", "load_training_data",
-           "lr_factor", "seed_everything"]
+           "lr_factor", "seed_everything", "calibrate_on_validation"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +162,24 @@ def _check_resumable(saved: dict[str, Any], config: Config) -> None:
     if changed:
         raise RunError(f"cannot resume with a different config: {', '.join(changed)} changed "
                        f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may)")
+
+
+def calibrate_on_validation(run_dir: Path, val_set: ImageDataset, seed: int = 0,
+                            max_pairs: int = 200_000) -> ThresholdCalibrator | None:
+    """Fit the best checkpoint's equal-error-rate threshold on all pairs of the validation
+    groups (negatives sampled down to ``max_pairs``) and store it in the model card."""
+    model, _, _ = load_model(run_dir)
+    i, j, same = all_pairs(val_set.labels.numpy(), max_pairs=max_pairs, seed=seed)
+    if same.all() or not same.any():
+        logger.warning("validation pairs are all of one kind; no threshold calibrated")
+        return None
+    scores = score_pairs(model, embed_images(model, val_set.images), i, j)
+    cal = ThresholdCalibrator("eer", higher_is_closer=model.higher_is_closer).fit(scores, same)
+    update_card(run_dir, {"threshold": {**cal.to_dict(),
+                                        "source": "validation groups, all pairs"}})
+    logger.info("calibrated threshold %.4g on %d validation pairs (EER %.4f)", cal.threshold_,
+                len(same), cal.validation_["eer"])
+    return cal
 
 
 def _batch_indices(batch: Any) -> tuple[torch.Tensor, Pairs | None]:
@@ -325,6 +345,8 @@ def train(
         bar.close()
     if best_step < 0:  # no step ran (a finished run resumed): still leave a model
         validate(step, math.nan)
+    if td.val_set is not None:
+        calibrate_on_validation(out, td.val_set, config.seed)
     minutes = (time.perf_counter() - t0) / 60
     run_seconds = max(1e-9, time.perf_counter() - t0 - elapsed_before)
     result = TrainResult(out, step, best, best_step, minutes, seen / run_seconds, history)
