@@ -47,7 +47,7 @@ def test_short_real_run_loss_falls_and_checkpoints(tmp_path, small_omniglot):
                  "train_summary.json"):
         assert (tmp_path / "run" / name).is_file()
     model, config, card = load_model(tmp_path / "run")
-    assert card["input"] == {"channels": 1, "size": 28, "invert": True}
+    assert card["input"] == {"channels": 1, "size": 28, "invert": True, "keep_aspect": False}
     assert card["best_step"] == res.best_step
     assert config == cfg
 
@@ -165,3 +165,20 @@ def test_resume_with_the_mining_schedule_is_exact(tmp_path, small_omniglot):
     b = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot):
+    names = small_omniglot.group_names
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": names[:4], "val": names[3:5], "test": names[5:]}))
+    cfg = tiny_config(**{"data.split_file": str(split), "optim.steps": 2, "eval.every": 2})
+    with pytest.raises(ConfigError, match=r"1 groups are in both train and val"):
+        train(cfg, tmp_path / "r", data=small_omniglot)
+    split.write_text(json.dumps({"train": names[:4], "val": names[4:5], "test": names[5:]}))
+    res = train(cfg, tmp_path / "r2", data=small_omniglot)
+    assert res.steps == 2
+    card = json.loads((tmp_path / "r2" / "config.json").read_text())
+    assert card["config"]["data"]["split_file"] == str(split)
+    ok = apply_overrides(cfg, ["data.allow_overlap=true"])
+    split.write_text(json.dumps({"train": names[:4], "val": names[3:5], "test": []}))
+    assert train(ok, tmp_path / "r3", data=small_omniglot).steps == 2

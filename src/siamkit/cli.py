@@ -87,6 +87,27 @@ def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubPa
     _add_pair_source(e)
 
 
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("split", help="group-disjoint train/val/test split, or a leakage check")
+    s.add_argument("--data", help="folder-per-class tree to split")
+    s.add_argument("--group-depth", type=int, default=0, choices=(0, 1),
+                   help="1: groups are FOLDER/<group>/ (e.g. writers, alphabets); 0: classes")
+    s.add_argument("--out", help="split file to write (JSON of train/val/test groups)")
+    s.add_argument("--val", type=float, default=0.15, help="fraction of groups for validation")
+    s.add_argument("--test", type=float, default=0.15, help="fraction of groups for test")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--check", action="store_true",
+                   help="report test images with a near-duplicate in train, and shared groups")
+    s.add_argument("--split", help="with --check: the split file of --data to check")
+    s.add_argument("--train", help="with --check: training folder (instead of --split)")
+    s.add_argument("--test-dir", help="with --check: test folder (instead of --split)")
+    s.add_argument("--max-distance", type=int, default=4,
+                   help="near-duplicate: at most this many of 64 hash bits differ")
+    s.add_argument("--max-leaks", type=int, default=0,
+                   help="exit non-zero when more test images than this have a near-duplicate")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``siamkit`` command."""
     parser = argparse.ArgumentParser(prog="siamkit", description=(
@@ -94,11 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command",
-                                metavar="{train,eval,calibrate,verify,demo}")
+                                metavar="{train,eval,calibrate,verify,split,demo}")
     sub.required = True
     _add_train(sub)
     eval_sub = _add_eval(sub)
     _add_verification(sub, eval_sub)
+    _add_split(sub)
     d = sub.add_parser("demo", help="train on Omniglot's background set, test on Lake's runs")
     d.add_argument("--out", default="runs/demo",
                    help="run folder (default runs/demo; replaced on every demo)")
@@ -155,6 +177,7 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     data = load_image_folder(args.data, size=inp.get("size", config.data.size),
                              channels=inp.get("channels", config.data.channels),
                              invert=inp.get("invert", config.data.invert),
+                             keep_aspect=inp.get("keep_aspect", False),
                              group_depth=args.group_depth, drawer_pattern=args.drawer_pattern)
     res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
                             episodes=args.episodes, within_group=args.group_depth == 1,
@@ -179,8 +202,9 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
     size = inp.get("size", config.data.size)
     channels = inp.get("channels", config.data.channels)
     invert = inp.get("invert", config.data.invert)
+    keep = inp.get("keep_aspect", False)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        images = list(pool.map(lambda p: load_image(p, size, channels, invert), paths))
+        images = list(pool.map(lambda p: load_image(p, size, channels, invert, keep), paths))
     return embed_images(model, torch.stack(images))
 
 
@@ -264,6 +288,81 @@ def _cmd_eval_verification(args: argparse.Namespace) -> int:
     return 0
 
 
+def _items_by_group(folder: str, depth: int) -> dict[str, list[str]]:
+    from .data.images import scan_folder
+
+    out: dict[str, list[str]] = {}
+    for path, name, group in scan_folder(folder, depth):
+        out.setdefault(group if depth else name, []).append(path)
+    return out
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from .data.splits import split_groups
+
+    if args.check:
+        return _cmd_split_check(args)
+    if not args.data or not args.out:
+        raise ValueError("siamkit split needs --data and --out (or --check)")
+    groups = _items_by_group(args.data, args.group_depth)
+    split = split_groups(list(groups), args.val, args.test, args.seed)
+    record = {**split, "data": str(args.data), "group_depth": args.group_depth,
+              "seed": args.seed, "images": {k: sum(len(groups[g]) for g in v)
+                                            for k, v in split.items()}}
+    Path(args.out).write_text(json.dumps(record, indent=2))
+    _emit(record, args.json, "; ".join(f"{k}: {len(v)} groups, {record['images'][k]} images"
+                                       for k, v in split.items()) + f" -> {args.out}")
+    return 0
+
+
+def _cmd_split_check(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .data.splits import image_hash, near_duplicates, overlap
+
+    if args.split:
+        if not args.data:
+            raise ValueError("--check --split needs --data, the folder the split describes")
+        split = json.loads(Path(args.split).read_text())
+        groups = _items_by_group(args.data, split.get("group_depth", args.group_depth))
+        train_g, test_g = split.get("train", []), split.get("test", []) + split.get("val", [])
+        train = {g: groups.get(g, []) for g in train_g}
+        test = {g: groups.get(g, []) for g in test_g}
+    elif args.train and args.test_dir:
+        train = _items_by_group(args.train, args.group_depth)
+        test = _items_by_group(args.test_dir, args.group_depth)
+    else:
+        raise ValueError("--check needs --split (with --data) or --train and --test-dir")
+
+    def hashes(paths: list[str]) -> np.ndarray:
+        out = []
+        for p in paths:
+            try:
+                with Image.open(p) as img:
+                    out.append(image_hash(np.asarray(img.convert("L"))))
+            except OSError as exc:
+                raise ValueError(f"{p}: not a readable image ({exc})") from None
+        return np.array(out, dtype=np.uint64)
+
+    train_paths = [p for v in train.values() for p in v]
+    test_paths = [p for v in test.values() for p in v]
+    found = near_duplicates(hashes(test_paths), hashes(train_paths), args.max_distance)
+    shared = overlap(list(train), list(test))
+    report = {"train_images": len(train_paths), "test_images": len(test_paths),
+              "shared_groups": shared, "near_duplicates": len(found),
+              "examples": [{"test": test_paths[i], "train": train_paths[j], "bits": d}
+                           for i, j, d in found[:10]],
+              "max_leaks": args.max_leaks}
+    ok = len(found) <= args.max_leaks and not shared
+    report["ok"] = ok
+    lines = [f"{len(found)} of {len(test_paths)} test images have a near-duplicate in train "
+             f"(<= {args.max_distance} bits of 64); {len(shared)} groups on both sides"]
+    lines += [f"  {e['test']}  ~  {e['train']}  ({e['bits']} bits)" for e in report["examples"]]
+    _emit(report, args.json, "\n".join(lines))
+    return 0 if ok else 3
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .config import load_config
@@ -315,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "verification"): _cmd_eval_verification,
         ("calibrate", None): _cmd_calibrate,
         ("verify", None): _cmd_verify,
+        ("split", None): _cmd_split,
         ("demo", None): _cmd_demo,
     }
     handler = commands[(args.command, getattr(args, "eval_command", None))]

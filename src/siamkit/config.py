@@ -44,6 +44,9 @@ class DataConfig:
     val_groups: int = 4  # groups (or, without groups, classes) held out for validation
     val_fraction: float = 0.0  # if > 0, hold out this fraction of groups/classes instead
     rotations: list[int] = field(default_factory=lambda: [0])  # quarter turns as new classes
+    keep_aspect: bool = False  # resize the longer side and pad, instead of stretching
+    split_file: str | None = None  # JSON of train/val/test groups (siamkit split) to follow
+    allow_overlap: bool = False  # accept a split file whose val/test groups are in train
 
 
 @dataclass

@@ -36,7 +36,7 @@ from .config import Config, ConfigError, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder
 from .data.omniglot import load_omniglot
 from .data.pairs import all_pairs
-from .data.splits import split_by_group
+from .data.splits import overlap, split_by_group
 from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float
 from .miners import Pairs, Triplets
 
@@ -86,16 +86,43 @@ def load_training_data(config: Config) -> ImageDataset:
     if d.dataset == "omniglot":
         return load_omniglot("background", size=d.size)
     return load_image_folder(d.root, size=d.size, channels=d.channels, invert=d.invert,
-                             group_depth=d.group_depth)
+                             group_depth=d.group_depth, keep_aspect=d.keep_aspect)
+
+
+def _follow_split_file(config: Config, data: ImageDataset) -> tuple[ImageDataset,
+                                                                     ImageDataset | None]:
+    """Train and validation sets from a split file's groups (``siamkit split``)."""
+    path = Path(config.data.split_file)
+    try:
+        split = json.loads(path.read_text())
+        train_g, val_g, test_g = (list(split.get(k, [])) for k in ("train", "val", "test"))
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise ConfigError(f"data.split_file {path}: unreadable ({exc})") from None
+    for name, other in (("val", val_g), ("test", test_g)):
+        shared = overlap(train_g, other)
+        if shared and not config.data.allow_overlap:
+            raise ConfigError(f"{path}: {len(shared)} groups are in both train and {name} "
+                              f"(e.g. {shared[:3]}); set data.allow_overlap=true to accept")
+    units = ([data.group_names[g] for g in data.groups] if data.groups is not None
+             else list(data.class_names))
+    missing = sorted(set(train_g) - set(units))
+    if missing:
+        raise ConfigError(f"{path}: train groups not found in the data, e.g. {missing[:3]}")
+    pick = lambda wanted: [c for c, u in enumerate(units) if u in set(wanted)]  # noqa: E731
+    val = data.subset_classes(pick(val_g)) if val_g else None
+    return data.subset_classes(pick(train_g)), val
 
 
 def prepare_data(config: Config, data: ImageDataset) -> TrainingData:
     """Hold out validation groups, then add rotated copies of training classes as classes."""
-    try:
-        train_set, val_set = split_by_group(data, config.data.val_groups,
-                                            config.data.val_fraction, config.seed)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    if config.data.split_file:
+        train_set, val_set = _follow_split_file(config, data)
+    else:
+        try:
+            train_set, val_set = split_by_group(data, config.data.val_groups,
+                                                config.data.val_fraction, config.seed)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     images, labels, groups = train_set.images, train_set.labels, train_set.groups
     names = list(train_set.class_names)
     turns = config.data.rotations
@@ -242,7 +269,8 @@ def train(
     params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()]}.values())
     optimiser = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     card = {"input": {"channels": channels, "size": size,
-                      "invert": config.data.invert or config.data.dataset == "omniglot"}}
+                      "invert": config.data.invert or config.data.dataset == "omniglot",
+                      "keep_aspect": config.data.keep_aspect}}
 
     # everything whose state a resumed run must get back, to follow the same path
     def snapshot(step: int) -> dict[str, Any]:

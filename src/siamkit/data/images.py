@@ -89,11 +89,13 @@ class ImageDataset:
 
 def load_image(
     path: str | Path, size: int | tuple[int, int] | None, channels: int = 1,
-    invert: bool = False,
+    invert: bool = False, keep_aspect: bool = False,
 ) -> torch.Tensor:
     """Read one image file as a (C, H, W) uint8 tensor, resized to ``size`` (antialiased).
 
-    ``size`` is a side (square) or (height, width); None keeps the file's size.
+    ``size`` is a side (square) or (height, width); None keeps the file's size. With
+    ``keep_aspect`` the image is scaled to fit and centred on background (white when
+    ``invert``, as for ink on paper, else black), never distorted.
     Raises :class:`DatasetError` naming the file when it is not a readable image.
     """
     if channels not in (1, 3):
@@ -103,7 +105,15 @@ def load_image(
             img = img.convert("L" if channels == 1 else "RGB")
             if size is not None:
                 h, w = (size, size) if isinstance(size, int) else size
-                if img.size != (w, h):
+                if keep_aspect and img.size != (w, h):
+                    scale = min(w / img.size[0], h / img.size[1])
+                    fit = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+                    fill = 255 if invert else 0
+                    canvas = Image.new(img.mode, (w, h), fill if channels == 1 else (fill,) * 3)
+                    canvas.paste(img.resize(fit, Image.Resampling.BILINEAR),
+                                 ((w - fit[0]) // 2, (h - fit[1]) // 2))
+                    img = canvas
+                elif img.size != (w, h):
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
@@ -161,6 +171,7 @@ def load_image_folder(
     drawer_pattern: str | None = None,
     min_per_class: int = 1,
     use_cache: bool = True,
+    keep_aspect: bool = False,
 ) -> ImageDataset:
     """Load a folder-per-class image tree into memory.
 
@@ -175,6 +186,7 @@ def load_image_folder(
             name, is the drawer (writer) id, e.g. ``r"_(\\d+)\\.png$"`` for Omniglot.
         min_per_class: classes with fewer images are dropped with a warning.
         use_cache: keep the decoded tensor in ``$SIAMKIT_DATA/tensors`` for the next load.
+        keep_aspect: fit and pad instead of stretching (see :func:`load_image`).
     """
     items = scan_folder(root, group_depth)
     counts: dict[str, int] = {}
@@ -185,7 +197,8 @@ def load_image_folder(
         logger.warning("dropping %d classes with fewer than %d images (e.g. %s)",
                        len(small), min_per_class, small[0])
         items = [it for it in items if counts[it[1]] >= min_per_class]
-    cache_file = cache_dir() / "tensors" / f"{_cache_key(items, size, channels, invert)}.pt"
+    key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert)
+    cache_file = cache_dir() / "tensors" / f"{key}.pt"
     images = None
     if use_cache and cache_file.is_file():
         try:
@@ -195,7 +208,8 @@ def load_image_folder(
             images = None
     if images is None:
         with ThreadPoolExecutor(max_workers=4) as pool:
-            tensors = list(pool.map(lambda it: load_image(it[0], size, channels, invert), items))
+            tensors = list(pool.map(
+                lambda it: load_image(it[0], size, channels, invert, keep_aspect), items))
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise DatasetError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; "

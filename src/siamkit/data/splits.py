@@ -1,4 +1,9 @@
-"""Leakage-aware splits: whole groups (or whole classes) go to one side only."""
+"""Leakage-aware splits: whole groups go to one side only, and near-duplicates are found.
+
+Groups are identities, writers, alphabets or products; when only pair labels exist they
+are the connected components of the positive-pair graph. Near-duplicates across splits are
+found with a perceptual hash for images and normalised text / MinHash for text.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,18 @@ import numpy as np
 
 from .images import ImageDataset
 
-__all__ = ["split_by_group"]
+__all__ = [
+    "split_by_group",
+    "split_groups",
+    "overlap",
+    "positive_pair_groups",
+    "image_hash",
+    "hamming",
+    "near_duplicates",
+    "normalize_text",
+    "minhash",
+    "minhash_similarity",
+]
 
 
 def split_by_group(
@@ -36,3 +52,126 @@ def split_by_group(
     out = [c for c in range(data.num_classes) if int(units[c]) in held]
     kept = [c for c in range(data.num_classes) if int(units[c]) not in held]
     return data.subset_classes(kept), data.subset_classes(out)
+
+
+def split_groups(
+    groups: list[str], val: float = 0.15, test: float = 0.15, seed: int = 0
+) -> dict[str, list[str]]:
+    """Assign whole groups to train / val / test at random, by fraction of groups.
+
+    Every split that is asked for gets at least one group.
+    """
+    if not 0 <= val < 1 or not 0 <= test < 1 or val + test >= 1:
+        raise ValueError(f"val ({val}) and test ({test}) fractions must be in [0, 1) and sum "
+                         f"to less than 1")
+    uniq = sorted(set(groups))
+    need = 1 + (val > 0) + (test > 0)
+    if len(uniq) < need:
+        raise ValueError(f"{len(uniq)} groups cannot fill {need} splits")
+    order = [uniq[i] for i in np.random.default_rng(seed).permutation(len(uniq))]
+    n_test = max(int(test > 0), int(round(test * len(uniq))))
+    n_val = max(int(val > 0), int(round(val * len(uniq))))
+    n_test = min(n_test, len(uniq) - n_val - 1)
+    return {"test": sorted(order[:n_test]), "val": sorted(order[n_test : n_test + n_val]),
+            "train": sorted(order[n_test + n_val :])}
+
+
+def overlap(train: list[str], other: list[str]) -> list[str]:
+    """Groups found on both sides (sorted)."""
+    return sorted(set(train) & set(other))
+
+
+def positive_pair_groups(n_items: int, left: np.ndarray, right: np.ndarray,
+                         same: np.ndarray) -> np.ndarray:
+    """Group id of every item: connected components of the graph of positive pairs.
+
+    When only pair labels exist (duplicate questions, matching records), items joined by a
+    chain of "same" pairs are one group and must stay on one side of a split.
+    """
+    parent = np.arange(n_items)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(np.asarray(left)[same], np.asarray(right)[same], strict=True):
+        ra, rb = find(int(a)), find(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([find(i) for i in range(n_items)])
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids
+
+
+# ---------------------------------------------------------------- near-duplicates
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def image_hash(image: np.ndarray) -> np.uint64:
+    """64-bit difference hash (dHash) of a grayscale image array (H, W) or (C, H, W).
+
+    Robust to resizing and small intensity changes; near-duplicates differ in few bits.
+    """
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.ndim == 3:
+        a = a.mean(0) if a.shape[0] in (1, 3) else a.mean(2)
+    small = np.asarray(Image.fromarray(a.astype(np.uint8)).resize((9, 8),
+                                                                  Image.Resampling.BILINEAR),
+                       dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).ravel()
+    return np.uint64(int("".join("1" if b else "0" for b in bits), 2))
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bit differences between every hash of ``a`` (N,) and of ``b`` (M,) -> (N, M)."""
+    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64)[:, None],
+                       np.asarray(b, dtype=np.uint64)[None, :])
+    return _POPCOUNT[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1)
+
+
+def near_duplicates(
+    test_hashes: np.ndarray, train_hashes: np.ndarray, max_distance: int = 4, chunk: int = 2048
+) -> list[tuple[int, int, int]]:
+    """(test index, closest train index, bit distance) for test items with a train item
+    within ``max_distance`` bits."""
+    found = []
+    for s in range(0, len(test_hashes), chunk):
+        d = hamming(test_hashes[s : s + chunk], train_hashes)
+        if d.size == 0:
+            break
+        best = d.argmin(1)
+        dist = d[np.arange(len(best)), best]
+        for i in np.flatnonzero(dist <= max_distance):
+            found.append((s + int(i), int(best[i]), int(dist[i])))
+    return found
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, punctuation dropped, whitespace collapsed: for exact-duplicate checks."""
+    import re
+
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def minhash(text: str, num_perm: int = 64, shingle: int = 3, seed: int = 0) -> np.ndarray:
+    """MinHash signature of a text's word ``shingle``-grams; equal slots estimate Jaccard."""
+    import zlib
+
+    words = normalize_text(text).split()
+    grams = {" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
+    hashes = np.array([zlib.crc32(g.encode()) for g in grams], dtype=np.uint64)
+    rng = np.random.default_rng(seed)
+    prime = np.uint64((1 << 61) - 1)
+    a = rng.integers(1, 1 << 31, num_perm, dtype=np.uint64)
+    b = rng.integers(0, 1 << 31, num_perm, dtype=np.uint64)
+    return ((hashes[None, :] * a[:, None] + b[:, None]) % prime).min(1)
+
+
+def minhash_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity of two MinHash signatures."""
+    return float((a == b).mean())

@@ -1,0 +1,116 @@
+"""Leakage-aware splits: group-disjoint splits, pair-graph groups, near-duplicate detection."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from siamkit.cli import main
+from siamkit.data.images import ImageDataset
+from siamkit.data.splits import (
+    hamming,
+    image_hash,
+    minhash,
+    minhash_similarity,
+    near_duplicates,
+    normalize_text,
+    positive_pair_groups,
+    split_by_group,
+    split_groups,
+)
+
+FACES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "att_faces"
+
+
+def test_split_groups_is_disjoint_complete_and_seeded():
+    groups = [f"w{i}" for i in range(20)]
+    s = split_groups(groups, val=0.2, test=0.25, seed=3)
+    assert len(s["val"]) == 4 and len(s["test"]) == 5 and len(s["train"]) == 11
+    assert set(s["train"]) | set(s["val"]) | set(s["test"]) == set(groups)
+    assert not (set(s["train"]) & set(s["test"])) and not (set(s["val"]) & set(s["test"]))
+    assert split_groups(groups, 0.2, 0.25, seed=3) == s
+    with pytest.raises(ValueError, match="cannot fill 3 splits"):
+        split_groups(["a", "b"], 0.3, 0.3)
+
+
+def test_split_by_group_without_groups_holds_out_classes():
+    data = ImageDataset(torch.zeros(6, 1, 2, 2, dtype=torch.uint8),
+                        torch.tensor([0, 0, 1, 1, 2, 2]), ["a", "b", "c"])
+    kept, held = split_by_group(data, 1, seed=0)
+    assert kept.num_classes == 2 and held.num_classes == 1
+    assert set(kept.class_names) | set(held.class_names) == {"a", "b", "c"}
+
+
+def test_positive_pair_groups_are_connected_components():
+    # 0-1 same, 1-2 same, 3-4 same, 2-3 different -> {0,1,2}, {3,4}, {5}
+    left, right = np.array([0, 1, 3, 2]), np.array([1, 2, 4, 3])
+    same = np.array([True, True, True, False])
+    g = positive_pair_groups(6, left, right, same)
+    assert g[0] == g[1] == g[2] and g[3] == g[4] and len({g[0], g[3], g[5]}) == 3
+
+
+def test_image_hash_survives_resizing_but_separates_different_images():
+    rng = np.random.default_rng(0)
+    a = (rng.random((64, 64)) * 255).astype(np.uint8)
+    a_big = np.asarray(Image.fromarray(a).resize((128, 128)))
+    b = (rng.random((64, 64)) * 255).astype(np.uint8)
+    ha, hab, hb = image_hash(a), image_hash(a_big), image_hash(b)
+    assert hamming(np.array([ha]), np.array([hab]))[0, 0] <= 4
+    assert hamming(np.array([ha]), np.array([hb]))[0, 0] > 10
+
+
+def test_hamming_hand_computed():
+    assert hamming(np.array([0b1011], dtype=np.uint64),
+                   np.array([0, 0b1000, 2**64 - 1], dtype=np.uint64)).tolist() == [[3, 2, 61]]
+
+
+def test_near_duplicates_reports_closest_train_item():
+    train = np.array([0, 0xFFFF, 0xF0F0F0F0], dtype=np.uint64)
+    test = np.array([0xFFFE, 0x123456789ABCDEF], dtype=np.uint64)
+    assert near_duplicates(test, train, max_distance=2) == [(0, 1, 1)]
+
+
+def test_text_near_duplicates():
+    assert normalize_text("  How do I learn   Python?! ") == "how do i learn python"
+    a = minhash("How do I learn Python quickly and well?")
+    b = minhash("how do i learn python quickly and well")
+    c = minhash("What is the capital city of France today?")
+    assert minhash_similarity(a, b) == 1.0 and minhash_similarity(a, c) < 0.2
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="AT&T faces not present")
+def test_split_cli_and_a_planted_near_duplicate_is_caught(tmp_path, capsys):
+    split_file = tmp_path / "split.json"
+    assert main(["--quiet", "split", "--data", str(FACES), "--out", str(split_file),
+                 "--val", "0.2", "--test", "0.2", "--seed", "1", "--json"]) == 0
+    split = json.loads(capsys.readouterr().out)
+    subjects = {p.name for p in FACES.iterdir() if p.is_dir()}
+    assert set(split["train"]) | set(split["val"]) | set(split["test"]) == subjects
+    assert main(["--quiet", "split", "--check", "--data", str(FACES), "--split",
+                 str(split_file), "--json"]) == 0
+    clean = json.loads(capsys.readouterr().out)
+    assert clean["near_duplicates"] == 0 and clean["ok"]
+
+    # copy the faces into train/test folders, and plant a brightened copy of a test face
+    # in a training subject's folder: the check must find it and fail
+    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
+    for g in split["train"]:
+        shutil.copytree(FACES / g, train_dir / g)
+    for g in split["test"]:
+        shutil.copytree(FACES / g, test_dir / g)
+    victim = sorted((test_dir / split["test"][0]).iterdir())[0]
+    img = np.asarray(Image.open(victim), dtype=np.int16)
+    Image.fromarray(np.clip(img + 12, 0, 255).astype(np.uint8)).save(
+        train_dir / split["train"][0] / "planted.png")
+    code = main(["--quiet", "split", "--check", "--train", str(train_dir), "--test-dir",
+                 str(test_dir), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 3 and not report["ok"] and report["near_duplicates"] >= 1
+    assert any(e["test"] == str(victim) and e["train"].endswith("planted.png")
+               for e in report["examples"])
