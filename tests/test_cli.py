@@ -207,3 +207,20 @@ def test_verification_bad_inputs(run_dir, alphabets, tmp_path, capsys):
     assert main(["calibrate", "--model", str(run_dir), "--data", str(data), "--all-pairs",
                  "--target", "far=7"]) == 1
     assert "must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_report_command_writes_html_matching_eval_json(run_dir, alphabets, tmp_path, capsys):
+    data = one_alphabet(alphabets)
+    out = tmp_path / "report.html"
+    assert main(["--quiet", "report", "--model", str(run_dir), "--data", str(data),
+                 "--all-pairs", "--out", str(out), "--json"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert main(["--quiet", "eval", "verification", "--model", str(run_dir), "--data",
+                 str(data), "--all-pairs", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for key in ("auc", "eer", "accuracy", "f1", "threshold"):
+        assert reported[key] == pytest.approx(evaluated[key])
+    text = out.read_text()
+    for section in ("metrics", "roc", "det", "histogram", "errors", "embedding-map"):
+        assert f'<section id="{section}">' in text
+    assert f"{evaluated['auc']:.4f}" in text

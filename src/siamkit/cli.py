@@ -115,12 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command",
-                                metavar="{train,eval,calibrate,verify,split,demo}")
+                                metavar="{train,eval,calibrate,verify,split,report,demo}")
     sub.required = True
     _add_train(sub)
     eval_sub = _add_eval(sub)
     _add_verification(sub, eval_sub)
     _add_split(sub)
+    r = sub.add_parser("report", help="HTML report: metrics, ROC/DET, histograms, errors, map")
+    _add_pair_source(r)
+    r.add_argument("--out", required=True, help="HTML file to write")
     d = sub.add_parser("demo", help="train on Omniglot's background set, test on Lake's runs")
     d.add_argument("--out", default="runs/demo",
                    help="run folder (default runs/demo; replaced on every demo)")
@@ -189,14 +192,13 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
-    """Load image files with the model's own preprocessing and embed them."""
+def _load_files(card: dict, config: Any, paths: list[str]) -> Any:
+    """Load image files with the model's own preprocessing: (N, C, H, W) uint8."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     from .data.images import load_image
-    from .evaluate import embed_images
 
     inp = card.get("input", {})
     size = inp.get("size", config.data.size)
@@ -205,11 +207,24 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
     keep = inp.get("keep_aspect", False)
     with ThreadPoolExecutor(max_workers=4) as pool:
         images = list(pool.map(lambda p: load_image(p, size, channels, invert, keep), paths))
-    return embed_images(model, torch.stack(images))
+    return torch.stack(images)
+
+
+def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
+    """Load image files with the model's own preprocessing and embed them."""
+    from .evaluate import embed_images
+
+    return embed_images(model, _load_files(card, config, paths))
 
 
 def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
     """(model, scores, same, card, config) for the pairs that --pairs / --all-pairs name."""
+    model, scores, pairs, _, card, config = _scored_pair_list(args)
+    return model, scores, pairs.same, card, config
+
+
+def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
+    """(model, scores, pair list, images, card, config) for --pairs / --all-pairs."""
     import numpy as np
 
     from .checkpoint import load_model
@@ -229,8 +244,29 @@ def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
     if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
         raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
                          f"same and {int((~pairs.same).sum())} different")
-    emb = _embed_files(model, card, config, pairs.paths)
-    return model, score_pairs(model, emb, pairs.left, pairs.right), pairs.same, card, config
+    from .evaluate import embed_images
+
+    images = _load_files(card, config, pairs.paths)
+    emb = embed_images(model, images)
+    return model, score_pairs(model, emb, pairs.left, pairs.right), pairs, images, card, config
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .evaluate import embed_images, verification_report
+    from .report import build_report, write_report
+
+    model, scores, pairs, images, card, _ = _scored_pair_list(args)
+    cal = _calibrator(card, args.model) if "threshold" in card else None
+    metrics = verification_report(scores, pairs.same, model.higher_is_closer, cal)
+    arrays = images.numpy()
+    items = [(arrays[a], arrays[b]) for a, b in zip(pairs.left, pairs.right, strict=True)]
+    labels = [Path(p).parent.name for p in pairs.paths]
+    text = build_report(metrics, scores, pairs.same, model.higher_is_closer, items,
+                        embed_images(model, images).numpy(), labels,
+                        title=f"siamkit verification report: {args.model} on {args.data}")
+    out = write_report(args.out, text)
+    _emit({**metrics, "report": str(out)}, args.json, f"report written to {out}")
+    return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -415,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         ("calibrate", None): _cmd_calibrate,
         ("verify", None): _cmd_verify,
         ("split", None): _cmd_split,
+        ("report", None): _cmd_report,
         ("demo", None): _cmd_demo,
     }
     handler = commands[(args.command, getattr(args, "eval_command", None))]
