@@ -126,3 +126,17 @@ def test_rotate_subset_of_turns_offsets_by_position():
     assert y.tolist() == [1, 3]  # class 1 of 2, then class 1 + 1 * 2
     assert x[1, 0].tolist() == [[3.0, 2.0], [1.0, 0.0]]
 
+
+
+def test_hflip_mirrors_and_brightness_stays_in_range():
+    from siamkit.augment import RandomBrightnessContrast
+
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 0] = 1.0  # a dot on the left edge
+    flip = RandomAffine(rotation=0, shear=0, scale=(1, 1), translate=0, p=0.0, hflip=1.0)
+    out = flip(x)
+    assert_close(out[0, 0], x[0, 0].flip(-1), atol=1e-5, rtol=0)  # now on the right edge
+    jitter = RandomBrightnessContrast(0.5, generator=_gen(0))
+    y = jitter(torch.rand(16, 1, 4, 4))
+    assert y.min() >= 0 and y.max() <= 1
+    assert not torch.equal(y, jitter(torch.rand(16, 1, 4, 4)))

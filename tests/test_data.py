@@ -659,3 +659,14 @@ def test_lake_run01_answers_match_class_labels(lake_runs, mirror_root):
     # the first query is item01, preprocessed as training images are
     img = Image.open(io.BytesIO(item01)).convert("L").resize((28, 28), Image.Resampling.BILINEAR)
     assert lake_runs[0].queries[0, 0].tolist() == (255 - np.asarray(img)).tolist()
+
+
+def test_groups_from_class_names_keep_genuine_and_forgeries_together(env, tmp_path):
+    from siamkit.data.images import with_groups_from_names
+
+    for name in ("001", "001_forg", "002", "002_forg"):
+        _save(tmp_path / "sig" / name / "a.png", np.full((4, 4), 9))
+    ds = with_groups_from_names(load_image_folder(tmp_path / "sig"), r"^(\d+)")
+    assert ds.group_names == ["001", "002"] and ds.groups.tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="gives no group for class"):
+        with_groups_from_names(ds, r"^(x)")

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RandomAffine", "rotate_as_new_classes"]
+__all__ = ["RandomAffine", "RandomBrightnessContrast", "Chain", "rotate_as_new_classes"]
 
 
 class RandomAffine:
@@ -25,6 +25,7 @@ class RandomAffine:
         translate: maximum absolute shift in pixels at the image's own size (Koch: 2 at 105 px).
         p: probability of applying each component.
         generator: torch random generator, for reproducibility.
+        hflip: probability of mirroring left-right (faces, not characters).
 
     Shape: (B, C, H, W) float -> (B, C, H, W).
     """
@@ -37,9 +38,10 @@ class RandomAffine:
         translate: float = 2.0,
         p: float = 0.5,
         generator: torch.Generator | None = None,
+        hflip: float = 0.0,
     ) -> None:
         self.rotation, self.shear, self.scale = rotation, shear, tuple(scale)
-        self.translate, self.p = translate, p
+        self.translate, self.p, self.hflip = translate, p, hflip
         self.generator = generator
 
     def _uniform(self, n: int, lo: float, hi: float, identity: float = 0.0) -> torch.Tensor:
@@ -54,6 +56,9 @@ class RandomAffine:
         shy = self._uniform(n, -self.shear, self.shear)
         sx = self._uniform(n, *self.scale, identity=1.0)
         sy = self._uniform(n, *self.scale, identity=1.0)
+        if self.hflip > 0:  # a mirror image is a negative horizontal scale
+            flip = torch.rand(n, generator=self.generator) < self.hflip
+            sx = torch.where(flip, -sx, sx)
         tx = self._uniform(n, -self.translate, self.translate) * 2 / width
         ty = self._uniform(n, -self.translate, self.translate) * 2 / height
         cos, sin = torch.cos(theta), torch.sin(theta)
@@ -73,6 +78,33 @@ class RandomAffine:
         grid = F.affine_grid(mats, list(images.shape), align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
                              align_corners=False)
+
+
+class RandomBrightnessContrast:
+    """Scale contrast and shift brightness of each image by up to ``amount`` (fractions).
+
+    Shape: (B, C, H, W) float in [0, 1] -> same, clamped to [0, 1].
+    """
+
+    def __init__(self, amount: float = 0.2, generator: torch.Generator | None = None) -> None:
+        self.amount, self.generator = amount, generator
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        b = images.shape[0]
+        u = (torch.rand(2, b, 1, 1, 1, generator=self.generator) * 2 - 1) * self.amount
+        return (images * (1 + u[0].to(images.dtype)) + u[1].to(images.dtype)).clamp(0, 1)
+
+
+class Chain:
+    """Apply augmentations in order; they share one generator (saved to resume runs)."""
+
+    def __init__(self, steps: list, generator: torch.Generator) -> None:
+        self.steps, self.generator = steps, generator
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            images = step(images)
+        return images
 
 
 def rotate_as_new_classes(

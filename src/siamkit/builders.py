@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import RandomAffine
+from .augment import Chain, RandomAffine, RandomBrightnessContrast
 from .config import Config, ConfigError, ModelConfig
 from .distances import create_distance
 from .encoders import create_encoder
@@ -93,10 +93,15 @@ def build_sampler(
                      same_group=o.same_group, class_names=class_names, seed=config.seed)
 
 
-def build_augment(config: Config) -> RandomAffine | None:
-    """Koch's affine distortions as configured, with their own seeded generator."""
+def build_augment(config: Config) -> Chain | None:
+    """Koch's affine distortions (plus optional mirroring and brightness/contrast jitter),
+    sharing one seeded generator."""
     a = config.augment
     if not a.enabled:
         return None
-    return RandomAffine(a.rotation, a.shear, (a.scale[0], a.scale[1]), a.translate, a.p,
-                        generator=torch.Generator().manual_seed(config.seed))
+    gen = torch.Generator().manual_seed(config.seed)
+    steps: list = [RandomAffine(a.rotation, a.shear, (a.scale[0], a.scale[1]), a.translate,
+                                a.p, generator=gen, hflip=a.hflip)]
+    if a.brightness > 0:
+        steps.append(RandomBrightnessContrast(a.brightness, generator=gen))
+    return Chain(steps, gen)

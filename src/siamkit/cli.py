@@ -69,6 +69,12 @@ def _add_pair_source(p: argparse.ArgumentParser) -> None:
                           "(same folder = same)")
     p.add_argument("--positive-label", default="1",
                    help="label value meaning 'same' in --pairs (default 1)")
+    p.add_argument("--split", help="split file (siamkit split): keep only pairs whose two "
+                                   "images are in groups of --subset")
+    p.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    p.add_argument("--group-pattern", default=None,
+                   help="regex on an image's folder name whose group 1 is its group "
+                        r"(e.g. '^(\d+)' puts 001 and 001_forg in writer 001)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -241,6 +247,8 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
         pairs = PairList([p for p, _, _ in items], i, j, same)
     else:
         pairs = read_pair_csv(args.pairs, args.data, args.positive_label)
+    if args.split:
+        pairs = _restrict_to_split(pairs, args.split, args.subset, args.group_pattern)
     if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
         raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
                          f"same and {int((~pairs.same).sum())} different")
@@ -267,6 +275,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = write_report(args.out, text)
     _emit({**metrics, "report": str(out)}, args.json, f"report written to {out}")
     return 0
+
+
+def _restrict_to_split(pairs: Any, split_file: str, subset: str, pattern: str | None) -> Any:
+    """Keep the pairs whose two images belong to groups of one subset of a split file."""
+    import re
+
+    import numpy as np
+
+    from .data.pairs import PairList
+
+    split = json.loads(Path(split_file).read_text())
+    wanted = set(split.get(subset, []))
+    rx = re.compile(pattern) if pattern else None
+
+    def group(path: str) -> str:
+        name = Path(path).parent.name
+        m = rx.search(name) if rx else None
+        return m.group(1) if m else name
+
+    inside = np.array([group(p) in wanted for p in pairs.paths])
+    keep = inside[pairs.left] & inside[pairs.right]
+    if not keep.any():
+        raise ValueError(f"no pair has both images in the {subset} groups of {split_file}")
+    return PairList(pairs.paths, pairs.left[keep], pairs.right[keep], pairs.same[keep])
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ class DataConfig:
     val_fraction: float = 0.0  # if > 0, hold out this fraction of groups/classes instead
     rotations: list[int] = field(default_factory=lambda: [0])  # quarter turns as new classes
     keep_aspect: bool = False  # resize the longer side and pad, instead of stretching
+    group_pattern: str | None = None  # regex on class names; group 1 is the group (writer)
     split_file: str | None = None  # JSON of train/val/test groups (siamkit split) to follow
     allow_overlap: bool = False  # accept a split file whose val/test groups are in train
 
@@ -79,6 +80,8 @@ class AugmentConfig:
     """Random affine distortions during training (Koch et al. 2015)."""
 
     enabled: bool = True
+    hflip: float = 0.0  # probability of a mirror image (faces: yes; characters: no)
+    brightness: float = 0.0  # random contrast/brightness change of up to this fraction
     rotation: float = 10.0
     shear: float = 0.3
     scale: list[float] = field(default_factory=lambda: [0.8, 1.2])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -33,7 +34,7 @@ from .builders import build_augment, build_loss, build_miner, build_model, build
 from .calibrate import ThresholdCalibrator
 from .checkpoint import RunError, load_model, save_model, update_card
 from .config import Config, ConfigError, check_config, config_to_dict
-from .data.images import ImageDataset, load_image_folder
+from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
 from .data.pairs import all_pairs
 from .data.splits import overlap, split_by_group
@@ -85,8 +86,14 @@ def load_training_data(config: Config) -> ImageDataset:
     d = config.data
     if d.dataset == "omniglot":
         return load_omniglot("background", size=d.size)
-    return load_image_folder(d.root, size=d.size, channels=d.channels, invert=d.invert,
+    root = os.path.expanduser(os.path.expandvars(d.root))
+    if "$" in root:
+        raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
+    data = load_image_folder(root, size=d.size, channels=d.channels, invert=d.invert,
                              group_depth=d.group_depth, keep_aspect=d.keep_aspect)
+    if d.group_pattern:
+        data = with_groups_from_names(data, d.group_pattern)
+    return data
 
 
 def _follow_split_file(config: Config, data: ImageDataset) -> tuple[ImageDataset,

@@ -17,7 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .download import DatasetError, cache_dir
 
-__all__ = ["ImageDataset", "scan_folder", "load_image", "load_image_folder", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageDataset", "scan_folder", "load_image", "load_image_folder",
+           "with_groups_from_names", "IMAGE_EXTENSIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,3 +251,26 @@ def load_image_folder(
         drawers = np.array([uniq.index(n) for n in names])
     return ImageDataset(images, labels, class_names, [p for p, _, _ in items], groups,
                         group_names, drawers)
+
+
+def with_groups_from_names(data: ImageDataset, pattern: str) -> ImageDataset:
+    """Group classes by a regular expression on their names (group 1 is the group).
+
+    E.g. ``r"^(\\d+)"`` puts SigComp's ``001`` (genuine) and ``001_forg`` (forgeries) in
+    writer ``001``, so splits keep a writer's genuine and forged signatures together.
+    """
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"group pattern {pattern!r} is not a valid regular expression: "
+                         f"{exc}") from None
+    names = []
+    for c in data.class_names:
+        m = rx.search(c)
+        if m is None or rx.groups < 1:
+            raise ValueError(f"group pattern {pattern!r} gives no group for class {c!r}")
+        names.append(m.group(1))
+    group_names = sorted(set(names))
+    groups = np.array([group_names.index(n) for n in names])
+    return ImageDataset(data.images, data.labels, data.class_names, data.paths, groups,
+                        group_names, data.drawers)
