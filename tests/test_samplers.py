@@ -240,3 +240,15 @@ def test_episode_errors():
         EpisodeSampler(_labels([5, 5, 3]), 2, 2, 2, 1, class_names=names)
     with pytest.raises(ValueError, match="need N >= 2"):
         EpisodeSampler(_labels([4, 4]), 1, 1, 1, 1)
+
+
+def test_pk_whole_groups_keeps_groups_together():
+    # 6 classes in 3 groups of 2 (a writer's genuine and forged signatures)
+    labels = np.repeat(np.arange(6), 4)
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    sampler = PKSampler(labels, p=4, k=2, steps=20, groups=groups, whole_groups=True, seed=0)
+    for batch in sampler:
+        classes = set(labels[batch].tolist())
+        assert len(classes) == 4 and len(batch) == 8
+        for c in classes:  # the partner class of every class is in the batch
+            assert (c ^ 1) in classes

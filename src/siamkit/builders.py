@@ -90,7 +90,8 @@ def build_sampler(
                                    class_names=class_names, seed=config.seed)
     k = max(o.k, lc.n_support + 1) if lc.name == "prototypical" else o.k
     return PKSampler(labels, min(o.p, len(class_names)), k, o.steps, groups=groups,
-                     same_group=o.same_group, class_names=class_names, seed=config.seed)
+                     same_group=o.same_group, class_names=class_names, seed=config.seed,
+                     whole_groups=o.whole_groups)
 
 
 def build_augment(config: Config) -> Chain | None:

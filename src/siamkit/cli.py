@@ -98,6 +98,8 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", help="folder-per-class tree to split")
     s.add_argument("--group-depth", type=int, default=0, choices=(0, 1),
                    help="1: groups are FOLDER/<group>/ (e.g. writers, alphabets); 0: classes")
+    s.add_argument("--group-pattern", default=None,
+                   help=r"regex on class names whose group 1 is the group, e.g. '^(\d+)'")
     s.add_argument("--out", help="split file to write (JSON of train/val/test groups)")
     s.add_argument("--val", type=float, default=0.15, help="fraction of groups for validation")
     s.add_argument("--test", type=float, default=0.15, help="fraction of groups for test")
@@ -183,7 +185,7 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
 
     model, config, card = load_model(args.model)
     inp = card.get("input", {})
-    data = load_image_folder(args.data, size=inp.get("size", config.data.size),
+    data = load_image_folder(args.data, size=_size(inp.get("size", config.data.size)),
                              channels=inp.get("channels", config.data.channels),
                              invert=inp.get("invert", config.data.invert),
                              keep_aspect=inp.get("keep_aspect", False),
@@ -198,6 +200,11 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(value: Any) -> Any:
+    """A size from a model card: a side, or [height, width]."""
+    return value if isinstance(value, int) else tuple(value)
+
+
 def _load_files(card: dict, config: Any, paths: list[str]) -> Any:
     """Load image files with the model's own preprocessing: (N, C, H, W) uint8."""
     from concurrent.futures import ThreadPoolExecutor
@@ -207,7 +214,7 @@ def _load_files(card: dict, config: Any, paths: list[str]) -> Any:
     from .data.images import load_image
 
     inp = card.get("input", {})
-    size = inp.get("size", config.data.size)
+    size = _size(inp.get("size", config.data.size))
     channels = inp.get("channels", config.data.channels)
     invert = inp.get("invert", config.data.invert)
     keep = inp.get("keep_aspect", False)
@@ -356,12 +363,22 @@ def _cmd_eval_verification(args: argparse.Namespace) -> int:
     return 0
 
 
-def _items_by_group(folder: str, depth: int) -> dict[str, list[str]]:
+def _items_by_group(folder: str, depth: int, pattern: str | None = None
+                    ) -> dict[str, list[str]]:
+    import re
+
     from .data.images import scan_folder
 
+    rx = re.compile(pattern) if pattern else None
     out: dict[str, list[str]] = {}
     for path, name, group in scan_folder(folder, depth):
-        out.setdefault(group if depth else name, []).append(path)
+        key = group if depth else name
+        if rx is not None:
+            m = rx.search(key)
+            if m is None:
+                raise ValueError(f"group pattern {pattern!r} gives no group for {key!r}")
+            key = m.group(1)
+        out.setdefault(key, []).append(path)
     return out
 
 
@@ -372,9 +389,10 @@ def _cmd_split(args: argparse.Namespace) -> int:
         return _cmd_split_check(args)
     if not args.data or not args.out:
         raise ValueError("siamkit split needs --data and --out (or --check)")
-    groups = _items_by_group(args.data, args.group_depth)
+    groups = _items_by_group(args.data, args.group_depth, args.group_pattern)
     split = split_groups(list(groups), args.val, args.test, args.seed)
     record = {**split, "data": str(args.data), "group_depth": args.group_depth,
+              "group_pattern": args.group_pattern,
               "seed": args.seed, "images": {k: sum(len(groups[g]) for g in v)
                                             for k, v in split.items()}}
     Path(args.out).write_text(json.dumps(record, indent=2))
@@ -393,13 +411,14 @@ def _cmd_split_check(args: argparse.Namespace) -> int:
         if not args.data:
             raise ValueError("--check --split needs --data, the folder the split describes")
         split = json.loads(Path(args.split).read_text())
-        groups = _items_by_group(args.data, split.get("group_depth", args.group_depth))
+        groups = _items_by_group(args.data, split.get("group_depth", args.group_depth),
+                                 split.get("group_pattern", args.group_pattern))
         train_g, test_g = split.get("train", []), split.get("test", []) + split.get("val", [])
         train = {g: groups.get(g, []) for g in train_g}
         test = {g: groups.get(g, []) for g in test_g}
     elif args.train and args.test_dir:
-        train = _items_by_group(args.train, args.group_depth)
-        test = _items_by_group(args.test_dir, args.group_depth)
+        train = _items_by_group(args.train, args.group_depth, args.group_pattern)
+        test = _items_by_group(args.test_dir, args.group_depth, args.group_pattern)
     else:
         raise ValueError("--check needs --split (with --data) or --train and --test-dir")
 

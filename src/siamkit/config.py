@@ -38,7 +38,8 @@ class DataConfig:
     dataset: str = "omniglot"  # "omniglot" (background set) or "folder"
     root: str | None = None  # folder-per-class tree, for dataset=folder
     group_depth: int = 0  # 1: root/<group>/<class>/ (e.g. alphabets)
-    size: int = 28  # images are resized to size x size
+    size: int = 28  # images are resized to size x size (or size x width)
+    width: int | None = None  # for wide images, e.g. signatures
     channels: int = 1
     invert: bool = False  # 255 - pixel (dark ink on white paper); Omniglot always inverts
     val_groups: int = 4  # groups (or, without groups, classes) held out for validation
@@ -98,6 +99,7 @@ class OptimConfig:
     p: int = 20  # classes per batch (ways of a training episode)
     k: int = 5  # examples per class
     same_group: float = 0.8  # fraction of batches drawn within one group (alphabet)
+    whole_groups: bool = False  # batches of whole groups (a writer's genuine + forgeries)
     sampler: str = "pk"  # pk: P classes x K examples; pairs: balanced pairs (contrastive, bce)
     pair_batch: int = 128  # pairs per batch, with sampler=pairs
     lr: float = 1e-3

@@ -76,7 +76,7 @@ class Conv4Encoder(nn.Module):
         in_channels: 1 for grayscale, 3 for RGB.
         width: channels per block (ignored when ``widths`` is given).
         depth: number of blocks.
-        input_size: side of the (square) input images, used to size the output.
+        input_size: side of square inputs, or (height, width), used to size the output.
         embedding_dim: add a linear projection to this size; None keeps the flattened features.
         normalize: L2-normalise the embedding.
         widths: explicit channels per block, e.g. ``[64, 96, 128, 256]``.
@@ -91,7 +91,7 @@ class Conv4Encoder(nn.Module):
         in_channels: int = 1,
         width: int = 64,
         depth: int = 4,
-        input_size: int = 28,
+        input_size: int | Sequence[int] = 28,
         embedding_dim: int | None = None,
         normalize: bool = False,
         widths: Sequence[int] | None = None,
@@ -102,14 +102,17 @@ class Conv4Encoder(nn.Module):
         widths = list(widths) if widths else [width] * depth
         if pool_last not in ("flatten", "avg"):
             raise ValueError(f"pool_last must be 'flatten' or 'avg', got {pool_last!r}")
-        blocks, c, side = [], in_channels, input_size
+        h, w_ = (input_size, input_size) if isinstance(input_size, int) else input_size
+        blocks, c = [], in_channels
         for w in widths:
-            pool = side >= 2
+            pool = min(h, w_) >= 2
             blocks.append(_conv_block(c, w, pool))
-            c, side = w, side // 2 if pool else side
+            c = w
+            if pool:
+                h, w_ = h // 2, w_ // 2
         self.features = nn.Sequential(*blocks)
         self.pool_last = pool_last
-        flat = c if pool_last == "avg" else c * side * side
+        flat = c if pool_last == "avg" else c * h * w_
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.project = nn.Linear(flat, embedding_dim) if embedding_dim else nn.Identity()
         self.norm = L2Norm() if normalize else nn.Identity()

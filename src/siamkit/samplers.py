@@ -46,6 +46,8 @@ class PKSampler:
         class_names: names used in error messages.
         drop_small: skip classes with fewer than K examples instead of raising.
         seed: random seed.
+        whole_groups: fill each batch with every class of randomly chosen groups (e.g. a
+            writer's genuine signatures and their forgeries together), up to P classes.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class PKSampler:
         class_names: Sequence[str] | None = None,
         drop_small: bool = False,
         seed: int = 0,
+        whole_groups: bool = False,
     ) -> None:
         if p < 1 or k < 1:
             raise ValueError(f"P and K must be positive, got P={p}, K={k}")
@@ -80,6 +83,13 @@ class PKSampler:
                              f"{len(self.classes)} classes have at least K={k} examples")
         self.p, self.k, self.steps = p, k, steps
         self.same_group = same_group
+        self.whole_groups: list[np.ndarray] = []
+        if whole_groups:
+            if groups is None:
+                raise ValueError("whole_groups needs the group of each class")
+            g = np.asarray(groups)
+            self.whole_groups = [self.classes[g[self.classes] == gid]
+                                 for gid in np.unique(g[self.classes])]
         self.groups: dict[int, np.ndarray] = {}
         if groups is not None and same_group > 0:
             g = np.asarray(groups)
@@ -100,7 +110,15 @@ class PKSampler:
             pool = self.classes
             if group_ids and self.rng.random() < self.same_group:
                 pool = self.groups[group_ids[self.rng.integers(len(group_ids))]]
-            chosen = self.rng.choice(pool, self.p, replace=False)
+            if self.whole_groups:
+                chosen_list: list[int] = []
+                for gi in self.rng.permutation(len(self.whole_groups)):
+                    chosen_list.extend(self.whole_groups[gi].tolist())
+                    if len(chosen_list) >= self.p:
+                        break
+                chosen = np.array(chosen_list[: self.p])
+            else:
+                chosen = self.rng.choice(pool, self.p, replace=False)
             batch = [
                 int(i)
                 for c in chosen

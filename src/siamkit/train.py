@@ -86,10 +86,11 @@ def load_training_data(config: Config) -> ImageDataset:
     d = config.data
     if d.dataset == "omniglot":
         return load_omniglot("background", size=d.size)
+    size = d.size if d.width is None else (d.size, d.width)
     root = os.path.expanduser(os.path.expandvars(d.root))
     if "$" in root:
         raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
-    data = load_image_folder(root, size=d.size, channels=d.channels, invert=d.invert,
+    data = load_image_folder(root, size=size, channels=d.channels, invert=d.invert,
                              group_depth=d.group_depth, keep_aspect=d.keep_aspect)
     if d.group_pattern:
         data = with_groups_from_names(data, d.group_pattern)
@@ -260,7 +261,8 @@ def train(
     seed_everything(config.seed)
 
     td = prepare_data(config, data if data is not None else load_training_data(config))
-    channels, size = int(td.images.shape[1]), int(td.images.shape[2])
+    channels, height, width = (int(v) for v in td.images.shape[1:])
+    size: Any = height if height == width else [height, width]
     logger.info("training on %d images of %d classes; validating on %s", len(td.labels),
                 len(td.class_names),
                 f"{td.val_set.num_classes} classes" if td.val_set else "nothing")
