@@ -224,3 +224,19 @@ def test_report_command_writes_html_matching_eval_json(run_dir, alphabets, tmp_p
     for section in ("metrics", "roc", "det", "histogram", "errors", "embedding-map"):
         assert f'<section id="{section}">' in text
     assert f"{evaluated['auc']:.4f}" in text
+
+
+def test_eval_verification_restricted_to_a_split_subset(run_dir, alphabets, tmp_path, capsys):
+    data = one_alphabet(alphabets)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["character03"], "val": [],
+                                 "test": ["character01", "character02"]}))
+    assert main(["--quiet", "eval", "verification", "--model", str(run_dir), "--data",
+                 str(data), "--all-pairs", "--split", str(split), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    # 2 characters x 20 drawings: C(40, 2) = 780 pairs, 2 x C(20, 2) = 380 of them same
+    assert res["positives"] == 380 and res["negatives"] == 400
+    split.write_text(json.dumps({"test": ["nope"]}))
+    assert main(["eval", "verification", "--model", str(run_dir), "--data", str(data),
+                 "--all-pairs", "--split", str(split)]) == 1
+    assert "no pair has both images in the test groups" in capsys.readouterr().err
