@@ -82,15 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    header = f"{'config':<34} {'error %':>8} {'no TTA %':>9} {'train min':>10} {'img/s':>8}"
+    header = f"{'config':<42} {'error %':>8} {'no TTA %':>9} {'train min':>10} {'img/s':>8}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['config']:<34} {r['error_percent']:>8.2f} "
+        print(f"{r['config']:<42} {r['error_percent']:>8.2f} "
               f"{r['error_percent_without_tta']:>9.2f} {r['train_minutes']:>10.1f} "
               f"{r['images_per_second']:>8.0f}")
     for name, err in PUBLISHED.items():
-        print(f"{'(published) ' + name:<34} {err:>8.2f}")
+        print(f"{'(published) ' + name:<42} {err:>8.2f}")
     print(f"JSON written to {args.out}")
     return 0
 
