@@ -240,3 +240,14 @@ def test_eval_verification_restricted_to_a_split_subset(run_dir, alphabets, tmp_
     assert main(["eval", "verification", "--model", str(run_dir), "--data", str(data),
                  "--all-pairs", "--split", str(split)]) == 1
     assert "no pair has both images in the test groups" in capsys.readouterr().err
+
+
+def test_report_restricted_to_a_split_maps_only_its_images(run_dir, alphabets, tmp_path,
+                                                           capsys):
+    data = one_alphabet(alphabets)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"test": ["character01", "character02"]}))
+    out = tmp_path / "r.html"
+    assert main(["--quiet", "report", "--model", str(run_dir), "--data", str(data),
+                 "--all-pairs", "--split", str(split), "--out", str(out)]) == 0
+    assert "Embedding map: 40 test images of 2 classes" in out.read_text()

@@ -305,7 +305,12 @@ def _restrict_to_split(pairs: Any, split_file: str, subset: str, pattern: str | 
     keep = inside[pairs.left] & inside[pairs.right]
     if not keep.any():
         raise ValueError(f"no pair has both images in the {subset} groups of {split_file}")
-    return PairList(pairs.paths, pairs.left[keep], pairs.right[keep], pairs.same[keep])
+    left, right = pairs.left[keep], pairs.right[keep]
+    used = np.unique(np.concatenate([left, right]))  # drop images of other groups
+    remap = np.full(len(pairs.paths), -1)
+    remap[used] = np.arange(len(used))
+    return PairList([pairs.paths[i] for i in used], remap[left], remap[right],
+                    pairs.same[keep])
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

@@ -170,6 +170,9 @@ def build_report(
         return (f'<section id="{key}"><h2>{caption}</h2>'
                 f'<img class="plot" src="{plots[key]}" alt="{caption}"></section>')
 
+    n_classes = len(set(labels)) if labels is not None else 0
+    map_caption = (f"Embedding map: {len(embeddings)} test images of {n_classes} classes"
+                   if embeddings is not None else "Embedding map")
     data_json = json.dumps(metrics, default=float).replace("</", "<\\/")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -187,7 +190,7 @@ figure.pair img {{ height: 96px; margin: 2px; image-rendering: pixelated; }}
 <div class="grid">{fig("roc", "ROC curve")}{fig("det", "DET curve")}</div>
 {fig("histogram", "Score distributions")}
 <section id="errors"><h2>Hardest errors at the threshold</h2>{"".join(errors)}</section>
-{fig("embedding-map", "Embedding map")}
+{fig("embedding-map", map_caption)}
 <script type="application/json" id="metrics-json">{data_json}</script>
 </body></html>
 """
