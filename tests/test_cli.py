@@ -251,3 +251,32 @@ def test_report_restricted_to_a_split_maps_only_its_images(run_dir, alphabets, t
     assert main(["--quiet", "report", "--model", str(run_dir), "--data", str(data),
                  "--all-pairs", "--split", str(split), "--out", str(out)]) == 0
     assert "Embedding map: 40 test images of 2 classes" in out.read_text()
+
+
+def test_calibrate_refuses_the_test_subset(run_dir, alphabets, tmp_path, capsys):
+    data = one_alphabet(alphabets)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"val": ["character03", "character04"],
+                                 "test": ["character01", "character02"]}))
+    assert main(["calibrate", "--model", str(run_dir), "--data", str(data), "--all-pairs",
+                 "--split", str(split), "--subset", "test"]) == 1
+    assert "refusing to calibrate on the test subset" in capsys.readouterr().err
+    assert main(["--quiet", "calibrate", "--model", str(run_dir), "--data", str(data),
+                 "--all-pairs", "--split", str(split)]) == 0  # default: val groups
+    card = json.loads((run_dir / "config.json").read_text())
+    assert card["threshold"]["source"].endswith(f"val groups of {split}")
+
+
+def test_eval_verification_without_threshold_gives_nulls(run_dir, alphabets, tmp_path, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    card = json.loads((bare / "config.json").read_text())
+    card.pop("threshold")
+    (bare / "config.json").write_text(json.dumps(card))
+    assert main(["--quiet", "eval", "verification", "--model", str(bare), "--data",
+                 str(one_alphabet(alphabets)), "--all-pairs", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["threshold"] is None and res["accuracy"] is None and res["auc"] > 0
+    assert {"accuracy", "f1", "far", "frr", "threshold"} <= set(res["test_optimal"])

@@ -670,3 +670,17 @@ def test_groups_from_class_names_keep_genuine_and_forgeries_together(env, tmp_pa
     assert ds.group_names == ["001", "002"] and ds.groups.tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="gives no group for class"):
         with_groups_from_names(ds, r"^(x)")
+
+
+def test_pair_csv_header_detection_and_bom(tmp_path):
+    from siamkit.data.pairs import read_pair_csv
+
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        _save(tmp_path / name, np.full((4, 4), 7))
+    # headerless; the first row's label differs from every later one: still data
+    (tmp_path / "p.csv").write_text("a.png,b.png,1\nc.png,d.png,0\na.png,c.png,0\n")
+    pl = read_pair_csv(tmp_path / "p.csv", tmp_path)
+    assert len(pl) == 3 and pl.same.tolist() == [True, False, False]
+    # a header with a byte-order mark
+    (tmp_path / "h.csv").write_text("\ufeffimg1,img2,label\na.png,b.png,1\nc.png,d.png,0\n")
+    assert len(read_pair_csv(tmp_path / "h.csv", tmp_path)) == 2

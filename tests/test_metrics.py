@@ -155,3 +155,20 @@ def test_retrieval_metrics_against_separate_references():
     res = retrieval_metrics(qs, q_y, refs, ref_y, EuclideanDistance(), ks=(1,))
     assert res["recall@1"] == pytest.approx(2 / 3)
     assert res["mrr"] == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_eer_threshold_is_a_real_roc_point_nearest_equality():
+    from siamkit.metrics import eer, rates_at
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        s = rng.normal(size=30)
+        y = rng.random(30) < 0.4
+        if y.all() or not y.any():
+            continue
+        _, t = eer(s, y)
+        r = rates_at(s, y, t)
+        gap = abs(r["far"] - r["frr"])
+        # no other threshold on the scores gets FAR and FRR closer together
+        best = min(abs(rates_at(s, y, c)["far"] - rates_at(s, y, c)["frr"]) for c in s)
+        assert gap <= best + 1e-12

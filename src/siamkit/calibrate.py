@@ -123,5 +123,11 @@ class ThresholdCalibrator:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ThresholdCalibrator:
-        """Rebuild a fitted calibrator from :meth:`to_dict` output."""
-        return cls(**values)
+        """Rebuild a fitted calibrator from :meth:`to_dict` output (other keys are ignored)."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(cls)}
+        cal = cls(**{k: v for k, v in values.items() if k in known})
+        if cal.threshold_ is not None and not isinstance(cal.threshold_, int | float):
+            raise ValueError(f"stored threshold {cal.threshold_!r} is not a number")
+        return cal

@@ -58,7 +58,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     return es
 
 
-def _add_pair_source(p: argparse.ArgumentParser) -> None:
+def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -> None:
     p.add_argument("--model", required=True, help="run folder of a trained model")
     p.add_argument("--data", required=True, help="folder the images (and pair paths) are in")
     src = p.add_mutually_exclusive_group(required=True)
@@ -71,7 +71,8 @@ def _add_pair_source(p: argparse.ArgumentParser) -> None:
                    help="label value meaning 'same' in --pairs (default 1)")
     p.add_argument("--split", help="split file (siamkit split): keep only pairs whose two "
                                    "images are in groups of --subset")
-    p.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    p.add_argument("--subset", default=default_subset, choices=("train", "val", "test"),
+                   help=f"which groups of --split to keep (default {default_subset})")
     p.add_argument("--group-pattern", default=None,
                    help="regex on an image's folder name whose group 1 is its group "
                         r"(e.g. '^(\d+)' puts 001 and 001_forg in writer 001)")
@@ -81,7 +82,9 @@ def _add_pair_source(p: argparse.ArgumentParser) -> None:
 def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction
                       ) -> None:
     c = sub.add_parser("calibrate", help="fit the decision threshold on validation pairs")
-    _add_pair_source(c)
+    _add_pair_source(c, default_subset="val")
+    c.add_argument("--allow-test", action="store_true",
+                   help="permit calibrating on the test subset of --split (not advised)")
     c.add_argument("--target", default="eer",
                    help="eer, accuracy, far=<max FAR> or precision=<min precision>")
     v = sub.add_parser("verify", help="are two images of the same class?")
@@ -232,12 +235,12 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
 
 def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
     """(model, scores, same, card, config) for the pairs that --pairs / --all-pairs name."""
-    model, scores, pairs, _, card, config = _scored_pair_list(args)
+    model, scores, pairs, _, _, card, config = _scored_pair_list(args)
     return model, scores, pairs.same, card, config
 
 
 def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
-    """(model, scores, pair list, images, card, config) for --pairs / --all-pairs."""
+    """(model, scores, pair list, images, embeddings, card, config) for the named pairs."""
     import numpy as np
 
     from .checkpoint import load_model
@@ -263,21 +266,22 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
 
     images = _load_files(card, config, pairs.paths)
     emb = embed_images(model, images)
-    return model, score_pairs(model, emb, pairs.left, pairs.right), pairs, images, card, config
+    scores = score_pairs(model, emb, pairs.left, pairs.right)
+    return model, scores, pairs, images, emb, card, config
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .evaluate import embed_images, verification_report
+    from .evaluate import verification_report
     from .report import build_report, write_report
 
-    model, scores, pairs, images, card, _ = _scored_pair_list(args)
+    model, scores, pairs, images, emb, card, _ = _scored_pair_list(args)
     cal = _calibrator(card, args.model) if "threshold" in card else None
     metrics = verification_report(scores, pairs.same, model.higher_is_closer, cal)
     arrays = images.numpy()
     items = [(arrays[a], arrays[b]) for a, b in zip(pairs.left, pairs.right, strict=True)]
     labels = [Path(p).parent.name for p in pairs.paths]
     text = build_report(metrics, scores, pairs.same, model.higher_is_closer, items,
-                        embed_images(model, images).numpy(), labels,
+                        emb.numpy(), labels,
                         title=f"siamkit verification report: {args.model} on {args.data}")
     out = write_report(args.out, text)
     _emit({**metrics, "report": str(out)}, args.json, f"report written to {out}")
@@ -294,12 +298,18 @@ def _restrict_to_split(pairs: Any, split_file: str, subset: str, pattern: str | 
 
     split = json.loads(Path(split_file).read_text())
     wanted = set(split.get(subset, []))
+    pattern = pattern or split.get("group_pattern")
+    depth = int(split.get("group_depth", 0))
     rx = re.compile(pattern) if pattern else None
 
     def group(path: str) -> str:
-        name = Path(path).parent.name
-        m = rx.search(name) if rx else None
-        return m.group(1) if m else name
+        folder = Path(path).parent if depth == 0 else Path(path).parent.parent
+        if rx is None:
+            return folder.name
+        m = rx.search(folder.name)
+        if m is None:
+            raise ValueError(f"group pattern {pattern!r} gives no group for {folder.name!r}")
+        return m.group(1)
 
     inside = np.array([group(p) in wanted for p in pairs.paths])
     keep = inside[pairs.left] & inside[pairs.right]
@@ -318,9 +328,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .checkpoint import update_card
 
     target, value = parse_target(args.target)
+    if args.split and args.subset == "test" and not args.allow_test:
+        raise ValueError("refusing to calibrate on the test subset: the threshold must come "
+                         "from validation data (use --subset val, or --allow-test)")
     model, scores, same, _, _ = _scored_pairs(args)
     cal = ThresholdCalibrator(target, value, model.higher_is_closer).fit(scores, same)
     source = args.pairs if args.pairs else f"all pairs of {args.data}"
+    if args.split:
+        source += f", {args.subset} groups of {args.split}"
     update_card(args.model, {"threshold": {**cal.to_dict(), "source": str(source)}})
     res = {"threshold": cal.threshold_, "target": args.target, "validation": cal.validation_}
     _emit(res, args.json, f"threshold {cal.threshold_:.6g} ({args.target}) stored in "

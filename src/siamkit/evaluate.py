@@ -23,6 +23,7 @@ from .metrics import (
     eer,
     mean_and_ci95,
     nearest_reference_predictions,
+    rates_at,
     tar_at_far,
 )
 from .samplers import EpisodeSampler
@@ -211,13 +212,16 @@ def verification_report(
         return t if higher_is_closer else -t
 
     rate, t_eer = eer(sim, same)
-    acc_opt, t_opt = best_accuracy_threshold(sim, same)
+    _, t_opt = best_accuracy_threshold(sim, same)
     out: dict[str, Any] = {
         "auc": auc(sim, same), "eer": rate, "eer_threshold": native(t_eer),
         "tar_at_far": {f"{t:g}": v for t, v in tar_at_far(sim, same).items()},
         "positives": int(same.sum()), "negatives": int((~same).sum()),
         "higher_is_closer": higher_is_closer,
-        "test_optimal": {"accuracy": acc_opt, "threshold": native(t_opt)},
+        "test_optimal": {**rates_at(sim, same, t_opt), "threshold": native(t_opt)},
+        # figures at a calibrated threshold; None until `siamkit calibrate` stores one
+        "accuracy": None, "precision": None, "recall": None, "f1": None, "far": None,
+        "frr": None, "threshold": None, "threshold_target": None,
     }
     if calibrator is not None:
         out.update(calibrator.evaluate(scores, same))

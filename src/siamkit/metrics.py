@@ -110,8 +110,10 @@ def eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
     d0, d1 = diff[i - 1], diff[i]
     w = 0.0 if d1 == d0 else -d0 / (d1 - d0)
     rate = far[i - 1] + w * (far[i] - far[i - 1])
-    t0 = thr[i - 1] if np.isfinite(thr[i - 1]) else thr[i]
-    return float(rate), float(t0 + w * (thr[i] - t0))
+    # No score lies between two ROC points, so an interpolated threshold would act like
+    # one of them: return the threshold of the point nearer to FAR = FRR.
+    j = i if abs(d1) <= abs(d0) or not np.isfinite(thr[i - 1]) else i - 1
+    return float(rate), float(thr[j])
 
 
 def tar_at_far(
@@ -218,7 +220,10 @@ def retrieval_metrics(
     ref_labels = query_labels if self_search else reference_labels
     if ref_labels is None or len(ref_labels) != len(refs):
         raise ValueError("reference_labels must give one label per reference")
-    counts = torch.bincount(ref_labels.long())
+    if len(query_labels) and (int(query_labels.min()) < 0 or int(ref_labels.min()) < 0):
+        raise ValueError("labels must be non-negative integers")
+    top_label = max(int(query_labels.max()), int(ref_labels.max())) if len(query_labels) else 0
+    counts = torch.bincount(ref_labels.long(), minlength=top_label + 1)
     r_all = counts[query_labels.long()] - (1 if self_search else 0)  # relevant per query
     kmax = min(max(max(ks), int(r_all.max()) if len(r_all) else 1), len(refs))
     hits = {k: 0.0 for k in ks}

@@ -126,7 +126,7 @@ def build_report(
 
     rows = []
     for key in ("auc", "eer", "accuracy", "precision", "recall", "f1", "far", "frr"):
-        if key in metrics:
+        if metrics.get(key) is not None:
             rows.append((key, f"{metrics[key]:.4f}"))
     for k, v in metrics.get("tar_at_far", {}).items():
         rows.append((f"TAR at FAR={k}", f"{v:.4f}"))

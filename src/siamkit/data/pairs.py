@@ -49,22 +49,25 @@ def read_pair_csv(path: str | Path, root: str | Path, positive_label: str = "1")
     """Read ``a,b,label`` rows (header optional); paths are relative to ``root``.
 
     A pair is "same" when its label equals ``positive_label`` (as text, so ``1`` and ``1.0``
-    differ only if written so). The first row is taken as a header when its label field is
-    not one of the values found in the other rows.
+    differ only if written so). The first row is taken as a header when its first field is
+    not an existing file under ``root``.
     """
     path, root = Path(path), Path(root)
     if not path.is_file():
         raise DatasetError(f"pair file not found: {path}")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [r for r in csv.reader(f) if r and any(x.strip() for x in r)]
     if not rows:
         raise DatasetError(f"{path}: no pairs")
     for n, r in enumerate(rows, 1):
         if len(r) < 3:
             raise DatasetError(f"{path}, line {n}: expected a,b,label, got {r!r}")
-    values = {r[2].strip() for r in rows[1:]}
-    if rows[0][2].strip() not in values and len(rows) > 1:
-        rows = rows[1:]  # header
+    first = rows[0]
+    if not ((root / first[0].strip()).is_file() and (root / first[1].strip()).is_file()):
+        rows = rows[1:]  # a header: its fields are not files under root
+        if not rows:
+            raise DatasetError(f"{path}: no pairs ({first[0].strip()!r} not found under {root}, "
+                               f"so the only row was read as a header)")
     labels = [r[2].strip() for r in rows]
     if positive_label not in labels:
         raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "

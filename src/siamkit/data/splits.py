@@ -69,9 +69,9 @@ def split_groups(
     if len(uniq) < need:
         raise ValueError(f"{len(uniq)} groups cannot fill {need} splits")
     order = [uniq[i] for i in np.random.default_rng(seed).permutation(len(uniq))]
-    n_test = max(int(test > 0), int(round(test * len(uniq))))
     n_val = max(int(val > 0), int(round(val * len(uniq))))
-    n_test = min(n_test, len(uniq) - n_val - 1)
+    n_val = min(n_val, len(uniq) - 1 - int(test > 0))  # leave train and test a group each
+    n_test = max(int(test > 0), min(int(round(test * len(uniq))), len(uniq) - n_val - 1))
     return {"test": sorted(order[:n_test]), "val": sorted(order[n_test : n_test + n_val]),
             "train": sorted(order[n_test + n_val :])}
 
