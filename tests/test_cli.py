@@ -280,3 +280,41 @@ def test_eval_verification_without_threshold_gives_nulls(run_dir, alphabets, tmp
     res = json.loads(capsys.readouterr().out)
     assert res["threshold"] is None and res["accuracy"] is None and res["auc"] > 0
     assert {"accuracy", "f1", "far", "frr", "threshold"} <= set(res["test_optimal"])
+
+
+SIGNATURES = MIRROR / "sigcomp2011_dutch" / "images"
+
+
+@pytest.mark.skipif(not SIGNATURES.is_dir(), reason="SigComp mirror not present")
+def test_skilled_pairs_on_real_signatures_of_split_writers(run_dir, tmp_path, capsys):
+    split = Path(__file__).resolve().parents[1] / "configs" / "splits" / "sigcomp2011_dutch.json"
+    assert main(["--quiet", "eval", "verification", "--model", str(run_dir), "--data",
+                 str(SIGNATURES), "--skilled-pairs", "--split", str(split), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    test_writers = json.loads(split.read_text())["test"]
+    genuine = {w: len(list((SIGNATURES / w).iterdir())) for w in test_writers}
+    forged = {w: len(list((SIGNATURES / f"{w}_forg").iterdir())) for w in test_writers}
+    assert res["positives"] == sum(n * (n - 1) // 2 for n in genuine.values())
+    assert res["negatives"] == sum(genuine[w] * forged[w] for w in test_writers)
+
+
+@pytest.mark.skipif(not SIGNATURES.is_dir(), reason="SigComp mirror not present")
+def test_signatures_config_trains_and_calibrates_on_skilled_pairs(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the config names its split file relative to the repository
+    monkeypatch.setenv("SIAMKIT_MIRROR", str(MIRROR))
+    out = tmp_path / "sig"
+    assert main(["--quiet", "train", "--config", "configs/signatures.yaml", "--out", str(out),
+                 "--no-progress", "--set", "optim.steps=2", "--set", "eval.every=2",
+                 "--set", "eval.episodes=5", "--set", "model.encoder_args.width=8",
+                 "--set", "data.size=16", "--set", "data.width=32"]) == 0
+    card = json.loads((out / "config.json").read_text())
+    assert card["threshold"]["source"] == "validation groups, skilled pairs"
+    assert card["input"]["size"] == [16, 32] and card["input"]["keep_aspect"] is True
+    val_writers = json.loads((root / "configs/splits/sigcomp2011_dutch.json").read_text())["val"]
+    n_gen = {w: len(list((SIGNATURES / w).iterdir())) for w in val_writers}
+    n_forg = {w: len(list((SIGNATURES / f"{w}_forg").iterdir())) for w in val_writers}
+    assert card["threshold"]["validation_"]["positives"] == sum(
+        n * (n - 1) // 2 for n in n_gen.values())
+    assert card["threshold"]["validation_"]["pairs"] == sum(
+        n * (n - 1) // 2 + n * n_forg[w] for w, n in n_gen.items())

@@ -684,3 +684,18 @@ def test_pair_csv_header_detection_and_bom(tmp_path):
     # a header with a byte-order mark
     (tmp_path / "h.csv").write_text("\ufeffimg1,img2,label\na.png,b.png,1\nc.png,d.png,0\n")
     assert len(read_pair_csv(tmp_path / "h.csv", tmp_path)) == 2
+
+
+def test_skilled_pairs_hand_counted():
+    from siamkit.data.pairs import skilled_pairs
+
+    # writer 001: 3 genuine, 2 forged; writer 002: 2 genuine, 1 forged
+    classes = ["001"] * 3 + ["001_forg"] * 2 + ["002"] * 2 + ["002_forg"]
+    groups = ["001"] * 5 + ["002"] * 3
+    left, right, same = skilled_pairs(classes, groups)
+    # positives: C(3,2) + C(2,2) = 4; negatives: 3*2 + 2*1 = 8; never across writers
+    assert same.sum() == 4 and (~same).sum() == 8
+    assert all(groups[a] == groups[b] for a, b in zip(left, right, strict=True))
+    assert all(classes[a] == groups[a] for a in left)  # one side is always genuine
+    with pytest.raises(ValueError, match="no skilled pairs"):
+        skilled_pairs(["x_forg"], ["x"])

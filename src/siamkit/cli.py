@@ -67,6 +67,10 @@ def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -
     src.add_argument("--all-pairs", action="store_true",
                      help="every pair of images of the folder-per-class tree --data "
                           "(same folder = same)")
+    src.add_argument("--skilled-pairs", action="store_true",
+                     help="within each --group-pattern group: genuine-genuine pairs (same) "
+                          "and genuine-forgery pairs (different); the genuine class is the "
+                          "one named like its group (001 vs 001_forg)")
     p.add_argument("--positive-label", default="1",
                    help="label value meaning 'same' in --pairs (default 1)")
     p.add_argument("--split", help="split file (siamkit split): keep only pairs whose two "
@@ -245,11 +249,22 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
 
     from .checkpoint import load_model
     from .data.images import scan_folder
-    from .data.pairs import PairList, all_pairs, read_pair_csv
+    from .data.pairs import PairList, all_pairs, read_pair_csv, skilled_pairs
     from .evaluate import score_pairs
 
     model, config, card = load_model(args.model)
-    if args.all_pairs:
+    if args.skilled_pairs:
+        pattern = args.group_pattern or (json.loads(Path(args.split).read_text())
+                                         .get("group_pattern") if args.split else None)
+        if not pattern:
+            raise ValueError("--skilled-pairs needs --group-pattern (or a split file with one)")
+        from .data.splits import group_of
+
+        items = scan_folder(args.data, group_depth=0)
+        names = [n for _, n, _ in items]
+        i, j, same = skilled_pairs(names, [group_of(n, pattern) for n in names])
+        pairs = PairList([p for p, _, _ in items], i, j, same)
+    elif args.all_pairs:
         items = scan_folder(args.data, group_depth=0)
         names = sorted({n for _, n, _ in items})
         labels = np.array([names.index(n) for _, n, _ in items])

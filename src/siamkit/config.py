@@ -121,6 +121,7 @@ class EvalConfig:
     queries: int = 1
     within_group: bool = True  # episodes inside one group, as Lake's runs are
     tta: int = 0  # evaluation commands: extra distorted views averaged into each embedding
+    calibrate_on: str = "all_pairs"  # after training: all_pairs, skilled_pairs or none
 
 
 @dataclass
@@ -299,5 +300,8 @@ def check_config(config: Config) -> None:
                                         f"{lc.pos_fraction}")
     need(0.0 <= o.same_group <= 1.0, f"optim.same_group must be in [0, 1], got {o.same_group}")
     need(len(config.augment.scale) == 2, "augment.scale must be [min, max]")
+    need(e.calibrate_on in ("all_pairs", "skilled_pairs", "none"),
+         f"unknown eval.calibrate_on {e.calibrate_on!r}; expected all_pairs, skilled_pairs "
+         f"or none")
     need(o.time_limit_minutes is None or o.time_limit_minutes >= 0,
          "optim.time_limit_minutes must not be negative")

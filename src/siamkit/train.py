@@ -36,7 +36,7 @@ from .checkpoint import RunError, load_model, save_model, update_card
 from .config import Config, ConfigError, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
-from .data.pairs import all_pairs
+from .data.pairs import all_pairs, skilled_pairs
 from .data.splits import overlap, split_by_group
 from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float
 from .miners import Pairs, Triplets
@@ -200,18 +200,29 @@ def _check_resumable(saved: dict[str, Any], config: Config) -> None:
 
 
 def calibrate_on_validation(run_dir: Path, val_set: ImageDataset, seed: int = 0,
-                            max_pairs: int = 200_000) -> ThresholdCalibrator | None:
-    """Fit the best checkpoint's equal-error-rate threshold on all pairs of the validation
-    groups (negatives sampled down to ``max_pairs``) and store it in the model card."""
+                            max_pairs: int = 200_000, skilled: bool = False
+                            ) -> ThresholdCalibrator | None:
+    """Fit the best checkpoint's equal-error-rate threshold on the validation groups and
+    store it in the model card: on all pairs (negatives sampled down to ``max_pairs``), or
+    with ``skilled`` on genuine-genuine vs genuine-forgery pairs inside each group."""
     model, _, _ = load_model(run_dir)
-    i, j, same = all_pairs(val_set.labels.numpy(), max_pairs=max_pairs, seed=seed)
+    if skilled:
+        if val_set.groups is None or val_set.group_names is None:
+            raise ConfigError("eval.calibrate_on=skilled_pairs needs groups "
+                              "(data.group_pattern or data.group_depth)")
+        labels = val_set.labels.numpy()
+        classes = [val_set.class_names[c] for c in labels]
+        groups = [val_set.group_names[val_set.groups[c]] for c in labels]
+        i, j, same = skilled_pairs(classes, groups)
+    else:
+        i, j, same = all_pairs(val_set.labels.numpy(), max_pairs=max_pairs, seed=seed)
     if same.all() or not same.any():
         logger.warning("validation pairs are all of one kind; no threshold calibrated")
         return None
     scores = score_pairs(model, embed_images(model, val_set.images), i, j)
     cal = ThresholdCalibrator("eer", higher_is_closer=model.higher_is_closer).fit(scores, same)
-    update_card(run_dir, {"threshold": {**cal.to_dict(),
-                                        "source": "validation groups, all pairs"}})
+    kind = "skilled pairs" if skilled else "all pairs"
+    update_card(run_dir, {"threshold": {**cal.to_dict(), "source": f"validation groups, {kind}"}})
     logger.info("calibrated threshold %.4g on %d validation pairs (EER %.4f)", cal.threshold_,
                 len(same), cal.validation_["eer"])
     return cal
@@ -382,8 +393,9 @@ def train(
         bar.close()
     if best_step < 0:  # no step ran (a finished run resumed): still leave a model
         validate(step, math.nan)
-    if td.val_set is not None:
-        calibrate_on_validation(out, td.val_set, config.seed)
+    if td.val_set is not None and config.eval.calibrate_on != "none":
+        calibrate_on_validation(out, td.val_set, config.seed,
+                                skilled=config.eval.calibrate_on == "skilled_pairs")
     minutes = (time.perf_counter() - t0) / 60
     run_seconds = max(1e-9, time.perf_counter() - t0 - elapsed_before)
     result = TrainResult(out, step, best, best_step, minutes, seen / run_seconds, history)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .download import DatasetError
 
-__all__ = ["PairList", "all_pairs", "read_pair_csv"]
+__all__ = ["PairList", "all_pairs", "skilled_pairs", "read_pair_csv"]
 
 
 @dataclass
@@ -43,6 +43,35 @@ def all_pairs(labels: np.ndarray, max_pairs: int | None = None, seed: int = 0) -
         keep = np.sort(np.concatenate([pos, keep_neg]))
         i, j, same = i[keep], j[keep], same[keep]
     return i, j, same
+
+
+def skilled_pairs(classes: list[str], groups: list[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+    """Skilled-forgery pairs, inside each group only.
+
+    In a group (a writer), the class named like the group holds the genuine items (``001``)
+    and its other classes hold forgeries of them (``001_forg``). Positives are pairs of two
+    genuine items; negatives pair a genuine item with a forgery of it. Forgery-forgery and
+    cross-group pairs are left out, as in skilled-forgery verification.
+
+    Args:
+        classes: class name of each item.
+        groups: group name of each item.
+    """
+    by_group: dict[str, tuple[list[int], list[int]]] = {}
+    for idx, (c, g) in enumerate(zip(classes, groups, strict=True)):
+        genuine, forged = by_group.setdefault(g, ([], []))
+        (genuine if c == g else forged).append(idx)
+    found: list[tuple[int, int, bool]] = []
+    for genuine, forged in by_group.values():
+        for a, g in enumerate(genuine):
+            found += [(g, other, True) for other in genuine[a + 1 :]]
+            found += [(g, f, False) for f in forged]
+    if not found:
+        raise ValueError("no skilled pairs: no group has a class named like the group "
+                         "(the genuine items)")
+    left, right, same = zip(*found, strict=True)
+    return np.array(left), np.array(right), np.array(same)
 
 
 def read_pair_csv(path: str | Path, root: str | Path, positive_label: str = "1") -> PairList:

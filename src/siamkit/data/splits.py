@@ -15,6 +15,7 @@ __all__ = [
     "split_by_group",
     "split_groups",
     "overlap",
+    "group_of",
     "positive_pair_groups",
     "image_hash",
     "hamming",
@@ -74,6 +75,16 @@ def split_groups(
     n_test = max(int(test > 0), min(int(round(test * len(uniq))), len(uniq) - n_val - 1))
     return {"test": sorted(order[:n_test]), "val": sorted(order[n_test : n_test + n_val]),
             "train": sorted(order[n_test + n_val :])}
+
+
+def group_of(name: str, pattern: str) -> str:
+    """The group of a class name under a regular expression (its first group)."""
+    import re
+
+    m = re.search(pattern, name)
+    if m is None or m.lastindex is None:
+        raise ValueError(f"group pattern {pattern!r} gives no group for {name!r}")
+    return m.group(1)
 
 
 def overlap(train: list[str], other: list[str]) -> list[str]:
