@@ -25,6 +25,19 @@ __all__ = [
 ]
 
 
+def _mined_or_all(
+    loss: nn.Module, embeddings: torch.Tensor, labels: torch.Tensor | None,
+    indices: Pairs | Triplets | None, miner: AllPairsMiner | AllTripletsMiner,
+) -> Pairs | Triplets:
+    """The mined indices, or every pair/triplet of the batch when none were mined."""
+    if indices is not None:
+        return indices
+    if labels is None:
+        kind = "Triplets" if isinstance(miner, AllTripletsMiner) else "Pairs"
+        raise ValueError(f"{type(loss).__name__} needs labels or mined {kind}")
+    return miner(embeddings, labels)
+
+
 def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     if losses.numel() == 0:
         return losses.sum() * 0.0  # keeps the graph alive, value 0
@@ -75,10 +88,7 @@ class ContrastiveLoss(nn.Module):
         self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
         indices: Pairs | None = None,
     ) -> torch.Tensor:
-        if indices is None:
-            if labels is None:
-                raise ValueError("ContrastiveLoss needs labels or mined Pairs")
-            indices = AllPairsMiner()(embeddings, labels)
+        indices = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
         a1, p, a2, n = indices
         d_pos = self.distance.paired(embeddings[a1], embeddings[p])
         d_neg = self.distance.paired(embeddings[a2], embeddings[n])
@@ -116,10 +126,7 @@ class TripletLoss(nn.Module):
         self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
         indices: Triplets | None = None,
     ) -> torch.Tensor:
-        if indices is None:
-            if labels is None:
-                raise ValueError("TripletLoss needs labels or mined Triplets")
-            indices = AllTripletsMiner()(embeddings, labels)
+        indices = _mined_or_all(self, embeddings, labels, indices, AllTripletsMiner())
         a, p, n = indices
         d_ap = self.distance.paired(embeddings[a], embeddings[p])
         d_an = self.distance.paired(embeddings[a], embeddings[n])
@@ -142,10 +149,7 @@ class HeadBCELoss(nn.Module):
         self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
         indices: Pairs | None = None,
     ) -> torch.Tensor:
-        if indices is None:
-            if labels is None:
-                raise ValueError("HeadBCELoss needs labels or mined Pairs")
-            indices = AllPairsMiner()(embeddings, labels)
+        indices = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
         a1, p, a2, n = indices
         terms = []
         if len(a1):
