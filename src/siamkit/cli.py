@@ -305,26 +305,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _restrict_to_split(pairs: Any, split_file: str, subset: str, pattern: str | None) -> Any:
     """Keep the pairs whose two images belong to groups of one subset of a split file."""
-    import re
-
     import numpy as np
 
     from .data.pairs import PairList
+    from .data.splits import group_of
 
     split = json.loads(Path(split_file).read_text())
     wanted = set(split.get(subset, []))
     pattern = pattern or split.get("group_pattern")
     depth = int(split.get("group_depth", 0))
-    rx = re.compile(pattern) if pattern else None
 
     def group(path: str) -> str:
         folder = Path(path).parent if depth == 0 else Path(path).parent.parent
-        if rx is None:
-            return folder.name
-        m = rx.search(folder.name)
-        if m is None:
-            raise ValueError(f"group pattern {pattern!r} gives no group for {folder.name!r}")
-        return m.group(1)
+        return group_of(folder.name, pattern) if pattern else folder.name
 
     inside = np.array([group(p) in wanted for p in pairs.paths])
     keep = inside[pairs.left] & inside[pairs.right]
@@ -400,20 +393,13 @@ def _cmd_eval_verification(args: argparse.Namespace) -> int:
 
 def _items_by_group(folder: str, depth: int, pattern: str | None = None
                     ) -> dict[str, list[str]]:
-    import re
-
     from .data.images import scan_folder
+    from .data.splits import group_of
 
-    rx = re.compile(pattern) if pattern else None
     out: dict[str, list[str]] = {}
     for path, name, group in scan_folder(folder, depth):
         key = group if depth else name
-        if rx is not None:
-            m = rx.search(key)
-            if m is None:
-                raise ValueError(f"group pattern {pattern!r} gives no group for {key!r}")
-            key = m.group(1)
-        out.setdefault(key, []).append(path)
+        out.setdefault(group_of(key, pattern) if pattern else key, []).append(path)
     return out
 
 

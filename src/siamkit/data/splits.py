@@ -81,7 +81,11 @@ def group_of(name: str, pattern: str) -> str:
     """The group of a class name under a regular expression (its first group)."""
     import re
 
-    m = re.search(pattern, name)
+    try:
+        m = re.search(pattern, name)
+    except re.error as exc:
+        raise ValueError(f"group pattern {pattern!r} is not a valid regular expression: "
+                         f"{exc}") from None
     if m is None or m.lastindex is None:
         raise ValueError(f"group pattern {pattern!r} gives no group for {name!r}")
     return m.group(1)
