@@ -214,20 +214,16 @@ def _size(value: Any) -> Any:
 
 def _load_files(card: dict, config: Any, paths: list[str]) -> Any:
     """Load image files with the model's own preprocessing: (N, C, H, W) uint8."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import torch
 
-    from .data.images import load_image
+    from .data.images import load_images
 
     inp = card.get("input", {})
     size = _size(inp.get("size", config.data.size))
     channels = inp.get("channels", config.data.channels)
     invert = inp.get("invert", config.data.invert)
     keep = inp.get("keep_aspect", False)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        images = list(pool.map(lambda p: load_image(p, size, channels, invert, keep), paths))
-    return torch.stack(images)
+    return torch.stack(load_images(paths, size, channels, invert, keep))
 
 
 def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:

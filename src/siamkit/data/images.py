@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .download import DatasetError, cache_dir
 
-__all__ = ["ImageDataset", "scan_folder", "load_image", "load_image_folder",
+__all__ = ["ImageDataset", "scan_folder", "load_image", "load_images", "load_image_folder",
            "with_groups_from_names", "IMAGE_EXTENSIONS"]
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,16 @@ def load_image(
     return t[None] if channels == 1 else t.permute(2, 0, 1)
 
 
+def load_images(
+    paths: Sequence[str | Path], size: int | tuple[int, int] | None, channels: int = 1,
+    invert: bool = False, keep_aspect: bool = False,
+) -> list[torch.Tensor]:
+    """:func:`load_image` for many files, decoded on a few threads (PIL releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda p: load_image(p, size, channels, invert, keep_aspect),
+                             paths))
+
+
 def scan_folder(root: str | Path, group_depth: int = 0) -> list[tuple[str, str, str | None]]:
     """List ``(path, class_name, group_name)`` for images under a folder-per-class tree.
 
@@ -208,9 +218,7 @@ def load_image_folder(
         except Exception:  # a damaged cache is rebuilt, never trusted
             images = None
     if images is None:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            tensors = list(pool.map(
-                lambda it: load_image(it[0], size, channels, invert, keep_aspect), items))
+        tensors = load_images([it[0] for it in items], size, channels, invert, keep_aspect)
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise DatasetError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; "
