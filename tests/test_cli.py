@@ -318,3 +318,30 @@ def test_signatures_config_trains_and_calibrates_on_skilled_pairs(tmp_path, monk
         n * (n - 1) // 2 for n in n_gen.values())
     assert card["threshold"]["validation_"]["pairs"] == sum(
         n * (n - 1) // 2 + n * n_forg[w] for w, n in n_gen.items())
+
+
+def test_eval_verification_ci_and_eval_retrieval(run_dir, alphabets, tmp_path, capsys):
+    data = one_alphabet(alphabets)
+    assert main(["--quiet", "eval", "verification", "--model", str(run_dir), "--data",
+                 str(data), "--all-pairs", "--ci", "50", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    lo, hi = res["ci95"]["eer"]
+    assert lo <= res["eer"] <= hi and res["ci_resamples"] == 50
+    assert main(["--quiet", "eval", "verification", "--model", str(run_dir), "--data",
+                 str(data), "--all-pairs", "--ci", "50"]) == 0
+    assert "95% CI" in capsys.readouterr().out
+
+    assert main(["--quiet", "eval", "retrieval", "--model", str(run_dir), "--data", str(data),
+                 "--k", "1", "5", "--json"]) == 0
+    ret = json.loads(capsys.readouterr().out)
+    assert {"recall@1", "recall@5", "map@r", "mrr", "queries", "classes"} <= set(ret)
+    assert 0 <= ret["map@r"] <= ret["recall@1"] <= ret["recall@5"] <= 1
+    n_classes = len([p for p in data.iterdir() if p.is_dir()])
+    assert ret["classes"] == n_classes
+    # restricted to the test classes of a split file
+    names = sorted(p.name for p in data.iterdir() if p.is_dir())
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": names[2:], "val": [], "test": names[:2]}))
+    assert main(["--quiet", "eval", "retrieval", "--model", str(run_dir), "--data", str(data),
+                 "--split", str(split), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == 2

@@ -92,3 +92,53 @@ def test_episodes_at_chance_on_indistinguishable_classes():
     res = evaluate_episodes(model, data, way=5, shot=1, queries=1, episodes=200, seed=0)
     # every score ties, argmin picks class 0: exactly one of the five queries is right
     assert res["accuracy"] == pytest.approx(0.2)
+
+
+def test_retrieval_on_separable_and_interleaved_classes():
+    from siamkit.evaluate import RetrievalEvaluator, evaluate_retrieval
+
+    levels = [c * 20 + d for c in range(5) for d in range(3)]
+    data = ImageDataset(grey(levels), torch.arange(5).repeat_interleave(3),
+                        [f"c{i}" for i in range(5)])
+    res = evaluate_retrieval(SiameseNetwork(MeanPixel()), data, ks=(1, 2))
+    assert res["recall@1"] == 1.0 and res["map@r"] == 1.0 and res["mrr"] == 1.0
+    assert res["queries"] == 15 and res["classes"] == 5
+    # labels alternate along the grey axis: every nearest neighbour has the other label
+    mixed = ImageDataset(grey([0, 10, 20, 30]), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    res = RetrievalEvaluator(mixed, ks=(1,))(SiameseNetwork(MeanPixel()))
+    assert res["recall@1"] == 0.0 and res["map@r"] == 0.0
+    # ranks of the same-label item: 0 -> 20 is 2nd, 10 -> 30 2nd, 20 -> 0 3rd, 30 -> 10 3rd
+    assert res["mrr"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3 + 1 / 3) / 4)
+
+
+def test_retrieval_with_a_learned_head_uses_its_scores():
+    from siamkit.evaluate import evaluate_retrieval
+
+    head = LearnedHead(1)
+    with torch.no_grad():  # score = -|u - v|: a head that prefers close grey levels
+        head.linear.weight.fill_(-1.0)
+        head.linear.bias.zero_()
+    model = SiameseNetwork(MeanPixel(), head=head)
+    levels = [c * 20 + d for c in range(4) for d in range(2)]
+    data = ImageDataset(grey(levels), torch.arange(4).repeat_interleave(2),
+                        [f"c{i}" for i in range(4)])
+    assert model.higher_is_closer
+    assert evaluate_retrieval(model, data, ks=(1,))["recall@1"] == 1.0
+
+
+def test_verification_report_bootstrap_intervals_bracket_the_point_values():
+    import numpy as np
+
+    from siamkit.calibrate import ThresholdCalibrator
+    from siamkit.evaluate import verification_report
+
+    rng = np.random.default_rng(0)
+    same = rng.random(400) < 0.3
+    dist = rng.normal(size=400) + np.where(same, 0.0, 1.5)  # distances: lower is closer
+    cal = ThresholdCalibrator("eer", higher_is_closer=False).fit(dist, same)
+    rep = verification_report(dist, same, False, cal, ci=200)
+    assert set(rep["ci95"]) == {"auc", "eer", "accuracy", "f1"} and rep["ci_resamples"] == 200
+    for name in ("auc", "eer", "accuracy", "f1"):
+        lo, hi = rep["ci95"][name]
+        assert lo <= rep[name] <= hi and hi - lo < 0.25
+    assert "ci95" not in verification_report(dist, same, False, cal)

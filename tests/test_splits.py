@@ -114,3 +114,74 @@ def test_split_cli_and_a_planted_near_duplicate_is_caught(tmp_path, capsys):
     assert code == 3 and not report["ok"] and report["near_duplicates"] >= 1
     assert any(e["test"] == str(victim) and e["train"].endswith("planted.png")
                for e in report["examples"])
+
+
+def _qa_pairs(tmp_path):
+    rows = [("How do I learn Python?", "What is the best way to learn Python?", 1),
+            ("What is the best way to learn Python?", "Best way to learn python", 1),
+            ("How do I cook rice?", "How to boil rice properly", 1),
+            ("How do I learn Python?", "How do I cook rice?", 0),
+            ("What is the capital of France?", "Which city is the capital of France?", 1),
+            ("How tall is Everest?", "How high is Mount Everest?", 1),
+            ("How tall is Everest?", "How do I cook rice?", 0),
+            ("Why is the sky blue?", "What makes the sky blue?", 1),
+            ("Why is the sky blue?", "Which city is the capital of France?", 0)]
+    rows += [(f"Question number {i} about topic {i}?", f"Another question {i} on topic {i}?",
+              i % 2) for i in range(40)]
+    f = tmp_path / "pairs.csv"
+    f.write_text("q1,q2,dup\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    return f
+
+
+def test_text_split_keeps_duplicate_groups_whole(tmp_path):
+    from siamkit.data.splits import split_text_pairs
+    from siamkit.data.textpairs import read_text_pairs
+
+    pairs = read_text_pairs(_qa_pairs(tmp_path), a="q1", b="q2", label="dup")
+    parts, dropped = split_text_pairs(pairs, 0.2, 0.2, seed=0)
+    seen = {name: set(p.texts) for name, p in parts.items()}
+    assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"])
+    assert not (seen["val"] & seen["test"])
+    # a chain of positives (learn Python x3) is one group: all three texts on one side
+    chain = {"How do I learn Python?", "What is the best way to learn Python?",
+             "Best way to learn python"}
+    assert sum(chain <= s for s in seen.values()) == 1
+    kept = sum(len(p) for p in parts.values())
+    assert kept + dropped == len(pairs) and dropped > 0
+    assert all(parts[s].same is not None for s in parts)
+
+
+def test_text_near_duplicates_find_planted_copies_only():
+    from siamkit.data.splits import text_near_duplicates
+
+    train = ["How do I learn Python quickly and well as a beginner?",
+             "What is the capital city of France today?", "Why is the sky blue in the day?"]
+    test = ["how do I learn python quickly and well as a beginner",  # exact after normalising
+            "How do I learn Python quickly and well as a total beginner?",  # near
+            "Which rivers flow through the middle of Germany?"]  # unrelated
+    found = text_near_duplicates(test, train, min_similarity=0.5)
+    by_test = {i: (j, s) for i, j, s in found}
+    assert by_test[0] == (0, 1.0)
+    assert by_test[1][0] == 0 and 0.5 <= by_test[1][1] < 1.0
+    assert 2 not in by_test
+    assert text_near_duplicates(test, [], 0.5) == []
+
+
+def test_cli_split_pairs_and_text_leak_check(tmp_path, capsys):
+    f = _qa_pairs(tmp_path)
+    out = tmp_path / "split"
+    assert main(["split", "--pairs", str(f), "--a", "q1", "--b", "q2", "--label", "dup",
+                 "--out", str(out), "--val", "0.2", "--test", "0.2", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert {"train", "val", "test"} <= set(rec) and (out / "test.csv").is_file()
+    assert main(["split", "--check", "--train-pairs", str(out / "train.csv"),
+                 "--test-pairs", str(out / "test.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["near_duplicates"] == 0
+    # plant a near-copy of a training text into the test file: the check must fail
+    train_text = (out / "train.csv").read_text().splitlines()[1].split(",")[0]
+    leaky = tmp_path / "leaky.csv"
+    leaky.write_text((out / "test.csv").read_text() + f"{train_text.upper()}!!,other text,1\n")
+    assert main(["split", "--check", "--train-pairs", str(out / "train.csv"),
+                 "--test-pairs", str(leaky), "--json"]) == 3
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["near_duplicates"] == 1 and rep["examples"][0]["train"] == train_text

@@ -80,6 +80,9 @@ def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -
     p.add_argument("--group-pattern", default=None,
                    help="regex on an image's folder name whose group 1 is its group "
                         r"(e.g. '^(\d+)' puts 001 and 001_forg in writer 001)")
+    p.add_argument("--tta", type=int, default=None,
+                   help="test-time augmentation views (default: the model's eval.tta, which "
+                        "its stored threshold was calibrated with)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -98,6 +101,18 @@ def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubPa
     v.add_argument("--json", action="store_true", help="print JSON")
     e = eval_sub.add_parser("verification", help="verification metrics at the frozen threshold")
     _add_pair_source(e)
+    e.add_argument("--ci", type=int, nargs="?", const=1000, default=0, metavar="RESAMPLES",
+                   help="add bootstrap 95%% intervals for AUC, EER, accuracy and F1 "
+                        "(default 1000 resamples of the pairs)")
+    r = eval_sub.add_parser("retrieval", help="leave-one-out retrieval: Recall@K, MAP@R, MRR")
+    r.add_argument("--model", required=True, help="run folder of a trained model")
+    r.add_argument("--data", required=True, help="folder-per-class tree (queries search all "
+                                                 "other items)")
+    r.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="K values of Recall@K")
+    r.add_argument("--split", help="split file: keep only the classes of --subset")
+    r.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    r.add_argument("--tta", type=int, default=None, help="test-time augmentation views")
+    r.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _add_split(sub: argparse._SubParsersAction) -> None:
@@ -119,8 +134,38 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-distance", type=int, default=4,
                    help="near-duplicate: at most this many of 64 hash bits differ")
     s.add_argument("--max-leaks", type=int, default=0,
-                   help="exit non-zero when more test images than this have a near-duplicate")
+                   help="exit non-zero when more test items than this have a near-duplicate")
+    t = s.add_argument_group("text pairs (duplicate groups = connected components of "
+                             "positive pairs)")
+    t.add_argument("--pairs", help="labelled pair file to split; --out is then a folder that "
+                                   "gets train.csv, val.csv, test.csv and split.json")
+    t.add_argument("--train-pairs", help="with --check: training pair file")
+    t.add_argument("--test-pairs", help="with --check: test (or validation) pair file")
+    _add_text_columns(t)
+    t.add_argument("--positive-label", default="1", help="label value meaning 'same'")
+    t.add_argument("--min-similarity", type=float, default=0.8,
+                   help="near-duplicate texts: estimated Jaccard of word 3-grams at least this")
     s.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_text_columns(p: Any) -> None:
+    """The flags every pair file reader takes."""
+    p.add_argument("--format", dest="pair_format", choices=("csv", "tsv", "jsonl"),
+                   help="pair file format (default: from the suffix)")
+    p.add_argument("--a", dest="col_a", default="a", help="first text column (name or 0-based "
+                                                           "position)")
+    p.add_argument("--b", dest="col_b", default="b", help="second text column")
+    p.add_argument("--label", dest="col_label", default="label", help="label column")
+    p.add_argument("--score", dest="col_score", default=None,
+                   help="graded score column (instead of a label)")
+
+
+def _read_text_pairs(args: argparse.Namespace, path: str) -> Any:
+    from .data.textpairs import read_text_pairs
+
+    return read_text_pairs(path, args.pair_format, args.col_a, args.col_b,
+                           None if args.col_score else args.col_label, args.col_score,
+                           getattr(args, "positive_label", "1"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +275,7 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
     """Load image files with the model's own preprocessing and embed them."""
     from .evaluate import embed_images
 
-    return embed_images(model, _load_files(card, config, paths))
+    return embed_images(model, _load_files(card, config, paths), tta=config.eval.tta)
 
 
 def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
@@ -276,7 +321,7 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     from .evaluate import embed_images
 
     images = _load_files(card, config, pairs.paths)
-    emb = embed_images(model, images)
+    emb = embed_images(model, images, tta=_tta(args, config))
     scores = score_pairs(model, emb, pairs.left, pairs.right)
     return model, scores, pairs, images, emb, card, config
 
@@ -377,13 +422,47 @@ def _cmd_eval_verification(args: argparse.Namespace) -> int:
 
     model, scores, same, card, _ = _scored_pairs(args)
     cal = _calibrator(card, args.model) if "threshold" in card else None
-    res = verification_report(scores, same, model.higher_is_closer, cal)
+    res = verification_report(scores, same, model.higher_is_closer, cal, ci=args.ci)
     summary = (f"{res['positives']} same / {res['negatives']} different pairs: AUC "
                f"{res['auc']:.4f}, EER {100 * res['eer']:.2f}%")
+    if args.ci:
+        lo, hi = res["ci95"]["eer"]
+        summary += f" (95% CI {100 * lo:.2f}-{100 * hi:.2f}%)"
     if cal is not None:
         summary += (f"; at the frozen threshold {res['threshold']:.4g}: accuracy "
                     f"{100 * res['accuracy']:.2f}%, F1 {res['f1']:.4f}")
     _emit(res, args.json, summary)
+    return 0
+
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data.images import load_image_folder
+    from .evaluate import evaluate_retrieval
+
+    model, config, card = load_model(args.model)
+    inp = card.get("input", {})
+    data = load_image_folder(args.data, size=_size(inp.get("size", config.data.size)),
+                             channels=inp.get("channels", config.data.channels),
+                             invert=inp.get("invert", config.data.invert),
+                             keep_aspect=inp.get("keep_aspect", False))
+    if args.split:
+        split = json.loads(Path(args.split).read_text())
+        pattern = split.get("group_pattern")
+        wanted = set(split.get(args.subset, []))
+        from .data.splits import group_of
+
+        keep = [c for c, n in enumerate(data.class_names)
+                if (group_of(n, pattern) if pattern else n) in wanted]
+        if not keep:
+            raise ValueError(f"no class of {args.data} is in the {args.subset} groups of "
+                             f"{args.split}")
+        data = data.subset_classes(keep)
+    res = evaluate_retrieval(model, data, ks=args.k, tta=_tta(args, config))
+    res.pop("primary_metric", None)
+    recalls = ", ".join(f"R@{k} {100 * res[f'recall@{k}']:.2f}%" for k in args.k)
+    _emit(res, args.json, f"{res['queries']} queries over {res['classes']} classes: {recalls}, "
+                          f"MAP@R {100 * res['map@r']:.2f}%, MRR {res['mrr']:.4f}")
     return 0
 
 
@@ -403,7 +482,11 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from .data.splits import split_groups
 
     if args.check:
+        if args.train_pairs or args.test_pairs:
+            return _cmd_split_check_text(args)
         return _cmd_split_check(args)
+    if args.pairs:
+        return _cmd_split_text(args)
     if not args.data or not args.out:
         raise ValueError("siamkit split needs --data and --out (or --check)")
     groups = _items_by_group(args.data, args.group_depth, args.group_pattern)
@@ -467,6 +550,53 @@ def _cmd_split_check(args: argparse.Namespace) -> int:
     return 0 if ok else 3
 
 
+def _cmd_split_text(args: argparse.Namespace) -> int:
+    from .data.splits import split_text_pairs
+    from .data.textpairs import write_text_pairs
+
+    if not args.out:
+        raise ValueError("siamkit split --pairs needs --out, a folder for the split files")
+    pairs = _read_text_pairs(args, args.pairs)
+    parts, dropped = split_text_pairs(pairs, args.val, args.test, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"pairs": str(args.pairs), "seed": args.seed, "val": args.val,
+                              "test": args.test, "dropped_cross_split_negatives": dropped}
+    for name, part in parts.items():
+        write_text_pairs(out / f"{name}.csv", part)
+        record[name] = {"file": str(out / f"{name}.csv"), "pairs": len(part),
+                        "positives": int(part.same.sum()), "texts": len(part.texts)}
+    (out / "split.json").write_text(json.dumps(record, indent=2))
+    summary = "; ".join(f"{k}: {v['pairs']} pairs ({v['positives']} same)"
+                        for k, v in record.items() if isinstance(v, dict))
+    _emit(record, args.json, f"{summary}; {dropped} negative pairs across splits dropped "
+                             f"-> {out}")
+    return 0
+
+
+def _cmd_split_check_text(args: argparse.Namespace) -> int:
+    from .data.splits import text_near_duplicates
+
+    if not (args.train_pairs and args.test_pairs):
+        raise ValueError("--check on text needs both --train-pairs and --test-pairs")
+    train = _read_text_pairs(args, args.train_pairs).texts
+    test = _read_text_pairs(args, args.test_pairs).texts
+    found = text_near_duplicates(test, train, args.min_similarity)
+    exact = sum(1 for _, _, sim in found if sim == 1.0)
+    report = {"train_texts": len(train), "test_texts": len(test), "near_duplicates": len(found),
+              "exact_after_normalisation": exact, "min_similarity": args.min_similarity,
+              "examples": [{"test": test[i], "train": train[j], "similarity": round(sim, 3)}
+                           for i, j, sim in found[:10]],
+              "max_leaks": args.max_leaks}
+    report["ok"] = len(found) <= args.max_leaks
+    lines = [f"{len(found)} of {len(test)} test texts have a near-duplicate in train "
+             f"({exact} equal after normalisation; others MinHash >= {args.min_similarity})"]
+    lines += [f"  {e['test'][:60]!r}  ~  {e['train'][:60]!r}  ({e['similarity']})"
+              for e in report["examples"]]
+    _emit(report, args.json, "\n".join(lines))
+    return 0 if report["ok"] else 3
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .config import load_config
@@ -516,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "omniglot-runs"): _cmd_eval_runs,
         ("eval", "episodes"): _cmd_eval_episodes,
         ("eval", "verification"): _cmd_eval_verification,
+        ("eval", "retrieval"): _cmd_eval_retrieval,
         ("calibrate", None): _cmd_calibrate,
         ("verify", None): _cmd_verify,
         ("split", None): _cmd_split,

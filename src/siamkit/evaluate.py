@@ -7,6 +7,7 @@ Each evaluator is called with a model and returns a dict of metrics that include
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,12 @@ from .metrics import (
     accuracy,
     auc,
     best_accuracy_threshold,
+    bootstrap_ci,
     eer,
     mean_and_ci95,
     nearest_reference_predictions,
     rates_at,
+    retrieval_metrics,
     tar_at_far,
 )
 from .samplers import EpisodeSampler
@@ -37,6 +40,8 @@ __all__ = [
     "evaluate_episodes",
     "OneShotRunsEvaluator",
     "EpisodeEvaluator",
+    "evaluate_retrieval",
+    "RetrievalEvaluator",
     "score_pairs",
     "verification_report",
 ]
@@ -163,6 +168,33 @@ def evaluate_episodes(
             "queries": queries, "primary_metric": "accuracy"}
 
 
+def evaluate_retrieval(
+    model: SiameseNetwork, dataset: ImageDataset, ks: Sequence[int] = (1, 5, 10), tta: int = 0
+) -> dict[str, Any]:
+    """Leave-one-out retrieval on a labelled set: every item queries all the others.
+
+    Returns Recall@K, MAP@R and MRR (:func:`metrics.retrieval_metrics`) and the counts.
+    """
+    emb = embed_images(model, dataset.images, tta=tta)
+    sign = 1.0 if model.higher_is_closer else -1.0
+    out: dict[str, Any] = retrieval_metrics(
+        emb, dataset.labels, ks=ks,
+        similarity=lambda q, r: sign * model.pairwise_scores(q, r))
+    out.update({"queries": len(emb), "classes": dataset.num_classes,
+                "primary_metric": "map@r"})
+    return out
+
+
+class RetrievalEvaluator:
+    """Thin wrapper: leave-one-out retrieval on one dataset."""
+
+    def __init__(self, dataset: ImageDataset, **kwargs: Any) -> None:
+        self.dataset, self.kwargs = dataset, kwargs
+
+    def __call__(self, model: SiameseNetwork) -> dict[str, Any]:
+        return evaluate_retrieval(model, self.dataset, **self.kwargs)
+
+
 class OneShotRunsEvaluator:
     """Thin wrapper: Lake's runs, loaded once, evaluated for any model."""
 
@@ -196,7 +228,7 @@ def score_pairs(
 
 def verification_report(
     scores: np.ndarray, same: np.ndarray, higher_is_closer: bool,
-    calibrator: ThresholdCalibrator | None = None,
+    calibrator: ThresholdCalibrator | None = None, ci: int = 0, seed: int = 0,
 ) -> dict[str, Any]:
     """Verification metrics of scored pairs.
 
@@ -204,6 +236,8 @@ def verification_report(
     calibrated threshold when a calibrator is given (``accuracy``, ``f1``, ``precision``,
     ``recall``, ``far``, ``frr``, ``threshold``), and the best accuracy this data itself
     would allow, labelled ``test_optimal`` (for reference only: its threshold peeks).
+    With ``ci`` > 0, ``ci95`` holds percentile-bootstrap 95% intervals (``ci`` resamples
+    of the pairs) for the AUC, the EER and, at the frozen threshold, accuracy and F1.
     """
     same = np.asarray(same).astype(bool)
     sim = scores if higher_is_closer else -scores
@@ -228,4 +262,13 @@ def verification_report(
         out["threshold"] = calibrator.threshold_
         out["threshold_target"] = (calibrator.target if calibrator.value is None
                                    else f"{calibrator.target}={calibrator.value:g}")
+    if ci > 0:
+        metrics = {"auc": auc, "eer": lambda x, y: eer(x, y)[0]}
+        if calibrator is not None:
+            t = calibrator.threshold_ if higher_is_closer else -calibrator.threshold_
+            metrics["accuracy"] = lambda x, y: rates_at(x, y, t)["accuracy"]
+            metrics["f1"] = lambda x, y: rates_at(x, y, t)["f1"]
+        out["ci95"] = {name: list(bootstrap_ci(fn, sim, same, n=ci, seed=seed))
+                       for name, fn in metrics.items()}
+        out["ci_resamples"] = ci
     return out

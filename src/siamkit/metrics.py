@@ -201,12 +201,14 @@ def retrieval_metrics(
     distance: Distance | None = None,
     ks: Sequence[int] = (1, 5, 10),
     chunk: int = 1024,
+    similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Recall@K, MAP@R (Musgrave et al. 2020) and MRR of queries against references.
 
     Without ``references`` the queries are searched against themselves, each query
     excluding itself. Similarities are computed ``chunk`` queries at a time, so memory
-    grows with chunk x references, never queries x references.
+    grows with chunk x references, never queries x references. ``similarity(q, refs)``
+    (higher = closer), when given, replaces ``distance`` (e.g. a learned head's scores).
 
     Returns:
         ``recall@k`` for each k (the fraction of queries with a same-label reference among
@@ -231,7 +233,8 @@ def retrieval_metrics(
     for s in range(0, len(queries), chunk):
         q = queries[s : s + chunk]
         with torch.no_grad():
-            sim = distance.to_similarity(distance.pairwise(q, refs)).float()  # (C, N)
+            sim = (similarity(q, refs) if similarity is not None
+                   else distance.to_similarity(distance.pairwise(q, refs))).float()  # (C, N)
         if self_search:
             rows = torch.arange(len(q))
             sim[rows, rows + s] = -torch.inf

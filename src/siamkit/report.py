@@ -62,10 +62,18 @@ def _plots(sim: np.ndarray, same: np.ndarray, threshold_sim: float | None,
     ax.set(xlabel="false accept rate", ylabel="true accept rate", title="ROC")
     out["roc"] = _figure_to_data_uri(fig)
 
+    from scipy.stats import norm
+
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    frr, eps = 1 - tar, 1e-4
-    ax.loglog(np.clip(far, eps, 1), np.clip(frr, eps, 1), lw=2)
-    ax.set(xlabel="false accept rate", ylabel="false reject rate", title="DET (log-log)")
+    frr, eps = 1 - tar, 1e-4  # normal-deviate (probit) axes, as DET curves are drawn
+    ax.plot(norm.ppf(np.clip(far, eps, 1 - eps)), norm.ppf(np.clip(frr, eps, 1 - eps)), lw=2)
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}%" for t in ticks], fontsize=7)
+    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}%" for t in ticks], fontsize=7)
+    lim = norm.ppf([eps, 1 - eps])
+    ax.set(xlim=lim, ylim=lim, xlabel="false accept rate", ylabel="false reject rate",
+           title="DET (normal deviate scale)")
+    ax.grid(alpha=0.3)
     out["det"] = _figure_to_data_uri(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -200,7 +200,7 @@ def _check_resumable(saved: dict[str, Any], config: Config) -> None:
 
 
 def calibrate_on_validation(run_dir: Path, val_set: ImageDataset, seed: int = 0,
-                            max_pairs: int = 200_000, skilled: bool = False
+                            max_pairs: int = 200_000, skilled: bool = False, tta: int = 0
                             ) -> ThresholdCalibrator | None:
     """Fit the best checkpoint's equal-error-rate threshold on the validation groups and
     store it in the model card: on all pairs (negatives sampled down to ``max_pairs``), or
@@ -219,7 +219,7 @@ def calibrate_on_validation(run_dir: Path, val_set: ImageDataset, seed: int = 0,
     if same.all() or not same.any():
         logger.warning("validation pairs are all of one kind; no threshold calibrated")
         return None
-    scores = score_pairs(model, embed_images(model, val_set.images), i, j)
+    scores = score_pairs(model, embed_images(model, val_set.images, tta=tta), i, j)
     cal = ThresholdCalibrator("eer", higher_is_closer=model.higher_is_closer).fit(scores, same)
     kind = "skilled pairs" if skilled else "all pairs"
     update_card(run_dir, {"threshold": {**cal.to_dict(), "source": f"validation groups, {kind}"}})
@@ -395,7 +395,8 @@ def train(
         validate(step, math.nan)
     if td.val_set is not None and config.eval.calibrate_on != "none":
         calibrate_on_validation(out, td.val_set, config.seed,
-                                skilled=config.eval.calibrate_on == "skilled_pairs")
+                                skilled=config.eval.calibrate_on == "skilled_pairs",
+                                tta=config.eval.tta)
     minutes = (time.perf_counter() - t0) / 60
     run_seconds = max(1e-9, time.perf_counter() - t0 - elapsed_before)
     result = TrainResult(out, step, best, best_step, minutes, seen / run_seconds, history)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .images import ImageDataset
+from .textpairs import TextPairs
 
 __all__ = [
     "split_by_group",
@@ -23,6 +24,8 @@ __all__ = [
     "normalize_text",
     "minhash",
     "minhash_similarity",
+    "text_near_duplicates",
+    "split_text_pairs",
 ]
 
 
@@ -190,3 +193,79 @@ def minhash(text: str, num_perm: int = 64, shingle: int = 3, seed: int = 0) -> n
 def minhash_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Estimated Jaccard similarity of two MinHash signatures."""
     return float((a == b).mean())
+
+
+def text_near_duplicates(
+    test_texts: list[str], train_texts: list[str], min_similarity: float = 0.8,
+    num_perm: int = 64, bands: int = 16,
+) -> list[tuple[int, int, float]]:
+    """(test index, train index, similarity) for test texts with a near-duplicate in train.
+
+    Texts equal after :func:`normalize_text` score 1.0; others are compared by MinHash
+    (estimated Jaccard of word 3-grams), with candidates found by locality-sensitive
+    hashing over ``bands`` bands of the signature, so no test x train matrix is built.
+    """
+    if num_perm % bands:
+        raise ValueError(f"num_perm ({num_perm}) must be a multiple of bands ({bands})")
+    exact: dict[str, int] = {}
+    for j, t in enumerate(train_texts):
+        exact.setdefault(normalize_text(t), j)
+    train_sig = np.stack([minhash(t, num_perm) for t in train_texts]) if train_texts else None
+    rows = num_perm // bands
+    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
+    if train_sig is not None:
+        for j, sig in enumerate(train_sig):
+            for band in range(bands):
+                buckets[band].setdefault(sig[band * rows:(band + 1) * rows].tobytes(),
+                                         []).append(j)
+    found = []
+    for i, t in enumerate(test_texts):
+        j = exact.get(normalize_text(t))
+        if j is not None:
+            found.append((i, j, 1.0))
+            continue
+        if train_sig is None:
+            continue
+        sig = minhash(t, num_perm)
+        cands = {c for band in range(bands)
+                 for c in buckets[band].get(sig[band * rows:(band + 1) * rows].tobytes(), ())}
+        if not cands:
+            continue
+        cand = np.fromiter(cands, dtype=int)
+        sims = (train_sig[cand] == sig).mean(1)
+        best = int(sims.argmax())
+        if sims[best] >= min_similarity:
+            found.append((i, int(cand[best]), float(sims[best])))
+    return found
+
+
+def split_text_pairs(pairs: TextPairs, val: float = 0.15, test: float = 0.15, seed: int = 0
+                     ) -> tuple[dict[str, TextPairs], int]:
+    """Split labelled text pairs so no duplicate group straddles train / val / test.
+
+    Groups are the connected components of the positive pairs over the texts; whole groups
+    go to one side (:func:`split_groups`). A negative pair whose two texts land on different
+    sides belongs to no split and is dropped.
+
+    Returns:
+        ({"train": TextPairs, "val": ..., "test": ...}, number of pairs dropped).
+    """
+    if pairs.same is None:
+        raise ValueError("splitting by duplicate groups needs labelled pairs (a label column)")
+    comp = positive_pair_groups(len(pairs.texts), pairs.left, pairs.right, pairs.same)
+    names = [str(c) for c in range(int(comp.max()) + 1)]
+    assign = split_groups(names, val, test, seed)
+    side = np.empty(len(names), dtype=object)
+    for subset, members in assign.items():
+        side[[int(m) for m in members]] = subset
+    a, b = side[comp[pairs.left]], side[comp[pairs.right]]
+    out = {}
+    for subset, wanted in (("train", True), ("val", val > 0), ("test", test > 0)):
+        inside = (a == subset) & (b == subset)
+        if wanted and not inside.any():
+            raise ValueError(f"the {subset} split got no pair with both texts inside it "
+                             f"({len(names)} groups for {len(pairs)} pairs); use a larger "
+                             f"fraction or another seed")
+        if wanted:
+            out[subset] = pairs.subset(inside)
+    return out, int((a != b).sum())

@@ -1,0 +1,179 @@
+"""Text pair files: CSV, TSV or JSONL rows of two texts and a label or a graded score.
+
+Columns are named (``a``, ``b``, ``label`` / ``score`` by default, configurable); a column
+given as a number is a 0-based position, for files without a header. Texts are stored
+once: a text that appears in several pairs is one item, so duplicate groups (connected
+components of positive pairs) and leakage checks see it as the same thing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .download import DatasetError
+
+__all__ = ["TextPairs", "read_text_pairs", "write_text_pairs", "pair_format"]
+
+FORMATS = ("csv", "tsv", "jsonl")
+
+
+@dataclass
+class TextPairs:
+    """Pairs of texts by index into ``texts``; ``same`` for labelled pairs, ``score`` for
+    graded ones (either may be None). ``raw_labels`` keeps each pair's label as written."""
+
+    texts: list[str]
+    left: np.ndarray
+    right: np.ndarray
+    same: np.ndarray | None = None
+    score: np.ndarray | None = None
+    raw_labels: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+    def subset(self, keep: np.ndarray) -> TextPairs:
+        """The pairs where ``keep`` (bool per pair) holds, with unused texts dropped."""
+        keep = np.asarray(keep, dtype=bool)
+        left, right = self.left[keep], self.right[keep]
+        used = np.unique(np.concatenate([left, right])).astype(int)
+        remap = np.full(len(self.texts), -1)
+        remap[used] = np.arange(len(used))
+        pick = lambda a: None if a is None else a[keep]  # noqa: E731
+        raw = None if self.raw_labels is None else [r for r, k in zip(self.raw_labels, keep,
+                                                                       strict=True) if k]
+        return TextPairs([self.texts[i] for i in used], remap[left], remap[right],
+                         pick(self.same), pick(self.score), raw)
+
+
+def pair_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format named, or the one the file's suffix implies (.csv, .tsv/.txt, .jsonl)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise DatasetError(f"unknown pair format {fmt!r}; known: {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    by_suffix = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl",
+                 ".json": "jsonl"}
+    if suffix not in by_suffix:
+        raise DatasetError(f"{path}: cannot tell the pair format from {suffix!r}; "
+                           f"give one of {', '.join(FORMATS)}")
+    return by_suffix[suffix]
+
+
+def _rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, str]], bool]:
+    """Rows as {column: value}; positional columns ("0", "1", ...) read header-less files."""
+    if fmt == "jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}, line {n}: not JSON ({exc})") from None
+                if not isinstance(obj, dict):
+                    raise DatasetError(f"{path}, line {n}: expected a JSON object")
+                rows.append({str(k): "" if v is None else str(v) for k, v in obj.items()})
+        return rows, True
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        if fmt == "tsv":  # tab files quote nothing (MRPC, STS-B have bare quotes in text)
+            table = [line.rstrip("\r\n").split("\t") for line in f]
+        else:
+            table = list(csv.reader(f))
+    table = [r for r in table if any(x.strip() for x in r)]
+    if not table:
+        return [], False
+    positional = all(c.isdigit() for c in columns)
+    if positional:
+        return [{str(i): v for i, v in enumerate(r)} for r in table], False
+    header = [h.strip() for h in table[0]]
+    return [dict(zip(header, r, strict=False)) for r in table[1:]], True
+
+
+def read_text_pairs(
+    path: str | Path,
+    fmt: str | None = None,
+    a: str = "a",
+    b: str = "b",
+    label: str | None = "label",
+    score: str | None = None,
+    positive_label: str = "1",
+) -> TextPairs:
+    """Read a pair file (see the module docstring).
+
+    Args:
+        path: the file.
+        fmt: ``csv``, ``tsv`` or ``jsonl``; from the suffix when None.
+        a, b: the two text columns (names, or 0-based positions for header-less files).
+        label: the label column (None for graded files); a pair is "same" when its label
+            equals ``positive_label`` as text.
+        score: the graded-score column, read as a float (None for labelled files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"pair file not found: {path}")
+    fmt = pair_format(path, fmt)
+    if label is None and score is None:
+        raise DatasetError("a pair file needs a label column or a score column")
+    columns = [c for c in (a, b, label, score) if c is not None]
+    rows, _ = _rows(path, fmt, columns)
+    if not rows:
+        raise DatasetError(f"{path}: no pairs")
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise DatasetError(f"{path}: no column {missing[0]!r}; the first row has "
+                           f"{sorted(rows[0])[:12]}")
+    index: dict[str, int] = {}
+    left, right, raw, scores = [], [], [], []
+    for n, row in enumerate(rows, 1):
+        for col, side in ((a, left), (b, right)):
+            text = (row.get(col) or "").strip()
+            if not text:
+                raise DatasetError(f"{path}, pair {n}: empty text in column {col!r}")
+            side.append(index.setdefault(text, len(index)))
+        if label is not None:
+            raw.append((row.get(label) or "").strip())
+        if score is not None:
+            try:
+                scores.append(float(row.get(score) or "nan"))
+            except ValueError:
+                raise DatasetError(f"{path}, pair {n}: score {row.get(score)!r} is not a "
+                                   f"number") from None
+            if not np.isfinite(scores[-1]):
+                raise DatasetError(f"{path}, pair {n}: missing score in column {score!r}")
+    same = None
+    if label is not None:
+        if positive_label not in raw:
+            raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "
+                               f"(labels found: {sorted(set(raw))[:5]})")
+        same = np.array([v == positive_label for v in raw])
+    return TextPairs(list(index), np.array(left, dtype=int), np.array(right, dtype=int), same,
+                     np.array(scores) if score is not None else None,
+                     raw if label is not None else None)
+
+
+def write_text_pairs(path: str | Path, pairs: TextPairs) -> Path:
+    """Write pairs as CSV with a header: ``a,b`` then ``label`` and/or ``score``."""
+    path = Path(path)
+    header = ["a", "b"] + (["label"] if pairs.same is not None else []) + (
+        ["score"] if pairs.score is not None else [])
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for n in range(len(pairs)):
+            row = [pairs.texts[pairs.left[n]], pairs.texts[pairs.right[n]]]
+            if pairs.same is not None:
+                row.append(pairs.raw_labels[n] if pairs.raw_labels else int(pairs.same[n]))
+            if pairs.score is not None:
+                row.append(f"{pairs.score[n]:g}")
+            w.writerow(row)
+    return path
