@@ -345,3 +345,69 @@ def test_eval_verification_ci_and_eval_retrieval(run_dir, alphabets, tmp_path, c
     assert main(["--quiet", "eval", "retrieval", "--model", str(run_dir), "--data", str(data),
                  "--split", str(split), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["classes"] == 2
+
+
+def test_enroll_identify_and_eval_identification_one_shot(run_dir, alphabets, tmp_path,
+                                                         capsys):
+    data = one_alphabet(alphabets)
+    gallery = tmp_path / "gallery"
+    classes = sorted(p for p in data.iterdir() if p.is_dir())
+    # one reference per class from a folder, and one class by explicit files
+    assert main(["--quiet", "enroll", "--model", str(run_dir), "--gallery", str(gallery),
+                 "--from-folder", str(data), "--shots", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["added"] == len(classes) == res["classes"]
+    extra = sorted(classes[0].iterdir())[1:3]
+    assert main(["--quiet", "enroll", "--model", str(run_dir), "--gallery", str(gallery),
+                 "--label", "extra", *map(str, extra), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == len(classes) + 1
+
+    query = sorted(classes[3].iterdir())[0]  # an enrolled image: its own class at distance 0
+    assert main(["--quiet", "identify", "--model", str(run_dir), "--gallery", str(gallery),
+                 str(query), "--k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (r,) = out["results"]
+    # its own class, at distance ~0 (batched and single-image convolutions round apart)
+    assert r["matches"][0]["label"] == classes[3].name
+    assert r["matches"][0]["score"] == pytest.approx(0.0, abs=1e-4)
+    assert len(r["matches"]) == 3 and r["decision"] == classes[3].name
+    # a threshold nothing passes: open-set rejection
+    assert main(["--quiet", "identify", "--model", str(run_dir), "--gallery", str(gallery),
+                 str(sorted(classes[3].iterdir())[1]), "--threshold", "-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["decision"] == "unknown"
+
+    # one-shot identification of the other drawings; another alphabet as the unknowns
+    other = sorted(p for p in alphabets.iterdir())[1]
+    assert main(["--quiet", "eval", "identification", "--model", str(run_dir),
+                 "--gallery-from", str(data), "--queries", str(data), "--shots", "1",
+                 "--unknown", str(other), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["classes"] == len(classes) and ev["references"] == len(classes)
+    assert ev["known_queries"] == 19 * len(classes)  # 20 drawers, one enrolled
+    assert 3 / len(classes) < ev["rank1"] <= 1  # well above chance even for a tiny model
+    assert set(ev["dir_at_far"]) == {"0.01", "0.1"}
+    assert ev["dir_at_far"]["0.01"] <= ev["dir_at_far"]["0.1"] <= ev["rank1"]
+
+
+def test_gallery_commands_refuse_bad_use(run_dir, alphabets, tmp_path, capsys):
+    data = one_alphabet(alphabets)
+    img = str(sorted(sorted(data.iterdir())[0].iterdir())[0])
+    g = str(tmp_path / "g")
+    assert main(["identify", "--model", str(run_dir), "--gallery", g, img]) == 1
+    assert "enroll classes first" in capsys.readouterr().err
+    assert main(["enroll", "--model", str(run_dir), "--gallery", g, img]) == 1
+    assert "--label" in capsys.readouterr().err
+    assert main(["enroll", "--model", str(run_dir), "--gallery", g, "--label", "unknown",
+                 img]) == 1
+    assert "reserved" in capsys.readouterr().err
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert main(["enroll", "--model", str(run_dir), "--gallery", g, "--label", "x",
+                 str(tmp_path / "junk.png")]) == 1
+    assert "junk.png" in capsys.readouterr().err
+    # a gallery made with another model is refused
+    from siamkit.gallery import Gallery
+
+    Gallery.create(tmp_path / "other", 64, metric="euclidean", model_id="0" * 64)
+    assert main(["identify", "--model", str(run_dir), "--gallery", str(tmp_path / "other"),
+                 img]) == 1
+    assert "another model" in capsys.readouterr().err

@@ -172,3 +172,22 @@ def test_eer_threshold_is_a_real_roc_point_nearest_equality():
         # no other threshold on the scores gets FAR and FRR closer together
         best = min(abs(rates_at(s, y, c)["far"] - rates_at(s, y, c)["frr"]) for c in s)
         assert gap <= best + 1e-12
+
+
+def test_open_set_identification_hand_computed():
+    from siamkit.metrics import open_set_identification
+
+    known = [0.9, 0.8, 0.7, 0.4]
+    correct = [True, False, True, True]
+    unknown = [0.85, 0.6, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0, -0.1, -0.2]
+    res = open_set_identification(known, correct, unknown, fars=(0.0, 0.1, 0.2, 1.0))
+    assert res["rank1"] == 0.75 and res["unknown_queries"] == 10
+    # FAR 0: above 0.85 -> only 0.9 (correct): 1/4
+    assert res["dir_at_far"]["0"] == 0.25 and res["threshold_at_far"]["0"] == 0.85
+    # FAR 0.1 (one false alarm): above 0.6 -> 0.9, 0.7 correct: 2/4
+    assert res["dir_at_far"]["0.1"] == 0.5
+    # FAR 0.2: above 0.5 -> same two: 2/4; FAR 1: everything -> rank-1 rate
+    assert res["dir_at_far"]["0.2"] == 0.5 and res["dir_at_far"]["1"] == 0.75
+    assert "dir_at_far" not in open_set_identification(known, correct)
+    with pytest.raises(ValueError):
+        open_set_identification([], [])

@@ -15,7 +15,8 @@ from .builders import build_model
 from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .siamese import SiameseNetwork
 
-__all__ = ["save_model", "load_model", "update_card", "RunError", "atomic_write_text"]
+__all__ = ["save_model", "load_model", "update_card", "RunError", "atomic_write_text",
+           "model_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +96,24 @@ def load_model(run_dir: str | Path, name: str = WEIGHTS) -> tuple[SiameseNetwork
         raise RunError(f"{weights}: cannot load weights ({exc})") from None
     model.eval()
     return model, config, card
+
+
+def model_identity(run_dir: str | Path, name: str = WEIGHTS) -> str:
+    """SHA-256 of a run's weights and training config: what embeddings are comparable with.
+
+    Calibrating a threshold changes the card, not this identity.
+    """
+    import hashlib
+
+    run_dir = Path(run_dir)
+    h = hashlib.sha256()
+    try:
+        with open(run_dir / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        card = json.loads((run_dir / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{run_dir}: cannot read the model ({exc})") from None
+    h.update(json.dumps(card.get("config", {}), sort_keys=True).encode())
+    h.update(json.dumps(card.get("input", {}), sort_keys=True).encode())
+    return h.hexdigest()

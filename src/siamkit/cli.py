@@ -168,6 +168,45 @@ def _read_text_pairs(args: argparse.Namespace, path: str) -> Any:
                            getattr(args, "positive_label", "1"))
 
 
+def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction
+                 ) -> None:
+    e = sub.add_parser("enroll", help="add classes to a gallery (created if missing)")
+    e.add_argument("--model", required=True, help="run folder of a trained model")
+    e.add_argument("--gallery", required=True, help="gallery folder")
+    e.add_argument("--label", help="class label of FILE...")
+    e.add_argument("files", nargs="*", metavar="FILE", help="reference images of --label")
+    e.add_argument("--from-folder", help="enroll a folder-per-class tree (class = folder)")
+    e.add_argument("--shots", type=int, default=None,
+                   help="with --from-folder: the first N images (by name) of each class")
+    e.add_argument("--class-score", choices=("nearest", "prototype"), default="nearest",
+                   help="new gallery: a class scores as its nearest reference or its mean")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    i = sub.add_parser("identify", help="rank gallery classes for query images")
+    i.add_argument("--model", required=True, help="run folder of the gallery's model")
+    i.add_argument("--gallery", required=True, help="gallery folder")
+    i.add_argument("files", nargs="+", metavar="FILE", help="query images")
+    i.add_argument("--k", type=int, default=5, help="classes to list per query")
+    i.add_argument("--threshold", type=float, default=None,
+                   help="open-set threshold (default: the model's calibrated one)")
+    i.add_argument("--backend", choices=("exact", "faiss"), default=None,
+                   help="search backend (default: the gallery's)")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    v = eval_sub.add_parser("identification",
+                            help="rank-1 and DIR@FAR against a gallery built from a folder")
+    v.add_argument("--model", required=True, help="run folder of a trained model")
+    v.add_argument("--gallery-from", required=True, help="folder-per-class tree to enroll")
+    v.add_argument("--queries", required=True, help="folder-per-class tree of queries (images "
+                                                    "enrolled from --gallery-from are skipped)")
+    v.add_argument("--unknown", help="folder-per-class tree of classes not enrolled")
+    v.add_argument("--shots", type=int, default=None,
+                   help="enroll the first N images (by name) of each class (default: all)")
+    v.add_argument("--class-score", choices=("nearest", "prototype"), default="nearest")
+    v.add_argument("--far", type=float, nargs="+", default=[0.01, 0.1],
+                   help="false-alarm rates for DIR@FAR")
+    v.add_argument("--tta", type=int, default=None, help="test-time augmentation views")
+    v.add_argument("--json", action="store_true", help="print JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``siamkit`` command."""
     parser = argparse.ArgumentParser(prog="siamkit", description=(
@@ -175,12 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command",
-                                metavar="{train,eval,calibrate,verify,split,report,demo}")
+                                metavar="{train,eval,calibrate,verify,split,report,enroll,"
+                                        "identify,demo}")
     sub.required = True
     _add_train(sub)
     eval_sub = _add_eval(sub)
     _add_verification(sub, eval_sub)
     _add_split(sub)
+    _add_gallery(sub, eval_sub)
     r = sub.add_parser("report", help="HTML report: metrics, ROC/DET, histograms, errors, map")
     _add_pair_source(r)
     r.add_argument("--out", required=True, help="HTML file to write")
@@ -466,6 +507,120 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_folder(card: dict, config: Any, folder: str) -> Any:
+    """A folder-per-class tree, loaded with the model's own preprocessing."""
+    from .data.images import load_image_folder
+
+    inp = card.get("input", {})
+    return load_image_folder(folder, size=_size(inp.get("size", config.data.size)),
+                             channels=inp.get("channels", config.data.channels),
+                             invert=inp.get("invert", config.data.invert),
+                             keep_aspect=inp.get("keep_aspect", False), use_cache=False)
+
+
+def _first_shots(data: Any, shots: int | None) -> list[int]:
+    """Indices of the first ``shots`` images (by path) of every class; all when None."""
+    order = sorted(range(len(data)), key=lambda i: data.paths[i])
+    taken: dict[int, int] = {}
+    keep = []
+    for i in order:
+        c = int(data.labels[i])
+        if shots is None or taken.get(c, 0) < shots:
+            taken[c] = taken.get(c, 0) + 1
+            keep.append(i)
+    return keep
+
+
+def _open_gallery(args: argparse.Namespace, model: Any, create: bool, **kw: Any) -> Any:
+    from .checkpoint import model_identity
+    from .gallery import Gallery, metric_of
+
+    ident = model_identity(args.model)
+    if (Path(args.gallery) / "gallery.sqlite").is_file():
+        return Gallery.open(args.gallery, model_id=ident, **kw)
+    if not create:
+        raise FileNotFoundError(f"no gallery in {args.gallery}: enroll classes first")
+    dim = int(model.encoder.output_dim)
+    return Gallery.create(args.gallery, dim, metric=metric_of(model), model_id=ident, **kw)
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+
+    model, config, card = load_model(args.model)
+    if args.from_folder and (args.files or args.label):
+        raise ValueError("give either --label with files, or --from-folder")
+    if not args.from_folder and not (args.label and args.files):
+        raise ValueError("enroll needs --label NAME FILE... or --from-folder FOLDER")
+    gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
+    if args.from_folder:
+        data = _load_folder(card, config, args.from_folder)
+        data = data.subset_items(_first_shots(data, args.shots))
+        from .evaluate import embed_images
+
+        emb = embed_images(model, data.images, tta=config.eval.tta)
+        added = gallery.enroll_many([data.class_names[c] for c in data.labels.tolist()], emb)
+    else:
+        emb = _embed_files(model, card, config, args.files)
+        added = gallery.enroll(args.label, emb, sources=args.files)
+    res = {"added": added, "classes": len(gallery.labels()), "references": len(gallery),
+           "gallery": str(args.gallery)}
+    _emit(res, args.json, f"enrolled {added} references; the gallery has {res['classes']} "
+                          f"classes, {res['references']} references")
+    return 0
+
+
+def _cmd_identify(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+
+    model, config, card = load_model(args.model)
+    kw = {"backend": args.backend} if args.backend else {}
+    gallery = _open_gallery(args, model, create=False, **kw)
+    threshold = args.threshold
+    if threshold is None and "threshold" in card:
+        threshold = card["threshold"].get("threshold_")
+    emb = _embed_files(model, card, config, args.files)
+    results = []
+    for path, matches in zip(args.files, gallery.identify(emb, k=args.k), strict=True):
+        results.append({"file": path, "decision": gallery.decide(matches, threshold),
+                        "matches": [{"label": m.label, "score": m.score} for m in matches]})
+    res = {"threshold": threshold, "higher_is_closer": gallery.higher_is_closer,
+           "results": results}
+    lines = [f"{r['file']}: {r['decision']}" + (f" ({r['matches'][0]['score']:.4g})"
+                                                 if r["matches"] else "") for r in results]
+    if threshold is None:
+        lines.append("(no calibrated threshold: closed-set answers; run siamkit calibrate)")
+    _emit(res, args.json, "\n".join(lines))
+    return 0
+
+
+def _cmd_eval_identification(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate_identification
+
+    model, config, card = load_model(args.model)
+    refs = _load_folder(card, config, args.gallery_from)
+    chosen = _first_shots(refs, args.shots)
+    used = {refs.paths[i] for i in chosen}
+    refs = refs.subset_items(chosen)
+    queries = _load_folder(card, config, args.queries)
+    queries = queries.subset_items([i for i, p in enumerate(queries.paths) if p not in used])
+    if len(queries) == 0:
+        raise ValueError("no query images left after removing the enrolled ones")
+    unknown = _load_folder(card, config, args.unknown) if args.unknown else None
+    threshold = card.get("threshold", {}).get("threshold_")
+    res = evaluate_identification(model, refs, queries, unknown, threshold, args.far,
+                                  args.class_score, _tta(args, config))
+    res.pop("primary_metric", None)
+    summary = (f"{len(queries)} queries, {res['classes']} enrolled classes "
+               f"({res['references']} references): rank-1 {100 * res['rank1']:.2f}%")
+    if "dir_at_far" in res:
+        summary += "; " + ", ".join(f"DIR@FAR={f} {100 * v:.2f}%"
+                                    for f, v in res["dir_at_far"].items())
+    _emit(res, args.json, summary)
+    return 0
+
+
 def _items_by_group(folder: str, depth: int, pattern: str | None = None
                     ) -> dict[str, list[str]]:
     from .data.images import scan_folder
@@ -647,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "episodes"): _cmd_eval_episodes,
         ("eval", "verification"): _cmd_eval_verification,
         ("eval", "retrieval"): _cmd_eval_retrieval,
+        ("eval", "identification"): _cmd_eval_identification,
+        ("enroll", None): _cmd_enroll,
+        ("identify", None): _cmd_identify,
         ("calibrate", None): _cmd_calibrate,
         ("verify", None): _cmd_verify,
         ("split", None): _cmd_split,
@@ -665,8 +823,10 @@ def main(argv: list[str] | None = None) -> int:
         from .checkpoint import RunError
         from .config import ConfigError
         from .data.download import DatasetError
+        from .gallery import GalleryError
 
-        known = (ConfigError, RunError, DatasetError, ValueError, FileNotFoundError)
+        known = (ConfigError, RunError, DatasetError, GalleryError, ValueError,
+                 FileNotFoundError, KeyError)
         kind = "error" if isinstance(exc, known) else f"unexpected error ({type(exc).__name__})"
         print(f"siamkit: {kind}: {exc}", file=sys.stderr)
         return 1

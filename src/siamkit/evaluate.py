@@ -25,6 +25,7 @@ from .metrics import (
     eer,
     mean_and_ci95,
     nearest_reference_predictions,
+    open_set_identification,
     rates_at,
     retrieval_metrics,
     tar_at_far,
@@ -42,6 +43,7 @@ __all__ = [
     "EpisodeEvaluator",
     "evaluate_retrieval",
     "RetrievalEvaluator",
+    "evaluate_identification",
     "score_pairs",
     "verification_report",
 ]
@@ -182,6 +184,58 @@ def evaluate_retrieval(
         similarity=lambda q, r: sign * model.pairwise_scores(q, r))
     out.update({"queries": len(emb), "classes": dataset.num_classes,
                 "primary_metric": "map@r"})
+    return out
+
+
+def evaluate_identification(
+    model: SiameseNetwork, references: ImageDataset, queries: ImageDataset,
+    unknown: ImageDataset | None = None, threshold: float | None = None,
+    fars: Sequence[float] = (0.01, 0.1), class_score: str = "nearest", tta: int = 0,
+) -> dict[str, Any]:
+    """Closed- and open-set identification against a gallery enrolled from ``references``.
+
+    Queries of enrolled classes give the rank-1 rate; queries of ``unknown`` (classes not
+    enrolled) give the false alarms for DIR@FAR. With a calibrated ``threshold`` (model
+    convention) also the decisions at it: known queries accepted as their own class, and
+    unknown queries wrongly accepted.
+    """
+    from .gallery import Gallery, metric_of
+
+    emb_r = embed_images(model, references.images, tta=tta)
+    gallery = Gallery(emb_r.shape[1], metric=metric_of(model), class_score=class_score)
+    gallery.enroll_many([references.class_names[c] for c in references.labels.tolist()], emb_r)
+    sign = 1.0 if model.higher_is_closer else -1.0
+
+    def best(data: ImageDataset) -> tuple[list[str], np.ndarray]:
+        found = gallery.identify(embed_images(model, data.images, tta=tta), k=1)
+        return [m[0].label for m in found], np.array([m[0].score for m in found])
+
+    enrolled = set(gallery.labels())
+    names = [queries.class_names[c] for c in queries.labels.tolist()]
+    if not any(n in enrolled for n in names):
+        raise ValueError("no query belongs to an enrolled class")
+    pred, scores = best(queries)
+    known = np.array([n in enrolled for n in names])
+    correct = np.array([p == n for p, n in zip(pred, names, strict=True)])
+    unknown_scores = list(scores[~known])  # query classes missing from the gallery
+    if unknown is not None:
+        unknown_scores += list(best(unknown)[1])
+    out = open_set_identification(sign * scores[known], correct[known],
+                                  sign * np.array(unknown_scores), fars)
+    for key in ("threshold_at_far",):
+        if key in out:
+            out[key] = {f: sign * t for f, t in out[key].items()}
+    out["classes"] = len(enrolled)
+    out["references"] = len(gallery)
+    if threshold is not None:
+        ok = scores >= threshold if model.higher_is_closer else scores <= threshold
+        out["threshold"] = threshold
+        out["accepted_correct_at_threshold"] = float((correct[known] & ok[known]).mean())
+        if unknown_scores:
+            u = np.array(unknown_scores)
+            acc = u >= threshold if model.higher_is_closer else u <= threshold
+            out["false_alarm_rate_at_threshold"] = float(acc.mean())
+    out["primary_metric"] = "rank1"
     return out
 
 

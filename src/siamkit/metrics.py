@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ __all__ = [
     "best_accuracy_threshold",
     "bootstrap_ci",
     "retrieval_metrics",
+    "open_set_identification",
 ]
 
 
@@ -262,4 +263,41 @@ def retrieval_metrics(
         raise ValueError("no query has a reference of its own label")
     out = {f"recall@{k}": hits[k] / n_valid for k in ks}
     out.update({"map@r": ap_sum / n_valid, "mrr": rr_sum / n_valid})
+    return out
+
+
+# ---------------------------------------------------------------- open-set identification
+
+
+def open_set_identification(
+    known_scores: ArrayLike, known_correct: ArrayLike, unknown_scores: ArrayLike | None = None,
+    fars: Sequence[float] = (0.01, 0.1),
+) -> dict[str, Any]:
+    """Rank-1 identification rate and detection-and-identification rate at false-alarm rates.
+
+    Args:
+        known_scores: best-match similarity (higher = closer) of each query whose class is
+            enrolled.
+        known_correct: whether that best match is the query's own class.
+        unknown_scores: best-match similarity of each query whose class is not enrolled.
+        fars: false-alarm rates (fraction of unknown queries accepted) to report DIR at.
+
+    DIR@FAR: a threshold lets at most ``far`` of the unknown queries through (score strictly
+    above it); DIR is the fraction of known queries both ranked right and above it.
+    """
+    ks = np.asarray(known_scores, dtype=np.float64)
+    kc = np.asarray(known_correct, dtype=bool)
+    if ks.shape != kc.shape or ks.ndim != 1 or len(ks) == 0:
+        raise ValueError("known_scores and known_correct must be 1-D, equal length, non-empty")
+    out: dict[str, Any] = {"rank1": float(kc.mean()), "known_queries": len(ks)}
+    if unknown_scores is None or len(unknown_scores) == 0:
+        return out
+    us = np.sort(np.asarray(unknown_scores, dtype=np.float64))[::-1]
+    out["unknown_queries"] = len(us)
+    out["dir_at_far"], out["threshold_at_far"] = {}, {}
+    for far in fars:
+        allowed = int(np.floor(far * len(us) + 1e-9))
+        t = us[allowed] if allowed < len(us) else -np.inf
+        out["dir_at_far"][f"{far:g}"] = float((kc & (ks > t)).mean())
+        out["threshold_at_far"][f"{far:g}"] = float(t)
     return out

@@ -79,6 +79,16 @@ class ImageDataset:
             drawers=self.drawers[idx.numpy()] if self.drawers is not None else None,
         )
 
+    def subset_items(self, indices: Sequence[int]) -> ImageDataset:
+        """The given images, keeping every class id and name (classes may become empty)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return ImageDataset(
+            images=self.images[idx], labels=self.labels[idx], class_names=self.class_names,
+            paths=[self.paths[i] for i in idx.tolist()] if self.paths else [],
+            groups=self.groups, group_names=self.group_names,
+            drawers=self.drawers[idx.numpy()] if self.drawers is not None else None,
+        )
+
     def subset_groups(self, group_ids: Sequence[int]) -> ImageDataset:
         """The classes whose group is in ``group_ids``."""
         if self.groups is None:

@@ -1,0 +1,548 @@
+"""A persistent gallery of reference embeddings: enroll a class, identify queries, open-set.
+
+Adding a class is adding its reference embeddings, never retraining. The gallery keeps
+the references in memory for search and, when it has a folder, in a SQLite database in
+it: every enroll or removal is one transaction (journal + fsync), so a crash at any moment
+leaves the last acknowledged state readable. The folder also records the model's identity
+(a hash of its weights and config); opening it with another model is refused.
+
+Search backends share one interface: ``exact`` (default; chunked matrix products, memory
+bounded by ``chunk`` x references) and ``faiss`` (optional extra ``faiss-cpu``: ``flat``,
+``ivf`` and ``hnsw`` indexes). Scores are reported in the model's own convention (a
+distance for Euclidean models, a similarity for cosine ones); ``higher_is_closer`` says which.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Gallery", "GalleryError", "Match", "ExactIndex", "FaissIndex", "METRICS",
+           "metric_of"]
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("cosine", "dot", "euclidean", "sqeuclidean")
+DB = "gallery.sqlite"
+UNKNOWN = "unknown"
+
+
+class GalleryError(RuntimeError):
+    """A gallery cannot do what was asked (wrong model, bad label, damaged folder)."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """One ranked answer: a class label and its score (model convention)."""
+
+    label: str
+    score: float
+
+
+def metric_of(model: Any) -> str:
+    """The gallery metric matching a Siamese network's distance."""
+    if getattr(model, "head", None) is not None:
+        raise GalleryError("a model with a learned similarity head has no index metric; "
+                           "use a model trained with a distance (euclidean or cosine)")
+    name = getattr(model.distance, "name", "")
+    if name == "euclidean":
+        return "sqeuclidean" if getattr(model.distance, "squared", False) else "euclidean"
+    if name in ("cosine", "dot"):
+        return name
+    raise GalleryError(f"no gallery metric for distance {name!r}")
+
+
+def _higher_is_closer(metric: str) -> bool:
+    return metric in ("cosine", "dot")
+
+
+# ---------------------------------------------------------------- search backends
+
+
+class ExactIndex:
+    """Exact top-k by chunked matrix products (torch, float32).
+
+    Memory stays at ``chunk`` x ``query_chunk`` scores whatever the number of references.
+    Euclidean scores of the returned neighbours are recomputed from differences, so an
+    item's distance to itself is exactly 0.
+    """
+
+    def __init__(self, metric: str, chunk: int = 65536, query_chunk: int = 1024) -> None:
+        if metric not in METRICS:
+            raise GalleryError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        self.metric, self.chunk, self.query_chunk = metric, chunk, query_chunk
+        self._refs = torch.zeros(0, 0)
+        self._sq = torch.zeros(0)
+
+    def build(self, vectors: np.ndarray) -> None:
+        self._refs = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._sq = (self._refs * self._refs).sum(1)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities (Q, k), indices (Q, k)); higher similarity is closer."""
+        q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        n = len(self._refs)
+        k = min(k, n)
+        sims_out, idx_out = [], []
+        euclid = self.metric in ("euclidean", "sqeuclidean")
+        for qs in range(0, len(q_all), self.query_chunk):
+            q = q_all[qs : qs + self.query_chunk]
+            best_s = torch.full((len(q), 0), -torch.inf)
+            best_i = torch.zeros((len(q), 0), dtype=torch.long)
+            for rs in range(0, n, self.chunk):
+                r = self._refs[rs : rs + self.chunk]
+                s = q @ r.T
+                if euclid:  # -||q - r||^2 up to the per-query constant ||q||^2
+                    s = 2 * s - self._sq[rs : rs + self.chunk]
+                top = s.topk(min(k, s.shape[1]), dim=1)
+                best_s = torch.cat([best_s, top.values], 1)
+                best_i = torch.cat([best_i, top.indices + rs], 1)
+                if best_s.shape[1] > k:
+                    keep = best_s.topk(k, dim=1)
+                    best_s, best_i = keep.values, best_i.gather(1, keep.indices)
+            order = best_s.argsort(1, descending=True)
+            best_i = best_i.gather(1, order)
+            if euclid:  # exact values for the few neighbours kept
+                d2 = ((q[:, None, :] - self._refs[best_i]) ** 2).sum(-1)
+                best_s = -(d2 if self.metric == "sqeuclidean" else d2.sqrt())
+            else:
+                best_s = best_s.gather(1, order)
+            sims_out.append(best_s.numpy())
+            idx_out.append(best_i.numpy())
+        if not sims_out:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.concatenate(sims_out), np.concatenate(idx_out)
+
+
+class FaissIndex:
+    """FAISS search (``pip install faiss-cpu``): ``flat`` (exact), ``ivf`` or ``hnsw``.
+
+    Args:
+        metric: the gallery metric (cosine vectors are stored normalised, so inner product).
+        kind: ``flat``, ``ivf`` or ``hnsw``.
+        nlist: IVF cells (capped at the number of references when building).
+        nprobe: IVF cells visited per query.
+        m: HNSW neighbours per node.
+        ef_search, ef_construction: HNSW search and build breadth.
+    """
+
+    def __init__(self, metric: str, kind: str = "flat", nlist: int = 1024, nprobe: int = 16,
+                 m: int = 32, ef_search: int = 64, ef_construction: int = 80) -> None:
+        try:
+            import faiss
+        except ImportError:  # pragma: no cover - depends on the optional extra
+            raise GalleryError("the faiss backend needs faiss-cpu: pip install "
+                               "'siamkit[faiss]'") from None
+        if kind not in ("flat", "ivf", "hnsw"):
+            raise GalleryError(f"unknown faiss index {kind!r}; known: flat, ivf, hnsw")
+        if metric not in METRICS:
+            raise GalleryError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        self.faiss, self.metric, self.kind = faiss, metric, kind
+        self.nlist, self.nprobe, self.m = nlist, nprobe, m
+        self.ef_search, self.ef_construction = ef_search, ef_construction
+        self._index: Any = None
+
+    def build(self, vectors: np.ndarray) -> None:
+        faiss = self.faiss
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        d = x.shape[1] if x.ndim == 2 and x.shape[1] else 1
+        ip = _higher_is_closer(self.metric)
+        mt = faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2
+        if self.kind == "flat":
+            index = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
+        elif self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, self.m, mt)
+            index.hnsw.efConstruction = self.ef_construction
+            index.hnsw.efSearch = self.ef_search
+        else:
+            nlist = max(1, min(self.nlist, len(x) // 39 if len(x) >= 39 else 1))
+            quantizer = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
+            if len(x):
+                index.train(x)
+            index.nprobe = min(self.nprobe, nlist)
+            self._quantizer = quantizer  # keep it alive beside the index
+        if len(x):
+            index.add(x)
+        self._index = index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self._index.ntotal)
+        scores, idx = self._index.search(q, k)
+        if self.metric == "euclidean":
+            scores = np.sqrt(np.maximum(scores, 0))
+        if not _higher_is_closer(self.metric):
+            scores = -scores
+        return scores, idx
+
+
+def _make_index(metric: str, backend: str, args: dict[str, Any]) -> ExactIndex | FaissIndex:
+    if backend == "exact":
+        return ExactIndex(metric, **args)
+    if backend == "faiss":
+        return FaissIndex(metric, **args)
+    raise GalleryError(f"unknown gallery backend {backend!r}; known: exact, faiss")
+
+
+# ---------------------------------------------------------------- the gallery
+
+
+class Gallery:
+    """Reference embeddings by class label, searchable, optionally kept in a folder.
+
+    Args:
+        dim: embedding size.
+        metric: ``cosine``, ``dot``, ``euclidean`` or ``sqeuclidean`` (see :func:`metric_of`).
+        model_id: identity of the model whose embeddings these are (see ``model_identity``).
+        class_score: ``nearest`` (a class scores as its closest reference) or ``prototype``
+            (as the mean of its references).
+        backend, backend_args: the search index (``exact`` or ``faiss`` with its options).
+        embedder: optional function items -> (N, dim) embeddings; without it ``enroll``
+            and ``identify`` take embeddings.
+        path: folder to keep the gallery in (use :meth:`create` / :meth:`open`).
+    """
+
+    def __init__(
+        self, dim: int, metric: str = "cosine", model_id: str | None = None,
+        class_score: str = "nearest", backend: str = "exact",
+        backend_args: dict[str, Any] | None = None,
+        embedder: Callable[[Any], Any] | None = None, path: str | Path | None = None,
+    ) -> None:
+        if metric not in METRICS:
+            raise GalleryError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        if class_score not in ("nearest", "prototype"):
+            raise GalleryError(f"class_score must be 'nearest' or 'prototype', not "
+                               f"{class_score!r}")
+        self.dim, self.metric, self.model_id = int(dim), metric, model_id
+        self.class_score, self.backend = class_score, backend
+        self.backend_args = dict(backend_args or {})
+        self.embedder = embedder
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.RLock()
+        self._vectors = np.zeros((0, self.dim), np.float32)
+        self._codes = np.zeros(0, np.int64)  # label code of every reference
+        self._labels: list[str] = []  # code -> label
+        self._code_of: dict[str, int] = {}
+        self._index: Any = None  # built lazily; None = stale
+        self._index_rows: np.ndarray | None = None  # prototype mode: code of each row
+        self._db: sqlite3.Connection | None = None
+        _make_index(metric, backend, self.backend_args)  # fail early on bad options
+
+    @property
+    def higher_is_closer(self) -> bool:
+        return _higher_is_closer(self.metric)
+
+    # ---- persistence
+
+    @classmethod
+    def create(cls, path: str | Path, dim: int, **kwargs: Any) -> Gallery:
+        """A new, empty gallery kept in ``path`` (created; must not hold a gallery)."""
+        path = Path(path)
+        if (path / DB).exists():
+            raise GalleryError(f"{path} already holds a gallery; open it instead")
+        path.mkdir(parents=True, exist_ok=True)
+        g = cls(dim, path=path, **kwargs)
+        g._connect(new=True)
+        return g
+
+    @classmethod
+    def open(cls, path: str | Path, model_id: str | None = None,
+             embedder: Callable[[Any], Any] | None = None, **overrides: Any) -> Gallery:
+        """Open the gallery kept in ``path``; refuses it when ``model_id`` differs from its
+        model's. ``overrides`` may change the search backend (not the metric or model)."""
+        path = Path(path)
+        if not (path / DB).is_file():
+            raise GalleryError(f"no gallery in {path} (expected {path / DB})")
+        try:
+            con = sqlite3.connect(path / DB)
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            con.close()
+            info = json.loads(meta["info"])
+        except (sqlite3.DatabaseError, KeyError, json.JSONDecodeError) as exc:
+            raise GalleryError(f"{path / DB}: not a readable gallery ({exc})") from None
+        if model_id is not None and info.get("model_id") not in (None, model_id):
+            raise GalleryError(
+                f"{path} was built with another model (model id {info['model_id'][:12]}, "
+                f"this model is {model_id[:12]}): its embeddings are not comparable; enroll "
+                f"into a new gallery")
+        kwargs = {k: info[k] for k in ("metric", "class_score", "backend", "backend_args")}
+        kwargs.update({k: v for k, v in overrides.items() if k in ("backend", "backend_args",
+                                                                   "class_score")})
+        g = cls(info["dim"], model_id=info.get("model_id"), embedder=embedder, path=path,
+                **kwargs)
+        g._connect(new=False)
+        return g
+
+    def _info(self) -> dict[str, Any]:
+        return {"version": 1, "dim": self.dim, "metric": self.metric, "model_id": self.model_id,
+                "class_score": self.class_score, "backend": self.backend,
+                "backend_args": self.backend_args}
+
+    def _connect(self, new: bool) -> None:
+        assert self.path is not None
+        con = sqlite3.connect(self.path / DB, check_same_thread=False, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        if new:
+            with con:
+                con.execute("BEGIN")
+                con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                con.execute("CREATE TABLE refs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                            "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL)")
+                con.execute("CREATE INDEX refs_label ON refs(label)")
+                con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(self._info()),))
+        else:
+            rows = con.execute("SELECT label, embedding FROM refs ORDER BY id").fetchall()
+            bad = [lab for lab, blob in rows if len(blob) != 4 * self.dim]
+            if bad:
+                raise GalleryError(f"{self.path / DB}: {len(bad)} references have the wrong "
+                                   f"size (e.g. class {bad[0]!r})")
+            if rows:
+                vecs = np.frombuffer(b"".join(b for _, b in rows), dtype=np.float32)
+                self._append([lab for lab, _ in rows], vecs.reshape(-1, self.dim).copy())
+        self._db = con
+
+    def save(self, path: str | Path) -> Path:
+        """Write a copy of the gallery to the folder ``path`` (atomically: a temporary
+        database, fsynced, then renamed into place)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{DB}.")
+        os.close(fd)
+        try:
+            with self._lock:
+                con = sqlite3.connect(tmp, isolation_level=None)
+                con.execute("PRAGMA journal_mode=DELETE")
+                con.execute("BEGIN")
+                con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                con.execute("CREATE TABLE refs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                            "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL)")
+                con.execute("CREATE INDEX refs_label ON refs(label)")
+                con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(self._info()),))
+                con.executemany("INSERT INTO refs (label, embedding) VALUES (?, ?)",
+                                [(self._labels[c], v.tobytes())
+                                 for c, v in zip(self._codes, self._vectors, strict=True)])
+                con.execute("COMMIT")
+                con.close()
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            for suffix in ("-wal", "-shm"):
+                Path(str(path / DB) + suffix).unlink(missing_ok=True)
+            os.replace(tmp, path / DB)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: Any) -> Gallery:
+        """Same as :meth:`open`."""
+        return cls.open(path, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ---- contents
+
+    def __len__(self) -> int:
+        """Number of reference embeddings."""
+        return len(self._codes)
+
+    def labels(self) -> list[str]:
+        """Enrolled class labels, sorted."""
+        with self._lock:
+            present = np.unique(self._codes)
+            return sorted(self._labels[c] for c in present)
+
+    def counts(self) -> dict[str, int]:
+        """References per class label."""
+        with self._lock:
+            codes, n = np.unique(self._codes, return_counts=True)
+            return {self._labels[c]: int(k) for c, k in zip(codes, n, strict=True)}
+
+    def __contains__(self, label: object) -> bool:
+        with self._lock:
+            code = self._code_of.get(str(label))
+            return code is not None and bool((self._codes == code).any())
+
+    def _prepare(self, items: Any) -> np.ndarray:
+        x = self.embedder(items) if self.embedder is not None else items
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise GalleryError(f"expected embeddings of size {self.dim}, got shape "
+                               f"{tuple(x.shape)}")
+        if not np.isfinite(x).all():
+            raise GalleryError("embeddings contain NaN or infinity")
+        if self.metric == "cosine":
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(x)
+
+    def _append(self, labels: Sequence[str], vectors: np.ndarray) -> None:
+        codes = []
+        for lab in labels:
+            if lab not in self._code_of:
+                self._code_of[lab] = len(self._labels)
+                self._labels.append(lab)
+            codes.append(self._code_of[lab])
+        # new arrays, never writes into old ones: a search holding the old arrays is unharmed
+        self._vectors = np.concatenate([self._vectors, vectors])
+        self._codes = np.concatenate([self._codes, np.array(codes, dtype=np.int64)])
+        self._index = None
+
+    @staticmethod
+    def _check_label(label: Any) -> str:
+        if not isinstance(label, str) or not label.strip():
+            raise GalleryError("a class label must be a non-empty string")
+        if label == UNKNOWN:
+            raise GalleryError(f"{UNKNOWN!r} is reserved for open-set rejections")
+        if len(label) > 256 or any(ord(ch) < 32 for ch in label):
+            raise GalleryError("a class label must be at most 256 printable characters")
+        return label
+
+    def enroll(self, label: str, items: Any, sources: Sequence[str] | None = None) -> int:
+        """Add references (items, or embeddings without an embedder) for ``label``; a new
+        label is a new class. Returns how many were added. Persisted before it returns."""
+        label = self._check_label(label)
+        x = self._prepare(items)
+        if len(x) == 0:
+            raise GalleryError("nothing to enroll")
+        if sources is not None and len(sources) != len(x):
+            raise GalleryError("give one source per item")
+        with self._lock:
+            if self._db is not None:
+                rows = [(label, None if sources is None else str(sources[i]), x[i].tobytes())
+                        for i in range(len(x))]
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("INSERT INTO refs (label, source, embedding) "
+                                         "VALUES (?, ?, ?)", rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            self._append([label] * len(x), x)
+        return len(x)
+
+    def enroll_many(self, labels: Sequence[str], items: Any) -> int:
+        """Enroll items of several classes at once (one label per item), in one
+        transaction."""
+        x = self._prepare(items)
+        labels = [self._check_label(lab) for lab in labels]
+        if len(labels) != len(x):
+            raise GalleryError(f"{len(labels)} labels for {len(x)} items")
+        with self._lock:
+            if self._db is not None:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("INSERT INTO refs (label, embedding) VALUES (?, ?)",
+                                         [(lab, v.tobytes()) for lab, v in zip(labels, x,
+                                                                               strict=True)])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            self._append(labels, x)
+        return len(x)
+
+    def remove(self, label: str) -> int:
+        """Remove a class and all its references; returns how many. Unknown labels raise
+        KeyError."""
+        with self._lock:
+            code = self._code_of.get(label)
+            keep = self._codes != code if code is not None else None
+            if keep is None or keep.all():
+                raise KeyError(label)
+            if self._db is not None:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("DELETE FROM refs WHERE label = ?", (label,))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            removed = int((~keep).sum())
+            self._vectors, self._codes = self._vectors[keep], self._codes[keep]
+            self._index = None
+            return removed
+
+    # ---- search
+
+    def _search_state(self) -> tuple[Any, np.ndarray, list[str], int]:
+        """(index, label code of each index row, labels, max references per class)."""
+        with self._lock:
+            if self._index is None:
+                vectors, codes = self._vectors, self._codes
+                if self.class_score == "prototype" and len(codes):
+                    present = np.unique(codes)
+                    sums = np.zeros((len(self._labels), self.dim), np.float64)
+                    np.add.at(sums, codes, vectors)
+                    means = (sums[present] / np.bincount(codes)[present, None]).astype(
+                        np.float32)
+                    if self.metric == "cosine":
+                        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+                    vectors, codes = means, present
+                index = _make_index(self.metric, self.backend, self.backend_args)
+                index.build(vectors)
+                per_class = int(np.bincount(codes).max()) if len(codes) else 0
+                self._index = (index, codes, per_class)
+            index, codes, per_class = self._index
+            return index, codes, list(self._labels), per_class
+
+    def identify(self, queries: Any, k: int = 5) -> list[list[Match]]:
+        """The ``k`` best classes for each query, best first, with their scores."""
+        if k < 1:
+            raise GalleryError("k must be at least 1")
+        q = self._prepare(queries)
+        # FAISS indexes are not safe to search while another thread rebuilds them; the
+        # exact index is immutable once built, so only its construction takes the lock
+        with self._lock:
+            index, codes, labels, per_class = self._search_state()
+            if len(codes) == 0:
+                return [[] for _ in range(len(q))]
+            if self.backend != "exact":
+                sims, rows = index.search(q, min(len(codes), k * per_class))
+        if self.backend == "exact":
+            sims, rows = index.search(q, min(len(codes), k * per_class))
+        sign = 1.0 if self.higher_is_closer else -1.0
+        out = []
+        for s_row, i_row in zip(sims, rows, strict=True):
+            seen: dict[int, float] = {}
+            for s, i in zip(s_row, i_row, strict=True):
+                if i < 0:
+                    continue
+                c = int(codes[i])
+                if c not in seen:
+                    seen[c] = float(s)
+                    if len(seen) == k:
+                        break
+            out.append([Match(labels[c], sign * s) for c, s in seen.items()])
+        return out
+
+    def decide(self, matches: list[Match], threshold: float | None) -> str:
+        """The best label if its score passes ``threshold`` (model convention), else
+        ``unknown``; without a threshold, the best label (closed set)."""
+        if not matches:
+            return UNKNOWN
+        best = matches[0]
+        if threshold is None:
+            return best.label
+        ok = best.score >= threshold if self.higher_is_closer else best.score <= threshold
+        return best.label if ok else UNKNOWN

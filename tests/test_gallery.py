@@ -1,0 +1,225 @@
+"""Gallery: enroll / identify / remove, open-set decisions, persistence, backends."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from siamkit.gallery import ExactIndex, Gallery, GalleryError, Match, metric_of
+
+
+def _points():
+    # 2-D references: class a near (0, 0), class b near (10, 0), class c near (0, 10)
+    return {"a": [[0.0, 0.0], [1.0, 0.0]], "b": [[10.0, 0.0]], "c": [[0.0, 10.0], [0.0, 12.0]]}
+
+
+def _gallery(**kw) -> Gallery:
+    g = Gallery(2, metric="euclidean", **kw)
+    for label, vecs in _points().items():
+        g.enroll(label, np.array(vecs))
+    return g
+
+
+def test_identify_ranks_classes_by_nearest_reference_hand_computed():
+    g = _gallery()
+    assert len(g) == 5 and g.labels() == ["a", "b", "c"]
+    assert g.counts() == {"a": 2, "b": 1, "c": 2}
+    (m,) = g.identify(np.array([[2.0, 0.0]]), k=3)
+    # distances: a 1 (to (1,0)), b 8, c sqrt(4 + 100)
+    assert [x.label for x in m] == ["a", "b", "c"]
+    assert m[0].score == pytest.approx(1.0) and m[1].score == pytest.approx(8.0)
+    assert m[2].score == pytest.approx(np.sqrt(104))
+    assert len(g.identify(np.array([[2.0, 0.0]]), k=1)[0]) == 1
+
+
+def test_prototype_class_score_uses_the_mean():
+    g = _gallery(class_score="prototype")
+    (m,) = g.identify(np.array([[0.0, 8.0]]), k=2)
+    # c's prototype (0, 11): 3; a's prototype (0.5, 0): sqrt(0.25 + 64)
+    assert m[0] == Match("c", pytest.approx(3.0))
+    assert m[1].label == "a" and m[1].score == pytest.approx(np.sqrt(64.25))
+
+
+def test_self_distance_is_exactly_zero_for_large_norms():
+    rng = np.random.default_rng(0)
+    refs = rng.normal(size=(50, 16)).astype(np.float32) * 1000
+    g = Gallery(16, metric="euclidean")
+    g.enroll_many([f"c{i}" for i in range(50)], refs)
+    res = g.identify(refs, k=1)
+    assert [r[0].label for r in res] == [f"c{i}" for i in range(50)]
+    assert all(r[0].score == 0.0 for r in res)
+
+
+def test_open_set_decision_and_cosine_direction():
+    g = Gallery(2, metric="cosine")
+    g.enroll("east", np.array([[1.0, 0.0]]))
+    g.enroll("north", np.array([[0.0, 5.0]]))  # stored normalised
+    (m,) = g.identify(np.array([[3.0, 3.1]]), k=2)
+    assert m[0].label == "north" and m[0].score == pytest.approx(3.1 / np.hypot(3, 3.1))
+    assert g.decide(m, threshold=0.9) == "unknown"
+    assert g.decide(m, threshold=0.7) == "north"
+    assert g.decide(m, threshold=None) == "north" and g.decide([], 0.5) == "unknown"
+    eu = _gallery()
+    (m,) = eu.identify(np.array([[2.0, 0.0]]), k=1)
+    assert eu.decide(m, threshold=0.5) == "unknown" and eu.decide(m, threshold=1.5) == "a"
+
+
+def test_remove_and_bad_inputs():
+    g = _gallery()
+    assert g.remove("c") == 2 and "c" not in g and g.labels() == ["a", "b"]
+    (m,) = g.identify(np.array([[0.0, 10.0]]), k=5)
+    assert [x.label for x in m] == ["a", "b"]
+    with pytest.raises(KeyError):
+        g.remove("c")
+    g.enroll("c", np.array([[0.0, 10.0]]))  # a removed label can come back
+    assert g.identify(np.array([[0.0, 10.0]]), k=1)[0][0] == Match("c", 0.0)
+    for bad in ("", "unknown", "x" * 300, "tab\tlabel", 7):
+        with pytest.raises(GalleryError):
+            g.enroll(bad, np.zeros((1, 2)))
+    with pytest.raises(GalleryError, match="size 2"):
+        g.enroll("d", np.zeros((1, 3)))
+    with pytest.raises(GalleryError, match="NaN"):
+        g.enroll("d", np.array([[np.nan, 0.0]]))
+    with pytest.raises(GalleryError, match="nothing"):
+        g.enroll("d", np.zeros((0, 2)))
+    with pytest.raises(GalleryError, match="k must"):
+        g.identify(np.zeros((1, 2)), k=0)
+    assert Gallery(2).identify(np.zeros((2, 2))) == [[], []]
+
+
+def test_persistence_model_identity_and_save_copy(tmp_path):
+    g = Gallery.create(tmp_path / "g", 2, metric="euclidean", model_id="m1")
+    for label, vecs in _points().items():
+        g.enroll(label, np.array(vecs), sources=[f"{label}{i}.png" for i in range(len(vecs))])
+    g.remove("b")
+    g.close()
+    again = Gallery.open(tmp_path / "g", model_id="m1")
+    assert again.counts() == {"a": 2, "c": 2} and again.metric == "euclidean"
+    assert again.identify(np.array([[0.0, 11.0]]), k=1)[0][0].label == "c"
+    with pytest.raises(GalleryError, match="another model"):
+        Gallery.open(tmp_path / "g", model_id="m2")
+    with pytest.raises(GalleryError, match="already holds a gallery"):
+        Gallery.create(tmp_path / "g", 2)
+    with pytest.raises(GalleryError, match="no gallery"):
+        Gallery.open(tmp_path / "nothing")
+    again.save(tmp_path / "copy")
+    copy = Gallery.load(tmp_path / "copy")
+    assert copy.counts() == again.counts() and copy.model_id == "m1"
+    # the data is in SQLite, readable by anything
+    con = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM refs").fetchone()[0] == 4
+
+
+def test_a_damaged_database_is_refused(tmp_path):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "gallery.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(GalleryError, match="not a readable gallery"):
+        Gallery.open(tmp_path / "g")
+
+
+def test_embedder_turns_items_into_embeddings():
+    g = Gallery(1, metric="euclidean", embedder=lambda xs: torch.tensor([[float(len(x))]
+                                                                          for x in xs]))
+    g.enroll("short", ["ab"])
+    g.enroll("long", ["abcdefgh"])
+    assert [m[0].label for m in g.identify(["abc", "abcdefg"], k=1)] == ["short", "long"]
+
+
+def test_exact_index_chunks_give_the_same_answer():
+    rng = np.random.default_rng(1)
+    refs, qs = rng.normal(size=(1000, 8)), rng.normal(size=(37, 8))
+    for metric in ("euclidean", "sqeuclidean", "dot", "cosine"):
+        big, small = ExactIndex(metric), ExactIndex(metric, chunk=64, query_chunk=5)
+        big.build(refs)
+        small.build(refs)
+        s1, i1 = big.search(qs, 7)
+        s2, i2 = small.search(qs, 7)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-5)
+    d = np.linalg.norm(qs[:, None] - refs[None], axis=2)
+    e = ExactIndex("euclidean", chunk=100)
+    e.build(refs)
+    s, i = e.search(qs, 3)
+    np.testing.assert_array_equal(i, np.argsort(d, 1)[:, :3])
+    np.testing.assert_allclose(-s, np.sort(d, 1)[:, :3], rtol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_faiss_flat_ranks_exactly_like_exact(metric):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(2)
+    refs = rng.normal(size=(500, 16)).astype(np.float32)
+    labels = [f"c{i % 120}" for i in range(500)]
+    qs = rng.normal(size=(40, 16)).astype(np.float32)
+    exact, flat = (Gallery(16, metric=metric, backend=b) for b in ("exact", "faiss"))
+    for g in (exact, flat):
+        g.enroll_many(labels, refs)
+    a, b = exact.identify(qs, k=10), flat.identify(qs, k=10)
+    assert [[m.label for m in r] for r in a] == [[m.label for m in r] for r in b]
+    np.testing.assert_allclose([[m.score for m in r] for r in a],
+                               [[m.score for m in r] for r in b], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_approximate_indexes_find_most_neighbours(kind):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(3)
+    refs = rng.normal(size=(2000, 16)).astype(np.float32)
+    labels = [f"c{i}" for i in range(2000)]
+    qs = refs[:100] + 0.01 * rng.normal(size=(100, 16)).astype(np.float32)
+    g = Gallery(16, metric="euclidean", backend="faiss",
+                backend_args={"kind": kind, "nlist": 16, "nprobe": 4})
+    g.enroll_many(labels, refs)
+    hits = sum(r[0].label == f"c{i}" for i, r in enumerate(g.identify(qs, k=1)))
+    assert hits >= 90
+    g.remove("c0")  # removal rebuilds the index
+    assert g.identify(qs[:1], k=1)[0][0].label != "c0"
+
+
+def test_bad_backend_and_metric_options():
+    with pytest.raises(GalleryError, match="unknown gallery backend"):
+        Gallery(2, backend="annoy")
+    with pytest.raises(GalleryError, match="unknown metric"):
+        Gallery(2, metric="manhattan")
+    with pytest.raises(GalleryError, match="class_score"):
+        Gallery(2, class_score="vote")
+
+
+def test_concurrent_enrolls_are_all_kept(tmp_path):
+    g = Gallery.create(tmp_path / "g", 4, metric="euclidean")
+    rng = np.random.default_rng(4)
+    errors = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(20):
+                g.enroll(f"t{t}-{i}", rng.normal(size=(1, 4)))
+                g.identify(rng.normal(size=(2, 4)), k=3)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(g) == 80
+    g.close()
+    assert len(Gallery.open(tmp_path / "g")) == 80
+
+
+def test_metric_of_follows_the_model_distance():
+    from siamkit.distances import CosineSimilarity, EuclideanDistance
+    from siamkit.encoders import create_encoder
+    from siamkit.siamese import LearnedHead, SiameseNetwork
+
+    enc = create_encoder("mlp", in_features=4, embedding_dim=3)
+    assert metric_of(SiameseNetwork(enc, EuclideanDistance())) == "euclidean"
+    assert metric_of(SiameseNetwork(enc, EuclideanDistance(squared=True))) == "sqeuclidean"
+    assert metric_of(SiameseNetwork(enc, CosineSimilarity())) == "cosine"
+    with pytest.raises(GalleryError, match="learned similarity head"):
+        metric_of(SiameseNetwork(enc, head=LearnedHead(3)))
