@@ -207,6 +207,24 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
     v.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="HTTP service: embed, verify, identify, enroll (FastAPI)")
+    s.add_argument("--model", required=True, help="run folder of a trained model")
+    s.add_argument("--gallery", required=True, help="gallery folder (created if missing)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                                                       "127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key-file", help="file holding the API key (default: "
+                                          "$SIAMKIT_API_KEY)")
+    s.add_argument("--admin-key-file", help="file holding the key for enroll and delete "
+                                            "(default: $SIAMKIT_ADMIN_KEY; none: the API key)")
+    s.add_argument("--no-auth", action="store_true", help="serve without a key (local tests)")
+    s.add_argument("--max-body-mb", type=float, default=32, help="request body limit")
+    s.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="refuse images with more pixels (decompression bombs)")
+    s.add_argument("--max-files", type=int, default=64, help="files per request")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``siamkit`` command."""
     parser = argparse.ArgumentParser(prog="siamkit", description=(
@@ -215,13 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command",
                                 metavar="{train,eval,calibrate,verify,split,report,enroll,"
-                                        "identify,demo}")
+                                        "identify,serve,demo}")
     sub.required = True
     _add_train(sub)
     eval_sub = _add_eval(sub)
     _add_verification(sub, eval_sub)
     _add_split(sub)
     _add_gallery(sub, eval_sub)
+    _add_serve(sub)
     r = sub.add_parser("report", help="HTML report: metrics, ROC/DET, histograms, errors, map")
     _add_pair_source(r)
     r.add_argument("--out", required=True, help="HTML file to write")
@@ -621,6 +640,16 @@ def _cmd_eval_identification(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeSettings, run
+
+    settings = ServeSettings(max_body_bytes=int(args.max_body_mb * 2**20),
+                             max_pixels=args.max_pixels, max_files=args.max_files)
+    run(args.model, args.gallery, args.host, args.port, args.api_key_file,
+        args.admin_key_file, args.no_auth, settings)
+    return 0
+
+
 def _items_by_group(folder: str, depth: int, pattern: str | None = None
                     ) -> dict[str, list[str]]:
     from .data.images import scan_folder
@@ -805,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "identification"): _cmd_eval_identification,
         ("enroll", None): _cmd_enroll,
         ("identify", None): _cmd_identify,
+        ("serve", None): _cmd_serve,
         ("calibrate", None): _cmd_calibrate,
         ("verify", None): _cmd_verify,
         ("split", None): _cmd_split,

@@ -1,0 +1,294 @@
+"""HTTP service: embed, verify, identify, enroll and remove classes (FastAPI on uvicorn).
+
+``siamkit serve --model RUN_DIR --gallery GALLERY_DIR`` listens on 127.0.0.1:8000 and
+documents itself at ``/docs`` (OpenAPI). Every endpoint but ``/health`` needs the API key
+in the ``X-API-Key`` header (from ``SIAMKIT_API_KEY`` or ``--api-key-file``); with an
+admin key configured (``SIAMKIT_ADMIN_KEY`` / ``--admin-key-file``) enrolling and deleting
+need that one instead. Keys are compared in constant time.
+
+Bad input gets a 4xx answer with a JSON ``{"error": ...}`` and changes nothing: unreadable
+or truncated images, images over the pixel limit (checked from the header, before
+decoding), bodies over the size limit, too many files, bad labels, unknown labels,
+malformed JSON. Enrolls are committed to the gallery's database before they are
+acknowledged, so a crash never loses an acknowledged enroll.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+try:  # the serve extra; names at module level so FastAPI can resolve the annotations
+    from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError as exc:  # pragma: no cover - depends on the optional extra
+    raise ImportError("the HTTP service needs the serve extra: pip install "
+                      "'siamkit[serve]'") from exc
+
+__all__ = ["ServeSettings", "create_app", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeSettings:
+    """Limits and keys of the service."""
+
+    api_key: str | None = None
+    admin_key: str | None = None
+    max_body_bytes: int = 32 * 2**20
+    max_pixels: int = 40_000_000
+    max_files: int = 64
+    max_k: int = 100
+    max_text_chars: int = 10_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to bodies over ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            too_big = declared is not None and int(declared) > self.limit
+        except ValueError:
+            await _send_error(send, 400, "bad Content-Length header")
+            return
+        if too_big:
+            await _send_error(send, 413, f"request body over {self.limit} bytes")
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, 413, f"request body over {self.limit} bytes")
+
+
+class ApiKeyAuth:
+    """ASGI middleware: the ``X-API-Key`` header must hold the key (the admin key, when one
+    is set, for enrolling and deleting) before anything of the request is read.
+    ``/health`` is open."""
+
+    def __init__(self, app: Any, api_key: str | None, admin_key: str | None = None) -> None:
+        self.app, self.api_key, self.admin_key = app, api_key, admin_key
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/health" or self.api_key is None:
+            await self.app(scope, receive, send)
+            return
+        admin = self.admin_key is not None and (
+            (scope["method"] == "POST" and scope["path"] == "/enroll")
+            or (scope["method"] == "DELETE" and scope["path"].startswith("/classes/")))
+        wanted = self.admin_key if admin else self.api_key
+        given = dict(scope.get("headers") or []).get(b"x-api-key")
+        if given is None:
+            await _send_error(send, 401, "missing API key (X-API-Key header)")
+            return
+        if not hmac.compare_digest(given, wanted.encode()):
+            await _send_error(send, 403, "wrong API key" + (" (enrolling and deleting need the "
+                                                             "admin key)" if admin else ""))
+            return
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(model_dir: str | Path, gallery_dir: str | Path,
+               settings: ServeSettings | None = None) -> Any:
+    """The FastAPI application serving one model and its gallery."""
+    from .data.download import DatasetError
+    from .gallery import Gallery, GalleryError, metric_of
+    from .inference import Embedder
+
+    s = settings or ServeSettings()
+    embedder = Embedder(model_dir, max_pixels=s.max_pixels)
+    gdir = Path(gallery_dir)
+    if (gdir / "gallery.sqlite").is_file():
+        gallery = Gallery.open(gdir, model_id=embedder.model_id)
+    else:
+        gallery = Gallery.create(gdir, embedder.dim, metric=metric_of(embedder.model),
+                                 model_id=embedder.model_id)
+    app = FastAPI(title="siamkit", version="0.1.0",
+                  description="Siamese-network verification and one-shot identification.")
+    app.state.embedder, app.state.gallery = embedder, gallery
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in exc.errors()[:5])
+        return JSONResponse({"error": f"bad request: {problems}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error")
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    def read_files(files: list[UploadFile]) -> list[Any]:
+        if not files:
+            raise HTTPException(400, "no files uploaded")
+        if len(files) > s.max_files:
+            raise HTTPException(413, f"{len(files)} files; at most {s.max_files} per request")
+        try:
+            return [embedder.load(f.file.read(), f.filename or f"file {i}")
+                    for i, f in enumerate(files)]
+        except DatasetError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    def no_text() -> HTTPException:
+        return HTTPException(415, "this model embeds images: send them as multipart files")
+
+    @app.get("/health")
+    def health() -> dict:
+        """Liveness (no key needed)."""
+        return {"status": "ok", "classes": len(gallery.labels()), "references": len(gallery)}
+
+    @app.post("/embed")
+    async def embed(request: Request) -> dict:
+        """Embeddings of uploaded images (multipart ``files``)."""
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("application/json"):
+            try:
+                payload = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise HTTPException(400, "malformed JSON body") from None
+            if not isinstance(payload, dict) or "texts" not in payload:
+                raise HTTPException(400, 'expected {"texts": [...]}')
+            raise no_text()
+        if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            raise HTTPException(415, "send images as multipart/form-data field 'files'")
+        form = await request.form(max_files=s.max_files + 1, max_fields=16)
+        files = [f for f in form.getlist("files") if hasattr(f, "read")]
+        images = await run_in_threadpool(read_files, files)
+        emb = await run_in_threadpool(embedder.embed, images)
+        return {"embeddings": emb.tolist(), "dim": embedder.dim}
+
+    @app.post("/verify")
+    def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()]) -> dict:
+        """Are two images of the same class? Score, decision at the calibrated threshold."""
+        ea, eb = embedder.embed(read_files([a, b])).split(1)
+        score = float(embedder.score(ea, eb)[0])
+        return {"score": score, "same": embedder.decide(score),
+                "threshold": embedder.threshold, "higher_is_closer": embedder.higher_is_closer}
+
+    @app.post("/identify")
+    def identify(files: Annotated[list[UploadFile], File()],
+                 k: Annotated[int, Query(ge=1)] = 5) -> dict:
+        """Ranked gallery classes for each uploaded image, and the open-set decision."""
+        if k > s.max_k:
+            raise HTTPException(400, f"k is at most {s.max_k}")
+        emb = embedder.embed(read_files(files))
+        threshold = embedder.threshold
+        results = [{"file": f.filename, "decision": gallery.decide(m, threshold),
+                    "matches": [{"label": x.label, "score": x.score} for x in m]}
+                   for f, m in zip(files, gallery.identify(emb, k=k), strict=True)]
+        return {"results": results, "threshold": threshold,
+                "higher_is_closer": gallery.higher_is_closer}
+
+    @app.post("/enroll")
+    def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()]
+               ) -> dict:
+        """Add reference images for a class label (a new label is a new class)."""
+        images = read_files(files)
+        try:
+            Gallery._check_label(label)
+            added = gallery.enroll(label, embedder.embed(images),
+                                   sources=[f.filename or "" for f in files])
+        except GalleryError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"label": label, "added": added, "references": gallery.counts().get(label, 0)}
+
+    @app.delete("/classes/{label}")
+    def delete_class(label: str) -> dict:
+        """Remove a class and all its references."""
+        try:
+            removed = gallery.remove(label)
+        except KeyError:
+            raise HTTPException(404, f"no class {label!r} in the gallery") from None
+        return {"label": label, "removed": removed}
+
+    @app.get("/classes")
+    def classes() -> dict:
+        """Enrolled class labels with their number of references."""
+        return {"classes": gallery.counts()}
+
+    app.add_middleware(BodyLimit, limit=s.max_body_bytes)
+    app.add_middleware(ApiKeyAuth, api_key=s.api_key, admin_key=s.admin_key)
+    return app
+
+
+def _read_key(env: str, path: str | None) -> str | None:
+    if path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read key file {path}: {exc}") from None
+    else:
+        key = os.environ.get(env, "").strip()
+    if path and not key:
+        raise ValueError(f"key file {path} is empty")
+    return key or None
+
+
+def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8000,
+        api_key_file: str | None = None, admin_key_file: str | None = None,
+        no_auth: bool = False, settings: ServeSettings | None = None) -> None:
+    """Start the service (blocks). Refuses to start without an API key unless ``no_auth``."""
+    try:
+        import uvicorn
+    except ImportError:  # pragma: no cover - depends on the optional extra
+        raise ValueError("serving needs the serve extra: pip install 'siamkit[serve]'") from None
+    s = settings or ServeSettings()
+    s.api_key = _read_key("SIAMKIT_API_KEY", api_key_file)
+    s.admin_key = _read_key("SIAMKIT_ADMIN_KEY", admin_key_file)
+    if s.api_key is None and not no_auth:
+        raise ValueError("no API key: set SIAMKIT_API_KEY or --api-key-file (or --no-auth "
+                         "for a trusted local test)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("listening on %s: reachable from other machines", host)
+    app = create_app(model_dir, gallery_dir, s)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
