@@ -32,3 +32,25 @@ def test_omniglot_benchmark_smoke(tmp_path, monkeypatch, capsys):
     (row,) = report["results"]
     assert 0 <= row["error_percent"] <= 100 and len(row["per_run_errors"]) == 20
     assert "error %" in capsys.readouterr().out
+
+
+def test_serve_benchmark_smoke(tmp_path, capsys):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import serve as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "serve.json"
+    assert bench.main(["--references", "3000", "--seconds", "1", "--concurrency", "2",
+                       "--search-queries", "50", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["endpoint"] for r in report["http"]] == ["/verify", "/identify"]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["http"])
+    exact = report["search"][0]
+    assert exact["backend"] == "exact" and exact["recall_at_10_vs_exact"] == 1.0
+    flat = [r for r in report["search"] if r["backend"] == "faiss flat"]
+    if flat and "error" not in flat[0]:
+        assert flat[0]["recall_at_10_vs_exact"] == 1.0
+    assert "req/s" in capsys.readouterr().out
