@@ -30,23 +30,27 @@ def alphabets(tmp_path_factory) -> Path:
 
     src = omniglot_folder("images_background")
     root = tmp_path_factory.mktemp("alphabets")
-    for name in sorted(p.name for p in src.iterdir() if p.is_dir())[:3]:
+    for name in sorted(p.name for p in src.iterdir() if p.is_dir())[:5]:
         (root / name).symlink_to(src / name, target_is_directory=True)
     return root
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, alphabets) -> Path:
+    """A model trained on the first four alphabets only: the fifth stays unseen."""
     from siamkit.config import load_config
     from siamkit.train import train
 
+    seen = tmp_path_factory.mktemp("seen")
+    for a in sorted(alphabets.iterdir())[:4]:
+        (seen / a.name).symlink_to(a.resolve(), target_is_directory=True)
     cfg = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
     cfg.write_text(
         "data: {dataset: folder, root: %s, group_depth: 1, invert: true, val_groups: 1,"
         " size: 28}\n"
         "model: {encoder_args: {width: 16}}\n"
-        "optim: {steps: 60, p: 8, k: 3, warmup_steps: 5}\n"
-        "eval: {every: 60, episodes: 20, way: 5}\n".replace("%s", str(alphabets)))
+        "optim: {steps: 150, p: 16, k: 3, warmup_steps: 10}\n"
+        "eval: {every: 150, episodes: 20, way: 5}\n".replace("%s", str(seen)))
     out = tmp_path_factory.mktemp("serve") / "run"
     train(load_config(cfg), out)
     return out
@@ -186,6 +190,11 @@ def test_bad_input_gets_4xx_and_changes_nothing(server, alphabets):
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
     r = c.post("/embed", headers=H, json={"texts": ["hello"]})
     assert r.status_code == 415 and "images" in r.json()["error"]
+    for payload, status, needle in [({"texts": [""]}, 400, "empty"), ({"texts": []}, 400, "1 to"),
+                                    ({"texts": ["x" * 20000]}, 413, "characters"),
+                                    ({"text": "x"}, 400, "expected"), ([1, 2], 400, "expected")]:
+        r = c.post("/embed", headers=H, json=payload)
+        assert r.status_code == status and needle in r.json()["error"], payload
     r = c.post("/embed", headers=H, files=[("files", ("big.png", b"0" * (3 * 2**20),
                                                       "image/png"))])
     assert r.status_code == 413 and "over" in r.json()["error"]
@@ -272,9 +281,7 @@ def test_sigkill_during_enrolls_keeps_every_acknowledged_one(model_dir, alphabet
 
 
 def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabets):
-    # the model's validation alphabet is one of the three; use the last (held out by sorting
-    # in training's seeded split or not, every drawing but the enrolled one is new)
-    imgs = _images(alphabets, 2)
+    imgs = _images(alphabets, 4)  # an alphabet the model never saw
     c = httpx.Client(base_url=server.url, timeout=60)
     for name, paths in imgs.items():
         assert c.post("/enroll", data={"label": f"oneshot/{name}"}, files=_files(paths[:1]),
@@ -287,4 +294,5 @@ def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabe
         hits += sum(t == f"oneshot/{name}" for t in top)
         total += len(top)
     n = len(imgs)
-    assert hits / total > 3 / n  # a 60-step model, far above the 1/n of chance
+    print(f"one-shot rank-1 {hits}/{total} over {n} unseen classes")
+    assert hits / total > 5 / n  # a 150-step model, far above the 1/n of chance

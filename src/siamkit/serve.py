@@ -196,8 +196,17 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                 payload = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise HTTPException(400, "malformed JSON body") from None
-            if not isinstance(payload, dict) or "texts" not in payload:
-                raise HTTPException(400, 'expected {"texts": [...]}')
+            if not isinstance(payload, dict) or not isinstance(payload.get("texts"), list):
+                raise HTTPException(400, 'expected {"texts": ["...", ...]}')
+            texts = payload["texts"]
+            if not texts or len(texts) > s.max_files:
+                raise HTTPException(400, f"give 1 to {s.max_files} texts")
+            for i, t in enumerate(texts):
+                if not isinstance(t, str) or not t.strip():
+                    raise HTTPException(400, f"text {i} is empty or not a string")
+                if len(t) > s.max_text_chars:
+                    raise HTTPException(413, f"text {i} has {len(t)} characters; at most "
+                                             f"{s.max_text_chars}")
             raise no_text()
         if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise HTTPException(415, "send images as multipart/form-data field 'files'")
