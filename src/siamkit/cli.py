@@ -225,6 +225,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-files", type=int, default=64, help="files per request")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("export", help="export the encoder and the whole verifier (ONNX)")
+    x.add_argument("--model", required=True, help="run folder of a trained model")
+    x.add_argument("--format", default="onnx", choices=("onnx",))
+    x.add_argument("--out", required=True, help="folder to write")
+    x.add_argument("--data", help="folder-per-class tree: real images for the parity check "
+                                  "(default: random inputs)")
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--json", action="store_true", help="print JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``siamkit`` command."""
     parser = argparse.ArgumentParser(prog="siamkit", description=(
@@ -233,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command",
                                 metavar="{train,eval,calibrate,verify,split,report,enroll,"
-                                        "identify,serve,demo}")
+                                        "identify,serve,export,demo}")
     sub.required = True
     _add_train(sub)
     eval_sub = _add_eval(sub)
@@ -241,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split(sub)
     _add_gallery(sub, eval_sub)
     _add_serve(sub)
+    _add_export(sub)
     r = sub.add_parser("report", help="HTML report: metrics, ROC/DET, histograms, errors, map")
     _add_pair_source(r)
     r.add_argument("--out", required=True, help="HTML file to write")
@@ -650,6 +662,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .checkpoint import load_model
+    from .export import export_onnx
+
+    inputs = None
+    if args.data:
+        _, config, card = load_model(args.model)
+        data = _load_folder(card, config, args.data)
+        pick = np.random.default_rng(0).permutation(len(data))[:32]
+        inputs = data.images[pick].float().div(255).numpy()
+    else:
+        logging.getLogger(__name__).warning("no --data: checking parity on random inputs")
+    manifest = export_onnx(args.model, args.out, args.opset, inputs)
+    p = manifest["parity"]
+    same = "identical" if p["decisions_equal"] else "DIFFER"
+    _emit(manifest, args.json,
+          f"exported to {args.out} (encoder.onnx, verifier.onnx, predict.py); ONNX Runtime vs "
+          f"PyTorch on {p['inputs']} {'real' if p['real_inputs'] else 'random'} inputs: "
+          f"embeddings within {p['max_embedding_diff_relative']:.1e} (relative), scores within "
+          f"{p['max_score_diff']:.1e}, decisions {same}")
+    return 0
+
+
 def _items_by_group(folder: str, depth: int, pattern: str | None = None
                     ) -> dict[str, list[str]]:
     from .data.images import scan_folder
@@ -835,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         ("enroll", None): _cmd_enroll,
         ("identify", None): _cmd_identify,
         ("serve", None): _cmd_serve,
+        ("export", None): _cmd_export,
         ("calibrate", None): _cmd_calibrate,
         ("verify", None): _cmd_verify,
         ("split", None): _cmd_split,
@@ -853,9 +891,10 @@ def main(argv: list[str] | None = None) -> int:
         from .checkpoint import RunError
         from .config import ConfigError
         from .data.download import DatasetError
+        from .export import ExportError
         from .gallery import GalleryError
 
-        known = (ConfigError, RunError, DatasetError, GalleryError, ValueError,
+        known = (ConfigError, RunError, DatasetError, GalleryError, ExportError, ValueError,
                  FileNotFoundError, KeyError)
         kind = "error" if isinstance(exc, known) else f"unexpected error ({type(exc).__name__})"
         print(f"siamkit: {kind}: {exc}", file=sys.stderr)

@@ -1,0 +1,115 @@
+"""ONNX export: parity with PyTorch on real inputs, the verifier's decisions, inference
+without torch in a clean subprocess, tabular models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from siamkit.cli import main  # noqa: E402
+
+MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def alphabet(tmp_path_factory) -> Path:
+    if not (MIRROR / "omniglot").is_dir():
+        pytest.skip("Omniglot mirror not present")
+    os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
+    from siamkit.data import omniglot_folder
+
+    src = omniglot_folder("images_background")
+    root = tmp_path_factory.mktemp("alpha")
+    for name in sorted(p.name for p in src.iterdir() if p.is_dir())[:2]:
+        (root / name).symlink_to(src / name, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, alphabet) -> Path:
+    out = tmp_path_factory.mktemp("exp") / "run"
+    cfg = out.parent / "tiny.yaml"
+    cfg.write_text(
+        "data: {dataset: folder, root: %s, group_depth: 1, invert: true, val_groups: 1}\n"
+        "model: {encoder_args: {width: 16}}\n"
+        "optim: {steps: 10, p: 8, k: 3, warmup_steps: 2}\n"
+        "eval: {every: 10, episodes: 10, way: 5}\n".replace("%s", str(alphabet)))
+    assert main(["--quiet", "train", "--config", str(cfg), "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_export_matches_pytorch_on_real_images(run_dir, alphabet, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    data = sorted(alphabet.iterdir())[0]
+    assert main(["--quiet", "export", "--model", str(run_dir), "--out", str(out), "--data",
+                 str(data), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert {"encoder.onnx", "verifier.onnx", "export.json", "predict.py"} <= {
+        p.name for p in out.iterdir()}
+    p = m["parity"]
+    assert p["ok"] and p["real_inputs"] and p["decisions_equal"]
+    assert p["max_embedding_diff_relative"] <= 1e-4 and p["inputs"] == 32
+    card = json.loads((run_dir / "config.json").read_text())
+    assert m["threshold"] == card["threshold"]["threshold_"]
+    assert m["input"]["shape"] == [1, 28, 28] and m["input"]["invert"] is True
+
+
+def test_predict_script_runs_without_torch_and_agrees_with_siamkit(run_dir, alphabet, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "onnx"
+    assert main(["--quiet", "export", "--model", str(run_dir), "--out", str(out)]) == 0
+    capsys.readouterr()
+    chars = sorted(p for p in sorted(alphabet.iterdir())[1].iterdir() if p.is_dir())
+    a, b = sorted(chars[0].iterdir())[:2]
+    c = sorted(chars[1].iterdir())[0]
+    driver = ("import runpy, sys, json; ns = runpy.run_path(sys.argv[1]); "
+              "rc = ns['main'](sys.argv[2:]); "
+              "assert 'torch' not in sys.modules and 'siamkit' not in sys.modules, 'imported'; "
+              "sys.exit(rc)")
+    for x, y in ((a, b), (a, c)):
+        r = subprocess.run([sys.executable, "-c", driver, str(out / "predict.py"), str(x),
+                            str(y)], capture_output=True, text=True, cwd=tmp_path,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert main(["--quiet", "verify", "--model", str(run_dir), str(x), str(y),
+                     "--json"]) == 0
+        want = json.loads(capsys.readouterr().out)
+        assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+        assert got["same"] == want["same"] and got["threshold"] == want["threshold"]
+
+
+def test_tabular_model_exports(tmp_path):
+    import torch
+
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import save_model, update_card
+    from siamkit.config import Config
+    from siamkit.export import export_onnx
+
+    config = Config()
+    config.model.encoder = "mlp"
+    config.model.encoder_args = {"in_features": 64, "embedding_dim": 16}
+    torch.manual_seed(0)
+    model = build_model(config.model, 1, 28)
+    model.eval()
+    save_model(tmp_path / "run", model, config)
+    update_card(tmp_path / "run", {"threshold": {"threshold_": 1.5}})
+    x = np.random.default_rng(0).random((20, 64), dtype=np.float32)
+    m = export_onnx(tmp_path / "run", tmp_path / "out", parity_inputs=x)
+    assert m["input"]["shape"] == [64] and m["parity"]["ok"] and m["embedding_dim"] == 16
+
+
+def test_export_refuses_a_missing_model(tmp_path, capsys):
+    assert main(["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert "not found" in capsys.readouterr().err
