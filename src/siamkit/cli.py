@@ -272,12 +272,21 @@ def _emit(result: dict[str, Any], as_json: bool, summary: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from .config import load_config
+    from .distributed import DistInfo, cleanup
     from .train import train
 
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:  # under torchrun only rank 0 reports
+        logging.getLogger().setLevel(logging.WARNING)
     config = load_config(args.config, args.overrides)
     res = train(config, args.out, resume=args.resume, progress=not args.no_progress,
                 overwrite=args.overwrite)
+    cleanup(DistInfo(rank, int(os.environ.get("WORLD_SIZE", "1"))))
+    if rank != 0:
+        return 0
     print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.images_per_second:.0f} "
           f"images/s); best validation accuracy {res.best_metric:.4f} at step "
           f"{res.best_step}; model in {res.run_dir}")

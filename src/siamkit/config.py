@@ -108,6 +108,8 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine or constant
     channels_last: bool = True
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    # under torchrun: losses and miners see the embeddings of every rank (global batch)
+    gather_embeddings: bool = True
 
 
 @dataclass

@@ -57,10 +57,20 @@ class L2Norm(nn.Module):
         return F.normalize(x, dim=-1)
 
 
-def _conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+def _norm2d(kind: str, c: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(c)
+    if kind == "group":  # independent of the batch: identical under any data-parallel split
+        return nn.GroupNorm(min(8, c), c)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'group' or 'none', got {kind!r}")
+
+
+def _conv_block(c_in: int, c_out: int, pool: bool, norm: str = "batch") -> nn.Sequential:
     layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"),
+        _norm2d(norm, c_out),
         nn.ReLU(inplace=True),
     ]
     if pool:
@@ -82,6 +92,9 @@ class Conv4Encoder(nn.Module):
         widths: explicit channels per block, e.g. ``[64, 96, 128, 256]``.
         pool_last: "flatten" keeps the spatial map, "avg" averages it away.
         dropout: dropout before the projection.
+        norm: ``batch`` (default), ``group`` (GroupNorm: the same result whatever the batch
+            split, e.g. under torchrun on CPU, where synchronised BatchNorm is unavailable)
+            or ``none``.
 
     Shape: (B, in_channels, input_size, input_size) -> (B, output_dim).
     """
@@ -97,16 +110,18 @@ class Conv4Encoder(nn.Module):
         widths: Sequence[int] | None = None,
         pool_last: str = "flatten",
         dropout: float = 0.0,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         widths = list(widths) if widths else [width] * depth
+        _norm2d(norm, 1)  # check the name before building anything
         if pool_last not in ("flatten", "avg"):
             raise ValueError(f"pool_last must be 'flatten' or 'avg', got {pool_last!r}")
         h, w_ = (input_size, input_size) if isinstance(input_size, int) else input_size
         blocks, c = [], in_channels
         for w in widths:
             pool = min(h, w_) >= 2
-            blocks.append(_conv_block(c, w, pool))
+            blocks.append(_conv_block(c, w, pool, norm))
             c = w
             if pool:
                 h, w_ = h // 2, w_ // 2

@@ -38,6 +38,14 @@ from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
 from .data.pairs import all_pairs, skilled_pairs
 from .data.splits import overlap, split_by_group
+from .distributed import (
+    average_gradients,
+    barrier,
+    broadcast_floats,
+    gather_with_grad,
+    shard,
+)
+from .distributed import setup as setup_distributed
 from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float
 from .miners import Pairs, Triplets
 
@@ -264,9 +272,17 @@ def train(
     the steps run out first.
     """
     check_config(config)
+    info = setup_distributed()  # torchrun: join the process group; alone: rank 0 of 1
     out = Path(out_dir)
-    _prepare_run_dir(out, resume, overwrite)
+    if info.is_main:
+        _prepare_run_dir(out, resume, overwrite)
+    barrier(info)
     o = config.optim
+    if info.enabled and (o.sampler != "pk" or o.p % info.world_size):
+        raise ConfigError(f"under torchrun each of the {info.world_size} ranks takes whole "
+                          f"classes of a P x K batch: needs optim.sampler=pk and optim.p "
+                          f"divisible by {info.world_size} (p={o.p}, sampler={o.sampler})")
+    progress = progress and info.is_main
     if o.threads:
         torch.set_num_threads(o.threads)
     seed_everything(config.seed)
@@ -282,12 +298,23 @@ def train(
     miner = build_miner(config)
     sampler = build_sampler(config, td.labels.numpy(), td.groups, td.class_names)
     augment = build_augment(config)
-    evaluator = _validation(config, td.val_set)
+    if augment is not None and info.enabled:  # each rank distorts its own share differently
+        augment.generator.manual_seed(config.seed + 7919 * info.rank)
+    evaluator = _validation(config, td.val_set) if info.is_main else None
     if o.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # the model's parameters and the loss's own (proxies); a shared head is listed once
     params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()]}.values())
     optimiser = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    encode: Any = model.embed
+    outside_ddp: list[torch.nn.Parameter] = []
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        encode = DistributedDataParallel(model.encoder)  # averages the encoder's gradients
+        in_encoder = {id(p) for p in model.encoder.parameters()}
+        outside_ddp = [p for p in params if id(p) not in in_encoder]  # head, proxies
+    gather = info.enabled and o.gather_embeddings
     card = {"input": {"channels": channels, "size": size,
                       "invert": config.data.invert or config.data.dataset == "omniglot",
                       "keep_aspect": config.data.keep_aspect}}
@@ -349,16 +376,22 @@ def train(
     for step in range(start + 1, o.steps + 1):
         elapsed = time.perf_counter() - t0
         frac_done = max((step - 1) / o.steps, elapsed / max(limit_s, 1e-9))
+        (frac_done,) = broadcast_floats([frac_done], info)  # one schedule for all ranks
         for group in optimiser.param_groups:
             group["lr"] = o.lr * lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule)
 
         idx, pairs = _batch_indices(next(batches))
+        if info.enabled:  # every rank drew the same global batch; embed this rank's share
+            y_global = td.labels[idx]
+            idx = torch.as_tensor(shard(idx.tolist(), info))
         x, y = to_float(td.images[idx]), td.labels[idx]  # (B, C, H, W), (B,)
         if augment is not None:
             x = augment(x)
         if o.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        emb = model.embed(x)  # (B, D)
+        emb = encode(x)  # (B, D)
+        if gather:  # the global batch: every rank's embeddings, gradients to our own part
+            emb, y = gather_with_grad(emb, info), y_global
         indices: Any = pairs
         if miner is not None:
             if hasattr(miner, "set_step"):
@@ -368,10 +401,13 @@ def train(
                 indices = Pairs(indices.a, indices.p, indices.a, indices.n)  # for pair losses
         loss = loss_fn(emb, y, indices)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages gradients over ranks; each rank's gradient of the global loss covers
+        # only its own embeddings, so scaling by the world size gives the full gradient
+        (loss * info.world_size if gather else loss).backward()
+        average_gradients(outside_ddp, info)
         optimiser.step()
 
-        seen += len(idx)
+        seen += len(idx) * info.world_size
         recent = (recent + [loss.item()])[-50:]
         elapsed = time.perf_counter() - t0
         if bar is not None:
@@ -380,7 +416,10 @@ def train(
                             img_s=f"{seen / max(1e-9, elapsed - elapsed_before):.0f}")
         out_of_time = elapsed >= limit_s
         stop = any([bool(cb(step, recent[-1])) for cb in callbacks])
-        if step % config.eval.every == 0 or step == o.steps or out_of_time or stop:
+        flags = broadcast_floats([float(out_of_time), float(stop)], info)  # rank 0 decides
+        out_of_time, stop = bool(flags[0]), bool(flags[1])
+        if info.is_main and (step % config.eval.every == 0 or step == o.steps or out_of_time
+                             or stop):
             validate(step, float(np.mean(recent)))
             torch.save(snapshot(step), out / "state.pt.tmp")
             (out / "state.pt.tmp").replace(out / "state.pt")
@@ -391,16 +430,19 @@ def train(
             break
     if bar is not None:
         bar.close()
-    if best_step < 0:  # no step ran (a finished run resumed): still leave a model
+    if info.is_main and best_step < 0:  # no step ran (a finished run resumed): leave a model
         validate(step, math.nan)
-    if td.val_set is not None and config.eval.calibrate_on != "none":
+    if info.is_main and td.val_set is not None and config.eval.calibrate_on != "none":
         calibrate_on_validation(out, td.val_set, config.seed,
                                 skilled=config.eval.calibrate_on == "skilled_pairs",
                                 tta=config.eval.tta)
     minutes = (time.perf_counter() - t0) / 60
     run_seconds = max(1e-9, time.perf_counter() - t0 - elapsed_before)
     result = TrainResult(out, step, best, best_step, minutes, seen / run_seconds, history)
-    (out / "train_summary.json").write_text(json.dumps(
-        {"steps": step, "best_val_accuracy": best, "best_step": best_step,
-         "train_minutes": minutes, "images_per_second": result.images_per_second}, indent=2))
+    if info.is_main:
+        (out / "train_summary.json").write_text(json.dumps(
+            {"steps": step, "best_val_accuracy": best, "best_step": best_step,
+             "train_minutes": minutes, "images_per_second": result.images_per_second,
+             "world_size": info.world_size}, indent=2))
+    barrier(info)  # no rank leaves before the checkpoint and threshold are written
     return result

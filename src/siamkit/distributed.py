@@ -1,0 +1,98 @@
+"""Data-parallel training under ``torchrun``: process group, batch shards, global batches.
+
+``siamkit train`` runs unchanged under ``torchrun --nproc-per-node N``: every rank draws
+the same global P x K batch (same sampler seed) and embeds its own contiguous share of
+whole classes; with ``optim.gather_embeddings`` the embeddings of all ranks are gathered
+(gradients flow to each rank's own part), so miners and losses see the global batch.
+DistributedDataParallel averages gradients, and the loss is scaled by the world size so
+the update equals a single process's on the global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "setup", "shard", "gather_with_grad", "broadcast_floats", "cleanup"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place: ``rank`` of ``world_size`` (1 = not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup() -> DistInfo:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1), else run alone.
+
+    gloo on CPU, NCCL when CUDA is available.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        logger.info("rank %d of %d (%s)", dist.get_rank(), world, backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def shard(indices: list[int], info: DistInfo) -> list[int]:
+    """This rank's contiguous share of a global batch (whole classes of a P x K batch)."""
+    n = len(indices) // info.world_size
+    return indices[info.rank * n : (info.rank + 1) * n]
+
+
+def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Concatenate ``x`` of every rank in rank order; only this rank's part has gradients."""
+    if not info.enabled:
+        return x
+    parts = [torch.empty_like(x) for _ in range(info.world_size)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[info.rank] = x
+    return torch.cat(parts)
+
+
+def broadcast_floats(values: list[float], info: DistInfo) -> list[float]:
+    """Rank 0's values on every rank (schedules and stop decisions must agree)."""
+    if not info.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
+def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """All-reduce (mean) gradients of parameters outside DDP (a loss's proxies, a head)."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= info.world_size
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
