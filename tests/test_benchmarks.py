@@ -54,3 +54,26 @@ def test_serve_benchmark_smoke(tmp_path, capsys):
     if flat and "error" not in flat[0]:
         assert flat[0]["recall_at_10_vs_exact"] == 1.0
     assert "req/s" in capsys.readouterr().out
+
+
+def test_speed_benchmark_smoke(tmp_path, capsys):
+    pytest.importorskip("pytorch_metric_learning")
+    pytest.importorskip("faiss")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import speed as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "speed.json"
+    assert bench.main(["--sizes", "32", "--algos", "semihard", "--repeats", "1",
+                       "--retrieval-n", "600",
+                       "--retrieval-classes", "20", "--search-refs", "3000",
+                       "--search-queries", "20", "--train-steps", "1", "--embed-n", "16",
+                       "--only", "mining", "retrieval", "search", "training",
+                       "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert all(row["loss_equal"] for row in r["mining"])  # same losses as PML
+    assert r["retrieval"]["values_equal"]
+    assert r["search"][0]["recall_at_10"] == 1.0 and r["search"][1]["recall_at_10"] == 1.0
+    assert 0 < r["training"]["fraction_of_peak"] < 1
+    assert "mining" in capsys.readouterr().out
