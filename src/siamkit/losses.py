@@ -38,6 +38,19 @@ def _mined_or_all(
     return miner(embeddings, labels)
 
 
+def _values(distance: Distance, embeddings: torch.Tensor, i: torch.Tensor,
+            j: torch.Tensor) -> torch.Tensor:
+    """``distance`` between embeddings ``i[k]`` and ``j[k]``.
+
+    With more index pairs than embeddings (all pairs, all triplets) one (B, B) matrix
+    product and a lookup cost far less than gathering two rows per pair; otherwise the
+    rows are gathered and compared directly.
+    """
+    if len(i) > 2 * len(embeddings):
+        return distance.pairwise(embeddings)[i, j]
+    return distance.paired(embeddings[i], embeddings[j])
+
+
 def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     if losses.numel() == 0:
         return losses.sum() * 0.0  # keeps the graph alive, value 0
@@ -90,8 +103,8 @@ class ContrastiveLoss(nn.Module):
     ) -> torch.Tensor:
         indices = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
         a1, p, a2, n = indices
-        d_pos = self.distance.paired(embeddings[a1], embeddings[p])
-        d_neg = self.distance.paired(embeddings[a2], embeddings[n])
+        d_pos = _values(self.distance, embeddings, a1, p)
+        d_neg = _values(self.distance, embeddings, a2, n)
         if self.distance.higher_is_closer:
             pos, neg = F.relu(self.pos_margin - d_pos), F.relu(d_neg - self.neg_margin)
         else:
@@ -128,8 +141,12 @@ class TripletLoss(nn.Module):
     ) -> torch.Tensor:
         indices = _mined_or_all(self, embeddings, labels, indices, AllTripletsMiner())
         a, p, n = indices
-        d_ap = self.distance.paired(embeddings[a], embeddings[p])
-        d_an = self.distance.paired(embeddings[a], embeddings[n])
+        if len(a) > 2 * len(embeddings):  # many triplets: one (B, B) matrix, then lookups
+            d = self.distance.pairwise(embeddings)
+            d_ap, d_an = d[a, p], d[a, n]
+        else:
+            d_ap = self.distance.paired(embeddings[a], embeddings[p])
+            d_an = self.distance.paired(embeddings[a], embeddings[n])
         gap = d_an - d_ap if self.distance.higher_is_closer else d_ap - d_an
         return _reduce(F.relu(gap + self.margin), self.reduction)
 
