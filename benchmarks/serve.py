@@ -1,7 +1,8 @@
 """HTTP service and gallery search speed: requests/s and latency, exact vs FAISS search.
 
 Builds a model (random weights: speed does not depend on training) with 128-d
-embeddings, a gallery of ``--references`` random references, starts ``siamkit serve`` in a
+embeddings, a gallery of ``--references`` synthetic references (classes of 10 around
+random centres, as trained embeddings cluster), starts ``siamkit serve`` in a
 subprocess on loopback and drives ``/verify`` and ``/identify`` from a separate load
 process with ``--concurrency`` clients for ``--seconds`` each. Then times gallery search
 alone, exact vs FAISS flat / HNSW / IVF, with recall@10 against exact. Prints a table and
@@ -47,16 +48,23 @@ def make_model(out: Path, dim: int) -> None:
                                     "threshold_": 1.0, "validation_": {}}})
 
 
+def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Embeddings as a trained model gives them: classes of 10 around their centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // 10), dim)).astype(np.float32)
+    x = centres[np.arange(n) // 10 % len(centres)]
+    return (x + 0.35 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
 def make_gallery(model_dir: Path, out: Path, n: int, dim: int) -> None:
     from siamkit.checkpoint import model_identity
     from siamkit.gallery import Gallery
 
     g = Gallery.create(out, dim, metric="euclidean", model_id=model_identity(model_dir))
-    rng = np.random.default_rng(0)
+    x = clustered(n, dim)
     for s in range(0, n, 50_000):
         m = min(50_000, n - s)
-        g.enroll_many([f"class{i}" for i in range(s, s + m)],
-                      rng.normal(size=(m, dim)).astype(np.float32))
+        g.enroll_many([f"class{i // 10}" for i in range(s, s + m)], x[s : s + m])
     g.close()
 
 
@@ -150,8 +158,10 @@ def bench_search(n: int, dim: int, n_queries: int, k: int = 10) -> list[dict]:
     from siamkit.gallery import ExactIndex, FaissIndex
 
     rng = np.random.default_rng(1)
-    refs = rng.normal(size=(n, dim)).astype(np.float32)
-    queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
+    refs = clustered(n, dim)
+    # new items of enrolled classes: a reference's class centre plus fresh noise
+    picks = rng.choice(n, n_queries, replace=False)
+    queries = (refs[picks] + 0.35 * rng.normal(size=(n_queries, dim))).astype(np.float32)
     rows, truth = [], None
     backends = [("exact", lambda: ExactIndex("euclidean")),
                 ("faiss flat", lambda: FaissIndex("euclidean", "flat")),

@@ -78,7 +78,7 @@ class ExactIndex:
     item's distance to itself is exactly 0.
     """
 
-    def __init__(self, metric: str, chunk: int = 65536, query_chunk: int = 1024) -> None:
+    def __init__(self, metric: str, chunk: int = 16384, query_chunk: int = 256) -> None:
         if metric not in METRICS:
             raise GalleryError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
         self.metric, self.chunk, self.query_chunk = metric, chunk, query_chunk
@@ -96,30 +96,32 @@ class ExactIndex:
         k = min(k, n)
         sims_out, idx_out = [], []
         euclid = self.metric in ("euclidean", "sqeuclidean")
-        for qs in range(0, len(q_all), self.query_chunk):
-            q = q_all[qs : qs + self.query_chunk]
-            best_s = torch.full((len(q), 0), -torch.inf)
-            best_i = torch.zeros((len(q), 0), dtype=torch.long)
-            for rs in range(0, n, self.chunk):
-                r = self._refs[rs : rs + self.chunk]
-                s = q @ r.T
-                if euclid:  # -||q - r||^2 up to the per-query constant ||q||^2
-                    s = 2 * s - self._sq[rs : rs + self.chunk]
-                top = s.topk(min(k, s.shape[1]), dim=1)
-                best_s = torch.cat([best_s, top.values], 1)
-                best_i = torch.cat([best_i, top.indices + rs], 1)
-                if best_s.shape[1] > k:
-                    keep = best_s.topk(k, dim=1)
-                    best_s, best_i = keep.values, best_i.gather(1, keep.indices)
-            order = best_s.argsort(1, descending=True)
-            best_i = best_i.gather(1, order)
-            if euclid:  # exact values for the few neighbours kept
-                d2 = ((q[:, None, :] - self._refs[best_i]) ** 2).sum(-1)
-                best_s = -(d2 if self.metric == "sqeuclidean" else d2.sqrt())
-            else:
-                best_s = best_s.gather(1, order)
-            sims_out.append(best_s.numpy())
-            idx_out.append(best_i.numpy())
+        neg_sq = -self._sq
+        with torch.no_grad():
+            for qs in range(0, len(q_all), self.query_chunk):
+                q = q_all[qs : qs + self.query_chunk]
+                vals, rows = [], []
+                for rs in range(0, n, self.chunk):
+                    r = self._refs[rs : rs + self.chunk]
+                    if euclid:  # 2 q.r - ||r||^2, fused: -||q - r||^2 up to ||q||^2
+                        s = torch.addmm(neg_sq[rs : rs + self.chunk], q, r.T, alpha=2.0)
+                    else:
+                        s = q @ r.T
+                    top = s.topk(min(k, s.shape[1]), dim=1)
+                    vals.append(top.values)
+                    rows.append(top.indices + rs)
+                best_s, best_i = torch.cat(vals, 1), torch.cat(rows, 1)
+                keep = best_s.topk(k, dim=1)  # sorted, best first
+                best_i = best_i.gather(1, keep.indices)
+                if euclid:  # exact values for the few neighbours kept
+                    d2 = ((q[:, None, :] - self._refs[best_i]) ** 2).sum(-1)
+                    best_s = -(d2 if self.metric == "sqeuclidean" else d2.sqrt())
+                    order = best_s.argsort(dim=1, descending=True, stable=True)
+                    best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
+                else:
+                    best_s = keep.values
+                sims_out.append(best_s.numpy())
+                idx_out.append(best_i.numpy())
         if not sims_out:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.concatenate(sims_out), np.concatenate(idx_out)
