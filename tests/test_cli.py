@@ -375,6 +375,15 @@ def test_enroll_identify_and_eval_identification_one_shot(run_dir, alphabets, tm
     assert main(["--quiet", "identify", "--model", str(run_dir), "--gallery", str(gallery),
                  str(sorted(classes[3].iterdir())[1]), "--threshold", "-1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["decision"] == "unknown"
+    # the same ranking through FAISS HNSW with its options
+    assert main(["--quiet", "identify", "--model", str(run_dir), "--gallery", str(gallery),
+                 str(query), "--k", "3", "--backend", "faiss", "--index-args",
+                 '{"kind": "hnsw", "m": 16, "ef_search": 64}', "--json"]) == 0
+    hnsw = json.loads(capsys.readouterr().out)["results"][0]
+    assert [m["label"] for m in hnsw["matches"]] == [m["label"] for m in r["matches"]]
+    assert main(["--quiet", "identify", "--model", str(run_dir), "--gallery", str(gallery),
+                 str(query), "--index-args", '{"bogus": 1}']) == 1
+    assert "bad options" in capsys.readouterr().err
 
     # one-shot identification of the other drawings; another alphabet as the unknowns
     other = sorted(p for p in alphabets.iterdir())[1]

@@ -190,6 +190,9 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
                    help="open-set threshold (default: the model's calibrated one)")
     i.add_argument("--backend", choices=("exact", "faiss"), default=None,
                    help="search backend (default: the gallery's)")
+    i.add_argument("--index-args", default=None, metavar="JSON",
+                   help='backend options, e.g. \'{"kind": "hnsw", "m": 32, "ef_search": 64}\' '
+                        'or \'{"kind": "ivf", "nlist": 1024, "nprobe": 16}\'')
     i.add_argument("--json", action="store_true", help="print JSON")
     v = eval_sub.add_parser("identification",
                             help="rank-1 and DIR@FAR against a gallery built from a folder")
@@ -614,7 +617,14 @@ def _cmd_identify(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
 
     model, config, card = load_model(args.model)
-    kw = {"backend": args.backend} if args.backend else {}
+    kw: dict[str, Any] = {"backend": args.backend} if args.backend else {}
+    if args.index_args:
+        try:
+            kw["backend_args"] = json.loads(args.index_args)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--index-args is not JSON: {exc}") from None
+        if not isinstance(kw["backend_args"], dict):
+            raise ValueError("--index-args must be a JSON object")
     gallery = _open_gallery(args, model, create=False, **kw)
     threshold = args.threshold
     if threshold is None and "threshold" in card:

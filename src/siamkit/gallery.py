@@ -191,11 +191,13 @@ class FaissIndex:
 
 
 def _make_index(metric: str, backend: str, args: dict[str, Any]) -> ExactIndex | FaissIndex:
-    if backend == "exact":
-        return ExactIndex(metric, **args)
-    if backend == "faiss":
-        return FaissIndex(metric, **args)
-    raise GalleryError(f"unknown gallery backend {backend!r}; known: exact, faiss")
+    kinds = {"exact": ExactIndex, "faiss": FaissIndex}
+    if backend not in kinds:
+        raise GalleryError(f"unknown gallery backend {backend!r}; known: exact, faiss")
+    try:
+        return kinds[backend](metric, **args)
+    except TypeError as exc:
+        raise GalleryError(f"bad options for the {backend} backend: {exc}") from None
 
 
 # ---------------------------------------------------------------- the gallery
