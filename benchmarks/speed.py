@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--retrieval-n", type=int, default=100_000)
     parser.add_argument("--retrieval-classes", type=int, default=1000)
-    parser.add_argument("--retrieval-chunk", type=int, default=1024)
+    parser.add_argument("--retrieval-chunk", type=int, default=512)
     parser.add_argument("--search-refs", type=int, default=1_000_000)
     parser.add_argument("--search-queries", type=int, default=1000)
     parser.add_argument("--train-steps", type=int, default=5)

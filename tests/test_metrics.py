@@ -191,3 +191,27 @@ def test_open_set_identification_hand_computed():
     assert "dir_at_far" not in open_set_identification(known, correct)
     with pytest.raises(ValueError):
         open_set_identification([], [])
+
+
+def test_retrieval_metrics_match_brute_force_when_relevant_items_rank_low():
+    """Few relevant items per query, so the first one is often beyond the top-K window."""
+    from siamkit.distances import EuclideanDistance
+    from siamkit.metrics import retrieval_metrics
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 4, generator=g)
+    y = torch.arange(30).repeat(2)  # two items per label, unrelated to position
+    res = retrieval_metrics(x, y, distance=EuclideanDistance(), ks=(1,), chunk=7)
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    rr, hit1, ap = [], [], []
+    for i in range(60):
+        order = torch.argsort(d[i])[:-1].tolist()  # the last one is the query itself
+        ranks = [r for r, j in enumerate(order, 1) if y[j] == y[i]]
+        rr.append(1 / ranks[0])
+        hit1.append(float(ranks[0] == 1))
+        ap.append(1.0 if ranks[0] == 1 else 0.0)  # R = 1
+    assert res["mrr"] == pytest.approx(np.mean(rr))
+    assert res["recall@1"] == pytest.approx(np.mean(hit1))
+    assert res["map@r"] == pytest.approx(np.mean(ap))
+    assert res["mrr"] < 0.5  # the check exercised queries ranked far down

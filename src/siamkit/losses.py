@@ -51,6 +51,17 @@ def _values(distance: Distance, embeddings: torch.Tensor, i: torch.Tensor,
     return distance.paired(embeddings[i], embeddings[j])
 
 
+def _reduce_masked(terms: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    """:func:`_reduce` of ``terms[mask]`` without gathering them (no boolean indexing)."""
+    terms = terms * mask
+    if reduction == "sum":
+        return terms.sum()
+    count = mask.sum() if reduction == "mean" else (terms > 0).sum()
+    if reduction not in ("mean", "mean_nonzero"):
+        raise ValueError(f"unknown reduction {reduction!r}; expected mean, sum or mean_nonzero")
+    return terms.sum() / count.clamp_min(1)
+
+
 def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     if losses.numel() == 0:
         return losses.sum() * 0.0  # keeps the graph alive, value 0
@@ -101,10 +112,23 @@ class ContrastiveLoss(nn.Module):
         self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
         indices: Pairs | None = None,
     ) -> torch.Tensor:
-        indices = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
-        a1, p, a2, n = indices
-        d_pos = _values(self.distance, embeddings, a1, p)
-        d_neg = _values(self.distance, embeddings, a2, n)
+        if indices is None and labels is not None:
+            # every pair: one (B, B) matrix and masks of its upper triangle, no index tensors
+            d = self.distance.pairwise(embeddings)
+            same = labels[:, None] == labels[None, :]
+            upper = torch.ones_like(same).triu_(1)
+            if self.distance.higher_is_closer:
+                pos, neg = F.relu(self.pos_margin - d), F.relu(d - self.neg_margin)
+            else:
+                pos, neg = F.relu(d - self.pos_margin), F.relu(self.neg_margin - d)
+            if self.squared:
+                pos, neg = pos**2, neg**2
+            return (_reduce_masked(pos, same & upper, self.reduction)
+                    + _reduce_masked(neg, ~same & upper, self.reduction))
+        else:
+            a1, p, a2, n = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
+            d_pos = _values(self.distance, embeddings, a1, p)
+            d_neg = _values(self.distance, embeddings, a2, n)
         if self.distance.higher_is_closer:
             pos, neg = F.relu(self.pos_margin - d_pos), F.relu(d_neg - self.neg_margin)
         else:

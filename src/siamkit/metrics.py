@@ -201,7 +201,7 @@ def retrieval_metrics(
     reference_labels: torch.Tensor | None = None,
     distance: Distance | None = None,
     ks: Sequence[int] = (1, 5, 10),
-    chunk: int = 1024,
+    chunk: int = 512,
     similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Recall@K, MAP@R (Musgrave et al. 2020) and MRR of queries against references.
@@ -221,6 +221,11 @@ def retrieval_metrics(
     self_search = references is None
     refs = queries if self_search else references
     ref_labels = query_labels if self_search else reference_labels
+    if similarity is None and isinstance(distance, CosineSimilarity):
+        # normalise once, not once per chunk: then cosine is a plain matrix product
+        queries = torch.nn.functional.normalize(queries.float(), dim=1)
+        refs = queries if self_search else torch.nn.functional.normalize(refs.float(), dim=1)
+        similarity = lambda q, r: q @ r.T  # noqa: E731
     if ref_labels is None or len(ref_labels) != len(refs):
         raise ValueError("reference_labels must give one label per reference")
     if len(query_labels) and (int(query_labels.min()) < 0 or int(ref_labels.min()) < 0):
@@ -231,32 +236,44 @@ def retrieval_metrics(
     kmax = min(max(max(ks), int(r_all.max()) if len(r_all) else 1), len(refs))
     hits = {k: 0.0 for k in ks}
     ap_sum, rr_sum, n_valid = 0.0, 0.0, 0
+    pos = torch.arange(1, kmax + 1, dtype=torch.float32)
     for s in range(0, len(queries), chunk):
         q = queries[s : s + chunk]
+        q_labels = query_labels[s : s + chunk]
         with torch.no_grad():
             sim = (similarity(q, refs) if similarity is not None
                    else distance.to_similarity(distance.pairwise(q, refs))).float()  # (C, N)
+        rows = torch.arange(len(q))
         if self_search:
-            rows = torch.arange(len(q))
             sim[rows, rows + s] = -torch.inf
-        rel = ref_labels[None, :] == query_labels[s : s + chunk, None]  # (C, N)
-        if self_search:
-            rel[rows, rows + s] = False
         r = r_all[s : s + chunk]
         valid = r > 0
-        top = sim.topk(kmax, dim=1).indices  # (C, kmax)
-        top_rel = rel.gather(1, top).float()  # (C, kmax)
+        top_sim, top = sim.topk(kmax, dim=1)  # (C, kmax), best first
+        top_rel = ref_labels[top] == q_labels[:, None]  # (C, kmax): no (C, N) label mask
+        if self_search:
+            top_rel &= top != (rows + s)[:, None]
+        top_rel_f = top_rel.float()
         for k in ks:
-            hits[k] += float((top_rel[:, :k].sum(1) > 0)[valid].sum())
+            hits[k] += float((top_rel_f[:, :k].sum(1) > 0)[valid].sum())
         # MAP@R: precision at each relevant position within the first R, divided by R
-        pos = torch.arange(1, kmax + 1, dtype=torch.float32)
         within_r = pos[None, :] <= r[:, None]
-        prec = torch.cumsum(top_rel, 1) / pos
-        ap = (prec * top_rel * within_r).sum(1) / r.clamp_min(1)
+        prec = torch.cumsum(top_rel_f, 1) / pos
+        ap = (prec * top_rel_f * within_r).sum(1) / r.clamp_min(1)
         ap_sum += float(ap[valid].sum())
-        # MRR: rank of the first relevant reference = 1 + references scoring above it
-        best_rel = sim.masked_fill(~rel, -torch.inf).max(1).values
-        rank = 1 + (sim > best_rel[:, None]).sum(1)
+        # MRR: rank of the first relevant reference = 1 + references scoring above it.
+        # Found in the top kmax for almost every query; the rest look at their whole row.
+        first = torch.where(top_rel.any(1), top_rel.float().argmax(1), -1)
+        best_rel = torch.where(first >= 0, top_sim.gather(1, first.clamp_min(0)[:, None])[:, 0],
+                               torch.full_like(first, -torch.inf, dtype=torch.float32))
+        far = torch.nonzero((first < 0) & valid).flatten()
+        if len(far):
+            rel = ref_labels[None, :] == q_labels[far, None]  # (F, N), only for these rows
+            if self_search:
+                rel[torch.arange(len(far)), far + s] = False
+            best_rel[far] = sim[far].masked_fill(~rel, -torch.inf).max(1).values
+        rank = 1 + (sim > best_rel[:, None]).sum(1) if len(far) else None
+        if rank is None:  # ties above the first relevant one count as ahead, as before
+            rank = 1 + (top_sim > best_rel[:, None]).sum(1)
         rr_sum += float((1.0 / rank.float())[valid].sum())
         n_valid += int(valid.sum())
     if n_valid == 0:

@@ -167,7 +167,10 @@ class BatchHardMiner:
         self.distance = distance or EuclideanDistance()
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        d = _as_distance(self.distance, embeddings)  # (B, B)
+        # only the order matters here: squared Euclidean ranks alike, without the sqrt
+        ranking = (EuclideanDistance(squared=True)
+                   if isinstance(self.distance, EuclideanDistance) else self.distance)
+        d = _as_distance(ranking, embeddings)  # (B, B)
         pos, neg = label_masks(labels)
         hardest_p = d.masked_fill(~pos, float("-inf")).argmax(1)  # (B,)
         hardest_n = d.masked_fill(~neg, float("inf")).argmin(1)  # (B,)
