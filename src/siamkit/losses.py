@@ -52,8 +52,7 @@ def _values(distance: Distance, embeddings: torch.Tensor, i: torch.Tensor,
 
 
 def _reduce_masked(terms: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
-    """:func:`_reduce` of ``terms[mask]`` without gathering them (no boolean indexing)."""
-    terms = terms * mask
+    """:func:`_reduce` of ``terms[mask]`` (zero outside ``mask``) without gathering them."""
     if reduction == "sum":
         return terms.sum()
     count = mask.sum() if reduction == "mean" else (terms > 0).sum()
@@ -113,18 +112,21 @@ class ContrastiveLoss(nn.Module):
         indices: Pairs | None = None,
     ) -> torch.Tensor:
         if indices is None and labels is not None:
-            # every pair: one (B, B) matrix and masks of its upper triangle, no index tensors
+            # every pair from one (B, B) matrix: the few positives by index, the many
+            # negatives as a masked matrix (both triangles: each pair twice, which leaves
+            # means unchanged and is halved for sums), so no index tensor of all pairs
             d = self.distance.pairwise(embeddings)
             same = labels[:, None] == labels[None, :]
-            upper = torch.ones_like(same).triu_(1)
-            if self.distance.higher_is_closer:
-                pos, neg = F.relu(self.pos_margin - d), F.relu(d - self.neg_margin)
-            else:
-                pos, neg = F.relu(d - self.pos_margin), F.relu(self.neg_margin - d)
+            i, j = torch.triu(same, 1).nonzero(as_tuple=True)
+            sim = self.distance.higher_is_closer
+            pos = F.relu(self.pos_margin - d[i, j]) if sim else F.relu(d[i, j] - self.pos_margin)
+            gap = d - self.neg_margin if sim else self.neg_margin - d
+            neg = torch.where(same, torch.zeros_like(d), gap).clamp_min(0.0)
             if self.squared:
                 pos, neg = pos**2, neg**2
-            return (_reduce_masked(pos, same & upper, self.reduction)
-                    + _reduce_masked(neg, ~same & upper, self.reduction))
+            neg_loss = _reduce_masked(neg, ~same, self.reduction)
+            return _reduce(pos, self.reduction) + (neg_loss / 2 if self.reduction == "sum"
+                                                   else neg_loss)
         else:
             a1, p, a2, n = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
             d_pos = _values(self.distance, embeddings, a1, p)
