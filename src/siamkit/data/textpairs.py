@@ -18,9 +18,11 @@ import numpy as np
 
 from .download import DatasetError
 
-__all__ = ["TextPairs", "read_text_pairs", "write_text_pairs", "pair_format"]
+__all__ = ["TextPairs", "read_text_pairs", "write_text_pairs", "pair_format",
+           "parse_ditto_record", "serialize_record", "read_ditto", "load_mrpc", "load_stsb",
+           "load_ditto"]
 
-FORMATS = ("csv", "tsv", "jsonl")
+FORMATS = ("csv", "tsv", "jsonl", "ditto")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class TextPairs:
     same: np.ndarray | None = None
     score: np.ndarray | None = None
     raw_labels: list[str] | None = None
+    records: list[dict[str, str]] | None = None  # for record pairs: each text's attributes
 
     def __len__(self) -> int:
         return len(self.left)
@@ -48,8 +51,9 @@ class TextPairs:
         pick = lambda a: None if a is None else a[keep]  # noqa: E731
         raw = None if self.raw_labels is None else [r for r, k in zip(self.raw_labels, keep,
                                                                        strict=True) if k]
+        recs = None if self.records is None else [self.records[i] for i in used]
         return TextPairs([self.texts[i] for i in used], remap[left], remap[right],
-                         pick(self.same), pick(self.score), raw)
+                         pick(self.same), pick(self.score), raw, recs)
 
 
 def pair_format(path: str | Path, fmt: str | None = None) -> str:
@@ -122,6 +126,8 @@ def read_text_pairs(
     if not path.is_file():
         raise DatasetError(f"pair file not found: {path}")
     fmt = pair_format(path, fmt)
+    if fmt == "ditto":
+        return read_ditto(path, positive_label=positive_label)
     if label is None and score is None:
         raise DatasetError("a pair file needs a label column or a score column")
     columns = [c for c in (a, b, label, score) if c is not None]
@@ -177,3 +183,125 @@ def write_text_pairs(path: str | Path, pairs: TextPairs) -> Path:
                 row.append(f"{pairs.score[n]:g}")
             w.writerow(row)
     return path
+
+
+# ---------------------------------------------------------------- records (Ditto format)
+
+
+def parse_ditto_record(text: str) -> dict[str, str]:
+    """``COL attr VAL value COL attr VAL value ...`` -> {attr: value}, in order.
+
+    Values may be empty (``VAL`` followed by the next ``COL``) and attribute names may hold
+    spaces; a value containing the word ``COL`` or ``VAL`` inside it is kept as written
+    (only the tokens at the start of a field split records).
+    """
+    import re
+
+    text = text.strip()
+    if not text.startswith("COL"):
+        raise ValueError(f"a Ditto record starts with 'COL', got {text[:40]!r}")
+    fields: dict[str, str] = {}
+    # split at "COL " that starts a field: the start, or after whitespace
+    for part in re.split(r"(?:^|\s)COL\s", " " + text)[1:]:
+        name, sep, value = part.partition(" VAL")
+        if not sep:
+            raise ValueError(f"attribute {name.strip()!r} has no VAL")
+        fields[name.strip()] = value.strip()
+    return fields
+
+
+def serialize_record(record: dict[str, str], order: list[str] | None = None,
+                     missing: str = "") -> str:
+    """A record as text for the text twin: ``attr: value; attr: value``.
+
+    ``order`` fixes the attribute order (others follow in their own order); attributes with
+    an empty value are written with ``missing`` (dropped when ``missing`` is empty).
+    """
+    names = list(order or []) + [k for k in record if k not in (order or [])]
+    parts = []
+    for name in names:
+        value = (record.get(name) or "").strip()
+        if not value:
+            if not missing:
+                continue
+            value = missing
+        parts.append(f"{name}: {value}")
+    return "; ".join(parts)
+
+
+def read_ditto(path: str | Path, positive_label: str = "1", missing: str = ""
+               ) -> TextPairs:
+    """Ditto entity-matching lines ``left<TAB>right<TAB>label``; records become text with
+    :func:`serialize_record` (attribute order of the file). Records are in ``records``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"pair file not found: {path}")
+    index: dict[str, int] = {}
+    records: list[dict[str, str]] = []
+    left, right, raw = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cells = line.rstrip("\r\n").split("\t")
+            if len(cells) != 3:
+                raise DatasetError(f"{path}, line {n}: expected left<TAB>right<TAB>label, got "
+                                   f"{len(cells)} fields")
+            for cell, side in ((cells[0], left), (cells[1], right)):
+                try:
+                    rec = parse_ditto_record(cell)
+                except ValueError as exc:
+                    raise DatasetError(f"{path}, line {n}: {exc}") from None
+                text = serialize_record(rec, missing=missing) or "(empty record)"
+                if text not in index:
+                    index[text] = len(index)
+                    records.append(rec)
+                side.append(index[text])
+            raw.append(cells[2].strip())
+    if not raw:
+        raise DatasetError(f"{path}: no pairs")
+    bad = sorted(set(raw) - {"0", "1"})
+    if bad:
+        raise DatasetError(f"{path}: labels must be 0 or 1, found {bad[:3]}")
+    return TextPairs(list(index), np.array(left), np.array(right),
+                     np.array([v == positive_label for v in raw]), None, raw, records)
+
+
+# ---------------------------------------------------------------- named datasets
+
+
+def _mirror_file(root: str | Path | None, sub: str, name: str) -> Path:
+    from .download import mirror_dir
+
+    base = Path(root) if root is not None else mirror_dir()
+    if base is None:
+        raise DatasetError(f"no data folder given and SIAMKIT_MIRROR is not set (looking for "
+                           f"{sub}/{name})")
+    base = Path(base)
+    for candidate in (base / sub / name, base / name):
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(f"{name} not found under {base} (or {base / sub})")
+
+
+def load_mrpc(split: str, root: str | Path | None = None) -> TextPairs:
+    """MRPC ``train`` or ``test`` (official files, tab-separated, bare quotes kept)."""
+    if split not in ("train", "test"):
+        raise DatasetError(f"MRPC has train and test splits, not {split!r}")
+    path = _mirror_file(root, "mrpc", f"msr_paraphrase_{split}.txt")
+    return read_text_pairs(path, "tsv", a="#1 String", b="#2 String", label="Quality")
+
+
+def load_stsb(split: str, root: str | Path | None = None) -> TextPairs:
+    """STS-B ``train``, ``dev`` or ``test``: graded scores 0-5 (first 7 fields of a line)."""
+    if split not in ("train", "dev", "test"):
+        raise DatasetError(f"STS-B has train, dev and test splits, not {split!r}")
+    path = _mirror_file(root, "stsbenchmark", f"sts-{split}.csv")
+    return read_text_pairs(path, "tsv", a="5", b="6", label=None, score="4")
+
+
+def load_ditto(folder: str | Path, split: str) -> TextPairs:
+    """``<folder>/{train,valid,test}.txt`` of a Ditto-format entity-matching dataset."""
+    if split not in ("train", "valid", "test"):
+        raise DatasetError(f"Ditto datasets have train, valid and test, not {split!r}")
+    return read_ditto(Path(folder) / f"{split}.txt")
