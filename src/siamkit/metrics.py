@@ -25,6 +25,7 @@ __all__ = [
     "confusion_at",
     "rates_at",
     "best_accuracy_threshold",
+    "best_f1_threshold",
     "bootstrap_ci",
     "retrieval_metrics",
     "open_set_identification",
@@ -147,6 +148,21 @@ def rates_at(scores: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str
             "frr": fn / (fn + tp) if fn + tp else 0.0}
 
 
+def _best_cut(s: np.ndarray, value: np.ndarray) -> tuple[int, float]:
+    """Index (number of pairs accepted, scores sorted high to low) maximising ``value``
+    among cuts between distinct scores, and a threshold halfway between them."""
+    valid = np.ones(len(s) + 1, dtype=bool)
+    valid[1:-1] = s[:-1] != s[1:]
+    best = int(np.argmax(np.where(valid, value, -np.inf)))
+    if best == 0:
+        thr = s[0] + 1.0
+    elif best == len(s):
+        thr = s[-1]
+    else:
+        thr = (s[best - 1] + s[best]) / 2
+    return best, float(thr)
+
+
 def best_accuracy_threshold(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
     """Highest accuracy over all thresholds, and a threshold reaching it.
 
@@ -159,17 +175,21 @@ def best_accuracy_threshold(scores: ArrayLike, labels: ArrayLike) -> tuple[float
     tp = np.concatenate([[0], np.cumsum(y)])
     neg_after = (~y).sum() - np.concatenate([[0], np.cumsum(~y)])
     correct = tp + neg_after  # (N + 1,)
-    # only cut between distinct scores
-    valid = np.ones(len(s) + 1, dtype=bool)
-    valid[1:-1] = s[:-1] != s[1:]
-    best = int(np.argmax(np.where(valid, correct, -1)))
-    if best == 0:
-        thr = s[0] + 1.0
-    elif best == len(s):
-        thr = s[-1]
-    else:
-        thr = (s[best - 1] + s[best]) / 2
-    return float(correct[best] / len(s)), float(thr)
+    best, thr = _best_cut(s, correct.astype(np.float64))
+    return float(correct[best] / len(s)), thr
+
+
+def best_f1_threshold(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """Highest F1 of the "same" class over all thresholds, and a threshold reaching it
+    (entity matching's protocol: the threshold chosen on validation pairs)."""
+    s, y = _check_pairs(scores, labels)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    tp = np.concatenate([[0], np.cumsum(y)]).astype(np.float64)
+    accepted = np.arange(len(s) + 1, dtype=np.float64)
+    f1 = 2 * tp / np.maximum(accepted + y.sum(), 1)  # 2TP / (2TP + FP + FN)
+    best, thr = _best_cut(s, f1)
+    return float(f1[best]), thr
 
 
 def bootstrap_ci(
