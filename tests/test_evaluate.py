@@ -142,3 +142,34 @@ def test_verification_report_bootstrap_intervals_bracket_the_point_values():
         lo, hi = rep["ci95"][name]
         assert lo <= rep[name] <= hi and hi - lo < 0.25
     assert "ci95" not in verification_report(dist, same, False, cal)
+
+
+class TextLength(nn.Module):
+    """Embeds a text as its length: texts of close lengths are close."""
+
+    output_dim = 1
+
+    def forward(self, texts):
+        return torch.tensor([[float(len(t))] for t in texts])
+
+
+def test_similarity_correlations_hand_computed():
+    import numpy as np
+
+    from siamkit.data.textpairs import TextPairs
+    from siamkit.evaluate import embed_texts, evaluate_similarity
+
+    texts = ["a", "ab", "abcd", "abcdefgh"]
+    model = SiameseNetwork(TextLength())
+    torch.testing.assert_close(embed_texts(model, texts, batch_size=3),
+                               torch.tensor([[1.0], [2.0], [4.0], [8.0]]))
+    # distances |1-2| = 1, |1-4| = 3, |1-8| = 7: similarity falls as the gold score falls
+    pairs = TextPairs(texts, np.array([0, 0, 0]), np.array([1, 2, 3]),
+                      score=np.array([5.0, 3.0, 0.5]))
+    r = evaluate_similarity(model, pairs)
+    assert r["spearman"] == pytest.approx(100.0) and r["pairs"] == 3
+    # Pearson of similarities (-1, -3, -7) with (5, 3, 0.5)
+    assert r["pearson"] == pytest.approx(100 * np.corrcoef([-1, -3, -7], [5, 3, 0.5])[0, 1])
+    with pytest.raises(ValueError, match="graded scores"):
+        evaluate_similarity(model, TextPairs(texts, np.array([0]), np.array([1]),
+                                             same=np.array([True])))

@@ -267,7 +267,9 @@ class TextEncoder(nn.Module):
             for layer in hf.encoder.layer[:freeze_layers]:
                 for p in layer.parameters():
                     p.requires_grad_(False)
-        dim = int(self.st.get_sentence_embedding_dimension())
+        get_dim = (getattr(self.st, "get_embedding_dimension", None)
+                   or self.st.get_sentence_embedding_dimension)
+        dim = int(get_dim())
         self.project = nn.Linear(dim, embedding_dim) if embedding_dim else nn.Identity()
         self.norm = L2Norm() if normalize else nn.Identity()
         self.output_dim = embedding_dim or dim
