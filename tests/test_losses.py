@@ -409,3 +409,41 @@ def test_normalized_softmax_rejects_out_of_range_labels():
 
     with pytest.raises(ValueError, match="labels must be in 0..2"):
         NormalizedSoftmaxLoss(3, 4)(torch.randn(2, 4), torch.tensor([0, 3]))
+
+
+def test_multiple_negatives_ranking_hand_computed_and_false_negative_guard():
+    import math
+
+    from siamkit.distances import DotProductSimilarity
+    from siamkit.losses import MultipleNegativesRankingLoss
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    loss = MultipleNegativesRankingLoss(DotProductSimilarity(), scale=1.0)
+    # logits rows: a0.p = (1, 0, 1); a1.p = (0, 2, 0); a2.p = (1, 2, 1); targets 0, 1, 2
+    rows = [([1, 0, 1], 0), ([0, 2, 0], 1), ([1, 2, 1], 2)]
+    want = sum(-(r[t] - math.log(sum(math.exp(x) for x in r))) for r, t in rows) / 3
+    assert float(loss(a, p)) == pytest.approx(want, rel=1e-6)
+    # rows 0 and 2 are one duplicate group: neither is the other's negative
+    groups = torch.tensor([7, 8, 7])
+    rows_g = [([1, 0], 0), ([0, 2, 0], 1), ([2, 1], 1)]  # masked entries dropped
+    want_g = sum(-(r[t] - math.log(sum(math.exp(x) for x in r))) for r, t in rows_g) / 3
+    assert float(loss(a, p, groups)) == pytest.approx(want_g, rel=1e-6)
+    with pytest.raises(ValueError, match="row by row"):
+        loss(a, p[:2])
+
+
+def test_online_contrastive_uses_only_hard_pairs():
+    from siamkit.distances import EuclideanDistance
+    from siamkit.losses import OnlineContrastiveLoss
+
+    e1 = torch.zeros(4, 1)
+    e2 = torch.tensor([[0.2], [0.6], [0.4], [0.9]])
+    same = torch.tensor([True, True, False, False])
+    loss = OnlineContrastiveLoss(EuclideanDistance(), margin=0.5)
+    # positives 0.2, 0.6; negatives 0.4, 0.9: hard positive 0.6 (> 0.4), hard negative 0.4
+    # (< 0.6): (0.36 + (0.5 - 0.4)^2) / 4
+    assert float(loss(e1, e2, same)) == pytest.approx((0.36 + 0.01) / 4)
+    # all easy: positives closer than every negative, negatives beyond the margin
+    easy = torch.tensor([[0.1], [0.2], [0.8], [0.9]])
+    assert float(loss(e1, easy, same)) == 0.0

@@ -21,6 +21,8 @@ __all__ = [
     "HeadBCELoss",
     "PrototypicalLoss",
     "NormalizedSoftmaxLoss",
+    "MultipleNegativesRankingLoss",
+    "OnlineContrastiveLoss",
     "create_loss",
 ]
 
@@ -291,6 +293,75 @@ class NormalizedSoftmaxLoss(nn.Module):
         cos = F.normalize(embeddings, dim=-1) @ F.normalize(self.proxies, dim=-1).T  # (B, C)
         cos = cos - self.margin * F.one_hot(labels, len(self.proxies)).to(cos.dtype)
         return F.cross_entropy(self.scale * cos, labels)
+
+
+class MultipleNegativesRankingLoss(nn.Module):
+    """In-batch negatives ranking loss (Henderson et al. 2017; SBERT's MNRL) for pairs only.
+
+    Row i of ``anchors`` should match row i of ``positives``; every other positive in the
+    batch is a negative: cross-entropy over ``scale * similarity(anchor_i, positive_j)``.
+    With ``groups`` (a duplicate-group id per row, e.g. a connected component of positive
+    pairs), a positive of the anchor's own group is never used as its negative: in duplicate
+    data two rows of one batch can be paraphrases of each other, and pushing them apart
+    would teach the wrong thing.
+
+    Args:
+        distance: similarity or distance between embeddings (default cosine).
+        scale: inverse temperature (20 as in SBERT).
+    """
+
+    def __init__(self, distance: Distance | None = None, scale: float = 20.0) -> None:
+        super().__init__()
+        from .distances import CosineSimilarity
+
+        self.distance = distance or CosineSimilarity()
+        self.scale = scale
+
+    def forward(self, anchors: torch.Tensor, positives: torch.Tensor,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+        if anchors.shape != positives.shape:
+            raise ValueError(f"anchors {tuple(anchors.shape)} and positives "
+                             f"{tuple(positives.shape)} must pair row by row")
+        logits = self.scale * self.distance.to_similarity(
+            self.distance.pairwise(anchors, positives))  # (B, B)
+        if groups is not None:
+            groups = torch.as_tensor(groups, device=anchors.device)
+            same_group = groups[:, None] == groups[None, :]
+            own = torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)
+            logits = logits.masked_fill(same_group & ~own, float("-inf"))
+        return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+
+
+class OnlineContrastiveLoss(nn.Module):
+    """Contrastive loss on the hard pairs of a batch only (SBERT's OnlineContrastiveLoss).
+
+    Of labelled pairs (``e1[i]``, ``e2[i]``, ``same[i]``), the hard positives are those
+    farther apart than the closest negative, and the hard negatives those closer than the
+    farthest positive (if a side has no pairs, all of the other side count); positives pay
+    ``d^2``, negatives ``relu(margin - d)^2``, summed over the hard pairs and divided by the
+    number of pairs (as SBERT sums them).
+
+    Args:
+        distance: measure between embeddings (default cosine distance ``1 - cos``).
+        margin: negatives farther than this pay nothing.
+    """
+
+    def __init__(self, distance: Distance | None = None, margin: float = 0.5) -> None:
+        super().__init__()
+        from .distances import CosineSimilarity
+
+        self.distance = distance or CosineSimilarity()
+        self.margin = margin
+
+    def forward(self, e1: torch.Tensor, e2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        same = torch.as_tensor(same, dtype=torch.bool, device=e1.device)
+        v = self.distance.paired(e1, e2)
+        d = 1.0 - v if self.distance.higher_is_closer else v  # a distance, lower is closer
+        pos, neg = d[same], d[~same]
+        hard_pos = pos[pos > neg.min()] if len(neg) else pos
+        hard_neg = neg[neg < pos.max()] if len(pos) else neg
+        loss = (hard_pos**2).sum() + (F.relu(self.margin - hard_neg) ** 2).sum()
+        return loss / max(1, len(d))
 
 
 def create_loss(name: str, distance: Distance | None = None, **kwargs: object) -> nn.Module:
