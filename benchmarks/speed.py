@@ -161,7 +161,10 @@ def retrieval_case(lib: str, n: int, classes: int, chunk: int) -> dict:
 # ---------------------------------------------------------------- 3. gallery search
 
 
-def search_case(n: int, queries: int, repeats: int) -> list[dict]:
+def search_case(n: int, queries: int, repeats: int, which: int, truth_path: str) -> dict:
+    """One backend per process: torch's and FAISS's OpenMP thread pools in one process
+    contend on 2 cores and make either side's timing erratic. Backend 0 (exact) writes the
+    true neighbours to ``truth_path`` for the others' recall."""
     from siamkit.gallery import ExactIndex, FaissIndex
 
     # references as trained embeddings are: classes of 10 around their centres; queries are
@@ -174,39 +177,41 @@ def search_case(n: int, queries: int, repeats: int) -> list[dict]:
     picks = rng.choice(n, queries, replace=False)
     qs = centres[picks // 10] + 0.35 * rng.normal(size=(queries, 128)).astype(np.float32)
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-    rows, truth = [], None
     import faiss
 
-    flat = faiss.IndexFlatIP(128)
-    flat.add(refs)
-    cases: list[tuple[str, Any]] = [("siamkit exact", ExactIndex("cosine")),
-                                    ("faiss IndexFlatIP (direct)", None),
-                                    ("faiss hnsw via siamkit (M 16, ef 64)",
-                                     FaissIndex("cosine", "hnsw", m=16, ef_search=64,
-                                                ef_construction=40)),
-                                    ("faiss ivf via siamkit (nprobe 32)",
-                                     FaissIndex("cosine", "ivf", nlist=4096, nprobe=32))]
-    for name, index in cases:
-        t0 = time.perf_counter()
-        if index is not None:
-            index.build(refs)
-        build = time.perf_counter() - t0
+    cases: list[tuple[str, Any]] = [
+        ("siamkit exact", lambda: ExactIndex("cosine")),
+        ("faiss IndexFlatIP (direct)", None),
+        ("faiss hnsw via siamkit (M 16, ef 64)",
+         lambda: FaissIndex("cosine", "hnsw", m=16, ef_search=64, ef_construction=40)),
+        ("faiss ivf via siamkit (nprobe 32)",
+         lambda: FaissIndex("cosine", "ivf", nlist=4096, nprobe=32)),
+    ]
+    name, make = cases[which]
+    t0 = time.perf_counter()
+    if make is None:
+        index: Any = faiss.IndexFlatIP(128)
+        index.add(refs)
+    else:
+        index = make()
+        index.build(refs)
+    build = time.perf_counter() - t0
 
-        def run(index: Any = index) -> tuple[np.ndarray, np.ndarray]:
-            if index is None:
-                return flat.search(qs, 10)
-            return index.search(qs, 10)
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        return index.search(qs, 10)
 
-        t = _median_time(run, repeats)
-        _, idx = run()
-        if truth is None:
-            truth = idx
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, truth,
-                                                                           strict=True)]))
-        rows.append({"backend": name, "references": n, "queries": queries,
-                     "seconds": t, "queries_per_second": queries / t,
-                     "build_seconds": build, "recall_at_10": recall})
-    return rows
+    t = _median_time(run, repeats)
+    _, idx = run()
+    if which == 0:
+        np.save(truth_path, idx)
+    truth = np.load(truth_path)
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, truth,
+                                                                       strict=True)]))
+    return {"backend": name, "references": n, "queries": queries, "seconds": t,
+            "queries_per_second": queries / t, "build_seconds": build, "recall_at_10": recall}
+
+
+SEARCH_CASES = 4
 
 
 # ---------------------------------------------------------------- 4. training throughput
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         elif kind == "retrieval":
             out = retrieval_case(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
         elif kind == "search":
-            out = search_case(int(rest[0]), int(rest[1]), int(rest[2]))
+            out = search_case(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         elif kind == "training":
             out = training_case(int(rest[0]))
         else:
@@ -403,8 +408,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{p.get('peak_mb')} MB | x{row.get('speedup', float('nan')):.2f} "
               f"equal={row.get('values_equal')}", flush=True)
     if "search" in args.only:
-        rows = _subprocess(["search", str(args.search_refs), str(args.search_queries),
-                            str(args.repeats)])
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = [_subprocess(["search", str(args.search_refs), str(args.search_queries),
+                                 str(args.repeats), str(w), str(Path(tmp) / "truth.npy")])
+                    for w in range(SEARCH_CASES)]
         report["search"] = rows
         for r in rows if isinstance(rows, list) else [rows]:
             print(f"search {r.get('backend', '?'):<40} {r.get('queries_per_second', 0):10.1f} q/s"
