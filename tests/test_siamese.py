@@ -196,3 +196,48 @@ def test_pairwise_logits_equal_logits_on_all_pairs(chunk: int) -> None:
 def test_pairwise_logits_no_queries() -> None:
     head = LearnedHead(4)
     assert head.pairwise_logits(torch.zeros(0, 4), torch.zeros(3, 4)).shape == (0, 3)
+
+
+def test_sbert_head_is_symmetric_and_pairwise_matches_paired():
+    from siamkit.siamese import LearnedHead
+
+    torch.manual_seed(0)
+    for hidden in (0, 8):
+        head = LearnedHead(5, features="sbert", hidden=hidden)
+        u, v = torch.randn(6, 5), torch.randn(6, 5)
+        torch.testing.assert_close(head.logits(u, v), head.logits(v, u))
+        full = head.pairwise_logits(u, v, chunk=4)
+        assert full.shape == (6, 6)
+        for i in range(6):
+            torch.testing.assert_close(full[i], head.logits(u[i].expand(6, 5), v))
+        assert ((head(u, v) > 0) & (head(u, v) < 1)).all()
+
+
+def test_sbert_head_features_hand_computed():
+    from siamkit.siamese import LearnedHead
+
+    head = LearnedHead(1, features="sbert")
+    with torch.no_grad():  # weights on [u, v, |u - v|, u * v]
+        head.mlp.weight.copy_(torch.tensor([[1.0, 0.0, -2.0, 3.0]]))
+        head.mlp.bias.fill_(0.5)
+    u, v = torch.tensor([[2.0]]), torch.tensor([[-1.0]])
+    # order (u, v): 2 - 2*3 + 3*(-2) + 0.5 = -9.5; order (v, u): -1 - 6 - 6 + 0.5 = -12.5
+    assert float(head.logits(u, v)) == pytest.approx(-11.0)
+    with pytest.raises(ValueError, match="abs' or 'sbert"):
+        LearnedHead(3, features="cat")
+
+
+def test_config_builds_the_sbert_head():
+    from siamkit.builders import build_model
+    from siamkit.config import Config, ConfigError, check_config
+
+    c = Config()
+    c.model.head, c.model.head_features, c.model.head_hidden = True, "sbert", 16
+    c.loss.name = "bce"
+    c.optim.sampler = "pairs"
+    check_config(c)
+    model = build_model(c.model, 1, 28)
+    assert model.head.features == "sbert" and model.higher_is_closer
+    c.model.head_features = "concat"
+    with pytest.raises(ConfigError, match="head_features"):
+        check_config(c)

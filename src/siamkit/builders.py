@@ -41,7 +41,8 @@ def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
         distance = create_distance(cfg.distance)
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
-    head = LearnedHead(encoder.output_dim) if cfg.head else None
+    head = (LearnedHead(encoder.output_dim, cfg.head_features, cfg.head_hidden)
+            if cfg.head else None)
     return SiameseNetwork(encoder, distance, head)
 
 

@@ -59,6 +59,8 @@ class ModelConfig:
     encoder_args: dict[str, Any] = field(default_factory=dict)
     distance: str = "euclidean"  # euclidean, squared_euclidean, cosine, dot
     head: bool = False  # learned similarity head (Koch) instead of a fixed distance
+    head_features: str = "abs"  # abs: |u - v| (Koch); sbert: [u, v, |u - v|, u * v]
+    head_hidden: int = 0  # hidden units of the head's MLP (0: linear)
 
 
 @dataclass
@@ -276,6 +278,9 @@ def check_config(config: Config) -> None:
     need(lc.miner == "none" or lc.name in ("triplet", "contrastive", "bce"),
          f"loss.miner={lc.miner} mines pairs/triplets; loss.name={lc.name} does not take them")
     need(lc.name != "bce" or m.head, "loss.name=bce trains a learned head: set model.head=true")
+    need(m.head_features in ("abs", "sbert"),
+         f"model.head_features must be abs or sbert, not {m.head_features!r}")
+    need(m.head_hidden >= 0, "model.head_hidden must be >= 0")
     need(m.encoder in list_encoders(),
          f"unknown model.encoder {m.encoder!r}; expected one of {', '.join(list_encoders())}")
     need(m.encoder != "mlp", "model.encoder=mlp takes feature vectors, not images")

@@ -11,30 +11,52 @@ __all__ = ["LearnedHead", "SiameseNetwork"]
 
 
 class LearnedHead(nn.Module):
-    """Koch et al.'s learned similarity: ``sigmoid(w . |e1 - e2| + b)``.
+    """A learned similarity over a pair of embeddings; higher is closer.
 
-    ``logits`` gives the value before the sigmoid, for a numerically stable
-    binary cross-entropy. Higher is closer.
+    ``features="abs"``: Koch et al.'s ``sigmoid(w . |e1 - e2| + b)``. ``features="sbert"``:
+    a classifier over ``[u, v, |u - v|, u * v]`` (Reimers and Gurevych 2019), a linear layer
+    or, with ``hidden`` > 0, a one-hidden-layer MLP; it is averaged over both orders of the
+    pair so the score is symmetric. The same head scores pairs in training (binary
+    cross-entropy on ``logits``) and at inference (verification, galleries).
 
     Shape: (B, D), (B, D) -> (B,).
     """
 
     higher_is_closer = True
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, features: str = "abs", hidden: int = 0) -> None:
         super().__init__()
-        self.linear = nn.Linear(dim, 1)
+        if features not in ("abs", "sbert"):
+            raise ValueError(f"head features must be 'abs' or 'sbert', got {features!r}")
+        self.features = features
+        if features == "abs":
+            self.linear = nn.Linear(dim, 1)
+        else:
+            self.mlp = (nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(),
+                                      nn.Linear(hidden, 1)) if hidden > 0
+                        else nn.Linear(4 * dim, 1))
+
+    def _score(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Logits of broadcastable embedding tensors (..., D) -> (...)."""
+        if self.features == "abs":
+            return self.linear((u - v).abs()).squeeze(-1)
+        u, v = torch.broadcast_tensors(u, v)
+        diff, prod = (u - v).abs(), u * v
+        forward = self.mlp(torch.cat([u, v, diff, prod], -1)).squeeze(-1)
+        backward = self.mlp(torch.cat([v, u, diff, prod], -1)).squeeze(-1)
+        return (forward + backward) / 2
 
     def logits(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid scores of row-aligned pairs: (B, D), (B, D) -> (B,)."""
-        return self.linear((e1 - e2).abs()).squeeze(-1)
+        return self._score(e1, e2)
 
-    def pairwise_logits(self, q: torch.Tensor, r: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    def pairwise_logits(self, q: torch.Tensor, r: torch.Tensor, chunk: int | None = None
+                        ) -> torch.Tensor:
         """Logits of every (query, reference) pair, chunked: (Q, D), (R, D) -> (Q, R)."""
-        rows = [
-            self.linear((q[i : i + chunk, None, :] - r[None, :, :]).abs()).squeeze(-1)
-            for i in range(0, q.shape[0], chunk)
-        ]
+        width = q.shape[1] * (1 if self.features == "abs" else 4)
+        chunk = chunk or max(1, (1 << 22) // max(1, r.shape[0] * width))
+        rows = [self._score(q[i : i + chunk, None, :], r[None, :, :])
+                for i in range(0, q.shape[0], chunk)]
         return torch.cat(rows) if rows else q.new_zeros(0, r.shape[0])
 
     def forward(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
