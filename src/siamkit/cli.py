@@ -293,6 +293,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cleanup(DistInfo(rank, int(os.environ.get("WORLD_SIZE", "1"))))
     if rank != 0:
         return 0
+    from .config import PAIR_DATASETS
+
+    if config.data.dataset in PAIR_DATASETS:
+        print(f"trained {res.steps} steps in {res.minutes:.1f} min; best validation metric "
+              f"{res.best_metric:.4f} at step {res.best_step} (step 0: "
+              f"{res.history[0]['val_metric']:.4f}); model in {res.run_dir}")
+        return 0
     print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.images_per_second:.0f} "
           f"images/s); best validation accuracy {res.best_metric:.4f} at step "
           f"{res.best_step}; model in {res.run_dir}")

@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the training images come from and how they are prepared."""
 
-    dataset: str = "omniglot"  # "omniglot" (background set) or "folder"
+    dataset: str = "omniglot"  # omniglot, folder; pairs, mrpc, stsb, ditto (text, records)
     root: str | None = None  # folder-per-class tree, for dataset=folder
     group_depth: int = 0  # 1: root/<group>/<class>/ (e.g. alphabets)
     size: int = 28  # images are resized to size x size (or size x width)
@@ -126,6 +126,23 @@ class EvalConfig:
     within_group: bool = True  # episodes inside one group, as Lake's runs are
     tta: int = 0  # evaluation commands: extra distorted views averaged into each embedding
     calibrate_on: str = "all_pairs"  # after training: all_pairs, skilled_pairs or none
+    calibrate_target: str = "eer"  # pair datasets: eer, accuracy, f1 (entity matching)
+
+
+@dataclass
+class PairsConfig:
+    """Pair datasets (text and records, ``data.dataset`` pairs / mrpc / stsb / ditto)."""
+
+    train: str | None = None  # data.dataset=pairs: the training pair file
+    val: str | None = None  # its validation file; None carves val_fraction out of train
+    format: str | None = None  # csv, tsv, jsonl, ditto (default: from the suffix)
+    a: str = "a"  # first text column (name, or 0-based position)
+    b: str = "b"
+    label: str | None = "label"  # label column (None for graded files)
+    score: str | None = None  # graded-score column (STS-B style)
+    positive_label: str = "1"
+    val_fraction: float = 0.1  # by duplicate groups, when there is no validation file
+    max_score: float = 5.0  # graded scores are divided by this for the cosine loss
 
 
 @dataclass
@@ -139,6 +156,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -247,7 +265,10 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return config_from_dict(values)
 
 
-LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy")
+LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy", "mnrl",
+          "online_contrastive", "cosine")
+PAIR_DATASETS = ("pairs", "mrpc", "stsb", "ditto")
+PAIR_LOSSES = ("contrastive", "bce", "mnrl", "online_contrastive", "cosine")
 MINERS = ("none", "semihard", "batch_hard", "schedule")
 
 
@@ -262,8 +283,22 @@ def check_config(config: Config) -> None:
         if not ok:
             raise ConfigError(message)
 
-    need(d.dataset in ("omniglot", "folder"),
-         f"unknown data.dataset {d.dataset!r}; expected 'omniglot' or 'folder'")
+    need(d.dataset in ("omniglot", "folder") + PAIR_DATASETS,
+         f"unknown data.dataset {d.dataset!r}; expected omniglot, folder, "
+         f"{', '.join(PAIR_DATASETS)}")
+    pairs = d.dataset in PAIR_DATASETS
+    need(not pairs or lc.name in PAIR_LOSSES,
+         f"pair datasets train with {', '.join(PAIR_LOSSES)}, not loss.name={lc.name}")
+    need(pairs or lc.name not in ("mnrl", "online_contrastive", "cosine"),
+         f"loss.name={lc.name} trains on pair datasets (data.dataset pairs, mrpc, stsb, "
+         f"ditto)")
+    need(d.dataset != "pairs" or bool(config.pairs.train),
+         "data.dataset=pairs needs pairs.train, a pair file")
+    need(d.dataset != "ditto" or bool(d.root),
+         "data.dataset=ditto needs data.root, the folder with train/valid/test.txt")
+    need(0 < config.pairs.val_fraction < 1, "pairs.val_fraction must be in (0, 1)")
+    need(e.calibrate_target in ("eer", "accuracy", "f1"),
+         f"eval.calibrate_target must be eer, accuracy or f1, not {e.calibrate_target!r}")
     need(d.dataset != "folder" or bool(d.root),
          "data.root must name a folder when data.dataset is 'folder'")
     need(d.size >= 4, f"data.size must be at least 4, got {d.size}")

@@ -272,6 +272,14 @@ def train(
     the steps run out first.
     """
     check_config(config)
+    from .config import PAIR_DATASETS
+
+    if config.data.dataset in PAIR_DATASETS:  # text / record pairs: their own short loop
+        if resume:
+            raise ConfigError("resume is not supported for pair datasets yet")
+        from .train_pairs import train_pairs
+
+        return train_pairs(config, out_dir, progress=progress, overwrite=overwrite)
     info = setup_distributed()  # torchrun: join the process group; alone: rank 0 of 1
     out = Path(out_dir)
     if info.is_main:

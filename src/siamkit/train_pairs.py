@@ -1,0 +1,187 @@
+"""Training a twin from pair labels alone (text and records): no class ids needed.
+
+The loop mirrors :func:`siamkit.train.train`, read top to bottom: load the pairs (a pair
+file, MRPC, STS-B or a Ditto entity-matching folder), carve validation out of train by
+duplicate groups when there is no validation file, then each step embeds a batch of
+pairs with the shared encoder and applies the loss (contrastive, online contrastive,
+multiple negatives with the duplicate-group guard, the learned head's binary
+cross-entropy, or cosine regression on graded scores); validation every ``eval.every``
+steps (AUC for labelled pairs, Spearman for graded ones) keeps the best checkpoint, and a
+threshold is calibrated on validation at the end (``eval.calibrate_target``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .builders import build_model
+from .calibrate import ThresholdCalibrator
+from .checkpoint import save_model, update_card
+from .config import Config, ConfigError, check_config
+from .data.splits import positive_pair_groups, split_text_pairs
+from .data.textpairs import TextPairs, load_ditto, load_mrpc, load_stsb, read_text_pairs
+from .evaluate import embed_texts, evaluate_similarity, score_pairs
+from .losses import (
+    ContrastiveLoss,
+    HeadBCELoss,
+    MultipleNegativesRankingLoss,
+    OnlineContrastiveLoss,
+)
+from .metrics import auc
+from .miners import Pairs
+from .train import TrainResult, _prepare_run_dir, lr_factor, seed_everything
+
+__all__ = ["load_pair_data", "train_pairs"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
+    """(train, validation) pairs as the config names them."""
+    d, pc = config.data, config.pairs
+    if d.dataset == "mrpc":
+        train, val = load_mrpc("train", d.root), None
+    elif d.dataset == "stsb":
+        train, val = load_stsb("train", d.root), load_stsb("dev", d.root)
+    elif d.dataset == "ditto":
+        train, val = load_ditto(d.root, "train"), load_ditto(d.root, "valid")
+    else:
+        def read(path: str) -> TextPairs:
+            return read_text_pairs(path, pc.format, pc.a, pc.b, pc.label, pc.score,
+                                   pc.positive_label)
+
+        train = read(pc.train)
+        val = read(pc.val) if pc.val else None
+    if val is None:
+        if train.same is None:
+            raise ConfigError("graded pairs without pairs.val: give a validation file")
+        parts, _ = split_text_pairs(train, val=pc.val_fraction, test=0.0, seed=config.seed)
+        train, val = parts["train"], parts["val"]
+    return train, val
+
+
+def _validate(model: Any, val: TextPairs) -> float:
+    """AUC on labelled validation pairs, Spearman / 100 on graded ones."""
+    if val.score is not None:
+        return evaluate_similarity(model, val)["spearman"] / 100
+    emb = embed_texts(model, val.texts)
+    s = score_pairs(model, emb, val.left, val.right)
+    return auc(s if model.higher_is_closer else -s, val.same)
+
+
+def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
+                overwrite: bool = False) -> TrainResult:
+    """Train a twin on a pair dataset as ``config`` says; writes a run folder."""
+    check_config(config)
+    out = Path(out_dir)
+    _prepare_run_dir(out, False, overwrite)
+    o, lc, pc = config.optim, config.loss, config.pairs
+    seed_everything(config.seed)
+    train, val = load_pair_data(config)
+    graded = train.score is not None
+    if graded != (lc.name == "cosine"):
+        raise ConfigError("graded pairs (a score column) train with loss.name=cosine, and "
+                          "loss.name=cosine needs graded pairs")
+    logger.info("training on %d pairs of %d texts; validating on %d pairs", len(train),
+                len(train.texts), len(val))
+    model = build_model(config.model, 1, config.data.size)
+    if lc.name == "contrastive":
+        loss_fn: Any = ContrastiveLoss(model.distance, pos_margin=lc.pos_margin,
+                                       neg_margin=lc.margin)
+    elif lc.name == "online_contrastive":
+        loss_fn = OnlineContrastiveLoss(model.distance, margin=lc.margin)
+    elif lc.name == "mnrl":
+        loss_fn = MultipleNegativesRankingLoss(model.distance, scale=lc.scale)
+    elif lc.name == "bce":
+        loss_fn = HeadBCELoss(model.head)
+    else:
+        loss_fn = None  # cosine regression, below
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    # duplicate groups guard in-batch negatives; MNRL draws positive pairs only
+    groups = (positive_pair_groups(len(train.texts), train.left, train.right, train.same)
+              if train.same is not None else None)
+    pool = np.flatnonzero(train.same) if lc.name == "mnrl" else np.arange(len(train))
+    if len(pool) < 2:
+        raise ConfigError("not enough training pairs for a batch")
+    card = {"input": {"kind": "text"}}
+    best, best_step, history = -math.inf, -1, []
+
+    def validate(step: int, recent: float) -> None:
+        nonlocal best, best_step
+        metric = _validate(model, val)
+        record = {"step": step, "loss": recent, "val_metric": metric}
+        history.append(record)
+        with open(out / "history.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        logger.info("step %d: loss %.4g, validation %.4f", step, recent, metric)
+        if metric > best:
+            best, best_step = metric, step
+            save_model(out, model, config, {**card, "best_step": step, "validation": record})
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=o.steps, unit="step", dynamic_ncols=True)
+    t0, recent, seen = time.perf_counter(), [], 0
+    validate(0, math.nan)  # the starting point: fine-tuning must beat it
+    model.train()
+    for step in range(1, o.steps + 1):
+        for group in optimiser.param_groups:
+            group["lr"] = o.lr * lr_factor((step - 1) / o.steps, o.warmup_steps / o.steps,
+                                           o.schedule)
+        batch = rng.choice(pool, min(o.pair_batch, len(pool)), replace=False)
+        left, right = train.left[batch], train.right[batch]
+        emb = model.embed([train.texts[i] for i in left] + [train.texts[i] for i in right])
+        ea, eb = emb[: len(batch)], emb[len(batch) :]
+        if lc.name == "mnrl":
+            loss = loss_fn(ea, eb, torch.from_numpy(groups[left]))
+        elif lc.name == "online_contrastive":
+            loss = loss_fn(ea, eb, torch.from_numpy(train.same[batch]))
+        elif lc.name == "cosine":  # SBERT's cosine similarity loss on graded scores
+            target = torch.as_tensor(train.score[batch] / pc.max_score, dtype=torch.float32)
+            loss = F.mse_loss(F.cosine_similarity(ea, eb), target)
+        else:  # contrastive or bce: pair i is (i, B + i) of the concatenated batch
+            rows = torch.arange(len(batch))
+            same = torch.from_numpy(train.same[batch])
+            loss = loss_fn(emb, None, Pairs(rows[same], rows[same] + len(batch),
+                                            rows[~same], rows[~same] + len(batch)))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        seen += 2 * len(batch)
+        recent = (recent + [loss.item()])[-50:]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+        if step % config.eval.every == 0 or step == o.steps:
+            validate(step, float(np.mean(recent)))
+            model.train()
+    if bar is not None:
+        bar.close()
+    if not graded and config.eval.calibrate_on != "none":
+        from .checkpoint import load_model
+
+        best_model, _, _ = load_model(out)
+        emb = embed_texts(best_model, val.texts)
+        s = score_pairs(best_model, emb, val.left, val.right)
+        cal = ThresholdCalibrator(config.eval.calibrate_target,
+                                  higher_is_closer=best_model.higher_is_closer).fit(s, val.same)
+        update_card(out, {"threshold": {**cal.to_dict(), "source": "validation pairs"}})
+    minutes = (time.perf_counter() - t0) / 60
+    (out / "train_summary.json").write_text(json.dumps(
+        {"steps": o.steps, "best_val_metric": best, "best_step": best_step,
+         "start_val_metric": history[0]["val_metric"], "train_minutes": minutes}, indent=2))
+    return TrainResult(out, o.steps, best, best_step, minutes, seen / max(1e-9, minutes * 60),
+                       history)
