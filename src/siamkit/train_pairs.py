@@ -47,13 +47,18 @@ logger = logging.getLogger(__name__)
 
 def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
     """(train, validation) pairs as the config names them."""
+    import os
+
     d, pc = config.data, config.pairs
+    root = os.path.expanduser(os.path.expandvars(d.root)) if d.root else None
+    if root is not None and "$" in root:
+        raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
     if d.dataset == "mrpc":
-        train, val = load_mrpc("train", d.root), None
+        train, val = load_mrpc("train", root), None
     elif d.dataset == "stsb":
-        train, val = load_stsb("train", d.root), load_stsb("dev", d.root)
+        train, val = load_stsb("train", root), load_stsb("dev", root)
     elif d.dataset == "ditto":
-        train, val = load_ditto(d.root, "train"), load_ditto(d.root, "valid")
+        train, val = load_ditto(root, "train"), load_ditto(root, "valid")
     else:
         def read(path: str) -> TextPairs:
             return read_text_pairs(path, pc.format, pc.a, pc.b, pc.label, pc.score,
