@@ -294,6 +294,27 @@ class Gallery:
                 "class_score": self.class_score, "backend": self.backend,
                 "backend_args": self.backend_args}
 
+    def _create_schema(self, con: sqlite3.Connection) -> None:
+        """Tables of a new gallery database, inside the caller's transaction."""
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("CREATE TABLE refs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                    "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL)")
+        con.execute("CREATE INDEX refs_label ON refs(label)")
+        con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(self._info()),))
+
+    def _write(self, statement: str, rows: list[tuple]) -> None:
+        """Run one statement over ``rows`` as a single committed transaction (no-op for a
+        gallery without a folder). The caller holds the lock."""
+        if self._db is None:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(statement, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def _connect(self, new: bool) -> None:
         assert self.path is not None
         con = sqlite3.connect(self.path / DB, check_same_thread=False, isolation_level=None)
@@ -302,11 +323,7 @@ class Gallery:
         if new:
             with con:
                 con.execute("BEGIN")
-                con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                con.execute("CREATE TABLE refs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                            "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL)")
-                con.execute("CREATE INDEX refs_label ON refs(label)")
-                con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(self._info()),))
+                self._create_schema(con)
         else:
             rows = con.execute("SELECT label, embedding FROM refs ORDER BY id").fetchall()
             bad = [lab for lab, blob in rows if len(blob) != 4 * self.dim]
@@ -330,11 +347,7 @@ class Gallery:
                 con = sqlite3.connect(tmp, isolation_level=None)
                 con.execute("PRAGMA journal_mode=DELETE")
                 con.execute("BEGIN")
-                con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                con.execute("CREATE TABLE refs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                            "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL)")
-                con.execute("CREATE INDEX refs_label ON refs(label)")
-                con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(self._info()),))
+                self._create_schema(con)
                 con.executemany("INSERT INTO refs (label, embedding) VALUES (?, ?)",
                                 [(self._labels[c], v.tobytes())
                                  for c, v in zip(self._codes, self._vectors, strict=True)])
@@ -430,20 +443,7 @@ class Gallery:
             raise GalleryError("nothing to enroll")
         if sources is not None and len(sources) != len(x):
             raise GalleryError("give one source per item")
-        with self._lock:
-            if self._db is not None:
-                rows = [(label, None if sources is None else str(sources[i]), x[i].tobytes())
-                        for i in range(len(x))]
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany("INSERT INTO refs (label, source, embedding) "
-                                         "VALUES (?, ?, ?)", rows)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            self._append([label] * len(x), x)
-        return len(x)
+        return self._add([label] * len(x), x, sources)
 
     def enroll_many(self, labels: Sequence[str], items: Any) -> int:
         """Enroll items of several classes at once (one label per item), in one
@@ -452,17 +452,14 @@ class Gallery:
         labels = [self._check_label(lab) for lab in labels]
         if len(labels) != len(x):
             raise GalleryError(f"{len(labels)} labels for {len(x)} items")
+        return self._add(labels, x, None)
+
+    def _add(self, labels: list[str], x: np.ndarray, sources: Sequence[str] | None) -> int:
+        """Persist, then publish, checked references."""
+        rows = [(lab, None if sources is None else str(sources[i]), x[i].tobytes())
+                for i, lab in enumerate(labels)]
         with self._lock:
-            if self._db is not None:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany("INSERT INTO refs (label, embedding) VALUES (?, ?)",
-                                         [(lab, v.tobytes()) for lab, v in zip(labels, x,
-                                                                               strict=True)])
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            self._write("INSERT INTO refs (label, source, embedding) VALUES (?, ?, ?)", rows)
             self._append(labels, x)
         return len(x)
 
@@ -474,14 +471,7 @@ class Gallery:
             keep = self._codes != code if code is not None else None
             if keep is None or keep.all():
                 raise KeyError(label)
-            if self._db is not None:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.execute("DELETE FROM refs WHERE label = ?", (label,))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            self._write("DELETE FROM refs WHERE label = ?", [(label,)])
             removed = int((~keep).sum())
             self._vectors, self._codes = self._vectors[keep], self._codes[keep]
             self._index = None
