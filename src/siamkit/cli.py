@@ -326,16 +326,11 @@ def _cmd_eval_runs(args: argparse.Namespace) -> int:
 
 def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data.images import load_image_folder
     from .evaluate import evaluate_episodes
 
     model, config, card = load_model(args.model)
-    inp = card.get("input", {})
-    data = load_image_folder(args.data, size=_size(inp.get("size", config.data.size)),
-                             channels=inp.get("channels", config.data.channels),
-                             invert=inp.get("invert", config.data.invert),
-                             keep_aspect=inp.get("keep_aspect", False),
-                             group_depth=args.group_depth, drawer_pattern=args.drawer_pattern)
+    data = _load_folder(card, config, args.data, group_depth=args.group_depth,
+                        drawer_pattern=args.drawer_pattern)
     res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
                             episodes=args.episodes, within_group=args.group_depth == 1,
                             use_drawers=args.drawer_pattern is not None, seed=args.seed,
@@ -531,15 +526,10 @@ def _cmd_eval_verification(args: argparse.Namespace) -> int:
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data.images import load_image_folder
     from .evaluate import evaluate_retrieval
 
     model, config, card = load_model(args.model)
-    inp = card.get("input", {})
-    data = load_image_folder(args.data, size=_size(inp.get("size", config.data.size)),
-                             channels=inp.get("channels", config.data.channels),
-                             invert=inp.get("invert", config.data.invert),
-                             keep_aspect=inp.get("keep_aspect", False))
+    data = _load_folder(card, config, args.data)
     if args.split:
         split = json.loads(Path(args.split).read_text())
         pattern = split.get("group_pattern")
@@ -560,15 +550,16 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_folder(card: dict, config: Any, folder: str) -> Any:
-    """A folder-per-class tree, loaded with the model's own preprocessing."""
+def _load_folder(card: dict, config: Any, folder: str, **kwargs: Any) -> Any:
+    """A folder-per-class tree, loaded with the model's own preprocessing (``kwargs`` go
+    to :func:`load_image_folder`: grouping, drawers, cache)."""
     from .data.images import load_image_folder
 
     inp = card.get("input", {})
     return load_image_folder(folder, size=_size(inp.get("size", config.data.size)),
                              channels=inp.get("channels", config.data.channels),
                              invert=inp.get("invert", config.data.invert),
-                             keep_aspect=inp.get("keep_aspect", False), use_cache=False)
+                             keep_aspect=inp.get("keep_aspect", False), **kwargs)
 
 
 def _first_shots(data: Any, shots: int | None) -> list[int]:
@@ -607,7 +598,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         raise ValueError("enroll needs --label NAME FILE... or --from-folder FOLDER")
     gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
     if args.from_folder:
-        data = _load_folder(card, config, args.from_folder)
+        data = _load_folder(card, config, args.from_folder, use_cache=False)
         data = data.subset_items(_first_shots(data, args.shots))
         from .evaluate import embed_images
 
@@ -659,15 +650,16 @@ def _cmd_eval_identification(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_identification
 
     model, config, card = load_model(args.model)
-    refs = _load_folder(card, config, args.gallery_from)
+    refs = _load_folder(card, config, args.gallery_from, use_cache=False)
     chosen = _first_shots(refs, args.shots)
     used = {refs.paths[i] for i in chosen}
     refs = refs.subset_items(chosen)
-    queries = _load_folder(card, config, args.queries)
+    queries = _load_folder(card, config, args.queries, use_cache=False)
     queries = queries.subset_items([i for i, p in enumerate(queries.paths) if p not in used])
     if len(queries) == 0:
         raise ValueError("no query images left after removing the enrolled ones")
-    unknown = _load_folder(card, config, args.unknown) if args.unknown else None
+    unknown = (_load_folder(card, config, args.unknown, use_cache=False) if args.unknown
+               else None)
     threshold = card.get("threshold", {}).get("threshold_")
     res = evaluate_identification(model, refs, queries, unknown, threshold, args.far,
                                   args.class_score, _tta(args, config))
@@ -700,7 +692,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     inputs = None
     if args.data:
         _, config, card = load_model(args.model)
-        data = _load_folder(card, config, args.data)
+        data = _load_folder(card, config, args.data, use_cache=False)
         pick = np.random.default_rng(0).permutation(len(data))[:32]
         inputs = data.images[pick].float().div(255).numpy()
     else:
