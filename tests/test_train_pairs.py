@@ -67,3 +67,115 @@ def test_multiple_negatives_run_and_config_errors(pair_files, tmp_path):
               tmp_path / "bad2")
     with pytest.raises(ConfigError, match="needs pairs.train"):
         train(load_config(None, ["data.dataset=pairs", "loss.name=mnrl"]), tmp_path / "bad3")
+
+
+@pytest.fixture(scope="module")
+def text_run(pair_files, tmp_path_factory) -> Path:
+    """A text twin trained for a few steps, calibrated for F1 (entity-matching style)."""
+    out = tmp_path_factory.mktemp("textrun") / "run"
+    cfg = load_config(_config(pair_files, "online_contrastive", 4, 4),
+                      ["eval.calibrate_target=f1"])
+    from siamkit.train import train
+
+    train(cfg, out)
+    return out
+
+
+def test_f1_calibrated_runs_select_checkpoints_by_validation_f1(text_run, pair_files):
+    from siamkit.checkpoint import load_model
+    from siamkit.data.textpairs import read_text_pairs
+    from siamkit.evaluate import embed_texts, score_pairs
+    from siamkit.metrics import best_f1_threshold
+
+    hist = [json.loads(line) for line in (text_run / "history.jsonl").read_text().splitlines()]
+    card = json.loads((text_run / "config.json").read_text())
+    assert card["threshold"]["target"] == "f1"
+    model, _, _ = load_model(text_run)
+    val = read_text_pairs(pair_files / "val.csv")
+    s = score_pairs(model, embed_texts(model, val.texts), val.left, val.right)
+    best = max(h["val_metric"] for h in hist)
+    assert best_f1_threshold(s, val.same)[0] == pytest.approx(best, abs=1e-6)
+
+
+def test_time_limit_stops_pair_training_and_still_writes_a_run(pair_files, tmp_path, caplog):
+    from siamkit.train import train
+
+    cfg = load_config(_config(pair_files, "online_contrastive", 1000, 500),
+                      ["optim.time_limit_minutes=0.0001"])
+    res = train(cfg, tmp_path / "run")
+    assert res.steps == 1 and "time limit" in caplog.text
+    hist = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text()
+            .splitlines()]
+    assert [h["step"] for h in hist] == [0, 1]
+    assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["steps"] == 1
+
+
+def test_cli_verifies_and_evaluates_text_pairs(text_run, pair_files, tmp_path, capsys):
+    from siamkit.data.textpairs import read_text_pairs
+
+    val = pair_files / "val.csv"
+    assert main(["--quiet", "eval", "verification", "--model", str(text_run), "--pairs",
+                 str(val), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    pairs = read_text_pairs(val)
+    assert res["positives"] == int(pairs.same.sum()) and res["negatives"] == len(pairs) - \
+        res["positives"]
+    assert {"f1", "accuracy", "auc", "precision", "recall"} <= res.keys()
+    assert 0.5 < res["auc"] <= 1 and res["threshold_target"] == "f1"
+    # the same pairs in another layout, named by column: the same figures
+    tsv = tmp_path / "val.tsv"  # tab files are unquoted, as MRPC's own
+    tsv.write_text("label\tfirst\tsecond\n" + "".join(
+        f"{int(s)}\t{pairs.texts[i]}\t{pairs.texts[j]}\n"
+        for i, j, s in zip(pairs.left, pairs.right, pairs.same, strict=True)))
+    assert main(["--quiet", "eval", "verification", "--model", str(text_run), "--pairs",
+                 str(tsv), "--a", "first", "--b", "second", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["auc"] == pytest.approx(res["auc"], abs=1e-6)
+    i, j = int(pairs.left[0]), int(pairs.right[0])
+    assert main(["--quiet", "verify", "--model", str(text_run), pairs.texts[i], pairs.texts[j],
+                 "--json"]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert v["threshold"] == res["threshold"] and -1 <= v["score"] <= 1
+    assert v["same"] == (v["score"] >= v["threshold"])
+    out = tmp_path / "report.html"
+    assert main(["--quiet", "report", "--model", str(text_run), "--pairs", str(val), "--out",
+                 str(out), "--json"]) == 0
+    html = out.read_text()
+    assert "False accepts" in html or "false accepts" in html.lower()
+    assert pairs.texts[i][:30].replace("&", "&amp;") in html or "<figure" in html
+
+
+def test_cli_text_pair_errors_are_clear(text_run, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\nx,y,1\nz,w,0\nu,v,maybe\n")
+    assert main(["eval", "verification", "--model", str(text_run), "--pairs", str(bad)]) == 1
+    assert "maybe" in capsys.readouterr().err
+    cols = tmp_path / "cols.csv"
+    cols.write_text("q1,q2,label\nx,y,1\n")
+    assert main(["eval", "verification", "--model", str(text_run), "--pairs", str(cols)]) == 1
+    assert "column" in capsys.readouterr().err.lower()
+    assert main(["eval", "verification", "--model", str(text_run), "--all-pairs"]) == 1
+    assert "--pairs" in capsys.readouterr().err
+    assert main(["eval", "similarity", "--model", str(text_run), "--pairs",
+                 str(tmp_path / "missing.csv")]) == 1
+
+
+def test_cli_eval_similarity_on_real_stsb(text_run, tmp_path, capsys):
+    if not (MIRROR / "stsbenchmark").is_dir():
+        pytest.skip("STS-B mirror absent")
+    from scipy.stats import spearmanr
+
+    from siamkit.checkpoint import load_model
+    from siamkit.data.textpairs import load_stsb, write_text_pairs
+    from siamkit.evaluate import embed_texts, score_pairs
+
+    dev = load_stsb("dev", MIRROR / "stsbenchmark")
+    small = dev.subset(np.arange(len(dev)) < 150)
+    path = write_text_pairs(tmp_path / "dev.csv", small)
+    assert main(["--quiet", "eval", "similarity", "--model", str(text_run), "--pairs",
+                 str(path), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    model, _, _ = load_model(text_run)
+    s = score_pairs(model, embed_texts(model, small.texts), small.left, small.right)
+    assert res["pairs"] == 150
+    assert res["spearman"] == pytest.approx(100 * spearmanr(s, small.score).statistic, abs=1e-6)
+    assert res["spearman"] > 50  # MiniLM after 4 steps still ranks STS-B pairs well

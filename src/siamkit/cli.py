@@ -33,7 +33,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     p = sub.add_parser("eval", help="evaluate a trained model")
     es = p.add_subparsers(dest="eval_command",
-                          metavar="{omniglot-runs,episodes,verification}")
+                          metavar="{omniglot-runs,episodes,verification,similarity,retrieval,"
+                                  "identification}")
     es.required = True
     r = es.add_parser("omniglot-runs", help="Lake's 20 within-alphabet 20-way one-shot runs")
     r.add_argument("--model", required=True, help="run folder of a trained model")
@@ -60,10 +61,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
 
 def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -> None:
     p.add_argument("--model", required=True, help="run folder of a trained model")
-    p.add_argument("--data", required=True, help="folder the images (and pair paths) are in")
+    p.add_argument("--data", help="folder the images (and pair paths) are in (image models)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pairs", help="CSV of a,b,label rows (header optional), paths "
-                                     "relative to --data")
+    src.add_argument("--pairs", help="image models: CSV of a,b,label rows (header optional), "
+                                     "paths relative to --data; text models: a pair file "
+                                     "(see --format, --a, --b, --label)")
     src.add_argument("--all-pairs", action="store_true",
                      help="every pair of images of the folder-per-class tree --data "
                           "(same folder = same)")
@@ -83,6 +85,7 @@ def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -
     p.add_argument("--tta", type=int, default=None,
                    help="test-time augmentation views (default: the model's eval.tta, which "
                         "its stored threshold was calibrated with)")
+    _add_text_columns(p.add_argument_group("text and record pair files"), scores=False)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -94,16 +97,23 @@ def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubPa
                    help="permit calibrating on the test subset of --split (not advised)")
     c.add_argument("--target", default="eer",
                    help="eer, accuracy, far=<max FAR> or precision=<min precision>")
-    v = sub.add_parser("verify", help="are two images of the same class?")
+    v = sub.add_parser("verify", help="are two images (or texts) of the same class?")
     v.add_argument("--model", required=True, help="run folder of a calibrated model")
-    v.add_argument("a", help="first image")
-    v.add_argument("b", help="second image")
+    v.add_argument("a", help="first image (a text model: the first text)")
+    v.add_argument("b", help="second image (or text)")
     v.add_argument("--json", action="store_true", help="print JSON")
     e = eval_sub.add_parser("verification", help="verification metrics at the frozen threshold")
     _add_pair_source(e)
     e.add_argument("--ci", type=int, nargs="?", const=1000, default=0, metavar="RESAMPLES",
                    help="add bootstrap 95%% intervals for AUC, EER, accuracy and F1 "
                         "(default 1000 resamples of the pairs)")
+    s = eval_sub.add_parser("similarity", help="Spearman / Pearson of a text model's "
+                                               "similarity against graded pair scores")
+    s.add_argument("--model", required=True, help="run folder of a text model")
+    s.add_argument("--pairs", required=True, help="graded pair file (e.g. STS-B)")
+    _add_text_columns(s)
+    s.set_defaults(col_score="score")
+    s.add_argument("--json", action="store_true", help="print JSON")
     r = eval_sub.add_parser("retrieval", help="leave-one-out retrieval: Recall@K, MAP@R, MRR")
     r.add_argument("--model", required=True, help="run folder of a trained model")
     r.add_argument("--data", required=True, help="folder-per-class tree (queries search all "
@@ -151,23 +161,26 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _add_text_columns(p: Any) -> None:
+def _add_text_columns(p: Any, scores: bool = True) -> None:
     """The flags every pair file reader takes."""
-    p.add_argument("--format", dest="pair_format", choices=("csv", "tsv", "jsonl"),
-                   help="pair file format (default: from the suffix)")
+    p.add_argument("--format", dest="pair_format", choices=("csv", "tsv", "jsonl", "ditto"),
+                   help="pair file format (default: from the suffix; ditto: DeepMatcher / "
+                        "Ditto 'COL attr VAL value' records)")
     p.add_argument("--a", dest="col_a", default="a", help="first text column (name or 0-based "
                                                            "position)")
     p.add_argument("--b", dest="col_b", default="b", help="second text column")
     p.add_argument("--label", dest="col_label", default="label", help="label column")
-    p.add_argument("--score", dest="col_score", default=None,
-                   help="graded score column (instead of a label)")
+    if scores:
+        p.add_argument("--score", dest="col_score", default=None,
+                       help="graded score column (instead of a label)")
 
 
 def _read_text_pairs(args: argparse.Namespace, path: str) -> Any:
     from .data.textpairs import read_text_pairs
 
+    score = getattr(args, "col_score", None)
     return read_text_pairs(path, args.pair_format, args.col_a, args.col_b,
-                           None if args.col_score else args.col_label, args.col_score,
+                           None if score else args.col_label, score,
                            getattr(args, "positive_label", "1"))
 
 
@@ -236,9 +249,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--model", required=True, help="run folder of a trained model")
     x.add_argument("--format", default="onnx", choices=("onnx",))
     x.add_argument("--out", required=True, help="folder to write")
-    x.add_argument("--data", help="folder-per-class tree: real images for the parity check "
-                                  "(default: random inputs)")
-    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--data", help="real inputs for the parity check: a folder-per-class tree "
+                                  "of images, or for a text model a pair file (default: "
+                                  "random inputs, or a few built-in sentences)")
+    x.add_argument("--pair-format", choices=("csv", "tsv", "jsonl", "ditto"),
+                   help="format of a text --data pair file (default: from the suffix)")
+    x.add_argument("--opset", type=int, default=18,
+                   help="ONNX opset (18 is the lowest the exporter writes natively)")
     x.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -383,6 +400,10 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     from .evaluate import score_pairs
 
     model, config, card = load_model(args.model)
+    if _is_text(model):
+        return _scored_text_pairs(args, model, card, config)
+    if not args.data:
+        raise ValueError("an image model needs --data (the folder the images are in)")
     if args.skilled_pairs:
         pattern = args.group_pattern or (json.loads(Path(args.split).read_text())
                                          .get("group_pattern") if args.split else None)
@@ -415,6 +436,44 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     return model, scores, pairs, images, emb, card, config
 
 
+def _is_text(model: Any) -> bool:
+    from .export import is_text_model
+
+    return is_text_model(model)
+
+
+def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config: Any
+                       ) -> tuple[Any, ...]:
+    """The text-model branch of :func:`_scored_pair_list`: pairs from a pair file."""
+    from .evaluate import embed_texts, score_pairs
+
+    if not args.pairs:
+        raise ValueError("a text model reads its pairs from a pair file: give --pairs FILE")
+    pairs = _read_text_pairs(args, args.pairs)
+    if pairs.same is None:
+        raise ValueError(f"{args.pairs}: graded scores, not labels; use siamkit eval "
+                         "similarity for those")
+    if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
+        raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
+                         f"same and {int((~pairs.same).sum())} different")
+    emb = embed_texts(model, pairs.texts)
+    scores = score_pairs(model, emb, pairs.left, pairs.right)
+    return model, scores, pairs, None, emb, card, config
+
+
+def _cmd_eval_similarity(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate_similarity
+
+    model, _, _ = load_model(args.model)
+    if not _is_text(model):
+        raise ValueError("eval similarity scores text pairs: this model is not a text model")
+    res = evaluate_similarity(model, _read_text_pairs(args, args.pairs))
+    _emit(res, args.json, f"{res['pairs']} pairs: Spearman {res['spearman']:.2f}, Pearson "
+                          f"{res['pearson']:.2f} (x100)")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .evaluate import verification_report
     from .report import build_report, write_report
@@ -422,12 +481,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     model, scores, pairs, images, emb, card, _ = _scored_pair_list(args)
     cal = _calibrator(card, args.model) if "threshold" in card else None
     metrics = verification_report(scores, pairs.same, model.higher_is_closer, cal)
-    arrays = images.numpy()
-    items = [(arrays[a], arrays[b]) for a, b in zip(pairs.left, pairs.right, strict=True)]
-    labels = [Path(p).parent.name for p in pairs.paths]
+    if images is None:  # text pairs: show the texts; map colours are duplicate groups
+        from .data.splits import positive_pair_groups
+
+        items = [(pairs.texts[a], pairs.texts[b]) for a, b in zip(pairs.left, pairs.right,
+                                                                  strict=True)]
+        groups = positive_pair_groups(len(pairs.texts), pairs.left, pairs.right, pairs.same)
+        labels = [str(g) for g in groups]
+    else:
+        arrays = images.numpy()
+        items = [(arrays[a], arrays[b]) for a, b in zip(pairs.left, pairs.right, strict=True)]
+        labels = [Path(p).parent.name for p in pairs.paths]
     text = build_report(metrics, scores, pairs.same, model.higher_is_closer, items,
-                        emb.numpy(), labels,
-                        title=f"siamkit verification report: {args.model} on {args.data}")
+                        emb.numpy(), labels, title=f"siamkit verification report: {args.model}"
+                                                   f" on {args.data or args.pairs}")
     out = write_report(args.out, text)
     _emit({**metrics, "report": str(out)}, args.json, f"report written to {out}")
     return 0
@@ -493,12 +560,20 @@ def _calibrator(card: dict, run_dir: str) -> Any:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import torch
+
     from .checkpoint import load_model
 
     model, config, card = load_model(args.model)
     cal = _calibrator(card, args.model)
-    emb = _embed_files(model, card, config, [args.a, args.b])
-    score = float(model.score_embeddings(emb[:1], emb[1:])[0])
+    if _is_text(model):
+        from .evaluate import embed_texts
+
+        emb = embed_texts(model, [args.a, args.b])
+    else:
+        emb = _embed_files(model, card, config, [args.a, args.b])
+    with torch.no_grad():
+        score = float(model.score_embeddings(emb[:1], emb[1:])[0])
     same = bool(cal.predict([score])[0])
     res = {"score": score, "same": same, "threshold": cal.threshold_}
     _emit(res, args.json, f"{'same' if same else 'different'} (score {score:.4g}, threshold "
@@ -687,22 +762,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .checkpoint import load_model
-    from .export import export_onnx
+    from .export import export_onnx, is_text_model
 
-    inputs = None
+    inputs: Any = None
     if args.data:
-        _, config, card = load_model(args.model)
-        data = _load_folder(card, config, args.data, use_cache=False)
-        pick = np.random.default_rng(0).permutation(len(data))[:32]
-        inputs = data.images[pick].float().div(255).numpy()
+        model, config, card = load_model(args.model)
+        if is_text_model(model):
+            from .data.textpairs import read_text_pairs
+
+            texts = read_text_pairs(args.data, args.pair_format).texts
+            inputs = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[:32]]
+        else:
+            data = _load_folder(card, config, args.data, use_cache=False)
+            pick = np.random.default_rng(0).permutation(len(data))[:32]
+            inputs = data.images[pick].float().div(255).numpy()
     else:
         logging.getLogger(__name__).warning("no --data: checking parity on random inputs")
     manifest = export_onnx(args.model, args.out, args.opset, inputs)
     p = manifest["parity"]
     same = "identical" if p["decisions_equal"] else "DIFFER"
+    written = ", ".join(sorted(f.name for f in Path(args.out).iterdir()))
+    kind = "real" if p["real_inputs"] else "random"
     _emit(manifest, args.json,
-          f"exported to {args.out} (encoder.onnx, verifier.onnx, predict.py); ONNX Runtime vs "
-          f"PyTorch on {p['inputs']} {'real' if p['real_inputs'] else 'random'} inputs: "
+          f"exported to {args.out} ({written}); ONNX Runtime vs PyTorch on {p['inputs']} "
+          f"{kind} inputs: "
           f"embeddings within {p['max_embedding_diff_relative']:.1e} (relative), scores within "
           f"{p['max_score_diff']:.1e}, decisions {same}")
     return 0
@@ -890,6 +973,7 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "episodes"): _cmd_eval_episodes,
         ("eval", "verification"): _cmd_eval_verification,
         ("eval", "retrieval"): _cmd_eval_retrieval,
+        ("eval", "similarity"): _cmd_eval_similarity,
         ("eval", "identification"): _cmd_eval_identification,
         ("enroll", None): _cmd_enroll,
         ("identify", None): _cmd_identify,

@@ -13,6 +13,15 @@
 Image inputs are what ``siamkit`` feeds its encoder: grayscale or RGB resized to the model's
 size (padded when ``keep_aspect``), inverted when ``invert``, scaled to [0, 1]. Test-time
 augmentation (``eval.tta``) is not part of the export: the exported model embeds one view.
+
+Text models (the sentence-transformers twin) export the Transformer, its mean pooling,
+projection and normalisation: ``encoder.onnx`` takes ``input_ids`` and ``attention_mask``
+(int64, dynamic batch and length); ``verifier.onnx`` takes ``ids_a``, ``mask_a``, ``ids_b``,
+``mask_b``. Tokenisation is not in the graph (ONNX has no standard tokenizer operator; it
+would need onnxruntime-extensions): the export ships the model's fast tokenizer as
+``tokenizer.json``, which ``predict.py`` runs with the ``tokenizers`` package (no torch).
+Records (entity matching) must be serialised to text first, as siamkit does
+(``data.textpairs.serialize_record``).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from torch import nn
 
 from .checkpoint import load_model, model_identity
 
-__all__ = ["export_onnx", "check_parity", "ExportError"]
+__all__ = ["export_onnx", "check_parity", "is_text_model", "ExportError"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,40 @@ class _Encoder(nn.Module):
         return self.model.embed(x)
 
 
+class _TextEncoder(nn.Module):
+    """Token ids and attention mask -> embeddings: the text twin without its tokenizer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        enc = self.model.encoder
+        features = {"input_ids": input_ids, "attention_mask": attention_mask,
+                    "token_type_ids": torch.zeros_like(input_ids)}
+        return enc.norm(enc.project(enc.st(features)["sentence_embedding"]))
+
+
+class _TextVerifier(nn.Module):
+    def __init__(self, model: nn.Module, threshold: float | None, higher: bool) -> None:
+        super().__init__()
+        self.encoder, self.model, self.higher = _TextEncoder(model), model, higher
+        self.register_buffer("threshold", torch.tensor(
+            float("nan") if threshold is None else threshold, dtype=torch.float32))
+
+    def forward(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
+                mask_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score = self.model.score_embeddings(self.encoder(ids_a, mask_a),
+                                            self.encoder(ids_b, mask_b)).float()
+        same = score >= self.threshold if self.higher else score <= self.threshold
+        return score, same
+
+
+def is_text_model(model: nn.Module) -> bool:
+    """True for the sentence-transformers twin (its inputs are strings)."""
+    return hasattr(model.encoder, "st")
+
+
 def _input_shape(model: Any, card: dict, config: Any) -> tuple[int, ...]:
     enc = model.encoder
     if hasattr(enc, "in_features"):
@@ -72,46 +115,75 @@ def _input_shape(model: Any, card: dict, config: Any) -> tuple[int, ...]:
     return (int(inp.get("channels", config.data.channels)), int(h), int(w))
 
 
+def _opset(path: Path) -> int:
+    """The default-domain opset the file was written with (the exporter may raise it)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return int(next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")))
+
+
 def _export(module: nn.Module, args: tuple, path: Path, names_in: list[str],
-            names_out: list[str], opset: int) -> None:
+            names_out: list[str], opset: int, seq_axis: bool = False) -> None:
     dynamic = {n: {0: "batch"} for n in names_in + names_out}
+    if seq_axis:  # token inputs: the sequence length varies too
+        for i, n in enumerate(names_in):
+            dynamic[n] = {0: "batch", 1: f"length{i // 2}"}
     with torch.no_grad():
         torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out,
                           dynamic_axes=dynamic, opset_version=opset, dynamo=True,
                           verbose=False)
 
 
-def check_parity(run_dir: str | Path, out_dir: str | Path, inputs: np.ndarray,
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_parity(run_dir: str | Path, out_dir: str | Path, inputs: np.ndarray | list[str],
                  atol: float = 1e-4) -> dict[str, Any]:
-    """Compare ONNX Runtime with PyTorch on ``inputs`` (float32, model input format).
+    """Compare ONNX Runtime with PyTorch on ``inputs`` (float32 in the model's input format,
+    or a list of texts for a text model).
 
     Embeddings must agree within ``atol`` (absolute, on embeddings scaled to unit norm so
     the tolerance does not depend on their size), and so must scores of consecutive
     pairs; the verifier's same/different decisions must be identical except for pairs
-    whose score is within ``atol`` of the threshold.
+    whose score is within ``atol`` of the threshold. Text goes through the exported
+    tokenizer on the ONNX side and through sentence-transformers on the PyTorch side, so
+    the check covers tokenisation too.
     """
-    import onnxruntime as ort
-
     model, _, card = load_model(run_dir)
     out_dir = Path(out_dir)
-    x = np.ascontiguousarray(inputs, dtype=np.float32)
-    if len(x) < 2:
+    if len(inputs) < 2:
         raise ExportError("parity needs at least two inputs")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    enc = ort.InferenceSession(str(out_dir / "encoder.onnx"), opts,
-                               providers=["CPUExecutionProvider"])
-    ver = ort.InferenceSession(str(out_dir / "verifier.onnx"), opts,
-                               providers=["CPUExecutionProvider"])
-    (e_onnx,) = enc.run(None, {"inputs": x})
-    with torch.no_grad():
-        e_torch = model.embed(torch.from_numpy(x)).numpy()
+    enc, ver = _session(out_dir / "encoder.onnx"), _session(out_dir / "verifier.onnx")
+    if is_text_model(model):
+        from .onnx_predict import tokenize
+
+        texts = [str(t) for t in inputs]
+        spec = json.loads((out_dir / "export.json").read_text())["input"]
+        ids, mask = tokenize(texts, spec, out_dir)
+        (e_onnx,) = enc.run(None, {"input_ids": ids, "attention_mask": mask})
+        ia, ma = tokenize(texts[:-1], spec, out_dir)
+        ib, mb = tokenize(texts[1:], spec, out_dir)
+        s_onnx, same_onnx = ver.run(None, {"ids_a": ia, "mask_a": ma, "ids_b": ib,
+                                           "mask_b": mb})
+        with torch.no_grad():
+            e_torch = model.embed(texts).float().numpy()
+            s_torch = model.score_embeddings(torch.from_numpy(e_torch[:-1]),
+                                             torch.from_numpy(e_torch[1:])).float().numpy()
+    else:
+        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        (e_onnx,) = enc.run(None, {"inputs": x})
+        s_onnx, same_onnx = ver.run(None, {"a": x[:-1], "b": x[1:]})
+        with torch.no_grad():
+            e_torch = model.embed(torch.from_numpy(x)).numpy()
+            s_torch = model(torch.from_numpy(x[:-1]), torch.from_numpy(x[1:])).float().numpy()
     scale = float(np.linalg.norm(e_torch, axis=1).mean()) or 1.0
     emb_diff = float(np.abs(e_onnx - e_torch).max() / scale)
-    a, b = x[:-1], x[1:]
-    s_onnx, same_onnx = ver.run(None, {"a": a, "b": b})
-    with torch.no_grad():
-        s_torch = model(torch.from_numpy(a), torch.from_numpy(b)).float().numpy()
     score_diff = float(np.abs(s_onnx - s_torch).max())
     t = card.get("threshold", {}).get("threshold_")
     decisions_equal = True
@@ -120,18 +192,52 @@ def check_parity(run_dir: str | Path, out_dir: str | Path, inputs: np.ndarray,
         clear = np.abs(s_torch - t) > atol
         decisions_equal = bool((same_onnx.astype(bool) == same_torch)[clear].all())
     ok = emb_diff <= atol and score_diff <= atol * max(1.0, float(np.abs(s_torch).max()))
-    result = {"inputs": len(x), "max_embedding_diff_relative": emb_diff,
-              "max_score_diff": score_diff, "decisions_equal": decisions_equal,
-              "tolerance": atol, "ok": bool(ok and decisions_equal)}
-    return result
+    return {"inputs": len(inputs), "max_embedding_diff_relative": emb_diff,
+            "max_score_diff": score_diff, "decisions_equal": decisions_equal,
+            "tolerance": atol, "ok": bool(ok and decisions_equal)}
 
 
-def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 17,
-                parity_inputs: np.ndarray | None = None) -> dict[str, Any]:
+SAMPLE_TEXTS = [
+    "A man is playing a guitar.", "Someone plays the guitar on stage.",
+    "The stock market fell sharply on Monday.", "Shares dropped at the start of the week.",
+    "name: lg 24 inch dishwasher; price: 499.0", "name: LG dishwasher 24in white",
+    "How do I learn Python quickly?", "What is the fastest way to learn Python?",
+]
+
+
+def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the text encoder, verifier and tokenizer; (input spec, files)."""
+    st = model.encoder.st
+    first = st[0]
+    tokenizer = getattr(first, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError("this text model has no fast (Rust) tokenizer to ship with the export")
+    backend.save(str(out / "tokenizer.json"))
+    features = (getattr(st, "preprocess", None) or st.tokenize)(SAMPLE_TEXTS[:2])
+    ids, mask = features["input_ids"], features["attention_mask"]
+    _export(_TextEncoder(model), (ids, mask), out / "encoder.onnx",
+            ["input_ids", "attention_mask"], ["embeddings"], opset, seq_axis=True)
+    ids_b, mask_b = ids.flip(0)[:, :-1], mask.flip(0)[:, :-1]  # another length: stays dynamic
+    _export(_TextVerifier(model, threshold, model.higher_is_closer),
+            (ids, mask, ids_b.contiguous(), mask_b.contiguous()), out / "verifier.onnx",
+            ["ids_a", "mask_a", "ids_b", "mask_b"], ["score", "same"], opset, seq_axis=True)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    spec = {"kind": "text", "tokenizer": "tokenizer.json",
+            "max_seq_length": int(st.max_seq_length), "pad_id": int(pad),
+            "lowercase": bool(getattr(first, "do_lower_case", False)),
+            "dtype": "int64"}
+    return spec, {"tokenizer": "tokenizer.json"}
+
+
+def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
+                parity_inputs: np.ndarray | list[str] | None = None) -> dict[str, Any]:
     """Export ``run_dir``'s model to ``out_dir`` (see the module docstring).
 
-    ``parity_inputs`` (real inputs in the model's format) are used for the parity check;
-    without them it runs on random inputs and says so.
+    ``parity_inputs`` (real inputs in the model's format; texts for a text model) are used
+    for the parity check; without them it runs on random inputs (for text, a few built-in
+    sentences) and says so.
     """
     try:
         import onnx  # noqa: F401
@@ -141,33 +247,48 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 17,
     model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shape = _input_shape(model, card, config)
-    example = torch.rand(2, *shape)
     threshold = card.get("threshold", {}).get("threshold_")
-    _export(_Encoder(model), (example,), out / "encoder.onnx", ["inputs"], ["embeddings"],
-            opset)
-    _export(_Verifier(model, threshold, model.higher_is_closer), (example, example.flip(0)),
-            out / "verifier.onnx", ["a", "b"], ["score", "same"], opset)
+    files = {"encoder": "encoder.onnx", "verifier": "verifier.onnx", "predict": "predict.py"}
     real = parity_inputs is not None
-    if parity_inputs is None:
-        parity_inputs = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
+    if is_text_model(model):
+        spec, extra = _export_text(model, out, opset, threshold)
+        files.update(extra)
+        not_exported = ("tokenisation (shipped as tokenizer.json for the tokenizers package; "
+                        "ONNX has no standard tokenizer operator)")
+        if parity_inputs is None:
+            parity_inputs = SAMPLE_TEXTS
+    else:
+        shape = _input_shape(model, card, config)
+        example = torch.rand(2, *shape)
+        _export(_Encoder(model), (example,), out / "encoder.onnx", ["inputs"], ["embeddings"],
+                opset)
+        _export(_Verifier(model, threshold, model.higher_is_closer),
+                (example, example.flip(0)), out / "verifier.onnx", ["a", "b"],
+                ["score", "same"], opset)
+        inp = card.get("input", {})
+        spec = {"kind": "image" if len(shape) == 3 else "tabular", "shape": list(shape),
+                "dtype": "float32", "range": [0.0, 1.0],
+                "size": inp.get("size", config.data.size),
+                "channels": inp.get("channels", config.data.channels),
+                "invert": inp.get("invert", config.data.invert),
+                "keep_aspect": inp.get("keep_aspect", False)}
+        not_exported = "test-time augmentation (eval.tta): the export embeds one view"
+        if parity_inputs is None:
+            parity_inputs = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
+    manifest = {
+        "format": "onnx", "opset": _opset(out / "encoder.onnx"),
+        "model_id": model_identity(run_dir),
+        "input": spec, "embedding_dim": int(model.encoder.output_dim),
+        "threshold": threshold, "higher_is_closer": model.higher_is_closer,
+        "files": files, "not_exported": not_exported,
+    }
+    weights = sorted(p.name for p in out.glob("*.onnx.data"))
+    if weights:  # large models keep their weights beside the graphs: ship them together
+        files["weights"] = weights
+    (out / "export.json").write_text(json.dumps(manifest, indent=2))  # parity reads the spec
     parity = check_parity(run_dir, out, parity_inputs)
     parity["real_inputs"] = real
-    inp = card.get("input", {})
-    manifest = {
-        "format": "onnx", "opset": opset, "model_id": model_identity(run_dir),
-        "input": {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0],
-                  "size": inp.get("size", config.data.size),
-                  "channels": inp.get("channels", config.data.channels),
-                  "invert": inp.get("invert", config.data.invert),
-                  "keep_aspect": inp.get("keep_aspect", False)},
-        "embedding_dim": int(model.encoder.output_dim),
-        "threshold": threshold, "higher_is_closer": model.higher_is_closer,
-        "files": {"encoder": "encoder.onnx", "verifier": "verifier.onnx",
-                  "predict": "predict.py"},
-        "parity": parity,
-        "not_exported": "test-time augmentation (eval.tta): the export embeds one view",
-    }
+    manifest["parity"] = parity
     (out / "export.json").write_text(json.dumps(manifest, indent=2))
     shutil.copyfile(Path(__file__).with_name("onnx_predict.py"), out / "predict.py")
     if not parity["ok"]:

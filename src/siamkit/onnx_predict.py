@@ -1,10 +1,12 @@
-"""Verify two images with an exported siamkit model: onnxruntime, numpy and Pillow only.
+"""Verify two inputs with an exported siamkit model: onnxruntime and numpy, plus Pillow for
+images or the tokenizers package for texts (no torch).
 
 Copied as ``predict.py`` into every ONNX export folder (next to ``verifier.onnx`` and
 ``export.json``); it imports nothing from siamkit or torch.
 
     python predict.py A.png B.png            # prints {"score": ..., "same": ..., ...}
     python predict.py --embed A.png B.png    # prints the embeddings
+    python predict.py "a text" "another"     # a text model: the arguments are the texts
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 
 
 def preprocess(path: str, spec: dict) -> np.ndarray:
     """An image as the model's input: (C, H, W) float32 in [0, 1], as siamkit loads it."""
+    from PIL import Image
+
     size, channels = spec["size"], spec["channels"]
     h, w = (size, size) if isinstance(size, int) else size
     with Image.open(path) as img:
@@ -43,6 +46,25 @@ def preprocess(path: str, spec: dict) -> np.ndarray:
     return arr.astype(np.float32) / 255.0
 
 
+def tokenize(texts: list[str], spec: dict, folder: Path = HERE
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Texts as a text model's inputs, as sentence-transformers prepares them: stripped,
+    lower-cased if the model says so, cut to ``max_seq_length`` tokens, padded to the
+    longest -> (input_ids, attention_mask), int64 (N, L)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(folder) / spec["tokenizer"]))
+    tok.enable_truncation(spec["max_seq_length"])
+    tok.enable_padding(pad_id=spec["pad_id"])
+    texts = [t.strip() for t in texts]
+    if spec.get("lowercase"):
+        texts = [t.lower() for t in texts]
+    enc = tok.encode_batch(texts)
+    ids = np.array([e.ids for e in enc], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+    return ids, mask
+
+
 def main(argv: list[str]) -> int:
     manifest = json.loads((HERE / "export.json").read_text())
     embed = argv[:1] == ["--embed"]
@@ -50,15 +72,28 @@ def main(argv: list[str]) -> int:
     if (not embed and len(paths) != 2) or not paths:
         print(__doc__, file=sys.stderr)
         return 2
-    x = np.stack([preprocess(p, manifest["input"]) for p in paths])
+    spec = manifest["input"]
+    text = spec.get("kind") == "text"
     if embed:
         sess = ort.InferenceSession(str(HERE / "encoder.onnx"),
                                     providers=["CPUExecutionProvider"])
-        (emb,) = sess.run(None, {"inputs": x})
+        if text:
+            ids, mask = tokenize(paths, spec)
+            (emb,) = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        else:
+            x = np.stack([preprocess(p, spec) for p in paths])
+            (emb,) = sess.run(None, {"inputs": x})
         print(json.dumps({"embeddings": emb.tolist()}))
         return 0
     sess = ort.InferenceSession(str(HERE / "verifier.onnx"), providers=["CPUExecutionProvider"])
-    score, same = sess.run(None, {"a": x[:1], "b": x[1:]})
+    if text:
+        ids_a, mask_a = tokenize([paths[0]], spec)
+        ids_b, mask_b = tokenize([paths[1]], spec)
+        score, same = sess.run(None, {"ids_a": ids_a, "mask_a": mask_a, "ids_b": ids_b,
+                                      "mask_b": mask_b})
+    else:
+        x = np.stack([preprocess(p, spec) for p in paths])
+        score, same = sess.run(None, {"a": x[:1], "b": x[1:]})
     threshold = manifest["threshold"]
     print(json.dumps({"score": float(score[0]),
                       "same": bool(same[0]) if threshold is not None else None,

@@ -36,7 +36,7 @@ from .losses import (
     MultipleNegativesRankingLoss,
     OnlineContrastiveLoss,
 )
-from .metrics import auc
+from .metrics import auc, best_f1_threshold
 from .miners import Pairs
 from .train import TrainResult, _prepare_run_dir, lr_factor, seed_everything
 
@@ -74,13 +74,15 @@ def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
     return train, val
 
 
-def _validate(model: Any, val: TextPairs) -> float:
-    """AUC on labelled validation pairs, Spearman / 100 on graded ones."""
+def _validate(model: Any, val: TextPairs, target: str = "eer") -> float:
+    """Spearman / 100 on graded validation pairs; on labelled ones the best F1 over
+    thresholds when the model is calibrated for F1 (entity matching), else AUC."""
     if val.score is not None:
         return evaluate_similarity(model, val)["spearman"] / 100
     emb = embed_texts(model, val.texts)
     s = score_pairs(model, emb, val.left, val.right)
-    return auc(s if model.higher_is_closer else -s, val.same)
+    s = s if model.higher_is_closer else -s
+    return best_f1_threshold(s, val.same)[0] if target == "f1" else auc(s, val.same)
 
 
 def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
@@ -124,7 +126,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
 
     def validate(step: int, recent: float) -> None:
         nonlocal best, best_step
-        metric = _validate(model, val)
+        metric = _validate(model, val, config.eval.calibrate_target)
         record = {"step": step, "loss": recent, "val_metric": metric}
         history.append(record)
         with open(out / "history.jsonl", "a") as f:
@@ -139,13 +141,15 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         from tqdm import tqdm
 
         bar = tqdm(total=o.steps, unit="step", dynamic_ncols=True)
-    t0, recent, seen = time.perf_counter(), [], 0
+    limit_s = 60 * o.time_limit_minutes if o.time_limit_minutes is not None else math.inf
     validate(0, math.nan)  # the starting point: fine-tuning must beat it
+    t0, recent, seen, step = time.perf_counter(), [], 0, 0
     model.train()
     for step in range(1, o.steps + 1):
+        # the schedule follows whichever runs out first, steps or time: it always anneals
+        frac_done = max((step - 1) / o.steps, (time.perf_counter() - t0) / limit_s)
         for group in optimiser.param_groups:
-            group["lr"] = o.lr * lr_factor((step - 1) / o.steps, o.warmup_steps / o.steps,
-                                           o.schedule)
+            group["lr"] = o.lr * lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule)
         batch = rng.choice(pool, min(o.pair_batch, len(pool)), replace=False)
         left, right = train.left[batch], train.right[batch]
         emb = model.embed([train.texts[i] for i in left] + [train.texts[i] for i in right])
@@ -170,9 +174,14 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(recent):.4f}")
-        if step % config.eval.every == 0 or step == o.steps:
+        out_of_time = time.perf_counter() - t0 >= limit_s
+        if step % config.eval.every == 0 or step == o.steps or out_of_time:
             validate(step, float(np.mean(recent)))
             model.train()
+        if out_of_time:
+            logger.warning("time limit of %.1f minutes reached at step %d of %d",
+                           o.time_limit_minutes, step, o.steps)
+            break
     if bar is not None:
         bar.close()
     if not graded and config.eval.calibrate_on != "none":
@@ -186,7 +195,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         update_card(out, {"threshold": {**cal.to_dict(), "source": "validation pairs"}})
     minutes = (time.perf_counter() - t0) / 60
     (out / "train_summary.json").write_text(json.dumps(
-        {"steps": o.steps, "best_val_metric": best, "best_step": best_step,
+        {"steps": step, "best_val_metric": best, "best_step": best_step,
          "start_val_metric": history[0]["val_metric"], "train_minutes": minutes}, indent=2))
-    return TrainResult(out, o.steps, best, best_step, minutes, seen / max(1e-9, minutes * 60),
+    return TrainResult(out, step, best, best_step, minutes, seen / max(1e-9, minutes * 60),
                        history)

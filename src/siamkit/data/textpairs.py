@@ -119,7 +119,8 @@ def read_text_pairs(
         fmt: ``csv``, ``tsv`` or ``jsonl``; from the suffix when None.
         a, b: the two text columns (names, or 0-based positions for header-less files).
         label: the label column (None for graded files); a pair is "same" when its label
-            equals ``positive_label`` as text.
+            equals ``positive_label`` as text. A column with more than two values (or an
+            empty label) is refused: a typo must not silently become "different".
         score: the graded-score column, read as a float (None for labelled files).
     """
     path = Path(path)
@@ -161,6 +162,17 @@ def read_text_pairs(
         if positive_label not in raw:
             raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "
                                f"(labels found: {sorted(set(raw))[:5]})")
+        values = sorted(set(raw))
+        if "" in values:
+            raise DatasetError(f"{path}, pair {raw.index('') + 1}: empty label in column "
+                               f"{label!r}")
+        if len(values) > 2:
+            odd = [v for v in values if v != positive_label]
+            counts = {v: raw.count(v) for v in odd}
+            rare = min(odd, key=lambda v: counts[v])
+            raise DatasetError(f"{path}: label column {label!r} has {len(values)} values "
+                               f"{values[:6]}, expected two ({positive_label!r} for same and "
+                               f"one other); pair {raw.index(rare) + 1} has {rare!r}")
         same = np.array([v == positive_label for v in raw])
     return TextPairs(list(index), np.array(left, dtype=int), np.array(right, dtype=int), same,
                      np.array(scores) if score is not None else None,
