@@ -244,6 +244,25 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-files", type=int, default=64, help="files per request")
 
 
+def _add_dedupe(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("dedupe", help="find duplicate texts in a corpus and cluster them")
+    d.add_argument("--model", required=True, help="run folder of a text model")
+    d.add_argument("--input", required=True, help="CSV, TSV or JSONL corpus")
+    d.add_argument("--column", default="text", help="text column (name, or 0-based position "
+                                                    "for a file without a header)")
+    d.add_argument("--format", dest="pair_format", choices=("csv", "tsv", "jsonl"),
+                   help="corpus format (default: from the suffix)")
+    d.add_argument("--threshold", type=float, default=None,
+                   help="duplicate threshold (default: the model's calibrated threshold)")
+    d.add_argument("--out", required=True, help="CSV of duplicate pairs to write")
+    d.add_argument("--skip-empty", action="store_true", help="skip empty texts instead of "
+                                                             "stopping")
+    d.add_argument("--max-pairs", type=int, default=20_000_000,
+                   help="stop when more pairs than this pass the threshold")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--json", action="store_true", help="print JSON")
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export the encoder and the whole verifier (ONNX)")
     x.add_argument("--model", required=True, help="run folder of a trained model")
@@ -267,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command",
                                 metavar="{train,eval,calibrate,verify,split,report,enroll,"
-                                        "identify,serve,export,demo}")
+                                        "identify,serve,export,dedupe,demo}")
     sub.required = True
     _add_train(sub)
     eval_sub = _add_eval(sub)
@@ -276,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gallery(sub, eval_sub)
     _add_serve(sub)
     _add_export(sub)
+    _add_dedupe(sub)
     r = sub.add_parser("report", help="HTML report: metrics, ROC/DET, histograms, errors, map")
     _add_pair_source(r)
     r.add_argument("--out", required=True, help="HTML file to write")
@@ -791,6 +811,45 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dedupe(args: argparse.Namespace) -> int:
+    import csv
+
+    from .checkpoint import load_model
+    from .data.textpairs import read_texts
+    from .dedupe import find_duplicates
+
+    model, _, card = load_model(args.model)
+    if not _is_text(model):
+        raise ValueError("dedupe embeds texts: this model is not a text model")
+    threshold = args.threshold
+    if threshold is None:
+        threshold = card.get("threshold", {}).get("threshold_")
+        if threshold is None:
+            raise ValueError(f"{args.model} has no calibrated threshold: give --threshold")
+    texts, rows = read_texts(args.input, args.column, args.pair_format, args.skip_empty)
+    res = find_duplicates(model, texts, float(threshold), max_pairs=args.max_pairs,
+                          progress=not args.no_progress)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["cluster", "row_a", "row_b", "score", "a", "b"])
+        for i, j, s in zip(res.left.tolist(), res.right.tolist(), res.scores.tolist(),
+                           strict=True):
+            w.writerow([int(res.clusters[i]), rows[i], rows[j], f"{s:.6g}", texts[i],
+                        texts[j]])
+    tmp.replace(out)
+    sizes = res.cluster_sizes
+    summary = {"texts": len(texts), "pairs": len(res.left), "clusters": len(sizes),
+               "texts_in_clusters": int(sizes.sum()), "largest_cluster": int(sizes[0])
+               if len(sizes) else 0, "threshold": float(threshold), "out": str(out),
+               "seconds": {k: round(v, 3) for k, v in res.timings.items()}}
+    _emit(summary, args.json, f"{len(texts)} texts: {len(res.left)} duplicate pairs in "
+                              f"{len(sizes)} clusters (threshold {threshold:.4g}) -> {out}")
+    return 0
+
+
 def _items_by_group(folder: str, depth: int, pattern: str | None = None
                     ) -> dict[str, list[str]]:
     from .data.images import scan_folder
@@ -974,6 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "verification"): _cmd_eval_verification,
         ("eval", "retrieval"): _cmd_eval_retrieval,
         ("eval", "similarity"): _cmd_eval_similarity,
+        ("dedupe", None): _cmd_dedupe,
         ("eval", "identification"): _cmd_eval_identification,
         ("enroll", None): _cmd_enroll,
         ("identify", None): _cmd_identify,

@@ -7,7 +7,7 @@ Each evaluator is called with a model and returns a dict of metrics that include
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -242,10 +242,10 @@ def evaluate_identification(
 
 
 @torch.no_grad()
-def embed_texts(model: SiameseNetwork, texts: Sequence[str], batch_size: int = 64
-                ) -> torch.Tensor:
-    """Embed texts with a text twin -> (N, D), in eval mode and in batches (longest first,
-    so padding stays short)."""
+def embed_texts(model: SiameseNetwork, texts: Sequence[str], batch_size: int = 64,
+                on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Embed texts with a text twin -> (N, D), in eval mode and in
+    batches (longest first, so padding stays short); ``on_batch(n)`` after each batch."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -253,6 +253,8 @@ def embed_texts(model: SiameseNetwork, texts: Sequence[str], batch_size: int = 6
     parts = []
     for s in range(0, len(order), batch_size):
         parts.append(model.embed([texts[i] for i in order[s : s + batch_size]]).float())
+        if on_batch is not None:
+            on_batch(len(parts[-1]))
     if parts:
         emb = torch.cat(parts)
         out = torch.empty_like(emb)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import tempfile
@@ -125,6 +126,42 @@ class ExactIndex:
         if not sims_out:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.concatenate(sims_out), np.concatenate(idx_out)
+
+    def pairs_above(self, min_similarity: float, block: int = 2048,
+                    on_block: Callable[[int], None] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pair ``i < j`` of the references with similarity >= ``min_similarity``
+        (a range self-join): (i, j, similarity). Only ``block`` x ``block`` scores exist at
+        a time; the upper triangle of blocks is visited once. ``on_block(rows)`` reports
+        progress after each block row of ``rows`` references."""
+        refs, n = self._refs, len(self._refs)
+        euclid = self.metric in ("euclidean", "sqeuclidean")
+        out_i, out_j, out_s = [], [], []
+        with torch.no_grad():
+            for qs in range(0, n, block):
+                q = refs[qs : qs + block]
+                for rs in range(qs, n, block):
+                    r = refs[rs : rs + block]
+                    if euclid:  # -||q - r||^2 from one fused product, clamped at 0
+                        s = torch.addmm(self._sq[rs : rs + block], q, r.T, alpha=-2.0)
+                        s = -(s + self._sq[qs : qs + block, None]).clamp_min(0)
+                        if self.metric == "euclidean":
+                            s = -(-s).sqrt()
+                    else:
+                        s = q @ r.T
+                    if rs == qs:  # the diagonal block: only j > i
+                        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).tril(),
+                                          -math.inf)
+                    hit = (s >= min_similarity).nonzero()
+                    if len(hit):
+                        out_i.append(hit[:, 0].numpy() + qs)
+                        out_j.append(hit[:, 1].numpy() + rs)
+                        out_s.append(s[hit[:, 0], hit[:, 1]].numpy())
+                if on_block is not None:
+                    on_block(len(q))
+        if not out_i:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
 
 
 class FaissIndex:

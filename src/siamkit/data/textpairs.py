@@ -19,8 +19,8 @@ import numpy as np
 from .download import DatasetError
 
 __all__ = ["TextPairs", "read_text_pairs", "write_text_pairs", "pair_format",
-           "parse_ditto_record", "serialize_record", "read_ditto", "load_mrpc", "load_stsb",
-           "load_ditto"]
+           "parse_ditto_record", "serialize_record", "read_texts", "read_ditto", "load_mrpc",
+           "load_stsb", "load_ditto"]
 
 FORMATS = ("csv", "tsv", "jsonl", "ditto")
 
@@ -177,6 +177,37 @@ def read_text_pairs(
     return TextPairs(list(index), np.array(left, dtype=int), np.array(right, dtype=int), same,
                      np.array(scores) if score is not None else None,
                      raw if label is not None else None)
+
+
+def read_texts(path: str | Path, column: str = "text", fmt: str | None = None,
+               skip_empty: bool = False) -> tuple[list[str], list[int]]:
+    """One column of a CSV / TSV / JSONL file as a corpus: (texts, their row numbers, 1-based
+    after the header). Empty cells are an error unless ``skip_empty``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"input file not found: {path}")
+    fmt = pair_format(path, fmt)
+    if fmt == "ditto":
+        raise DatasetError("a corpus is a CSV, TSV or JSONL file with a text column")
+    rows, _ = _rows(path, fmt, [column])
+    if not rows:
+        raise DatasetError(f"{path}: no rows")
+    if column not in rows[0]:
+        raise DatasetError(f"{path}: no column {column!r}; the first row has "
+                           f"{sorted(rows[0])[:12]}")
+    texts, numbers = [], []
+    for n, row in enumerate(rows, 1):
+        text = (row.get(column) or "").strip()
+        if not text:
+            if skip_empty:
+                continue
+            raise DatasetError(f"{path}, row {n}: empty text in column {column!r} (or pass "
+                               f"--skip-empty)")
+        texts.append(text)
+        numbers.append(n)
+    if not texts:
+        raise DatasetError(f"{path}: every text is empty")
+    return texts, numbers
 
 
 def write_text_pairs(path: str | Path, pairs: TextPairs) -> Path:
