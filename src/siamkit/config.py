@@ -268,7 +268,8 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy", "mnrl",
           "online_contrastive", "cosine")
 PAIR_DATASETS = ("pairs", "mrpc", "stsb", "ditto")
-PAIR_LOSSES = ("contrastive", "bce", "mnrl", "online_contrastive", "cosine")
+PAIR_LOSSES = ("contrastive", "bce", "mnrl", "online_contrastive", "cosine", "cosent")
+GRADED_LOSSES = ("cosine", "cosent")  # losses on graded scores (STS-B)
 MINERS = ("none", "semihard", "batch_hard", "schedule")
 
 
@@ -283,13 +284,17 @@ def check_config(config: Config) -> None:
         if not ok:
             raise ConfigError(message)
 
-    need(d.dataset in ("omniglot", "folder") + PAIR_DATASETS,
-         f"unknown data.dataset {d.dataset!r}; expected omniglot, folder, "
+    need(d.dataset in ("omniglot", "folder", "digits") + PAIR_DATASETS,
+         f"unknown data.dataset {d.dataset!r}; expected omniglot, folder, digits, "
          f"{', '.join(PAIR_DATASETS)}")
+    need(d.dataset != "digits" or (m.encoder == "mlp" and d.rotations == [0]
+                                   and not config.augment.enabled),
+         "data.dataset=digits (tabular) trains model.encoder=mlp, without image "
+         "augmentation (augment.enabled=false) or rotations")
     pairs = d.dataset in PAIR_DATASETS
     need(not pairs or lc.name in PAIR_LOSSES,
          f"pair datasets train with {', '.join(PAIR_LOSSES)}, not loss.name={lc.name}")
-    need(pairs or lc.name not in ("mnrl", "online_contrastive", "cosine"),
+    need(pairs or lc.name not in ("mnrl", "online_contrastive") + GRADED_LOSSES,
          f"loss.name={lc.name} trains on pair datasets (data.dataset pairs, mrpc, stsb, "
          f"ditto)")
     need(d.dataset != "pairs" or bool(config.pairs.train),
@@ -318,7 +323,8 @@ def check_config(config: Config) -> None:
     need(m.head_hidden >= 0, "model.head_hidden must be >= 0")
     need(m.encoder in list_encoders(),
          f"unknown model.encoder {m.encoder!r}; expected one of {', '.join(list_encoders())}")
-    need(m.encoder != "mlp", "model.encoder=mlp takes feature vectors, not images")
+    need(m.encoder != "mlp" or d.dataset == "digits",
+         "model.encoder=mlp takes feature vectors (data.dataset=digits), not images")
     try:
         create_distance(m.distance)
     except ValueError as exc:

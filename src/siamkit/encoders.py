@@ -186,6 +186,9 @@ class KochEncoder(nn.Module):
 class MLPEncoder(nn.Module):
     """A multi-layer perceptron for tabular feature vectors.
 
+    ``input_dropout`` zeroes input features at random while training (tabular data's
+    augmentation: the embedding must not hinge on a few features).
+
     Shape: (B, in_features) -> (B, embedding_dim).
     """
 
@@ -196,11 +199,12 @@ class MLPEncoder(nn.Module):
         embedding_dim: int = 64,
         dropout: float = 0.1,
         normalize: bool = False,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if in_features < 1:
             raise ValueError(f"in_features must be positive, got {in_features}")
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.Dropout(input_dropout)] if input_dropout > 0 else []
         d = in_features
         for h in hidden:
             layers += [nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]

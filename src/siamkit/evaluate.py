@@ -54,7 +54,10 @@ logger = logging.getLogger(__name__)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (B, C, H, W) in 0..255 -> float32 in [0, 1]."""
+    """uint8 images (B, C, H, W) in 0..255 -> float32 in [0, 1]; float inputs (tabular
+    feature vectors) are returned as float32 unchanged."""
+    if images.is_floating_point():
+        return images.float()
     return images.float().div_(255.0)
 
 
@@ -74,6 +77,8 @@ def embed_images(
     """
     was_training = model.training
     model.eval()
+    if images.dim() == 2:  # tabular feature vectors: no image distortions
+        tta, channels_last = 0, False
     views = [None] + [RandomAffine(rotation=5, shear=0.1, scale=(0.9, 1.1), translate=1.0,
                                    p=1.0, generator=torch.Generator().manual_seed(seed + v))
                       for v in range(tta)]

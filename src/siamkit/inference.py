@@ -17,7 +17,8 @@ __all__ = ["Embedder"]
 
 
 class Embedder:
-    """Load a run folder once; embed images given as paths or bytes, score pairs.
+    """Load a run folder once; embed images given as paths or bytes (or texts, for a text
+    model: ``kind == "text"``), score pairs.
 
     Args:
         run_dir: a trained model's run folder.
@@ -39,7 +40,7 @@ class Embedder:
         self.tta = self.config.eval.tta
         self.max_pixels, self.max_side = max_pixels, max_side
         self.dim = int(self.model.encoder.output_dim)
-        self.kind = "image"
+        self.kind = "text" if inp.get("kind") == "text" else "image"
         self._lock = threading.Lock()  # one forward pass at a time keeps CPU threads sane
 
     @property
@@ -55,6 +56,8 @@ class Embedder:
         """One image (path or encoded bytes) with the model's preprocessing: (C, H, W)."""
         from PIL import Image, UnidentifiedImageError
 
+        if self.kind == "text":
+            raise DatasetError(f"{name}: this model embeds texts, not images")
         if isinstance(source, bytes | bytearray):
             if not source:
                 raise DatasetError(f"{name}: empty upload")
@@ -79,6 +82,15 @@ class Embedder:
         """Embed preprocessed images: list of (C, H, W) uint8 -> (N, D)."""
         with self._lock, torch.no_grad():
             return embed_images(self.model, torch.stack(images), tta=self.tta)
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """Embed texts with a text model -> (N, D)."""
+        from .evaluate import embed_texts
+
+        if self.kind != "text":
+            raise DatasetError("this model embeds images, not texts")
+        with self._lock:
+            return embed_texts(self.model, texts)
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:

@@ -22,6 +22,7 @@ __all__ = [
     "PrototypicalLoss",
     "NormalizedSoftmaxLoss",
     "MultipleNegativesRankingLoss",
+    "CoSENTLoss",
     "OnlineContrastiveLoss",
     "create_loss",
 ]
@@ -330,6 +331,35 @@ class MultipleNegativesRankingLoss(nn.Module):
             own = torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)
             logits = logits.masked_fill(same_group & ~own, float("-inf"))
         return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+
+
+class CoSENTLoss(nn.Module):
+    """Ranking loss on graded pairs (CoSENT, Su 2022): every pair scored higher than
+    another should be more similar, ``log(1 + sum over (i, j) with score_i > score_j of
+    exp(scale * (sim_j - sim_i)))``. Only the order of the gold scores matters, which is
+    what Spearman correlation (STS-B's measure) rewards.
+
+    Args:
+        distance: similarity or distance between embeddings (default cosine).
+        scale: inverse temperature (20 as in the paper).
+    """
+
+    def __init__(self, distance: Distance | None = None, scale: float = 20.0) -> None:
+        super().__init__()
+        from .distances import CosineSimilarity
+
+        self.distance = distance or CosineSimilarity()
+        self.scale = scale
+
+    def forward(self, e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor
+                ) -> torch.Tensor:
+        sim = self.distance.to_similarity(self.distance.paired(e1, e2)) * self.scale
+        scores = torch.as_tensor(scores, dtype=sim.dtype, device=sim.device)
+        diff = sim[None, :] - sim[:, None]  # diff[i, j] = sim_j - sim_i
+        ordered = scores[:, None] > scores[None, :]  # pairs (i, j) with score_i > score_j
+        terms = diff[ordered]
+        zero = torch.zeros(1, dtype=sim.dtype, device=sim.device)
+        return torch.logsumexp(torch.cat([zero, terms]), dim=0)
 
 
 class OnlineContrastiveLoss(nn.Module):

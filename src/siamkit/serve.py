@@ -6,6 +6,10 @@ in the ``X-API-Key`` header (from ``SIAMKIT_API_KEY`` or ``--api-key-file``); wi
 admin key configured (``SIAMKIT_ADMIN_KEY`` / ``--admin-key-file``) enrolling and deleting
 need that one instead. Keys are compared in constant time.
 
+Image models take images as multipart files; text models take JSON (``/embed`` and
+``/identify``: ``{"texts": [...]}``, ``/verify``: ``{"a": ..., "b": ...}``, ``/enroll``:
+``{"label": ..., "texts": [...]}``) and answer 415 to the other kind.
+
 Bad input gets a 4xx answer with a JSON ``{"error": ...}`` and changes nothing: unreadable
 or truncated images, images over the pixel limit (checked from the header, before
 decoding), bodies over the size limit, too many files, bad labels, unknown labels,
@@ -27,11 +31,32 @@ try:  # the serve extra; names at module level so FastAPI can resolve the annota
     from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the HTTP service needs the serve extra: pip install "
                       "'siamkit[serve]'") from exc
+
+
+class TextPair(BaseModel):
+    """Two texts to verify (text models)."""
+
+    a: str
+    b: str
+
+
+class Texts(BaseModel):
+    """Texts to embed or identify (text models)."""
+
+    texts: list[str]
+
+
+class TextEnroll(BaseModel):
+    """Reference texts of one class label (text models)."""
+
+    label: str
+    texts: list[str]
 
 __all__ = ["ServeSettings", "create_app", "run"]
 
@@ -179,8 +204,45 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         except DatasetError as exc:
             raise HTTPException(400, str(exc)) from None
 
-    def no_text() -> HTTPException:
-        return HTTPException(415, "this model embeds images: send them as multipart files")
+    text_model = embedder.kind == "text"
+
+    def no_images() -> HTTPException:
+        return HTTPException(415, 'this model embeds texts: send JSON {"texts": [...]}')
+
+    def check_texts(texts: Any) -> list[str]:
+        if not isinstance(texts, list) or not texts or len(texts) > s.max_files:
+            raise HTTPException(400, f"give 1 to {s.max_files} texts")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise HTTPException(400, f"text {i} is empty or not a string")
+            if len(t) > s.max_text_chars:
+                raise HTTPException(413, f"text {i} has {len(t)} characters; at most "
+                                         f"{s.max_text_chars}")
+        return texts
+
+    def verify_embeddings(ea: Any, eb: Any) -> dict:
+        score = float(embedder.score(ea, eb)[0])
+        return {"score": score, "same": embedder.decide(score),
+                "threshold": embedder.threshold, "higher_is_closer": embedder.higher_is_closer}
+
+    def identify_embeddings(names: list[str | None], emb: Any, k: int) -> dict:
+        if k > s.max_k:
+            raise HTTPException(400, f"k is at most {s.max_k}")
+        threshold = embedder.threshold
+        key = "text" if text_model else "file"
+        results = [{key: n, "decision": gallery.decide(m, threshold),
+                    "matches": [{"label": x.label, "score": x.score} for x in m]}
+                   for n, m in zip(names, gallery.identify(emb, k=k), strict=True)]
+        return {"results": results, "threshold": threshold,
+                "higher_is_closer": gallery.higher_is_closer}
+
+    def enroll_embeddings(label: str, emb_fn: Any, sources: list[str]) -> dict:
+        try:
+            Gallery._check_label(label)
+            added = gallery.enroll(label, emb_fn(), sources=sources)
+        except GalleryError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"label": label, "added": added, "references": gallery.counts().get(label, 0)}
 
     @app.get("/health")
     def health() -> dict:
@@ -198,16 +260,14 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                 raise HTTPException(400, "malformed JSON body") from None
             if not isinstance(payload, dict) or not isinstance(payload.get("texts"), list):
                 raise HTTPException(400, 'expected {"texts": ["...", ...]}')
-            texts = payload["texts"]
-            if not texts or len(texts) > s.max_files:
-                raise HTTPException(400, f"give 1 to {s.max_files} texts")
-            for i, t in enumerate(texts):
-                if not isinstance(t, str) or not t.strip():
-                    raise HTTPException(400, f"text {i} is empty or not a string")
-                if len(t) > s.max_text_chars:
-                    raise HTTPException(413, f"text {i} has {len(t)} characters; at most "
-                                             f"{s.max_text_chars}")
-            raise no_text()
+            texts = check_texts(payload["texts"])
+            if not text_model:
+                raise HTTPException(415, "this model embeds images: send them as multipart "
+                                         "files")
+            emb = await run_in_threadpool(embedder.embed_texts, texts)
+            return {"embeddings": emb.tolist(), "dim": embedder.dim}
+        if text_model:
+            raise no_images()
         if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise HTTPException(415, "send images as multipart/form-data field 'files'")
         form = await request.form(max_files=s.max_files + 1, max_fields=16)
@@ -216,40 +276,50 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         emb = await run_in_threadpool(embedder.embed, images)
         return {"embeddings": emb.tolist(), "dim": embedder.dim}
 
-    @app.post("/verify")
-    def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()]) -> dict:
-        """Are two images of the same class? Score, decision at the calibrated threshold."""
-        ea, eb = embedder.embed(read_files([a, b])).split(1)
-        score = float(embedder.score(ea, eb)[0])
-        return {"score": score, "same": embedder.decide(score),
-                "threshold": embedder.threshold, "higher_is_closer": embedder.higher_is_closer}
+    if text_model:
+        @app.post("/verify")
+        def verify_texts(body: TextPair) -> dict:
+            """Are two texts of the same class? Score, decision at the calibrated threshold."""
+            ea, eb = embedder.embed_texts(check_texts([body.a, body.b])).split(1)
+            return verify_embeddings(ea, eb)
 
-    @app.post("/identify")
-    def identify(files: Annotated[list[UploadFile], File()],
-                 k: Annotated[int, Query(ge=1)] = 5) -> dict:
-        """Ranked gallery classes for each uploaded image, and the open-set decision."""
-        if k > s.max_k:
-            raise HTTPException(400, f"k is at most {s.max_k}")
-        emb = embedder.embed(read_files(files))
-        threshold = embedder.threshold
-        results = [{"file": f.filename, "decision": gallery.decide(m, threshold),
-                    "matches": [{"label": x.label, "score": x.score} for x in m]}
-                   for f, m in zip(files, gallery.identify(emb, k=k), strict=True)]
-        return {"results": results, "threshold": threshold,
-                "higher_is_closer": gallery.higher_is_closer}
+        @app.post("/identify")
+        def identify_texts(body: Texts, k: Annotated[int, Query(ge=1)] = 5) -> dict:
+            """Ranked gallery classes for each text, and the open-set decision."""
+            texts = check_texts(body.texts)
+            return identify_embeddings(texts, embedder.embed_texts(texts), k)
 
-    @app.post("/enroll")
-    def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()]
-               ) -> dict:
-        """Add reference images for a class label (a new label is a new class)."""
-        images = read_files(files)
-        try:
-            Gallery._check_label(label)
-            added = gallery.enroll(label, embedder.embed(images),
-                                   sources=[f.filename or "" for f in files])
-        except GalleryError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return {"label": label, "added": added, "references": gallery.counts().get(label, 0)}
+        @app.post("/enroll")
+        def enroll_texts(body: TextEnroll) -> dict:
+            """Add reference texts for a class label (a new label is a new class)."""
+            texts = check_texts(body.texts)
+            return enroll_embeddings(body.label, lambda: embedder.embed_texts(texts),
+                                     [t[:200] for t in texts])
+    else:
+        @app.post("/verify")
+        def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()]
+                   ) -> dict:
+            """Are two images of the same class? Score, decision at the calibrated
+            threshold."""
+            ea, eb = embedder.embed(read_files([a, b])).split(1)
+            return verify_embeddings(ea, eb)
+
+        @app.post("/identify")
+        def identify(files: Annotated[list[UploadFile], File()],
+                     k: Annotated[int, Query(ge=1)] = 5) -> dict:
+            """Ranked gallery classes for each uploaded image, and the open-set decision."""
+            if k > s.max_k:
+                raise HTTPException(400, f"k is at most {s.max_k}")
+            return identify_embeddings([f.filename for f in files],
+                                       embedder.embed(read_files(files)), k)
+
+        @app.post("/enroll")
+        def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()]
+                   ) -> dict:
+            """Add reference images for a class label (a new label is a new class)."""
+            images = read_files(files)
+            return enroll_embeddings(label, lambda: embedder.embed(images),
+                                     [f.filename or "" for f in files])
 
     @app.delete("/classes/{label}")
     def delete_class(label: str) -> dict:

@@ -94,6 +94,10 @@ def load_training_data(config: Config) -> ImageDataset:
     d = config.data
     if d.dataset == "omniglot":
         return load_omniglot("background", size=d.size)
+    if d.dataset == "digits":
+        from .data.tabular import load_digits
+
+        return load_digits()
     size = d.size if d.width is None else (d.size, d.width)
     root = os.path.expanduser(os.path.expandvars(d.root))
     if "$" in root:
@@ -296,9 +300,19 @@ def train(
     seed_everything(config.seed)
 
     td = prepare_data(config, data if data is not None else load_training_data(config))
-    channels, height, width = (int(v) for v in td.images.shape[1:])
-    size: Any = height if height == width else [height, width]
-    logger.info("training on %d images of %d classes; validating on %s", len(td.labels),
+    tabular = td.images.dim() == 2  # feature vectors for the MLP twin
+    if tabular:
+        features = int(td.images.shape[1])
+        config.model.encoder_args.setdefault("in_features", features)
+        channels, size, card_input = 1, config.data.size, {"kind": "tabular",
+                                                          "features": features}
+    else:
+        channels, height, width = (int(v) for v in td.images.shape[1:])
+        size = height if height == width else [height, width]
+        card_input = {"channels": channels, "size": size,
+                      "invert": config.data.invert or config.data.dataset == "omniglot",
+                      "keep_aspect": config.data.keep_aspect}
+    logger.info("training on %d items of %d classes; validating on %s", len(td.labels),
                 len(td.class_names),
                 f"{td.val_set.num_classes} classes" if td.val_set else "nothing")
     model = build_model(config.model, channels, size)
@@ -309,7 +323,8 @@ def train(
     if augment is not None and info.enabled:  # each rank distorts its own share differently
         augment.generator.manual_seed(config.seed + 7919 * info.rank)
     evaluator = _validation(config, td.val_set) if info.is_main else None
-    if o.channels_last:
+    channels_last = o.channels_last and not tabular
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # the model's parameters and the loss's own (proxies); a shared head is listed once
     params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()]}.values())
@@ -323,9 +338,7 @@ def train(
         in_encoder = {id(p) for p in model.encoder.parameters()}
         outside_ddp = [p for p in params if id(p) not in in_encoder]  # head, proxies
     gather = info.enabled and o.gather_embeddings
-    card = {"input": {"channels": channels, "size": size,
-                      "invert": config.data.invert or config.data.dataset == "omniglot",
-                      "keep_aspect": config.data.keep_aspect}}
+    card = {"input": card_input}
 
     # everything whose state a resumed run must get back, to follow the same path
     def snapshot(step: int) -> dict[str, Any]:
@@ -395,7 +408,7 @@ def train(
         x, y = to_float(td.images[idx]), td.labels[idx]  # (B, C, H, W), (B,)
         if augment is not None:
             x = augment(x)
-        if o.channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         emb = encode(x)  # (B, D)
         if gather:  # the global batch: every rank's embeddings, gradients to our own part

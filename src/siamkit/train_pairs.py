@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from .builders import build_model
 from .calibrate import ThresholdCalibrator
 from .checkpoint import save_model, update_card
-from .config import Config, ConfigError, check_config
+from .config import GRADED_LOSSES, Config, ConfigError, check_config
 from .data.splits import positive_pair_groups, split_text_pairs
 from .data.textpairs import TextPairs, load_ditto, load_mrpc, load_stsb, read_text_pairs
 from .evaluate import embed_texts, evaluate_similarity, score_pairs
 from .losses import (
     ContrastiveLoss,
+    CoSENTLoss,
     HeadBCELoss,
     MultipleNegativesRankingLoss,
     OnlineContrastiveLoss,
@@ -95,9 +96,9 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     seed_everything(config.seed)
     train, val = load_pair_data(config)
     graded = train.score is not None
-    if graded != (lc.name == "cosine"):
-        raise ConfigError("graded pairs (a score column) train with loss.name=cosine, and "
-                          "loss.name=cosine needs graded pairs")
+    if graded != (lc.name in GRADED_LOSSES):
+        raise ConfigError("graded pairs (a score column) train with loss.name=cosine or "
+                          "cosent, and those losses need graded pairs")
     logger.info("training on %d pairs of %d texts; validating on %d pairs", len(train),
                 len(train.texts), len(val))
     model = build_model(config.model, 1, config.data.size)
@@ -110,6 +111,8 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         loss_fn = MultipleNegativesRankingLoss(model.distance, scale=lc.scale)
     elif lc.name == "bce":
         loss_fn = HeadBCELoss(model.head)
+    elif lc.name == "cosent":
+        loss_fn = CoSENTLoss(model.distance, scale=lc.scale)
     else:
         loss_fn = None  # cosine regression, below
     params = [p for p in model.parameters() if p.requires_grad]
@@ -158,6 +161,8 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
             loss = loss_fn(ea, eb, torch.from_numpy(groups[left]))
         elif lc.name == "online_contrastive":
             loss = loss_fn(ea, eb, torch.from_numpy(train.same[batch]))
+        elif lc.name == "cosent":  # ranking of graded pairs within the batch
+            loss = loss_fn(ea, eb, torch.as_tensor(train.score[batch], dtype=torch.float32))
         elif lc.name == "cosine":  # SBERT's cosine similarity loss on graded scores
             target = torch.as_tensor(train.score[batch] / pc.max_score, dtype=torch.float32)
             loss = F.mse_loss(F.cosine_similarity(ea, eb), target)
