@@ -48,6 +48,30 @@ def test_digits_train_on_some_digits_and_one_shot_on_the_others(tmp_path, capsys
     m = export_onnx(out, tmp_path / "onnx")
     assert m["input"]["kind"] == "tabular" and m["input"]["shape"] == [64]
     assert m["parity"]["ok"]
+    # predict.py takes feature vectors as JSON arrays (or .npy files), without torch
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+
+    from siamkit.checkpoint import load_model
+    from siamkit.data.tabular import load_digits
+
+    d = load_digits()
+    a, b = d.images[0].numpy(), d.images[1].numpy()
+    np.save(tmp_path / "b.npy", b)
+    driver = ("import runpy, sys; ns = runpy.run_path(sys.argv[1]); rc = ns['main'](sys.argv[2:]);"
+              " assert 'torch' not in sys.modules; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", driver, str(tmp_path / "onnx" / "predict.py"),
+                        json.dumps(a.tolist()), str(tmp_path / "b.npy")], capture_output=True,
+                       text=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr
+    model = load_model(out)[0]
+    with torch.no_grad():
+        want = float(model(torch.from_numpy(a[None]), torch.from_numpy(b[None]))[0])
+    assert json.loads(r.stdout)["score"] == pytest.approx(want, abs=1e-4)
 
 
 def test_digits_config_errors():

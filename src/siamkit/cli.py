@@ -193,7 +193,8 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
     e.add_argument("--model", required=True, help="run folder of a trained model")
     e.add_argument("--gallery", required=True, help="gallery folder")
     e.add_argument("--label", help="class label of FILE...")
-    e.add_argument("files", nargs="*", metavar="FILE", help="reference images of --label")
+    e.add_argument("files", nargs="*", metavar="FILE",
+                   help="reference images of --label (texts, for a text model)")
     e.add_argument("--from-folder", help="enroll a folder-per-class tree (class = folder)")
     e.add_argument("--shots", type=int, default=None,
                    help="with --from-folder: the first N images (by name) of each class")
@@ -203,7 +204,8 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
     i = sub.add_parser("identify", help="rank gallery classes for query images")
     i.add_argument("--model", required=True, help="run folder of the gallery's model")
     i.add_argument("--gallery", required=True, help="gallery folder")
-    i.add_argument("files", nargs="+", metavar="FILE", help="query images")
+    i.add_argument("files", nargs="+", metavar="FILE",
+                   help="query images (texts, for a text model)")
     i.add_argument("--k", type=int, default=5, help="classes to list per query")
     i.add_argument("--threshold", type=float, default=None,
                    help="open-set threshold (default: the model's calibrated one)")
@@ -244,7 +246,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-body-mb", type=float, default=32, help="request body limit")
     s.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="refuse images with more pixels (decompression bombs)")
-    s.add_argument("--max-files", type=int, default=64, help="files per request")
+    s.add_argument("--max-files", type=int, default=64, help="files (or texts) per request")
+    s.add_argument("--max-text-chars", type=int, default=10_000,
+                   help="longest text accepted (text models)")
 
 
 def _add_dedupe(sub: argparse._SubParsersAction) -> None:
@@ -340,9 +344,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{res.best_metric:.4f} at step {res.best_step} (step 0: "
               f"{res.history[0]['val_metric']:.4f}); model in {res.run_dir}")
         return 0
+    validated = any("val_accuracy" in h for h in res.history)
+    best = (f"best validation accuracy {res.best_metric:.4f} at step {res.best_step}"
+            if validated else "no validation set: the last model is kept")
     print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.images_per_second:.0f} "
-          f"images/s); best validation accuracy {res.best_metric:.4f} at step "
-          f"{res.best_step}; model in {res.run_dir}")
+          f"items/s); {best}; model in {res.run_dir}")
     return 0
 
 
@@ -429,6 +435,25 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
     return embed_images(model, _load_files(card, config, paths), tta=config.eval.tta)
 
 
+def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
+    """Embed command-line inputs as the model takes them: image files, texts (a text
+    model), or records written as Ditto's ``COL attr VAL value ...`` (a record MLP twin)."""
+    import torch
+
+    if _is_text(model):
+        from .evaluate import embed_texts
+
+        return embed_texts(model, items)
+    featurizer = _featurizer(card)
+    if featurizer is not None:
+        from .data.textpairs import parse_ditto_record
+        from .evaluate import embed_images
+
+        recs = [parse_ditto_record(x) for x in items]
+        return embed_images(model, torch.from_numpy(featurizer.transform(recs)))
+    return _embed_files(model, card, config, items)
+
+
 def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
     """(model, scores, same, card, config) for the pairs that --pairs / --all-pairs name."""
     model, scores, pairs, _, _, card, config = _scored_pair_list(args)
@@ -445,7 +470,7 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     from .evaluate import score_pairs
 
     model, config, card = load_model(args.model)
-    if _is_text(model):
+    if _is_text(model) or _featurizer(card) is not None:
         return _scored_text_pairs(args, model, card, config)
     if not args.data:
         raise ValueError("an image model needs --data (the folder the images are in)")
@@ -487,10 +512,20 @@ def _is_text(model: Any) -> bool:
     return is_text_model(model)
 
 
+def _featurizer(card: dict) -> Any:
+    """The record featuriser of an MLP twin trained on record pairs, else None."""
+    inp = card.get("input", {})
+    if inp.get("kind") != "records":
+        return None
+    from .data.records import RecordFeaturizer
+
+    return RecordFeaturizer.from_dict(inp["featurizer"])
+
+
 def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config: Any
                        ) -> tuple[Any, ...]:
-    """The text-model branch of :func:`_scored_pair_list`: pairs from a pair file."""
-    from .evaluate import embed_texts, score_pairs
+    """The text / record branch of :func:`_scored_pair_list`: pairs from a pair file."""
+    from .evaluate import embed_pair_items, score_pairs
 
     if not args.pairs:
         raise ValueError("a text model reads its pairs from a pair file: give --pairs FILE")
@@ -501,7 +536,7 @@ def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config:
     if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
         raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
                          f"same and {int((~pairs.same).sum())} different")
-    emb = embed_texts(model, pairs.texts)
+    emb = embed_pair_items(model, pairs, _featurizer(card))
     scores = score_pairs(model, emb, pairs.left, pairs.right)
     return model, scores, pairs, None, emb, card, config
 
@@ -611,12 +646,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     model, config, card = load_model(args.model)
     cal = _calibrator(card, args.model)
-    if _is_text(model):
-        from .evaluate import embed_texts
-
-        emb = embed_texts(model, [args.a, args.b])
-    else:
-        emb = _embed_files(model, card, config, [args.a, args.b])
+    emb = _embed_inputs(model, card, config, [args.a, args.b])
     with torch.no_grad():
         score = float(model.score_embeddings(emb[:1], emb[1:])[0])
     same = bool(cal.predict([score])[0])
@@ -716,6 +746,9 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         raise ValueError("give either --label with files, or --from-folder")
     if not args.from_folder and not (args.label and args.files):
         raise ValueError("enroll needs --label NAME FILE... or --from-folder FOLDER")
+    if args.from_folder and (_is_text(model) or _featurizer(card) is not None):
+        raise ValueError("--from-folder reads images; a text model enrolls texts: --label "
+                         "NAME TEXT...")
     gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
     if args.from_folder:
         data = _load_folder(card, config, args.from_folder, use_cache=False)
@@ -725,8 +758,8 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         emb = embed_images(model, data.images, tta=config.eval.tta)
         added = gallery.enroll_many([data.class_names[c] for c in data.labels.tolist()], emb)
     else:
-        emb = _embed_files(model, card, config, args.files)
-        added = gallery.enroll(args.label, emb, sources=args.files)
+        emb = _embed_inputs(model, card, config, args.files)
+        added = gallery.enroll(args.label, emb, sources=[x[:200] for x in args.files])
     res = {"added": added, "classes": len(gallery.labels()), "references": len(gallery),
            "gallery": str(args.gallery)}
     _emit(res, args.json, f"enrolled {added} references; the gallery has {res['classes']} "
@@ -750,7 +783,7 @@ def _cmd_identify(args: argparse.Namespace) -> int:
     threshold = args.threshold
     if threshold is None and "threshold" in card:
         threshold = card["threshold"].get("threshold_")
-    emb = _embed_files(model, card, config, args.files)
+    emb = _embed_inputs(model, card, config, args.files)
     results = []
     for path, matches in zip(args.files, gallery.identify(emb, k=args.k), strict=True):
         results.append({"file": path, "decision": gallery.decide(matches, threshold),
@@ -797,7 +830,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import ServeSettings, run
 
     settings = ServeSettings(max_body_bytes=int(args.max_body_mb * 2**20),
-                             max_pixels=args.max_pixels, max_files=args.max_files)
+                             max_pixels=args.max_pixels, max_files=args.max_files,
+                             max_text_chars=args.max_text_chars)
     run(args.model, args.gallery, args.host, args.port, args.api_key_file,
         args.admin_key_file, args.no_auth, settings)
     return 0

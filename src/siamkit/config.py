@@ -323,8 +323,12 @@ def check_config(config: Config) -> None:
     need(m.head_hidden >= 0, "model.head_hidden must be >= 0")
     need(m.encoder in list_encoders(),
          f"unknown model.encoder {m.encoder!r}; expected one of {', '.join(list_encoders())}")
-    need(m.encoder != "mlp" or d.dataset == "digits",
-         "model.encoder=mlp takes feature vectors (data.dataset=digits), not images")
+    need(m.encoder != "mlp" or d.dataset in ("digits", "ditto"),
+         "model.encoder=mlp takes feature vectors (data.dataset=digits, or ditto records), "
+         "not images")
+    need(not pairs or m.encoder in ("text", "mlp"),
+         f"pair datasets train a text twin (model.encoder=text), or for ditto records the "
+         f"MLP twin; not model.encoder={m.encoder}")
     try:
         create_distance(m.distance)
     except ValueError as exc:

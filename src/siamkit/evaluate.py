@@ -45,6 +45,7 @@ __all__ = [
     "RetrievalEvaluator",
     "evaluate_identification",
     "embed_texts",
+    "embed_pair_items",
     "evaluate_similarity",
     "score_pairs",
     "verification_report",
@@ -266,6 +267,19 @@ def embed_texts(model: SiameseNetwork, texts: Sequence[str], batch_size: int = 6
         out[torch.tensor(order)] = emb
     model.train(was_training)
     return out
+
+
+def embed_pair_items(model: SiameseNetwork, pairs: Any, featurizer: Any = None
+                     ) -> torch.Tensor:
+    """Embeddings of a pair set's items (N, D): its texts through a text twin, or, with a
+    fitted :class:`~siamkit.data.records.RecordFeaturizer`, its records' feature vectors
+    through an MLP twin."""
+    if featurizer is None:
+        return embed_texts(model, pairs.texts)
+    if pairs.records is None:
+        raise ValueError("this model matches records by their attributes: give record pairs "
+                         "(a Ditto-format file, --format ditto)")
+    return embed_images(model, torch.from_numpy(featurizer.transform(pairs.records)))
 
 
 def evaluate_similarity(model: SiameseNetwork, pairs: Any, batch_size: int = 64

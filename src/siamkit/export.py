@@ -273,6 +273,11 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
                 "invert": inp.get("invert", config.data.invert),
                 "keep_aspect": inp.get("keep_aspect", False)}
         not_exported = "test-time augmentation (eval.tta): the export embeds one view"
+        if inp.get("kind") == "records":  # the MLP twin of record pairs
+            spec["featurizer"] = inp["featurizer"]
+            not_exported = ("record featurisation: records become the feature vectors this "
+                            "graph takes with siamkit.data.records.RecordFeaturizer.from_dict("
+                            "input.featurizer)")
         if parity_inputs is None:
             parity_inputs = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
     manifest = {

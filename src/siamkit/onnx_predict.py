@@ -7,6 +7,7 @@ Copied as ``predict.py`` into every ONNX export folder (next to ``verifier.onnx`
     python predict.py A.png B.png            # prints {"score": ..., "same": ..., ...}
     python predict.py --embed A.png B.png    # prints the embeddings
     python predict.py "a text" "another"     # a text model: the arguments are the texts
+    python predict.py "[0.1, ...]" x.npy     # a tabular model: JSON arrays or .npy files
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def preprocess(path: str, spec: dict) -> np.ndarray:
     return arr.astype(np.float32) / 255.0
 
 
+def features(arg: str, spec: dict) -> np.ndarray:
+    """A tabular model's input: a JSON array of numbers, or a .npy file -> (F,) float32."""
+    x = np.asarray(json.loads(arg) if arg.lstrip().startswith("[") else np.load(arg),
+                   dtype=np.float32).reshape(-1)
+    if x.shape != tuple(spec["shape"]):
+        raise SystemExit(f"expected {spec['shape'][0]} features, got {x.size}")
+    return x
+
+
 def tokenize(texts: list[str], spec: dict, folder: Path = HERE
              ) -> tuple[np.ndarray, np.ndarray]:
     """Texts as a text model's inputs, as sentence-transformers prepares them: stripped,
@@ -65,6 +75,11 @@ def tokenize(texts: list[str], spec: dict, folder: Path = HERE
     return ids, mask
 
 
+def load(arg: str, spec: dict) -> np.ndarray:
+    """One input of an image or tabular model, as the model takes it."""
+    return features(arg, spec) if spec.get("kind") == "tabular" else preprocess(arg, spec)
+
+
 def main(argv: list[str]) -> int:
     manifest = json.loads((HERE / "export.json").read_text())
     embed = argv[:1] == ["--embed"]
@@ -81,7 +96,7 @@ def main(argv: list[str]) -> int:
             ids, mask = tokenize(paths, spec)
             (emb,) = sess.run(None, {"input_ids": ids, "attention_mask": mask})
         else:
-            x = np.stack([preprocess(p, spec) for p in paths])
+            x = np.stack([load(p, spec) for p in paths])
             (emb,) = sess.run(None, {"inputs": x})
         print(json.dumps({"embeddings": emb.tolist()}))
         return 0
@@ -92,7 +107,7 @@ def main(argv: list[str]) -> int:
         score, same = sess.run(None, {"ids_a": ids_a, "mask_a": mask_a, "ids_b": ids_b,
                                       "mask_b": mask_b})
     else:
-        x = np.stack([preprocess(p, spec) for p in paths])
+        x = np.stack([load(p, spec) for p in paths])
         score, same = sess.run(None, {"a": x[:1], "b": x[1:]})
     threshold = manifest["threshold"]
     print(json.dumps({"score": float(score[0]),

@@ -27,9 +27,10 @@ from .builders import build_model
 from .calibrate import ThresholdCalibrator
 from .checkpoint import save_model, update_card
 from .config import GRADED_LOSSES, Config, ConfigError, check_config
+from .data.records import RecordFeaturizer
 from .data.splits import positive_pair_groups, split_text_pairs
 from .data.textpairs import TextPairs, load_ditto, load_mrpc, load_stsb, read_text_pairs
-from .evaluate import embed_texts, evaluate_similarity, score_pairs
+from .evaluate import embed_pair_items, evaluate_similarity, score_pairs
 from .losses import (
     ContrastiveLoss,
     CoSENTLoss,
@@ -75,12 +76,13 @@ def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
     return train, val
 
 
-def _validate(model: Any, val: TextPairs, target: str = "eer") -> float:
+def _validate(model: Any, val: TextPairs, target: str = "eer", featurizer: Any = None
+              ) -> float:
     """Spearman / 100 on graded validation pairs; on labelled ones the best F1 over
     thresholds when the model is calibrated for F1 (entity matching), else AUC."""
     if val.score is not None:
         return evaluate_similarity(model, val)["spearman"] / 100
-    emb = embed_texts(model, val.texts)
+    emb = embed_pair_items(model, val, featurizer)
     s = score_pairs(model, emb, val.left, val.right)
     s = s if model.higher_is_closer else -s
     return best_f1_threshold(s, val.same)[0] if target == "f1" else auc(s, val.same)
@@ -101,6 +103,17 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
                           "cosent, and those losses need graded pairs")
     logger.info("training on %d pairs of %d texts; validating on %d pairs", len(train),
                 len(train.texts), len(val))
+    featurizer, card = None, {"input": {"kind": "text"}}
+    if config.model.encoder == "mlp":  # records by their numeric / categorical attributes
+        if train.records is None or val.records is None:
+            raise ConfigError("model.encoder=mlp matches records by their attributes: it "
+                              "needs record pairs (data.dataset=ditto)")
+        featurizer = RecordFeaturizer().fit(train.records)
+        config.model.encoder_args.setdefault("in_features", featurizer.dim)
+        card = {"input": {"kind": "records", "featurizer": featurizer.to_dict()}}
+        logger.info("record features: numeric %s, categorical %s, left to text: %s",
+                    list(featurizer.numeric), list(featurizer.categorical), featurizer.skipped)
+        features = torch.from_numpy(featurizer.transform(train.records))
     model = build_model(config.model, 1, config.data.size)
     if lc.name == "contrastive":
         loss_fn: Any = ContrastiveLoss(model.distance, pos_margin=lc.pos_margin,
@@ -124,12 +137,11 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     pool = np.flatnonzero(train.same) if lc.name == "mnrl" else np.arange(len(train))
     if len(pool) < 2:
         raise ConfigError("not enough training pairs for a batch")
-    card = {"input": {"kind": "text"}}
     best, best_step, history = -math.inf, -1, []
 
     def validate(step: int, recent: float) -> None:
         nonlocal best, best_step
-        metric = _validate(model, val, config.eval.calibrate_target)
+        metric = _validate(model, val, config.eval.calibrate_target, featurizer)
         record = {"step": step, "loss": recent, "val_metric": metric}
         history.append(record)
         with open(out / "history.jsonl", "a") as f:
@@ -155,7 +167,9 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
             group["lr"] = o.lr * lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule)
         batch = rng.choice(pool, min(o.pair_batch, len(pool)), replace=False)
         left, right = train.left[batch], train.right[batch]
-        emb = model.embed([train.texts[i] for i in left] + [train.texts[i] for i in right])
+        items = np.concatenate([left, right])
+        emb = (model.embed(features[items]) if featurizer is not None
+               else model.embed([train.texts[i] for i in items]))
         ea, eb = emb[: len(batch)], emb[len(batch) :]
         if lc.name == "mnrl":
             loss = loss_fn(ea, eb, torch.from_numpy(groups[left]))
@@ -193,7 +207,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         from .checkpoint import load_model
 
         best_model, _, _ = load_model(out)
-        emb = embed_texts(best_model, val.texts)
+        emb = embed_pair_items(best_model, val, featurizer)
         s = score_pairs(best_model, emb, val.left, val.right)
         cal = ThresholdCalibrator(config.eval.calibrate_target,
                                   higher_is_closer=best_model.higher_is_closer).fit(s, val.same)

@@ -1,0 +1,118 @@
+"""Records as feature vectors for the MLP twin (entity matching's tabular path).
+
+:class:`RecordFeaturizer` is fitted on training records (attribute -> value strings, as
+the Ditto loader gives them) and turns each record into a fixed-length float vector:
+
+- a numeric attribute (at least ``numeric_share`` of its non-empty values parse as numbers,
+  after dropping currency signs and thousands separators): ``log1p``-scaled, standardised
+  value plus a missing flag;
+- a categorical attribute (few distinct values: at most ``max_distinct_share`` of its
+  non-empty values are distinct): one-hot over its ``max_categories`` most frequent values
+  (case-folded), an "other" slot and a missing flag;
+- free-text attributes (names, titles, descriptions: almost every value distinct) are left
+  to the text twin and skipped here.
+
+The fitted state is plain JSON (:meth:`to_dict`), stored in the model card, so evaluation and
+export featurise exactly as training did.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RecordFeaturizer"]
+
+_NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?([eE][-+]?\d+)?$")
+
+
+def _number(value: str) -> float | None:
+    v = value.strip().replace(",", "").lstrip("$€£").strip()
+    return float(v) if _NUMBER.match(v) else None
+
+
+def _scale(x: float) -> float:
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+@dataclass
+class RecordFeaturizer:
+    """Numeric and categorical attributes of records -> float32 vectors (see the module)."""
+
+    max_categories: int = 32
+    numeric_share: float = 0.9
+    max_distinct_share: float = 0.2
+    numeric: dict[str, list[float]] = field(default_factory=dict)  # attr -> [mean, std]
+    categorical: dict[str, list[str]] = field(default_factory=dict)  # attr -> vocabulary
+    skipped: list[str] = field(default_factory=list)
+
+    def fit(self, records: list[dict[str, str]]) -> RecordFeaturizer:
+        """Decide each attribute's kind and its statistics from training records."""
+        if not records:
+            raise ValueError("no records to fit the featuriser on")
+        names = list(dict.fromkeys(k for r in records for k in r))
+        self.numeric, self.categorical, self.skipped = {}, {}, []
+        for name in names:
+            values = [(r.get(name) or "").strip() for r in records]
+            present = [v for v in values if v]
+            if not present:
+                self.skipped.append(name)
+                continue
+            numbers = [n for n in (_number(v) for v in present) if n is not None]
+            if len(numbers) >= self.numeric_share * len(present):
+                scaled = np.array([_scale(n) for n in numbers])
+                std = float(scaled.std()) or 1.0
+                self.numeric[name] = [float(scaled.mean()), std]
+                continue
+            folded = [v.lower() for v in present]
+            if len(set(folded)) <= self.max_distinct_share * len(folded):
+                common = [v for v, _ in Counter(folded).most_common(self.max_categories)]
+                self.categorical[name] = common
+            else:
+                self.skipped.append(name)
+        if not self.numeric and not self.categorical:
+            raise ValueError(f"no numeric or categorical attribute among {names}: every one "
+                             f"is free text (use the text twin for these records)")
+        return self
+
+    @property
+    def dim(self) -> int:
+        """Length of a feature vector."""
+        return 2 * len(self.numeric) + sum(len(v) + 2 for v in self.categorical.values())
+
+    def transform(self, records: list[dict[str, str]]) -> np.ndarray:
+        """Feature vectors (N, dim), float32."""
+        out = np.zeros((len(records), self.dim), dtype=np.float32)
+        for i, r in enumerate(records):
+            k = 0
+            for name, (mean, std) in self.numeric.items():
+                n = _number(r.get(name) or "")
+                if n is None:
+                    out[i, k + 1] = 1.0
+                else:
+                    out[i, k] = (_scale(n) - mean) / std
+                k += 2
+            for name, vocab in self.categorical.items():
+                v = (r.get(name) or "").strip().lower()
+                if not v:
+                    out[i, k + len(vocab) + 1] = 1.0
+                elif v in vocab:
+                    out[i, k + vocab.index(v)] = 1.0
+                else:
+                    out[i, k + len(vocab)] = 1.0
+                k += len(vocab) + 2
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_categories": self.max_categories, "numeric_share": self.numeric_share,
+                "max_distinct_share": self.max_distinct_share, "numeric": self.numeric,
+                "categorical": self.categorical, "skipped": self.skipped}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RecordFeaturizer:
+        return cls(**d)
