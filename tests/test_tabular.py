@@ -41,6 +41,11 @@ def test_digits_train_on_some_digits_and_one_shot_on_the_others(tmp_path, capsys
     assert res["accuracy"] > 0.4  # chance is 0.2 on the unseen digits 5-9
     assert main(args[:-1] + ["--subset", "train", "--json"]) == 0  # the seen digits 0-4
     assert json.loads(capsys.readouterr().out)["accuracy"] > res["accuracy"]
+    from siamkit.data.download import DatasetError
+    from siamkit.inference import Embedder
+
+    with pytest.raises(DatasetError, match="tabular model"):  # not served over HTTP (yet)
+        Embedder(out)
     # the exported verifier takes 64 features
     pytest.importorskip("onnxruntime")
     from siamkit.export import export_onnx

@@ -40,7 +40,10 @@ class Embedder:
         self.tta = self.config.eval.tta
         self.max_pixels, self.max_side = max_pixels, max_side
         self.dim = int(self.model.encoder.output_dim)
-        self.kind = "text" if inp.get("kind") == "text" else "image"
+        self.kind = inp.get("kind", "image")
+        if self.kind not in ("image", "text"):
+            raise DatasetError(f"{run_dir}: a {self.kind} model; the Embedder (and the HTTP "
+                               f"service) takes image and text models")
         self._lock = threading.Lock()  # one forward pass at a time keeps CPU threads sane
 
     @property
