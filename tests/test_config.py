@@ -162,3 +162,12 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
         load_config(_write(tmp_path, "optim: [1, 2\n"))
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):
         load_config(_write(tmp_path, "- 1\n- 2\n"))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs")
+                                        .glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path, monkeypatch):
+    from siamkit.config import check_config
+
+    monkeypatch.setenv("SIAMKIT_MIRROR", "/nonexistent")  # only names and values are checked
+    check_config(load_config(path))

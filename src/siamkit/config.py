@@ -266,7 +266,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy", "mnrl",
-          "online_contrastive", "cosine")
+          "online_contrastive", "cosine", "cosent")
 PAIR_DATASETS = ("pairs", "mrpc", "stsb", "ditto")
 PAIR_LOSSES = ("contrastive", "bce", "mnrl", "online_contrastive", "cosine", "cosent")
 GRADED_LOSSES = ("cosine", "cosent")  # losses on graded scores (STS-B)
