@@ -46,7 +46,7 @@ class RecordFeaturizer:
 
     max_categories: int = 32
     numeric_share: float = 0.9
-    max_distinct_share: float = 0.2
+    max_distinct_share: float = 0.5
     numeric: dict[str, list[float]] = field(default_factory=dict)  # attr -> [mean, std]
     categorical: dict[str, list[str]] = field(default_factory=dict)  # attr -> vocabulary
     skipped: list[str] = field(default_factory=list)
