@@ -95,3 +95,15 @@ def test_dedupe_benchmark_smoke(tmp_path, monkeypatch, capsys):
     assert report["texts"] == 300 and report["planted_duplicates"] == 40
     assert report["planted_recall_pair"] > 0.5  # one dropped word and a case change
     assert "recall" in capsys.readouterr().out
+
+
+def test_digits_benchmark_smoke(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    bench = import_benchmark("digits_cv")
+    out = tmp_path / "digits.json"
+    assert bench.main(["--set", "optim.steps=5", "--episodes", "20", "--test",
+                       "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["validation"]["folds"]) == 3 and report["test"]["way"] == 5
+    assert 0 <= report["test"]["twin"] <= 1 and report["test"]["raw"] > 0.5
+    assert "MLP twin" in capsys.readouterr().out
