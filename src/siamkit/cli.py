@@ -399,11 +399,9 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
 
 def _split_classes(data: Any, split_file: str, subset: str) -> Any:
     """The classes of ``data`` (or of its groups) named in one subset of a split file."""
-    split = json.loads(Path(split_file).read_text())
-    wanted = set(split.get(subset, []))
-    units = ([data.group_names[g] for g in data.groups] if data.groups is not None
-             else list(data.class_names))
-    keep = [c for c, u in enumerate(units) if u in wanted]
+    from .data.splits import classes_in
+
+    keep = classes_in(data, json.loads(Path(split_file).read_text()).get(subset, []))
     if not keep:
         raise ValueError(f"no class of the data is in the {subset} subset of {split_file}")
     return data.subset_classes(keep)
@@ -438,8 +436,6 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
 def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
     """Embed command-line inputs as the model takes them: image files, texts (a text
     model), or records written as Ditto's ``COL attr VAL value ...`` (a record MLP twin)."""
-    import torch
-
     if _is_text(model):
         from .evaluate import embed_texts
 
@@ -447,10 +443,9 @@ def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
     featurizer = _featurizer(card)
     if featurizer is not None:
         from .data.textpairs import parse_ditto_record
-        from .evaluate import embed_images
+        from .evaluate import embed_records
 
-        recs = [parse_ditto_record(x) for x in items]
-        return embed_images(model, torch.from_numpy(featurizer.transform(recs)))
+        return embed_records(model, [parse_ditto_record(x) for x in items], featurizer)
     return _embed_files(model, card, config, items)
 
 

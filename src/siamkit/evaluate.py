@@ -46,6 +46,7 @@ __all__ = [
     "evaluate_identification",
     "embed_texts",
     "embed_pair_items",
+    "embed_records",
     "evaluate_similarity",
     "score_pairs",
     "verification_report",
@@ -279,7 +280,14 @@ def embed_pair_items(model: SiameseNetwork, pairs: Any, featurizer: Any = None
     if pairs.records is None:
         raise ValueError("this model matches records by their attributes: give record pairs "
                          "(a Ditto-format file, --format ditto)")
-    return embed_images(model, torch.from_numpy(featurizer.transform(pairs.records)))
+    return embed_records(model, pairs.records, featurizer)
+
+
+def embed_records(model: SiameseNetwork, records: list[dict[str, str]], featurizer: Any
+                  ) -> torch.Tensor:
+    """Embed records (attribute -> value) through an MLP twin: their feature vectors from
+    a fitted :class:`~siamkit.data.records.RecordFeaturizer` -> (N, D)."""
+    return embed_images(model, torch.from_numpy(featurizer.transform(records)))
 
 
 def evaluate_similarity(model: SiameseNetwork, pairs: Any, batch_size: int = 64

@@ -37,7 +37,7 @@ from .config import Config, ConfigError, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
 from .data.pairs import all_pairs, skilled_pairs
-from .data.splits import overlap, split_by_group
+from .data.splits import classes_in, overlap, split_by_group, split_units
 from .distributed import (
     average_gradients,
     barrier,
@@ -123,14 +123,11 @@ def _follow_split_file(config: Config, data: ImageDataset) -> tuple[ImageDataset
         if shared and not config.data.allow_overlap:
             raise ConfigError(f"{path}: {len(shared)} groups are in both train and {name} "
                               f"(e.g. {shared[:3]}); set data.allow_overlap=true to accept")
-    units = ([data.group_names[g] for g in data.groups] if data.groups is not None
-             else list(data.class_names))
-    missing = sorted(set(train_g) - set(units))
+    missing = sorted(set(train_g) - set(split_units(data)))
     if missing:
         raise ConfigError(f"{path}: train groups not found in the data, e.g. {missing[:3]}")
-    pick = lambda wanted: [c for c, u in enumerate(units) if u in set(wanted)]  # noqa: E731
-    val = data.subset_classes(pick(val_g)) if val_g else None
-    return data.subset_classes(pick(train_g)), val
+    val = data.subset_classes(classes_in(data, val_g)) if val_g else None
+    return data.subset_classes(classes_in(data, train_g)), val
 
 
 def prepare_data(config: Config, data: ImageDataset) -> TrainingData:

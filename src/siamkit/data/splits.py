@@ -7,6 +7,8 @@ found with a perceptual hash for images and normalised text / MinHash for text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .images import ImageDataset
@@ -14,6 +16,8 @@ from .textpairs import TextPairs
 
 __all__ = [
     "split_by_group",
+    "split_units",
+    "classes_in",
     "split_groups",
     "overlap",
     "group_of",
@@ -27,6 +31,20 @@ __all__ = [
     "text_near_duplicates",
     "split_text_pairs",
 ]
+
+
+def split_units(data: ImageDataset) -> list[str]:
+    """What a split file names for each class: its group's name, or its own name when the
+    data has no groups."""
+    if data.groups is not None:
+        return [data.group_names[g] for g in data.groups]
+    return list(data.class_names)
+
+
+def classes_in(data: ImageDataset, wanted: Sequence[str]) -> list[int]:
+    """Ids of the classes whose split unit (:func:`split_units`) is in ``wanted``."""
+    keep = set(wanted)
+    return [c for c, u in enumerate(split_units(data)) if u in keep]
 
 
 def split_by_group(
