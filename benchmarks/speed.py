@@ -1,6 +1,7 @@
 """Speed side by side: siamkit vs pytorch-metric-learning (PML) and FAISS, in one run.
 
-Sections (each figure a median of ``--repeats``; peak memory is the peak resident set of a
+Sections (each figure a median of at least ``--repeats`` calls after three warm-ups, short calls
+repeated for about half a second; peak memory is the peak resident set of a
 fresh subprocess running that one case, minus its resident set before the case):
 
 1. ``mining``: mining + loss, forward and backward, 128-d embeddings, P x K batches (K=4),
@@ -51,7 +52,14 @@ def _peak_mb() -> float:
 
 
 def _median_time(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
+    """Median seconds of ``fn()`` over at least ``repeats`` calls after three warm-ups;
+    calls under a few milliseconds repeat until about half a second has passed (a fresh
+    process's first calls are slow and a median of 5 such calls is noise)."""
+    t0 = time.perf_counter()
+    for _ in range(3):
+        fn()
+    per_call = (time.perf_counter() - t0) / 3
+    repeats = max(repeats, min(300, int(0.5 / max(per_call, 1e-6))))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

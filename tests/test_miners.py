@@ -195,6 +195,16 @@ def test_batch_hard_matches_brute_force() -> None:
     assert _as_set(BatchHardMiner()(emb, labels)) == _brute_batch_hard(d, labels.tolist())
 
 
+
+def test_batch_hard_ties_pick_the_first_index_and_lone_labels_are_skipped() -> None:
+    """Equally far positives (or equally close negatives): the lowest index wins, as
+    argmax / argmin pick; a batch of one label has no negatives, so no triplets."""
+    x = _points([0.0, 1.0, -1.0, 2.0, -2.0])  # 1 and 2 tie as positives of 0; 3, 4 tie
+    t = BatchHardMiner()(x, _idx([0, 0, 0, 1, 1]))
+    assert (t.p[0].item(), t.n[0].item()) == (1, 3)
+    assert len(BatchHardMiner()(x, _idx([7] * 5)).a) == 0
+
+
 # --- SemiHardMiner -------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distances import Distance, EuclideanDistance
-from .miners import AllPairsMiner, AllTripletsMiner, Pairs, Triplets
+from .miners import AllPairsMiner, AllTripletsMiner, Pairs, Triplets, same_label_pairs
 from .siamese import LearnedHead
 
 __all__ = [
@@ -77,6 +77,112 @@ def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"unknown reduction {reduction!r}; expected mean, sum or mean_nonzero")
 
 
+def _fused_kind(distance: Distance) -> str | None:
+    """Which closed-form all-pairs contrastive applies to ``distance``, if any."""
+    from .distances import CosineSimilarity, DotProductSimilarity
+
+    if type(distance) is EuclideanDistance:
+        return "sqeuclidean" if distance.squared else "euclidean"
+    if type(distance) is CosineSimilarity:
+        return "cosine"
+    if type(distance) is DotProductSimilarity:
+        return "dot"
+    return None
+
+
+class _AllPairsContrastive(torch.autograd.Function):
+    """Contrastive loss over every pair of a batch with a hand-written backward.
+
+    The loss is a sum of hinge terms h(v_ij) of one (B, B) matrix of values v (Euclidean
+    or squared distances, or dot products), so its gradient is ``C`` = dL/dv, a symmetric
+    (B, B) matrix, pushed through v: for a distance ``(rowsum(M) x - M x)`` with
+    ``M = C / d`` (Euclidean) or ``2 C`` (squared), for a dot product ``C x``. One matrix
+    product forward and one backward, a dozen in-place passes over the (B, B) matrix, and
+    no index tensor of all pairs (autograd through the same expression keeps several
+    (B, B) intermediates and twice the passes). Values equal :class:`ContrastiveLoss`'s
+    generic path; pairs closer than 1e-6 get no gradient, as there.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, labels: torch.Tensor, kind: str, pos_margin: float,
+                neg_margin: float, squared: bool, reduction: str) -> torch.Tensor:
+        if reduction not in ("mean", "sum", "mean_nonzero"):
+            raise ValueError(f"unknown reduction {reduction!r}; expected mean, sum or "
+                             "mean_nonzero")
+        x = x.detach()
+        sim = kind == "dot"
+        if sim:
+            v = x @ x.T
+        else:
+            sq_norm = (x * x).sum(1)
+            v = torch.addmm(sq_norm[:, None], x, x.T, alpha=-2.0).add_(sq_norm[None, :])
+            v.clamp_(min=1e-12)  # also the floor below which pairs count as identical
+            if kind == "euclidean":
+                v.sqrt_()
+        tiny = 1e-6 if kind == "euclidean" else 1e-12
+        # same-label cells as a list (B x K of them), never a (B, B) mask
+        si, sj = same_label_pairs(labels)
+        upper = si < sj
+        i, j = si[upper], sj[upper]  # positives, each unordered pair once
+        vp = v[i, j]
+        tp = (pos_margin - vp) if sim else (vp - pos_margin)
+        if not sim:
+            tp = torch.where(vp > tiny, tp, vp.new_zeros(()) - pos_margin)  # identical: 0 - m
+        tp = tp.clamp_min(0.0)
+        # negatives: the whole matrix, both triangles, same-label cells zeroed
+        t = (v - neg_margin) if sim else (neg_margin - v)
+        t.clamp_(min=0.0)
+        t[si, sj] = 0.0
+        ii = jj = None
+        if not sim and len(t) and float(t.max()) >= neg_margin - 2 * tiny:
+            # some negatives at distance ~0: the generic path's d = 0 exactly, no gradient
+            ii, jj = (v <= tiny).nonzero(as_tuple=True)
+            differ = labels[ii] != labels[jj]
+            ii, jj = ii[differ], jj[differ]
+            t[ii, jj] = max(neg_margin, 0.0)
+        flat = t.view(-1)
+        neg_sum = flat.dot(flat) if squared else flat.sum()
+        # C = dL/dv on unordered pairs, stored symmetric: the hinge's slope h'(t) is 1 (or
+        # 2t squared) where active, times dt/dv (+-1 by which way is closer); t becomes C
+        # in place. The negatives' common factor is applied in backward (no pass here).
+        c = t if squared else t.sign_()
+        if reduction == "mean":
+            cp = max(len(vp), 1)
+            cn = max(len(labels) ** 2 - len(si), 1) / 2
+        elif reduction == "sum":
+            cp, cn = 1.0, 1.0
+        else:  # t holds each negative pair twice (both triangles); sign(t) counts them
+            active = torch.count_nonzero(flat) if squared else flat.sum()
+            cp, cn = max(int(torch.count_nonzero(tp)), 1), max(int(active), 1) / 2
+        loss = (tp.dot(tp) if squared else tp.sum()) / cp + neg_sum / (2 * cn)
+        sign_n = 1.0 if sim else -1.0
+        scale = (2.0 if squared else 1.0) * sign_n / cn
+        cpos = (tp if squared else tp.sign()) * ((2.0 if squared else 1.0) * -sign_n / cp)
+        if not sim:
+            if ii is not None:
+                c[ii, jj] = 0.0
+            cpos = torch.where(vp > tiny, cpos, cpos.new_zeros(()))
+        cpos = cpos / scale
+        c.index_put_((i, j), cpos)
+        c.index_put_((j, i), cpos)
+        if kind == "euclidean":
+            c.div_(v)  # M = C / d
+        elif kind == "sqeuclidean":
+            scale *= 2.0
+        ctx.save_for_backward(x, c)
+        ctx.sim, ctx.scale = sim, scale
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        x, m = ctx.saved_tensors
+        if ctx.sim:
+            grad = m @ x
+        else:
+            grad = torch.addmm(m.sum(1, keepdim=True) * x, m, x, alpha=-1.0)
+        return grad * (grad_out * ctx.scale), None, None, None, None, None, None
+
+
 class ContrastiveLoss(nn.Module):
     """Contrastive loss (Hadsell et al. 2006) over positive and negative pairs.
 
@@ -115,9 +221,16 @@ class ContrastiveLoss(nn.Module):
         indices: Pairs | None = None,
     ) -> torch.Tensor:
         if indices is None and labels is not None:
-            # every pair from one (B, B) matrix: the few positives by index, the many
-            # negatives as a masked matrix (both triangles: each pair twice, which leaves
-            # means unchanged and is halved for sums), so no index tensor of all pairs
+            kind = _fused_kind(self.distance)
+            if kind is not None:
+                x = F.normalize(embeddings, dim=-1) if kind == "cosine" else embeddings
+                return _AllPairsContrastive.apply(
+                    x, labels, "dot" if kind == "cosine" else kind, self.pos_margin,
+                    self.neg_margin, self.squared, self.reduction)
+            # any other distance: every pair from one (B, B) matrix through autograd: the
+            # few positives by index, the many negatives as a masked matrix (both
+            # triangles: each pair twice, which leaves means unchanged and is halved for
+            # sums), so no index tensor of all pairs
             d = self.distance.pairwise(embeddings)
             same = labels[:, None] == labels[None, :]
             i, j = torch.triu(same, 1).nonzero(as_tuple=True)

@@ -24,6 +24,7 @@ __all__ = [
     "SemiHardMiner",
     "HardnessSchedule",
     "label_masks",
+    "same_label_pairs",
 ]
 
 # Largest (anchor-positive pairs x batch) boolean block materialised at once.
@@ -52,6 +53,25 @@ def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     return same & ~eye, ~same
+
+
+def same_label_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ordered pair (i, j) of equal labels, i == j included, as index tensors.
+
+    The cells a (B, B) ``labels[:, None] == labels[None, :]`` mask would mark, listed
+    from the sorted labels in O(sum of class sizes squared) without building that mask:
+    B x K entries for a P x K batch instead of B^2.
+    """
+    sorted_labels, order = labels.sort(stable=True)
+    _, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    group = torch.repeat_interleave(torch.arange(len(counts), device=labels.device), counts)
+    reps = counts[group]  # each sorted position pairs with every member of its group
+    rows = torch.repeat_interleave(torch.arange(len(labels), device=labels.device), reps)
+    first = torch.cumsum(reps, 0) - reps
+    cols = starts[group][rows] + (torch.arange(len(rows), device=labels.device)
+                                  - torch.repeat_interleave(first, reps))
+    return order[rows], order[cols]
 
 
 def _as_distance(distance: Distance, embeddings: torch.Tensor) -> torch.Tensor:
@@ -167,15 +187,33 @@ class BatchHardMiner:
         self.distance = distance or EuclideanDistance()
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        # only the order matters here: squared Euclidean ranks alike, without the sqrt
-        ranking = (EuclideanDistance(squared=True)
-                   if isinstance(self.distance, EuclideanDistance) else self.distance)
-        d = _as_distance(ranking, embeddings)  # (B, B)
-        pos, neg = label_masks(labels)
-        hardest_p = d.masked_fill(~pos, float("-inf")).argmax(1)  # (B,)
-        hardest_n = d.masked_fill(~neg, float("inf")).argmin(1)  # (B,)
-        valid = pos.any(1) & neg.any(1)
-        anchors = torch.arange(len(labels), device=labels.device)[valid]
+        b = len(labels)
+        with torch.no_grad():
+            x = embeddings.detach()
+            if isinstance(self.distance, EuclideanDistance):
+                # only the order matters: squared distances rank alike (no sqrt), and the
+                # row norms go in with the matrix product
+                sq_norm = (x * x).sum(1)
+                d = torch.addmm(sq_norm[:, None], x, x.T, alpha=-2.0).add_(sq_norm[None, :])
+            else:
+                d = _as_distance(self.distance, x)  # (B, B), lower is closer
+            # positives are few (K - 1 per anchor in a P x K batch): work on their list
+            # instead of masking the whole matrix
+            si, sj = same_label_pairs(labels)
+            same_count = torch.bincount(si, minlength=b)
+            i, j = si, sj
+            off = i != j
+            i, j = i[off], j[off]
+            vals = d[i, j]
+            far = torch.full((b,), float("-inf"), dtype=d.dtype, device=d.device)
+            far = far.scatter_reduce(0, i, vals, "amax")
+            top = vals == far[i]  # the first (lowest j) of ties, as argmax picks
+            hardest_p = torch.full((b,), b, dtype=torch.long, device=d.device)
+            hardest_p = hardest_p.scatter_reduce(0, i[top], j[top], "amin")
+            d[si, sj] = float("inf")
+            hardest_n = d.argmin(1)  # (B,)
+            valid = (same_count > 1) & (same_count < b)
+        anchors = torch.arange(b, device=labels.device)[valid]
         return Triplets(anchors, hardest_p[valid], hardest_n[valid])
 
 
