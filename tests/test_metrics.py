@@ -193,15 +193,18 @@ def test_open_set_identification_hand_computed():
         open_set_identification([], [])
 
 
-def test_retrieval_metrics_match_brute_force_when_relevant_items_rank_low():
-    """Few relevant items per query, so the first one is often beyond the top-K window."""
+@pytest.mark.parametrize("block", [4096, 8, 5])
+def test_retrieval_metrics_match_brute_force_when_relevant_items_rank_low(block: int):
+    """Few relevant items per query, so the first one is often beyond the top-K window;
+    small ``block`` sizes make the references come in screened blocks (8: even; 5: a
+    ragged last block and groups that straddle it)."""
     from siamkit.distances import EuclideanDistance
     from siamkit.metrics import retrieval_metrics
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60, 4, generator=g)
     y = torch.arange(30).repeat(2)  # two items per label, unrelated to position
-    res = retrieval_metrics(x, y, distance=EuclideanDistance(), ks=(1,), chunk=7)
+    res = retrieval_metrics(x, y, distance=EuclideanDistance(), ks=(1,), chunk=7, block=block)
     d = torch.cdist(x, x)
     d.fill_diagonal_(float("inf"))
     rr, hit1, ap = [], [], []

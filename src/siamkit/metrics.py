@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .topk import blocked_topk
+
 if TYPE_CHECKING:
     from .distances import Distance
 
@@ -223,13 +225,17 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     chunk: int = 512,
     similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    block: int = 4096,
 ) -> dict[str, float]:
     """Recall@K, MAP@R (Musgrave et al. 2020) and MRR of queries against references.
 
     Without ``references`` the queries are searched against themselves, each query
-    excluding itself. Similarities are computed ``chunk`` queries at a time, so memory
-    grows with chunk x references, never queries x references. ``similarity(q, refs)``
-    (higher = closer), when given, replaces ``distance`` (e.g. a learned head's scores).
+    excluding itself. Similarities are computed for ``chunk`` queries against ``block``
+    references at a time (:func:`~siamkit.topk.blocked_topk`), so memory grows with
+    chunk x block, never queries x references (a query whose first relevant reference
+    lies beyond the top window is scored again, block by block, for its MRR rank).
+    ``similarity(q, refs)`` (higher = closer), when given, replaces ``distance`` (e.g. a
+    learned head's scores).
 
     Returns:
         ``recall@k`` for each k (the fraction of queries with a same-label reference among
@@ -257,18 +263,22 @@ def retrieval_metrics(
     hits = {k: 0.0 for k in ks}
     ap_sum, rr_sum, n_valid = 0.0, 0.0, 0
     pos = torch.arange(1, kmax + 1, dtype=torch.float32)
+
+    def scores(q: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        r = refs[start:stop]
+        with torch.no_grad():
+            return (similarity(q, r) if similarity is not None
+                    else distance.to_similarity(distance.pairwise(q, r))).float()
+
     for s in range(0, len(queries), chunk):
         q = queries[s : s + chunk]
         q_labels = query_labels[s : s + chunk]
-        with torch.no_grad():
-            sim = (similarity(q, refs) if similarity is not None
-                   else distance.to_similarity(distance.pairwise(q, refs))).float()  # (C, N)
         rows = torch.arange(len(q))
-        if self_search:
-            sim[rows, rows + s] = -torch.inf
+        selves = rows + s if self_search else None
         r = r_all[s : s + chunk]
         valid = r > 0
-        top_sim, top = sim.topk(kmax, dim=1)  # (C, kmax), best first
+        # (C, kmax) best first, a block of references at a time: no (C, N) matrix
+        top_sim, top = blocked_topk(q, len(refs), kmax, scores, block=block, exclude=selves)
         top_rel = ref_labels[top] == q_labels[:, None]  # (C, kmax): no (C, N) label mask
         if self_search:
             top_rel &= top != (rows + s)[:, None]
@@ -281,19 +291,15 @@ def retrieval_metrics(
         ap = (prec * top_rel_f * within_r).sum(1) / r.clamp_min(1)
         ap_sum += float(ap[valid].sum())
         # MRR: rank of the first relevant reference = 1 + references scoring above it.
-        # Found in the top kmax for almost every query; the rest look at their whole row.
+        # Found in the top kmax for almost every query; the rest are scored again.
         first = torch.where(top_rel.any(1), top_rel.float().argmax(1), -1)
         best_rel = torch.where(first >= 0, top_sim.gather(1, first.clamp_min(0)[:, None])[:, 0],
                                torch.full_like(first, -torch.inf, dtype=torch.float32))
+        rank = 1 + (top_sim > best_rel[:, None]).sum(1)
         far = torch.nonzero((first < 0) & valid).flatten()
         if len(far):
-            rel = ref_labels[None, :] == q_labels[far, None]  # (F, N), only for these rows
-            if self_search:
-                rel[torch.arange(len(far)), far + s] = False
-            best_rel[far] = sim[far].masked_fill(~rel, -torch.inf).max(1).values
-        rank = 1 + (sim > best_rel[:, None]).sum(1) if len(far) else None
-        if rank is None:  # ties above the first relevant one count as ahead, as before
-            rank = 1 + (top_sim > best_rel[:, None]).sum(1)
+            rank[far] = _ranks_of_first_relevant(q[far], q_labels[far], ref_labels, scores,
+                                                 block, far + s if self_search else None)
         rr_sum += float((1.0 / rank.float())[valid].sum())
         n_valid += int(valid.sum())
     if n_valid == 0:
@@ -301,6 +307,32 @@ def retrieval_metrics(
     out = {f"recall@{k}": hits[k] / n_valid for k in ks}
     out.update({"map@r": ap_sum / n_valid, "mrr": rr_sum / n_valid})
     return out
+
+
+def _ranks_of_first_relevant(q: torch.Tensor, q_labels: torch.Tensor, ref_labels: torch.Tensor,
+                             scores: Callable[[torch.Tensor, int, int], torch.Tensor],
+                             block: int, selves: torch.Tensor | None) -> torch.Tensor:
+    """1 + the number of references scoring above each query's best relevant one, over
+    ``block`` references at a time (two passes: the best relevant score, then the count)."""
+    n = len(ref_labels)
+    rows = torch.arange(len(q))
+    best = torch.full((len(q),), -torch.inf)
+    blocks = [(a, min(n, a + block)) for a in range(0, n, block)]
+
+    def scored(a: int, b: int) -> torch.Tensor:
+        sim = scores(q, a, b)
+        if selves is not None:
+            inside = (selves >= a) & (selves < b)
+            sim[rows[inside], selves[inside] - a] = -torch.inf
+        return sim
+
+    for a, b in blocks:
+        rel = ref_labels[None, a:b] == q_labels[:, None]
+        best = torch.maximum(best, scored(a, b).masked_fill(~rel, -torch.inf).max(1).values)
+    rank = torch.ones(len(q), dtype=torch.long)
+    for a, b in blocks:
+        rank += (scored(a, b) > best[:, None]).sum(1)
+    return rank
 
 
 # ---------------------------------------------------------------- open-set identification
