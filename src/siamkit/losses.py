@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distances import Distance, EuclideanDistance
+from .distances import Distance, EuclideanDistance, squared_distances
 from .miners import AllPairsMiner, AllTripletsMiner, Pairs, Triplets, same_label_pairs
 from .siamese import LearnedHead
 
@@ -114,9 +114,8 @@ class _AllPairsContrastive(torch.autograd.Function):
         if sim:
             v = x @ x.T
         else:
-            sq_norm = (x * x).sum(1)
-            v = torch.addmm(sq_norm[:, None], x, x.T, alpha=-2.0).add_(sq_norm[None, :])
-            v.clamp_(min=1e-12)  # also the floor below which pairs count as identical
+            # clamped at 1e-12, which is also the floor below which pairs count as identical
+            v = squared_distances(x).clamp_(min=1e-12)
             if kind == "euclidean":
                 v.sqrt_()
         tiny = 1e-6 if kind == "euclidean" else 1e-12

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from .distances import Distance, EuclideanDistance
+from .distances import Distance, EuclideanDistance, squared_distances
 
 __all__ = [
     "Pairs",
@@ -193,17 +193,15 @@ class BatchHardMiner:
             if isinstance(self.distance, EuclideanDistance):
                 # only the order matters: squared distances rank alike (no sqrt), and the
                 # row norms go in with the matrix product
-                sq_norm = (x * x).sum(1)
-                d = torch.addmm(sq_norm[:, None], x, x.T, alpha=-2.0).add_(sq_norm[None, :])
+                d = squared_distances(x)
             else:
                 d = _as_distance(self.distance, x)  # (B, B), lower is closer
             # positives are few (K - 1 per anchor in a P x K batch): work on their list
             # instead of masking the whole matrix
             si, sj = same_label_pairs(labels)
             same_count = torch.bincount(si, minlength=b)
-            i, j = si, sj
-            off = i != j
-            i, j = i[off], j[off]
+            off = si != sj
+            i, j = si[off], sj[off]
             vals = d[i, j]
             far = torch.full((b,), float("-inf"), dtype=d.dtype, device=d.device)
             far = far.scatter_reduce(0, i, vals, "amax")
