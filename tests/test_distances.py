@@ -213,3 +213,11 @@ def test_create_distance_unknown_name_raises_with_choices() -> None:
     with pytest.raises(ValueError, match="manhattan") as info:
         create_distance("manhattan")
     assert "euclidean" in str(info.value) and "cosine" in str(info.value)
+
+
+def test_squared_distances_hand_computed() -> None:
+    from siamkit.distances import squared_distances
+
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 0.0]])
+    want = torch.tensor([[0.0, 25.0, 9.0], [25.0, 0.0, 16.0], [9.0, 16.0, 0.0]])
+    torch.testing.assert_close(squared_distances(x), want)
