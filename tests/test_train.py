@@ -182,3 +182,21 @@ def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot):
     ok = apply_overrides(cfg, ["data.allow_overlap=true"])
     split.write_text(json.dumps({"train": names[:4], "val": names[3:5], "test": []}))
     assert train(ok, tmp_path / "r3", data=small_omniglot).steps == 2
+
+
+def test_sampler_k_shrinks_to_the_smallest_class(caplog):
+    """A config tuned on 10 images per identity still trains on data with fewer: K drops
+    to the smallest class (with a warning); below what the loss needs, the sampler refuses."""
+    import numpy as np
+
+    from siamkit.builders import build_sampler
+
+    config = apply_overrides(Config(), ["optim.p=2", "optim.k=10", "optim.steps=3"])
+    labels = np.repeat([0, 1, 2], [10, 6, 8])
+    with caplog.at_level("WARNING", logger="siamkit.builders"):
+        sampler = build_sampler(config, labels, None, ["a", "b", "c"])
+    assert sampler.k == 6 and "smallest class has 6" in caplog.text
+    batch = next(iter(sampler))
+    assert len(batch) == 12
+    with pytest.raises(ValueError, match="has 1 examples"):
+        build_sampler(config, np.repeat([0, 1, 2], [10, 1, 8]), None, ["a", "b", "c"])

@@ -6,6 +6,7 @@ library code takes the objects themselves.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from .samplers import BalancedPairSampler, PKSampler
 from .siamese import LearnedHead, SiameseNetwork
 
 __all__ = ["build_model", "build_loss", "build_miner", "build_sampler", "build_augment"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
@@ -89,7 +92,14 @@ def build_sampler(
     if o.sampler == "pairs":
         return BalancedPairSampler(labels, o.pair_batch, o.steps, lc.pos_fraction,
                                    class_names=class_names, seed=config.seed)
-    k = max(o.k, lc.n_support + 1) if lc.name == "prototypical" else o.k
+    floor = lc.n_support + 1 if lc.name == "prototypical" else 2
+    k = max(o.k, floor)
+    labels = np.asarray(labels)
+    smallest = int(np.unique(labels, return_counts=True)[1].min()) if len(labels) else k
+    if floor <= smallest < k:  # a config tuned on 10 images per identity, data with fewer
+        logger.warning("optim.k=%d but the smallest class has %d items: batches take K=%d "
+                       "of each class", k, smallest, smallest)
+        k = smallest
     return PKSampler(labels, min(o.p, len(class_names)), k, o.steps, groups=groups,
                      same_group=o.same_group, class_names=class_names, seed=config.seed,
                      whole_groups=o.whole_groups)
