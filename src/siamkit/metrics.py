@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .topk import blocked_topk
+from .topk import blocked_topk, score_block
 
 if TYPE_CHECKING:
     from .distances import Distance
@@ -315,23 +315,15 @@ def _ranks_of_first_relevant(q: torch.Tensor, q_labels: torch.Tensor, ref_labels
     """1 + the number of references scoring above each query's best relevant one, over
     ``block`` references at a time (two passes: the best relevant score, then the count)."""
     n = len(ref_labels)
-    rows = torch.arange(len(q))
     best = torch.full((len(q),), -torch.inf)
     blocks = [(a, min(n, a + block)) for a in range(0, n, block)]
-
-    def scored(a: int, b: int) -> torch.Tensor:
-        sim = scores(q, a, b)
-        if selves is not None:
-            inside = (selves >= a) & (selves < b)
-            sim[rows[inside], selves[inside] - a] = -torch.inf
-        return sim
-
     for a, b in blocks:
         rel = ref_labels[None, a:b] == q_labels[:, None]
-        best = torch.maximum(best, scored(a, b).masked_fill(~rel, -torch.inf).max(1).values)
+        sim = score_block(q, scores, a, b, selves)
+        best = torch.maximum(best, sim.masked_fill(~rel, -torch.inf).max(1).values)
     rank = torch.ones(len(q), dtype=torch.long)
     for a, b in blocks:
-        rank += (scored(a, b) > best[:, None]).sum(1)
+        rank += (score_block(q, scores, a, b, selves) > best[:, None]).sum(1)
     return rank
 
 

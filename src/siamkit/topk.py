@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["blocked_topk"]
+__all__ = ["blocked_topk", "score_block"]
 
 Scores = Callable[[torch.Tensor, int, int], torch.Tensor]
 
@@ -46,7 +46,7 @@ def blocked_topk(
     n_q = len(queries)
     k = min(k, n_refs)
     first = min(n_refs, max(block, 2 * k))
-    s = _scored(queries, scores, 0, first, exclude)
+    s = score_block(queries, scores, 0, first, exclude)
     best_v, best_i = s.topk(k, dim=1)
     if first == n_refs or k == 0:
         return best_v, best_i
@@ -54,7 +54,7 @@ def blocked_topk(
     offsets = torch.arange(group, device=queries.device)
     for start in range(first, n_refs, block):
         stop = min(n_refs, start + block)
-        s = _scored(queries, scores, start, stop, exclude)
+        s = score_block(queries, scores, start, stop, exclude)
         width = stop - start
         if width % group:
             s = torch.nn.functional.pad(s, (0, group - width % group), value=-torch.inf)
@@ -74,8 +74,10 @@ def blocked_topk(
     return best_v, best_i
 
 
-def _scored(queries: torch.Tensor, scores: Scores, start: int, stop: int,
-            exclude: torch.Tensor | None) -> torch.Tensor:
+def score_block(queries: torch.Tensor, scores: Scores, start: int, stop: int,
+                exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """``scores(queries, start, stop)`` with each query's ``exclude`` reference (when it
+    falls in this block) set to -inf."""
     s = scores(queries, start, stop)
     if exclude is not None:
         inside = (exclude >= start) & (exclude < stop)
