@@ -155,8 +155,9 @@ class _AllPairsContrastive(torch.autograd.Function):
             cp, cn = max(int(torch.count_nonzero(tp)), 1), max(int(active), 1) / 2
         loss = (tp.dot(tp) if squared else tp.sum()) / cp + neg_sum / (2 * cn)
         sign_n = 1.0 if sim else -1.0
-        scale = (2.0 if squared else 1.0) * sign_n / cn
-        cpos = (tp if squared else tp.sign()) * ((2.0 if squared else 1.0) * -sign_n / cp)
+        slope = 2.0 if squared else 1.0  # d(t^2)/dt = 2t, dt/dt = 1
+        scale = slope * sign_n / cn
+        cpos = (tp if squared else tp.sign()) * (slope * -sign_n / cp)
         if not sim:
             if ii is not None:
                 c[ii, jj] = 0.0
