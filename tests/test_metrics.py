@@ -239,3 +239,48 @@ def test_calibrator_f1_target():
     cal = ThresholdCalibrator("f1", higher_is_closer=False).fit([0.1, 0.2, 0.3, 0.4, 0.9],
                                                                 [1, 0, 1, 1, 0])
     assert cal.threshold_ == pytest.approx(0.65) and cal.validation_["f1"] == pytest.approx(6 / 7)
+
+
+def test_label_floor_bounds_every_rows_kth_best_from_below():
+    """Uneven labels (one of 1 item, several of 2, a few large) with and without the
+    nearest-label pool: the bound must hold for every row, and be finite where k other
+    rows exist."""
+    from siamkit.metrics import _label_floor
+
+    g = torch.Generator().manual_seed(3)
+    sizes = [1, 2, 2, 2, 40, 35, 30, 9]
+    y = torch.cat([torch.full((s,), c) for c, s in enumerate(sizes)])
+    y = y[torch.randperm(len(y), generator=g)]
+    centres = torch.randn(len(sizes), 8, generator=g)
+    x = torch.nn.functional.normalize(centres[y] + 0.8 * torch.randn(len(y), 8, generator=g),
+                                      dim=1)
+    full = x @ x.T
+    full.fill_diagonal_(-torch.inf)
+    for k in (1, 10, 39, 60):
+        kth = full.topk(k, dim=1).values[:, -1]
+        for neighbours in (0, 3):
+            floor = _label_floor(x, y, k, neighbours=neighbours, chunk=16)
+            assert (floor < kth).all(), (k, neighbours)
+            assert torch.isfinite(floor).all()
+
+
+@pytest.mark.parametrize("block", [4096, 64, 37])
+def test_retrieval_metrics_symmetric_self_search_matches_row_by_row(block, monkeypatch):
+    """The default cosine self-search scores each pair once (self_topk); it must give what
+    searching query by query gives, with uneven labels and tiles of every shape."""
+    import siamkit.metrics as m
+
+    g = torch.Generator().manual_seed(1)
+    sizes = [1, 2, 3, 50, 40, 7, 7, 20]
+    y = torch.cat([torch.full((s,), c) for c, s in enumerate(sizes)])
+    y = y[torch.randperm(len(y), generator=g)]
+    centres = torch.randn(len(sizes), 5, generator=g)
+    x = centres[y] + torch.randn(len(y), 5, generator=g)
+    calls = []
+    real = m.self_topk
+    monkeypatch.setattr(m, "self_topk", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    got = m.retrieval_metrics(x, y, ks=(1, 5), chunk=16, block=block)
+    assert calls  # the symmetric path ran
+    want = m.retrieval_metrics(x, y, ks=(1, 5), chunk=16, block=block, symmetric=False)
+    assert len(calls) == 1
+    assert got == pytest.approx(want, abs=1e-6)

@@ -1,11 +1,11 @@
-"""blocked_topk: exact against torch.topk over the whole score matrix."""
+"""blocked_topk and self_topk: exact against torch.topk over the whole score matrix."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from siamkit.topk import blocked_topk
+from siamkit.topk import blocked_topk, self_topk
 
 
 @pytest.mark.parametrize(("n", "k", "block", "group"), [
@@ -41,3 +41,33 @@ def test_blocked_topk_scores_each_reference_block_once() -> None:
 
     blocked_topk(q, 1000, 3, scores, block=100)
     assert calls == [(a, min(a + 100, 1000)) for a in range(0, 1000, 100)]
+
+
+@pytest.mark.parametrize(("n", "k", "block", "rows", "group", "floor", "buffer"), [
+    (700, 10, 128, 64, 8, "none", 1 << 23),   # no floor: the first tiles rank everything
+    (701, 25, 100, 30, 7, "loose", 1 << 23),  # ragged blocks, tiles and groups
+    (500, 40, 64, 64, 8, "tight", 1 << 23),   # a floor just under the true k-th best
+    (400, 12, 50, 20, 4, "none", 50),         # tiny buffer: merges after every tile
+    (30, 29, 8, 3, 8, "none", 1 << 23),       # k = every other row
+    (2, 1, 4096, 1024, 8, "none", 1 << 23),
+])
+def test_self_topk_equals_full_topk(n: int, k: int, block: int, rows: int, group: int,
+                                    floor: str, buffer: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    x = torch.nn.functional.normalize(torch.randn(n, 6, generator=g), dim=1)
+    full = x @ x.T
+    full.fill_diagonal_(-torch.inf)
+    want_v, _ = full.topk(k, dim=1)
+    bound = None
+    if floor == "loose":  # the k-th best of the first k other rows, as a caller might know
+        bound = full[:, :k + 1].topk(k, dim=1).values[:, -1] - 1e-4
+    elif floor == "tight":
+        bound = want_v[:, -1] - 1e-5
+    v, i = self_topk(x, k, block=block, rows=rows, group=group, floor=bound, buffer=buffer)
+    assert v.shape == (n, k) and i.dtype == torch.int32
+    # a pair's product may round differently in another tile's shape: compare closely
+    torch.testing.assert_close(v, want_v, atol=1e-6, rtol=0)
+    torch.testing.assert_close(full.gather(1, i.long()), v, atol=1e-6, rtol=0)
+    assert not (i.long() == torch.arange(n)[:, None]).any()  # never itself
+    assert all(len(set(row)) == k for row in i.tolist())  # no neighbour twice
+    assert (v[:, :-1] >= v[:, 1:]).all()  # best first

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .topk import blocked_topk, score_block
+from .topk import blocked_topk, score_block, self_topk
 
 if TYPE_CHECKING:
     from .distances import Distance
@@ -226,6 +226,7 @@ def retrieval_metrics(
     chunk: int = 512,
     similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     block: int = 4096,
+    symmetric: bool = True,
 ) -> dict[str, float]:
     """Recall@K, MAP@R (Musgrave et al. 2020) and MRR of queries against references.
 
@@ -233,7 +234,12 @@ def retrieval_metrics(
     excluding itself. Similarities are computed for ``chunk`` queries against ``block``
     references at a time (:func:`~siamkit.topk.blocked_topk`), so memory grows with
     chunk x block, never queries x references (a query whose first relevant reference
-    lies beyond the top window is scored again, block by block, for its MRR rank).
+    lies beyond the top window is scored again, block by block, for its MRR rank). A set
+    searched against itself under cosine similarity (the default) scores each pair once
+    instead (:func:`~siamkit.topk.self_topk`, half the matrix products), screened against
+    a bound found from each item's own and nearest labels; it keeps every item's top
+    max(R, K) (N x that many values and indices) besides 1024 x ``block`` scores, so
+    ``symmetric=False`` turns it off where memory must stay within chunk x block.
     ``similarity(q, refs)`` (higher = closer), when given, replaces ``distance`` (e.g. a
     learned head's scores).
 
@@ -247,7 +253,8 @@ def retrieval_metrics(
     self_search = references is None
     refs = queries if self_search else references
     ref_labels = query_labels if self_search else reference_labels
-    if similarity is None and isinstance(distance, CosineSimilarity):
+    cosine = similarity is None and isinstance(distance, CosineSimilarity)
+    if cosine:
         # normalise once, not once per chunk: then cosine is a plain matrix product
         queries = torch.nn.functional.normalize(queries.float(), dim=1)
         refs = queries if self_search else torch.nn.functional.normalize(refs.float(), dim=1)
@@ -270,6 +277,11 @@ def retrieval_metrics(
             return (similarity(q, r) if similarity is not None
                     else distance.to_similarity(distance.pairwise(q, r))).float()
 
+    symmetric = (symmetric and self_search and cosine
+                 and kmax <= min(_SYMMETRIC_MAX_K, len(refs) - 1))
+    if symmetric:  # each pair scored once; every row's top kmax kept (N x kmax)
+        floor = _label_floor(queries, query_labels.long(), kmax)
+        all_sim, all_top = self_topk(queries, kmax, block=block, floor=floor)
     for s in range(0, len(queries), chunk):
         q = queries[s : s + chunk]
         q_labels = query_labels[s : s + chunk]
@@ -277,8 +289,10 @@ def retrieval_metrics(
         selves = rows + s if self_search else None
         r = r_all[s : s + chunk]
         valid = r > 0
-        # (C, kmax) best first, a block of references at a time: no (C, N) matrix
-        top_sim, top = blocked_topk(q, len(refs), kmax, scores, block=block, exclude=selves)
+        if symmetric:
+            top_sim, top = all_sim[s : s + chunk], all_top[s : s + chunk].long()
+        else:  # (C, kmax) best first, a block of references at a time: no (C, N) matrix
+            top_sim, top = blocked_topk(q, len(refs), kmax, scores, block=block, exclude=selves)
         top_rel = ref_labels[top] == q_labels[:, None]  # (C, kmax): no (C, N) label mask
         if self_search:
             top_rel &= top != (rows + s)[:, None]
@@ -307,6 +321,66 @@ def retrieval_metrics(
     out = {f"recall@{k}": hits[k] / n_valid for k in ks}
     out.update({"map@r": ap_sum / n_valid, "mrr": rr_sum / n_valid})
     return out
+
+
+_SYMMETRIC_MAX_K = 2048  # above it, N x k running top-k state outweighs halving products
+_FLOOR_MAX_LABELS = 8192  # label means compared all against all up to this many labels
+
+
+def _label_floor(x: torch.Tensor, labels: torch.Tensor, k: int, neighbours: int = 3,
+                 margin: float = 1e-4, chunk: int = 256) -> torch.Tensor:
+    """Per row of ``x``, a value strictly below its k-th best similarity ``x @ x.T`` to the
+    other rows, for :func:`~siamkit.topk.self_topk` to screen against.
+
+    Any k distinct other rows bound the k-th best from below; the closer they are to the
+    true top k, the tighter the bound. Here they are up to k + 1 rows of the row's own label
+    and of the ``neighbours`` labels whose mean vectors are closest to its label's (where a
+    search is likely to find its best), and, for rows that still have fewer than k, the
+    first rows of the set. ``margin`` (relative) covers rounding differences between these
+    products and the search's.
+    """
+    n = len(x)
+    counts = torch.bincount(labels)
+    n_labels = len(counts)
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    slot = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[sorted_labels]
+    m = min(int(counts.max()), k + 1)
+    keep = slot < m
+    table = torch.full((n_labels, m), -1, dtype=torch.long)  # each label's first m rows
+    table[sorted_labels[keep], slot[keep]] = order[keep]
+    allowed = torch.arange(n_labels)[:, None]
+    present = int((counts > 0).sum())
+    if neighbours and 1 < present <= _FLOOR_MAX_LABELS:
+        means = torch.zeros(n_labels, x.shape[1]).index_add_(0, labels, x.float())
+        sim = torch.nn.functional.normalize(means, dim=1) @ torch.nn.functional.normalize(
+            means, dim=1).T
+        sim[:, counts == 0] = -torch.inf
+        sim.fill_diagonal_(-torch.inf)
+        near = sim.topk(min(neighbours, present - 1), dim=1).indices
+        allowed = torch.cat([allowed, near], 1)  # (labels, 1 + neighbours)
+    spare = min(n, max(2 * k, 1024))  # the first rows, for rows still short of k
+    floor = torch.full((n,), -torch.inf)
+    for s in range(0, n, chunk):  # rows in label order: a chunk shares few labels
+        idx = order[s : s + chunk]
+        own, row_of = torch.unique(labels[idx], return_inverse=True)  # a few labels
+        near = torch.zeros(len(own), n_labels, dtype=torch.bool)  # own label -> allowed
+        near[torch.arange(len(own))[:, None], allowed[own]] = True
+        pool = table[torch.unique(allowed[own])].flatten()
+        pool = pool[pool >= 0]
+        sims = x[idx] @ x[pool].T
+        ok = near[row_of][:, labels[pool]] & (pool[None, :] != idx[:, None])
+        sims.masked_fill_(~ok, -torch.inf)
+        if bool((ok.sum(1) < k).any()):
+            other = x[idx] @ x[:spare].T
+            same = near[row_of][:, labels[:spare]]
+            other[same | (torch.arange(spare)[None, :] == idx[:, None])] = -torch.inf
+            sims = torch.cat([sims, other], 1)
+        if sims.shape[1] < k:
+            continue
+        kth = sims.topk(k, dim=1, sorted=False).values.amin(1)
+        floor[idx] = torch.where(torch.isfinite(kth), kth - margin * (1 + kth.abs()), -torch.inf)
+    return floor
 
 
 def _ranks_of_first_relevant(q: torch.Tensor, q_labels: torch.Tensor, ref_labels: torch.Tensor,
