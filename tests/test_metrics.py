@@ -284,3 +284,25 @@ def test_retrieval_metrics_symmetric_self_search_matches_row_by_row(block, monke
     want = m.retrieval_metrics(x, y, ks=(1, 5), chunk=16, block=block, symmetric=False)
     assert len(calls) == 1
     assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_retrieval_metrics_bad_input_and_awkward_labels():
+    """Embeddings that still require grad, labels with huge gaps (the bound must not
+    allocate by the largest id), NaN rows refused by name; exact duplicates of different
+    labels: MRR (ties never count) agrees between the two search paths."""
+    from siamkit.metrics import retrieval_metrics
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 6, generator=g)
+    y = torch.tensor([0, 10**9, 7, 123456] * 10)
+    want = retrieval_metrics(x, y, ks=(1,), symmetric=False)
+    assert retrieval_metrics(x.clone().requires_grad_(), y, ks=(1,)) == pytest.approx(want)
+    bad = x.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite values in 1 rows"):
+        retrieval_metrics(bad, y)
+    dup = torch.cat([x[:10], x[:10]])  # every item twice, the copy under another label
+    y2 = torch.cat([torch.arange(10) % 3, 3 + torch.arange(10) % 3])
+    a = retrieval_metrics(dup, y2, ks=(1,))
+    b = retrieval_metrics(dup, y2, ks=(1,), symmetric=False)
+    assert a["mrr"] == pytest.approx(b["mrr"])

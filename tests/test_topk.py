@@ -71,3 +71,27 @@ def test_self_topk_equals_full_topk(n: int, k: int, block: int, rows: int, group
     assert not (i.long() == torch.arange(n)[:, None]).any()  # never itself
     assert all(len(set(row)) == k for row in i.tolist())  # no neighbour twice
     assert (v[:, :-1] >= v[:, 1:]).all()  # best first
+
+
+def test_topk_merges_keep_float64_and_float16_scores_apart() -> None:
+    """Scores that are equal only once rounded to float32 still rank right, and self_topk
+    takes any float dtype."""
+    q, r = torch.ones(1, 1, dtype=torch.float64), torch.zeros(20, 1, dtype=torch.float64)
+    r[9], r[10] = 0.5, 0.5 + 1e-12
+    v, i = blocked_topk(q, 20, 1, lambda qq, a, b: qq @ r[a:b].T, block=4)
+    assert i.tolist() == [[10]]
+    for dtype in (torch.float64, torch.float16):
+        x = torch.nn.functional.normalize(torch.randn(50, 4), dim=1).to(dtype)
+        full = x @ x.T
+        full.fill_diagonal_(-torch.inf)
+        v, i = self_topk(x, 5, block=16, rows=8)
+        assert v.dtype == dtype
+        torch.testing.assert_close(v, full.topk(5, dim=1).values, atol=1e-3, rtol=0)
+
+
+def test_self_topk_takes_tensors_that_require_grad_and_checks_its_floor() -> None:
+    x = torch.nn.functional.normalize(torch.randn(30, 4), dim=1).requires_grad_()
+    v, _ = self_topk(x, 3, block=8)
+    assert not v.requires_grad
+    with pytest.raises(ValueError, match="one value per row"):
+        self_topk(x, 3, floor=torch.zeros(29))

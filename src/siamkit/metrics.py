@@ -243,6 +243,10 @@ def retrieval_metrics(
     ``similarity(q, refs)`` (higher = closer), when given, replaces ``distance`` (e.g. a
     learned head's scores).
 
+    Equal scores are ordered arbitrarily (as by FAISS): with exact duplicates of different
+    labels, recall@k and MAP@R depend on that order (MRR counts only strictly higher
+    scores, so it does not).
+
     Returns:
         ``recall@k`` for each k (the fraction of queries with a same-label reference among
         the k closest; recall@1 is precision@1), ``map@r`` and ``mrr``.
@@ -253,6 +257,11 @@ def retrieval_metrics(
     self_search = references is None
     refs = queries if self_search else references
     ref_labels = query_labels if self_search else reference_labels
+    for name, t in (("queries", queries), ("references", refs)):
+        bad = torch.nonzero(~torch.isfinite(t.detach()).all(1)).flatten()
+        if len(bad):
+            raise ValueError(f"{name} hold NaN or infinite values in {len(bad)} rows "
+                             f"(first: {bad[:5].tolist()})")
     cosine = similarity is None and isinstance(distance, CosineSimilarity)
     if cosine:
         # normalise once, not once per chunk: then cosine is a plain matrix product
@@ -263,9 +272,14 @@ def retrieval_metrics(
         raise ValueError("reference_labels must give one label per reference")
     if len(query_labels) and (int(query_labels.min()) < 0 or int(ref_labels.min()) < 0):
         raise ValueError("labels must be non-negative integers")
-    top_label = max(int(query_labels.max()), int(ref_labels.max())) if len(query_labels) else 0
-    counts = torch.bincount(ref_labels.long(), minlength=top_label + 1)
-    r_all = counts[query_labels.long()] - (1 if self_search else 0)  # relevant per query
+    # labels as 0 .. distinct - 1: counting them then costs their number, not the largest id
+    ids, codes = torch.unique(torch.cat([query_labels.long(), ref_labels.long()]),
+                              return_inverse=True)
+    query_labels, ref_labels = codes[: len(query_labels)], codes[len(query_labels) :]
+    if self_search:
+        ref_labels = query_labels
+    counts = torch.bincount(ref_labels, minlength=len(ids))
+    r_all = counts[query_labels] - (1 if self_search else 0)  # relevant per query
     kmax = min(max(max(ks), int(r_all.max()) if len(r_all) else 1), len(refs))
     hits = {k: 0.0 for k in ks}
     ap_sum, rr_sum, n_valid = 0.0, 0.0, 0
@@ -280,8 +294,16 @@ def retrieval_metrics(
     symmetric = (symmetric and self_search and cosine
                  and kmax <= min(_SYMMETRIC_MAX_K, len(refs) - 1))
     if symmetric:  # each pair scored once; every row's top kmax kept (N x kmax)
-        floor = _label_floor(queries, query_labels.long(), kmax)
-        all_sim, all_top = self_topk(queries, kmax, block=block, floor=floor)
+        with torch.no_grad():
+            floor = _label_floor(queries, query_labels.long(), kmax)
+            all_sim, all_top = self_topk(queries, kmax, block=block, floor=floor)
+            # the bound allows for rounding; should a row's k-th best still not clear it,
+            # that row is searched again the plain way (never seen; a guard, not a path)
+            redo = torch.nonzero(all_sim[:, -1] <= floor).flatten()
+            if len(redo):
+                v, i = blocked_topk(queries[redo], len(refs), kmax, scores, block=block,
+                                    exclude=redo)
+                all_sim[redo], all_top[redo] = v, i.to(all_top.dtype)
     for s in range(0, len(queries), chunk):
         q = queries[s : s + chunk]
         q_labels = query_labels[s : s + chunk]
@@ -336,10 +358,11 @@ def _label_floor(x: torch.Tensor, labels: torch.Tensor, k: int, neighbours: int 
     true top k, the tighter the bound. Here they are up to k + 1 rows of the row's own label
     and of the ``neighbours`` labels whose mean vectors are closest to its label's (where a
     search is likely to find its best), and, for rows that still have fewer than k, the
-    first rows of the set. ``margin`` (relative) covers rounding differences between these
-    products and the search's.
+    first rows of the set. ``margin`` (relative, plus D float32 ulps for D dimensions)
+    covers rounding differences between these products and the search's.
     """
     n = len(x)
+    labels = torch.unique(labels, return_inverse=True)[1]  # 0 .. labels present - 1
     counts = torch.bincount(labels)
     n_labels = len(counts)
     order = torch.argsort(labels, stable=True)
@@ -350,17 +373,18 @@ def _label_floor(x: torch.Tensor, labels: torch.Tensor, k: int, neighbours: int 
     table = torch.full((n_labels, m), -1, dtype=torch.long)  # each label's first m rows
     table[sorted_labels[keep], slot[keep]] = order[keep]
     allowed = torch.arange(n_labels)[:, None]
-    present = int((counts > 0).sum())
+    present = n_labels
     if neighbours and 1 < present <= _FLOOR_MAX_LABELS:
         means = torch.zeros(n_labels, x.shape[1]).index_add_(0, labels, x.float())
         sim = torch.nn.functional.normalize(means, dim=1) @ torch.nn.functional.normalize(
             means, dim=1).T
-        sim[:, counts == 0] = -torch.inf
         sim.fill_diagonal_(-torch.inf)
         near = sim.topk(min(neighbours, present - 1), dim=1).indices
         allowed = torch.cat([allowed, near], 1)  # (labels, 1 + neighbours)
     spare = min(n, max(2 * k, 1024))  # the first rows, for rows still short of k
     floor = torch.full((n,), -torch.inf)
+    # a dot product's rounding grows with the dimension (worst case about D float32 ulps)
+    slack = margin + x.shape[1] * 2.0**-23
     for s in range(0, n, chunk):  # rows in label order: a chunk shares few labels
         idx = order[s : s + chunk]
         own, row_of = torch.unique(labels[idx], return_inverse=True)  # a few labels
@@ -379,7 +403,7 @@ def _label_floor(x: torch.Tensor, labels: torch.Tensor, k: int, neighbours: int 
         if sims.shape[1] < k:
             continue
         kth = sims.topk(k, dim=1, sorted=False).values.amin(1)
-        floor[idx] = torch.where(torch.isfinite(kth), kth - margin * (1 + kth.abs()), -torch.inf)
+        floor[idx] = torch.where(torch.isfinite(kth), kth - slack * (1 + kth.abs()), -torch.inf)
     return floor
 
 

@@ -112,14 +112,18 @@ def self_topk(
     Returns:
         (values (N, k), indices (N, k) int32), best first; a row never returns itself.
     """
+    x = x.detach()
     n = len(x)
     k = min(k, n - 1)
     rows = min(rows, block)
-    best_v = torch.full((n, k), -torch.inf, dtype=torch.float32)
+    if floor is not None and floor.shape != (n,):
+        raise ValueError(f"floor must hold one value per row: {tuple(floor.shape)} for {n} rows")
+    best_v = torch.full((n, k), -torch.inf, dtype=x.dtype)
     best_i = torch.zeros((n, k), dtype=torch.int32)
     if k <= 0:
         return best_v, best_i
-    thr = torch.full((n,), -torch.inf) if floor is None else floor.float().clone()
+    thr = (torch.full((n,), -torch.inf, dtype=x.dtype) if floor is None
+           else floor.to(x.dtype).clone())
     bar = thr.clone()  # a row's threshold never drops below its floor
     starts = range(0, n, block)
     tile = torch.empty(rows * min(n, block), dtype=x.dtype)
@@ -168,8 +172,8 @@ def self_topk(
 def _release_freed_memory() -> None:
     """Hand memory freed by the many short-lived arrays of a search back to the system.
     glibc otherwise keeps it: its allocation thresholds rise as large blocks are freed, and
-    on 100,000 rows the process grew by 2 GB (against about 150 MB in use). No-op
-    elsewhere."""
+    on 100,000 rows the process grew by 2 GB (against about 150 MB in use). ``malloc_trim``
+    only returns free pages; it changes no allocator setting. No-op off Linux."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
@@ -234,9 +238,12 @@ def _merge(best_v: torch.Tensor, best_i: torch.Tensor, thr: torch.Tensor, rows: 
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fold candidates (row, column, value) into the running top k of their rows (each
     row's threshold becomes its k-th best, or its ``bar`` if that is higher)."""
-    # each row's candidates together, best first (one sort of row x descending value
-    # keys); only the first k of a row can matter
-    order = torch.argsort(_row_value_keys(rows, vals))
+    # each row's candidates together, best first; only the first k of a row can matter
+    if vals.dtype == torch.float32:  # one sort of (row, descending value) keys
+        order = torch.argsort(_row_value_keys(rows, vals))
+    else:  # the keys hold float32 bits only
+        order = torch.argsort(vals, descending=True, stable=True)
+        order = order[torch.argsort(rows[order], stable=True)]
     rows, cols, vals = rows[order], cols[order], vals[order]
     touched, counts = torch.unique_consecutive(rows, return_counts=True)
     slot = torch.arange(len(rows), device=rows.device) - (
@@ -249,7 +256,7 @@ def _merge(best_v: torch.Tensor, best_i: torch.Tensor, thr: torch.Tensor, rows: 
     pad_v = torch.full((len(touched), width), -torch.inf, dtype=best_v.dtype,
                        device=best_v.device)
     pad_i = torch.zeros((len(touched), width), dtype=best_i.dtype, device=best_i.device)
-    pad_v[which, slot] = vals[keep]
+    pad_v[which, slot] = vals[keep].to(pad_v.dtype)
     pad_i[which, slot] = cols[keep].to(pad_i.dtype)
     v, pick = torch.cat([best_v[touched], pad_v], 1).topk(k, dim=1)
     best_v[touched] = v
@@ -259,8 +266,8 @@ def _merge(best_v: torch.Tensor, best_i: torch.Tensor, thr: torch.Tensor, rows: 
 
 
 def _row_value_keys(rows: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordering (row, value) pairs by row, then by value from highest: a float32's
-    bits, with the magnitude bits of negatives flipped, order like the floats."""
-    bits = vals.float().contiguous().view(torch.int32).long()
+    """int64 keys ordering (row, float32 value) pairs by row, then by value from highest: a
+    float32's bits, with the magnitude bits of negatives flipped, order like the floats."""
+    bits = vals.contiguous().view(torch.int32).long()
     rising = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # in [-2^31, 2^31)
     return rows.long() * (1 << 32) + ((1 << 31) - 1 - rising)
