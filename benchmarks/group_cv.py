@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "cv")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--train-groups", type=int, default=None,
+                        help="train on only this many of each fold's training groups (drawn "
+                             "with --fold-seed): a learning curve over the number of groups")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     config = load_config(args.config, args.overrides)
@@ -79,12 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     for f, held_out in enumerate(folds_of(pool, args.folds, args.fold_seed)):
         cfg = load_config(args.config, args.overrides)
         train_groups = [g for g in pool if g not in held_out]
+        if args.train_groups:
+            rng = np.random.default_rng(args.fold_seed + 1000 * f)
+            train_groups = sorted(rng.choice(train_groups, args.train_groups, replace=False))
         rows.append(run_fold(cfg, data, train_groups, held_out, args.runs_dir / f"fold{f}"))
         r = rows[-1]
         print(f"fold {f}: AUC {r['auc']:.4f}  EER {100 * r['eer']:.2f}%  "
               f"({r['train_minutes']:.1f} min)", flush=True)
     eers = [r["eer"] for r in rows]
     report = {"config": str(args.config), "overrides": args.overrides, "folds": rows,
+              "train_groups": args.train_groups,
               "mean_eer": float(np.mean(eers)),
               "mean_auc": float(np.mean([r["auc"] for r in rows]))}
     print(f"mean EER {100 * report['mean_eer']:.2f}%  mean AUC {report['mean_auc']:.4f}  "
