@@ -55,7 +55,7 @@ def run_fold(config, data, train_groups, held_out, out: Path) -> dict:
     i, j, same = all_pairs(fold.labels.numpy())
     emb = embed_images(model, fold.images, tta=cfg.eval.tta)
     rep = verification_report(score_pairs(model, emb, i, j), same, model.higher_is_closer)
-    return {"held_out": held_out, "auc": rep["auc"], "eer": rep["eer"],
+    return {"held_out": held_out, "trained_on": train_groups, "auc": rep["auc"], "eer": rep["eer"],
             "pairs": int(len(same)), "train_minutes": round(minutes, 2)}
 
 
