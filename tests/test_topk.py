@@ -51,8 +51,22 @@ def test_blocked_topk_scores_each_reference_block_once() -> None:
     (30, 29, 8, 3, 8, "none", 1 << 23),       # k = every other row
     (2, 1, 4096, 1024, 8, "none", 1 << 23),
 ])
+@pytest.mark.parametrize("screen", ["native", "numpy", "native, overflowing"])
 def test_self_topk_equals_full_topk(n: int, k: int, block: int, rows: int, group: int,
-                                    floor: str, buffer: int) -> None:
+                                    floor: str, buffer: int, screen: str, monkeypatch) -> None:
+    """Both screens (the compiled one and numpy's), and the compiled one falling back to
+    numpy for tiles whose candidates overflow its buffers."""
+    from siamkit import topk
+    from siamkit.native import screen_kernel
+
+    if screen == "numpy":
+        monkeypatch.setattr(topk._NativeScreen, "make", classmethod(lambda cls, dtype: None))
+    elif screen_kernel() is None:
+        pytest.skip("no C compiler: the compiled screen is unavailable")
+    elif screen == "native, overflowing":  # buffers of 16 candidates: most tiles overflow
+        make = topk._NativeScreen.make.__func__
+        monkeypatch.setattr(topk._NativeScreen, "make",
+                            classmethod(lambda cls, dtype: _with_cap(make(cls, dtype), 16)))
     g = torch.Generator().manual_seed(n)
     x = torch.nn.functional.normalize(torch.randn(n, 6, generator=g), dim=1)
     full = x @ x.T
@@ -95,3 +109,22 @@ def test_self_topk_takes_tensors_that_require_grad_and_checks_its_floor() -> Non
     assert not v.requires_grad
     with pytest.raises(ValueError, match="one value per row"):
         self_topk(x, 3, floor=torch.zeros(29))
+
+
+def _with_cap(native, cap: int):
+    native.cap = cap
+    return native
+
+
+def test_compiled_screen_is_used_when_available(monkeypatch) -> None:
+    from siamkit import topk
+    from siamkit.native import screen_kernel
+
+    if screen_kernel() is None:
+        pytest.skip("no C compiler")
+    calls = []
+    real = topk._screen
+    monkeypatch.setattr(topk, "_screen", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    x = torch.nn.functional.normalize(torch.randn(300, 4), dim=1)
+    self_topk(x, 5, block=64, rows=32)
+    assert not calls  # no tile needed the numpy screen

@@ -83,7 +83,7 @@ def blocked_topk(
 
 
 def self_topk(
-    x: torch.Tensor, k: int, block: int = 4096, rows: int = 1024, group: int = 8,
+    x: torch.Tensor, k: int, block: int = 2048, rows: int = 2048, group: int = 8,
     floor: torch.Tensor | None = None, buffer: int = 1 << 23,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` highest ``x[i] @ x[j]`` of each row ``i`` over every other row ``j``.
@@ -127,6 +127,7 @@ def self_topk(
     bar = thr.clone()  # a row's threshold never drops below its floor
     starts = range(0, n, block)
     tile = torch.empty(rows * min(n, block), dtype=x.dtype)
+    native = _NativeScreen.make(x.dtype)
     waiting: dict[int, list[tuple[torch.Tensor, ...]]] = {a: [] for a in starts}
     held = tiles = 0
 
@@ -152,9 +153,13 @@ def self_topk(
                 if b == a:  # the diagonal block: each of its pairs is met twice, rows only
                     i = torch.arange(r0, r1)
                     s[i - r0, i - b] = -torch.inf
-                found = [(a, _screen(s, thr[r0:r1], group, r0, b))]
-                if b != a:
-                    found.append((b, _screen(s, thr[b:b1], group, b, r0, by_column=True)))
+                found = None
+                if native is not None:
+                    found = native(s, thr[r0:r1], None if b == a else thr[b:b1], r0, b, a)
+                if found is None:  # numpy: no compiler, another dtype, or a full buffer
+                    found = [(a, _screen(s, thr[r0:r1], group, r0, b))]
+                    if b != a:
+                        found.append((b, _screen(s, thr[b:b1], group, b, r0, by_column=True)))
                 for owner, cand in found:
                     if len(cand[0]):
                         waiting[owner].append(cand)
@@ -162,11 +167,54 @@ def self_topk(
                 if held > buffer:
                     merge(list(starts))
                 tiles += 1
-                if tiles % 64 == 0:
+                if native is None and tiles % 64 == 0:  # numpy's many temporaries
                     _release_freed_memory()
         merge([a])  # block a's rows have now met every row
-        _release_freed_memory()
+        if native is None:
+            _release_freed_memory()
     return best_v, best_i
+
+
+class _NativeScreen:
+    """The compiled one-pass screen (``_screen.c`` via :mod:`siamkit.native`) with its output
+    buffers; ``make`` gives None where it is unavailable or the scores are not float32.
+    (Splitting a tile between two threads gained nothing: torch's own threads still spin
+    on the cores after the matrix product.)"""
+
+    def __init__(self, kernel: Callable[..., int], cap: int = 1 << 20) -> None:
+        self.kernel, self.cap = kernel, cap
+        self.out = [(torch.empty(cap, dtype=torch.int32), torch.empty(cap, dtype=torch.int32),
+                     torch.empty(cap, dtype=torch.float32)) for _ in range(2)]
+        self.counts = (ctypes.c_int64(), ctypes.c_int64())
+
+    @classmethod
+    def make(cls, dtype: torch.dtype) -> _NativeScreen | None:
+        from .native import screen_kernel
+
+        kernel = screen_kernel() if dtype == torch.float32 else None
+        return None if kernel is None else cls(kernel)
+
+    def __call__(self, s: torch.Tensor, thr_rows: torch.Tensor, thr_cols: torch.Tensor | None,
+                 row0: int, col0: int, owner: int
+                 ) -> list[tuple[int, tuple[torch.Tensor, ...]]] | None:
+        """Candidates of tile ``s`` for its rows (owned by block ``owner``) and, with
+        ``thr_cols``, for its columns (owned by block ``col0``); None when a buffer fills."""
+        (ar, ac, av), (br, bc, bv) = self.out
+        na, nb = self.counts
+        n_r, n_c = s.shape
+        code = self.kernel(s.data_ptr(), n_r, n_c, thr_rows.data_ptr(),
+                           None if thr_cols is None else thr_cols.data_ptr(), row0, col0,
+                           ar.data_ptr(), ac.data_ptr(), av.data_ptr(), ctypes.byref(na),
+                           br.data_ptr(), bc.data_ptr(), bv.data_ptr(), ctypes.byref(nb),
+                           self.cap)
+        if code != 0:
+            return None
+        found = [(owner, (ar[: na.value].clone(), ac[: na.value].clone(),
+                          av[: na.value].clone()))]
+        if thr_cols is not None:
+            found.append((col0, (br[: nb.value].clone(), bc[: nb.value].clone(),
+                                 bv[: nb.value].clone())))
+        return found
 
 
 def _release_freed_memory() -> None:
