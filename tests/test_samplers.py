@@ -79,7 +79,8 @@ def test_pk_same_group_zero_mixes_groups():
 def test_pk_small_class_error_names_class_and_counts():
     labels = _labels([5, 5, 2, 5])
     names = ["Latin/a", "Latin/b", "Greek/alpha", "Greek/beta"]
-    with pytest.raises(ValueError, match=r"class 'Greek/alpha' has 2 examples but K=3"):
+    with pytest.raises(ValueError, match=r"class 'Greek/alpha' has 2 examples but K=3.*"
+                                         r"lower K \(optim.k in a config\) or pass drop_small"):
         PKSampler(labels, p=2, k=3, steps=1, class_names=names)
 
 

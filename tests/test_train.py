@@ -182,6 +182,10 @@ def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot):
     ok = apply_overrides(cfg, ["data.allow_overlap=true"])
     split.write_text(json.dumps({"train": names[:4], "val": names[3:5], "test": []}))
     assert train(ok, tmp_path / "r3", data=small_omniglot).steps == 2
+    missing = apply_overrides(cfg, ["data.split_file=no/such/split.json"])
+    with pytest.raises(ConfigError, match=r"no/such/split.json: no such file \(relative to the "
+                                          r"current directory"):
+        train(missing, tmp_path / "r4", data=small_omniglot)
 
 
 def test_sampler_k_shrinks_to_the_smallest_class(caplog):

@@ -71,7 +71,8 @@ class PKSampler:
             c, n = next(iter(small.items()))
             raise ValueError(
                 f"class {_name(c, class_names)} has {n} examples but K={k} are needed per "
-                f"batch ({len(small)} classes are too small; lower K or set drop_small)"
+                f"batch ({len(small)} classes are too small; lower K (optim.k in a config) or "
+                f"pass drop_small=True to leave them out)"
             )
         for c in small:
             logger.warning("skipping class %s: %d examples < K=%d", _name(c, class_names),

@@ -113,6 +113,10 @@ def _follow_split_file(config: Config, data: ImageDataset) -> tuple[ImageDataset
                                                                      ImageDataset | None]:
     """Train and validation sets from a split file's groups (``siamkit split``)."""
     path = Path(config.data.split_file)
+    if not path.is_file():
+        where = "" if path.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
+        raise ConfigError(f"data.split_file {path}: no such file{where}; make one with "
+                          f"siamkit split, or run from the folder the path is relative to")
     try:
         split = json.loads(path.read_text())
         train_g, val_g, test_g = (list(split.get(k, [])) for k in ("train", "val", "test"))
