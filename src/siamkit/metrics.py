@@ -376,13 +376,12 @@ def _label_floor(x: torch.Tensor, labels: torch.Tensor, k: int, neighbours: int 
     table = torch.full((n_labels, m), -1, dtype=torch.long)  # each label's first m rows
     table[sorted_labels[keep], slot[keep]] = order[keep]
     allowed = torch.arange(n_labels)[:, None]
-    present = n_labels
-    if neighbours and 1 < present <= _FLOOR_MAX_LABELS:
+    if neighbours and 1 < n_labels <= _FLOOR_MAX_LABELS:
         means = torch.zeros(n_labels, x.shape[1]).index_add_(0, labels, x.float())
         sim = torch.nn.functional.normalize(means, dim=1) @ torch.nn.functional.normalize(
             means, dim=1).T
         sim.fill_diagonal_(-torch.inf)
-        near = sim.topk(min(neighbours, present - 1), dim=1).indices
+        near = sim.topk(min(neighbours, n_labels - 1), dim=1).indices
         allowed = torch.cat([allowed, near], 1)  # (labels, 1 + neighbours)
     spare = min(n, max(2 * k, 1024))  # the first rows, for rows still short of k
     floor = torch.full((n,), -torch.inf)

@@ -12,7 +12,8 @@ above the k-th best holds nothing that belongs in the top k.
 
 ``self_topk`` is the same search of a set against itself under a symmetric similarity
 (``x @ x.T``): each pair is scored once, and a block feeds both its rows' and its columns'
-top k (half the matrix products of searching row by row).
+top k (half the matrix products of searching row by row), screened in one pass by a small
+compiled kernel where one can be built.
 """
 
 from __future__ import annotations
@@ -91,9 +92,11 @@ def self_topk(
     """The ``k`` highest ``x[i] @ x[j]`` of each row ``i`` over every other row ``j``.
 
     Each unordered pair is scored once: the rows are cut into blocks of ``block``, and a
-    pair of blocks (a, b) with a < b is scored as (``rows``, ``block``) tiles whose row-group
-    maxima screen candidates for block a's rows and whose column-group maxima screen them
-    for block b's rows (a block against itself is screened by rows only). Candidates wait
+    pair of blocks (a, b) with a < b is scored as (``rows``, ``block``) tiles, each screened
+    for entries above their row's threshold (candidates for block a's rows) and above their
+    column's (for block b's rows); a block against itself is screened by rows only. The
+    screen is one pass of a compiled kernel (:mod:`siamkit.native`) where a C compiler is
+    available, else group maxima in torch and the hits in numpy. Candidates wait
     in a buffer until their block's rows have met every other row (or the buffer holds
     ``buffer`` of them) and are then merged into the running top k, once per row instead
     of once per tile. Holds the top k of every row (N x k values and int32 indices), one
