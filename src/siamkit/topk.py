@@ -52,36 +52,20 @@ def blocked_topk(
         (values (Q, k), indices (Q, k)), best first. Excluded references score -inf: with
         ``k`` equal to ``n_refs`` they come last.
     """
-    n_q = len(queries)
     k = min(k, n_refs)
     first = min(n_refs, max(block, 2 * k))
     s = score_block(queries, scores, 0, first, exclude)
     best_v, best_i = s.topk(k, dim=1)
     if first == n_refs or k == 0:
         return best_v, best_i
-    thr = best_v[:, -1].clone()  # each query's k-th best so far
-    offsets = torch.arange(group, device=queries.device)
+    thr = best_v[:, -1].clone()  # each query's k-th best so far (contiguous)
     # (the compiled screen of self_topk is slower here: for a few candidates per query
     # torch's multi-threaded group maxima beat one thread's pass: 342 vs 492 queries/s)
     for start in range(first, n_refs, block):
-        stop = min(n_refs, start + block)
-        s = score_block(queries, scores, start, stop, exclude)
-        width = stop - start
-        if width % group:
-            s = torch.nn.functional.pad(s, (0, group - width % group), value=-torch.inf)
-        n_groups = s.shape[1] // group
-        # group g holds columns g, g + n_groups, ...: the maximum reduces over a middle
-        # axis of contiguous rows, which vectorises
-        rows, g = (s.view(n_q, group, n_groups).amax(1) > thr[:, None]).nonzero(as_tuple=True)
-        if len(rows) == 0:
-            continue
-        cols = g[:, None] + offsets[None, :] * n_groups  # (n, group)
-        vals = s[rows[:, None], cols].flatten()
-        rows, cols = rows.repeat_interleave(group), cols.flatten()
-        keep = vals > thr[rows]
-        if keep.any():
-            best_v, best_i, thr = _merge(best_v, best_i, thr, rows[keep], cols[keep] + start,
-                                         vals[keep], k)
+        s = score_block(queries, scores, start, min(n_refs, start + block), exclude)
+        rows, cols, vals = _screen(s, thr, group, 0, start)
+        if len(rows):
+            best_v, best_i, thr = _merge(best_v, best_i, thr, rows, cols, vals, k)
     return best_v, best_i
 
 
