@@ -249,3 +249,17 @@ def test_text_encoder_minilm_offline():
     assert small.output_dim == 16 and small(["hi"]).shape == (1, 16)
     trainable = sum(p.numel() for p in small.parameters() if p.requires_grad)
     assert 0 < trainable < sum(p.numel() for p in small.parameters()) / 2
+    joined = create_encoder("text", normalize=True, max_seq_length=32, join_codes=True).eval()
+    with torch.no_grad():  # the same weights see "dscw150b" on both sides
+        a, b = joined(["sony dsc-w150/b camera", "sony dscw150b camera"])
+    torch.testing.assert_close(a, b)
+
+
+def test_join_codes_joins_only_codes_with_digits():
+    from siamkit.encoders import join_codes
+
+    assert join_codes("Sony DSC-W150/B camera") == "Sony DSCW150B camera"
+    assert join_codes("part 010-10613-00, ns-aw390bl") == "part 0101061300, nsaw390bl"
+    # no digit, decimals, other punctuation: unchanged
+    for text in ("ipod/iphone dock", "2.7 ' lcd", "dvd+rw", "16:9 screen", "self-cleaning"):
+        assert join_codes(text) == text

@@ -479,6 +479,30 @@ def test_multiple_negatives_ranking_hand_computed_and_false_negative_guard():
         loss(a, p[:2])
 
 
+def test_multiple_negatives_with_extra_negatives_hand_computed():
+    import math
+
+    from siamkit.distances import DotProductSimilarity
+    from siamkit.losses import MultipleNegativesRankingLoss
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    n = torch.tensor([[1.0, 1.0], [0.0, 3.0]])
+    loss = MultipleNegativesRankingLoss(DotProductSimilarity(), scale=1.0)
+    # columns p0, p1, n0, n1: a0 -> (2, 0, 1, 0), a1 -> (0, 1, 1, 3); targets 0 and 1
+
+    def ce(rows: list) -> float:
+        return sum(-(r[t] - math.log(sum(math.exp(x) for x in r))) for r, t in rows) / len(rows)
+
+    assert float(loss(a, p, negatives=n)) == pytest.approx(
+        ce([([2, 0, 1, 0], 0), ([0, 1, 1, 3], 1)]), rel=1e-6)
+    # n1 belongs to a1's duplicate group: it is not a negative of a1 (still of a0)
+    got = loss(a, p, torch.tensor([5, 6]), n, torch.tensor([9, 6]))
+    assert float(got) == pytest.approx(ce([([2, 0, 1, 0], 0), ([0, 1, 1], 1)]), rel=1e-6)
+    with pytest.raises(ValueError, match="negative_groups"):
+        loss(a, p, torch.tensor([5, 6]), n)
+
+
 def test_online_contrastive_uses_only_hard_pairs():
     from siamkit.distances import EuclideanDistance
     from siamkit.losses import OnlineContrastiveLoss

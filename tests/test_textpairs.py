@@ -129,6 +129,12 @@ def test_ditto_parser_on_missing_values_and_odd_attributes(tmp_path):
     assert serialize_record(rec) == "title: acme VAL-pro 2; unit price: 9.99"
     assert serialize_record(rec, order=["unit price"], missing="?") == (
         "unit price: 9.99; title: acme VAL-pro 2; manufacturer: ?; notes: ?")
+    # a value repeating an earlier one at its start drops the repeat (at word boundaries)
+    rep = {"name": "lg tv 42", "description": "lg tv 42 big screen", "size": "420 mm",
+           "model": "42", "copy": "lg tv 42"}
+    assert serialize_record(rep) == ("name: lg tv 42; description: big screen; size: 420 mm; "
+                                     "model: 42")
+    assert serialize_record(rep, missing="?").endswith("; copy: ?")
     f = tmp_path / "p.txt"
     f.write_text("COL a VAL x COL b VAL\tCOL a VAL y\t1\nCOL a VAL x COL b VAL\tCOL c VAL z\t0\n")
     pairs = read_ditto(f)

@@ -69,6 +69,31 @@ def test_multiple_negatives_run_and_config_errors(pair_files, tmp_path):
         train(load_config(None, ["data.dataset=pairs", "loss.name=mnrl"]), tmp_path / "bad3")
 
 
+def test_balanced_batches_with_in_batch_negatives(pair_files, tmp_path):
+    from siamkit.data.textpairs import read_text_pairs
+    from siamkit.train import train
+    from siamkit.train_pairs import _pair_drawer
+
+    pairs = read_text_pairs(pair_files / "train.csv")
+    rng = np.random.default_rng(0)
+    draw = _pair_drawer(pairs, np.arange(len(pairs)), 16, 0.25, rng)
+    for _ in range(5):
+        batch = draw()
+        assert len(batch) == 16 and pairs.same[batch].sum() == 4
+    uniform = _pair_drawer(pairs, np.arange(len(pairs)), 16, None, rng)()
+    assert len(set(uniform.tolist())) == 16
+    cfg = load_config(_config(pair_files, "online_contrastive", 3, 3),
+                      ["pairs.pos_fraction=0.5", "loss.in_batch=1.0"])
+    res = train(cfg, tmp_path / "run")
+    assert res.steps == 3 and np.isfinite(res.history[-1]["loss"])
+    for bad, match in ((["loss.in_batch=1.0", "loss.name=mnrl"], "loss.in_batch"),
+                       (["pairs.pos_fraction=1.0"], "pairs.pos_fraction"),
+                       (["loss.in_batch=-1"], "loss.in_batch must be >= 0")):
+        with pytest.raises(ConfigError, match=match):
+            train(load_config(_config(pair_files, "online_contrastive", 3, 3), bad),
+                  tmp_path / "bad")
+
+
 @pytest.fixture(scope="module")
 def text_run(pair_files, tmp_path_factory) -> Path:
     """A text twin trained for a few steps, calibrated for F1 (entity-matching style)."""

@@ -76,6 +76,10 @@ class LossConfig:
     schedule_start: float = 0.0  # schedule miner: fraction of training when hardening starts
     schedule_end: float = 0.5  # ... and when it is fully hard
     pos_fraction: float = 0.5  # pair training (contrastive, bce): fraction of positive pairs
+    # pair files, contrastive / online_contrastive: weight of an added in-batch negatives
+    # term (MNRL, scale 20): each positive pair's left side ranks its right side above every
+    # other right side of the batch (duplicate groups guarded); 0 = off
+    in_batch: float = 0.0
 
 
 @dataclass
@@ -143,6 +147,7 @@ class PairsConfig:
     positive_label: str = "1"
     val_fraction: float = 0.1  # by duplicate groups, when there is no validation file
     max_score: float = 5.0  # graded scores are divided by this for the cosine loss
+    pos_fraction: float | None = None  # labelled pairs: positives per batch (None: as drawn)
 
 
 @dataclass
@@ -350,6 +355,15 @@ def check_config(config: Config) -> None:
     need(o.lr > 0, f"optim.lr must be positive, got {o.lr}")
     need(0.0 <= lc.pos_fraction <= 1.0, f"loss.pos_fraction must be in [0, 1], got "
                                         f"{lc.pos_fraction}")
+    need(lc.in_batch >= 0, f"loss.in_batch must be >= 0, got {lc.in_batch}")
+    need(lc.in_batch == 0 or (pairs and lc.name in ("contrastive", "online_contrastive")),
+         f"loss.in_batch adds in-batch negatives to contrastive / online_contrastive on "
+         f"labelled pair datasets, not to loss.name={lc.name} on data.dataset={d.dataset}")
+    pf = config.pairs.pos_fraction
+    need(pf is None or (pairs and 0.0 < pf < 1.0 and lc.name not in ("mnrl",) + GRADED_LOSSES),
+         f"pairs.pos_fraction (positives per batch of labelled pairs) must be in (0, 1), for "
+         f"contrastive, online_contrastive or bce on a pair dataset; got {pf} with "
+         f"loss.name={lc.name}")
     need(0.0 <= o.same_group <= 1.0, f"optim.same_group must be in [0, 1], got {o.same_group}")
     need(len(config.augment.scale) == 2, "augment.scale must be [min, max]")
     need(e.calibrate_on in ("all_pairs", "skilled_pairs", "none"),

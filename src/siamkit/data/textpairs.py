@@ -258,12 +258,21 @@ def serialize_record(record: dict[str, str], order: list[str] | None = None,
     """A record as text for the text twin: ``attr: value; attr: value``.
 
     ``order`` fixes the attribute order (others follow in their own order); attributes with
-    an empty value are written with ``missing`` (dropped when ``missing`` is empty).
+    an empty value are written with ``missing`` (dropped when ``missing`` is empty). A value
+    that begins with an earlier attribute's value is written without that repeat (a
+    description that starts by repeating the name would spend the token window twice).
     """
     names = list(order or []) + [k for k in record if k not in (order or [])]
-    parts = []
+    parts: list[str] = []
+    earlier: list[str] = []
     for name in names:
         value = (record.get(name) or "").strip()
+        for prior in earlier:
+            if value.startswith(prior) and not value[len(prior):len(prior) + 1].isalnum():
+                value = value[len(prior):].strip()
+                break
+        if value:
+            earlier.append(value)
         if not value:
             if not missing:
                 continue
