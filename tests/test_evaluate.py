@@ -126,6 +126,23 @@ def test_retrieval_with_a_learned_head_uses_its_scores():
     assert evaluate_retrieval(model, data, ks=(1,))["recall@1"] == 1.0
 
 
+def test_verification_report_test_optimal_follows_the_calibration_target():
+    import numpy as np
+
+    from siamkit.calibrate import ThresholdCalibrator
+    from siamkit.evaluate import verification_report
+
+    # similarities; positives 0.9, 0.6, 0.55; negatives 0.7, 0.5, 0.4, 0.3, 0.2
+    s = np.array([0.9, 0.6, 0.55, 0.7, 0.5, 0.4, 0.3, 0.2])
+    same = np.array([1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
+    f1_cal = ThresholdCalibrator("f1", higher_is_closer=True).fit(s, same)
+    opt = verification_report(s, same, True, f1_cal)["test_optimal"]
+    # best F1 accepts down to 0.55: TP 3, FP 1 -> F1 6 / 7 (best accuracy, 7 / 8, too)
+    assert opt["target"] == "f1" and opt["f1"] == pytest.approx(6 / 7)
+    acc = verification_report(s, same, True, None)["test_optimal"]
+    assert acc["target"] == "accuracy" and acc["accuracy"] == pytest.approx(7 / 8)
+
+
 def test_verification_report_bootstrap_intervals_bracket_the_point_values():
     import numpy as np
 

@@ -21,6 +21,7 @@ from .metrics import (
     accuracy,
     auc,
     best_accuracy_threshold,
+    best_f1_threshold,
     bootstrap_ci,
     eer,
     mean_and_ci95,
@@ -355,8 +356,9 @@ def verification_report(
 
     Threshold-free figures (``auc``, ``eer``, ``tar_at_far``), the figures at the frozen
     calibrated threshold when a calibrator is given (``accuracy``, ``f1``, ``precision``,
-    ``recall``, ``far``, ``frr``, ``threshold``), and the best accuracy this data itself
-    would allow, labelled ``test_optimal`` (for reference only: its threshold peeks).
+    ``recall``, ``far``, ``frr``, ``threshold``), and the best this data itself would
+    allow, labelled ``test_optimal`` (for reference only: its threshold peeks): the best F1
+    when the calibrator targets F1, else the best accuracy (``test_optimal.target``).
     With ``ci`` > 0, ``ci95`` holds percentile-bootstrap 95% intervals (``ci`` resamples
     of the pairs) for the AUC, the EER and, at the frozen threshold, accuracy and F1.
     """
@@ -367,13 +369,15 @@ def verification_report(
         return t if higher_is_closer else -t
 
     rate, t_eer = eer(sim, same)
-    _, t_opt = best_accuracy_threshold(sim, same)
+    opt_target = "f1" if calibrator is not None and calibrator.target == "f1" else "accuracy"
+    _, t_opt = (best_f1_threshold if opt_target == "f1" else best_accuracy_threshold)(sim, same)
     out: dict[str, Any] = {
         "auc": auc(sim, same), "eer": rate, "eer_threshold": native(t_eer),
         "tar_at_far": {f"{t:g}": v for t, v in tar_at_far(sim, same).items()},
         "positives": int(same.sum()), "negatives": int((~same).sum()),
         "higher_is_closer": higher_is_closer,
-        "test_optimal": {**rates_at(sim, same, t_opt), "threshold": native(t_opt)},
+        "test_optimal": {**rates_at(sim, same, t_opt), "threshold": native(t_opt),
+                         "target": opt_target},
         # figures at a calibrated threshold; None until `siamkit calibrate` stores one
         "accuracy": None, "precision": None, "recall": None, "f1": None, "far": None,
         "frr": None, "threshold": None, "threshold_target": None,

@@ -146,8 +146,9 @@ def build_report(
         rows.append(("threshold", "none calibrated: threshold-free figures only"))
     opt = metrics.get("test_optimal", {})
     if opt:
-        rows.append(("test-optimal accuracy (peeks; reference only)",
-                     f"{opt['accuracy']:.4f} at {opt['threshold']:.6g}"))
+        what = opt.get("target", "accuracy")
+        rows.append((f"test-optimal {what} (peeks; reference only)",
+                     f"{opt[what]:.4f} at {opt['threshold']:.6g}"))
     table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                       for k, v in rows)
 

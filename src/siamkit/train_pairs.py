@@ -5,10 +5,11 @@ file, MRPC, STS-B or a Ditto entity-matching folder), carve validation out of tr
 duplicate groups when there is no validation file, then each step embeds a batch of
 pairs with the shared encoder and applies the loss (contrastive, online contrastive,
 multiple negatives with the duplicate-group guard, the learned head's binary
-cross-entropy, or cosine regression on graded scores; optionally balanced positives per
-batch and an in-batch negatives term beside the contrastive ones); validation every ``eval.every``
-steps (AUC for labelled pairs, Spearman for graded ones) keeps the best checkpoint, and a
-threshold is calibrated on validation at the end (``eval.calibrate_target``).
+cross-entropy, or cosine regression on graded scores; optionally balanced positives
+per batch and an in-batch negatives term beside the contrastive ones); validation every
+``eval.every`` steps (AUC for labelled pairs, Spearman for graded ones) keeps the best
+checkpoint, and a threshold is calibrated on validation at the end
+(``eval.calibrate_target``).
 """
 
 from __future__ import annotations
@@ -209,10 +210,11 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
             loss = loss_fn(emb, None, Pairs(rows[same], rows[same] + len(batch),
                                             rows[~same], rows[~same] + len(batch)))
         if in_batch is not None and train.same[batch].any():
-            p = torch.from_numpy(train.same[batch])
+            pos = train.same[batch]  # positives rank against all right sides of the batch
+            p = torch.from_numpy(pos)
             loss = loss + lc.in_batch * in_batch(
-                ea[p], eb[p], torch.from_numpy(groups[left[p.numpy()]]), eb[~p],
-                torch.from_numpy(groups[right[~p.numpy()]]))
+                ea[p], eb[p], torch.from_numpy(groups[left[pos]]), eb[~p],
+                torch.from_numpy(groups[right[~pos]]))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
