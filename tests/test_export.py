@@ -123,8 +123,9 @@ def test_text_model_exports_with_its_tokenizer_and_predicts_without_torch(tmp_pa
         pytest.skip("MRPC mirror absent")
     from siamkit.data.textpairs import load_mrpc, write_text_pairs
 
-    run = make_text_run(tmp_path / "run", threshold=0.5, max_seq_length=24,
-                        overrides=("model.head=true", "model.head_features=sbert"))
+    run = make_text_run(tmp_path / "run", threshold=0.5, overrides=(
+        "model.head=true", "model.head_features=sbert",
+        "model.encoder_args={max_seq_length: 24, join_codes: true}"))
     test = load_mrpc("test", MIRROR)
     pairs = write_text_pairs(tmp_path / "p.csv", test.subset(np.arange(len(test)) < 40))
     out = tmp_path / "onnx"
@@ -136,6 +137,15 @@ def test_text_model_exports_with_its_tokenizer_and_predicts_without_torch(tmp_pa
     assert p["ok"] and p["real_inputs"] and p["inputs"] == 32 and p["decisions_equal"]
     assert {"encoder.onnx", "verifier.onnx", "tokenizer.json", "predict.py"} <= {
         f.name for f in out.iterdir()}
+    # product codes are joined on the ONNX side as the model joins them
+    from siamkit.onnx_predict import tokenize
+
+    assert m["input"]["join_codes"]
+    ids, _ = tokenize(["Sony DSC-W150/B", "sony dscw150b"], m["input"], out)
+    assert ids[0].tolist() == ids[1].tolist()
+    plain, _ = tokenize(["Sony DSC-W150/B", "sony dscw150b"],
+                        {**m["input"], "join_codes": None}, out)
+    assert plain[0].tolist() != plain[1].tolist()
     a, b = test.texts[test.left[0]], test.texts[test.right[0]]
     driver = ("import runpy, sys, json; ns = runpy.run_path(sys.argv[1]); "
               "rc = ns['main'](sys.argv[2:]); "
@@ -151,26 +161,3 @@ def test_text_model_exports_with_its_tokenizer_and_predicts_without_torch(tmp_pa
     assert got["score"] == pytest.approx(want["score"], abs=1e-4)
     assert got["same"] == want["same"] and got["threshold"] == 0.5
 
-
-def test_text_export_joins_codes_as_the_model_does(tmp_path, capsys):
-    pytest.importorskip("tokenizers")
-    from siamkit.onnx_predict import tokenize
-
-    run = make_text_run(tmp_path / "run", threshold=0.5, overrides=(
-        "model.encoder_args={max_seq_length: 24, join_codes: true}",))
-    rows = [("sony dsc-w150/b camera", "sony dscw150b cyber-shot", 1),
-            ("garmin mount 010-10613-00", "garmin dash mount 0101061300", 1),
-            ("lg ldf6920bb dishwasher", "lg lds4821ww semi integrated dishwasher", 0),
-            ("yamaha ns-aw390wh speakers", "yamaha nsaw390bl outdoor speakers", 0)]
-    pairs = tmp_path / "codes.csv"
-    pairs.write_text("a,b,label\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
-    out = tmp_path / "onnx"
-    assert main(["--quiet", "export", "--model", str(run), "--out", str(out), "--data",
-                 str(pairs), "--json"]) == 0
-    m = json.loads(capsys.readouterr().out)
-    assert m["input"]["join_codes"] and m["parity"]["ok"] and m["parity"]["real_inputs"]
-    ids, _ = tokenize(["Sony DSC-W150/B", "sony dscw150b"], m["input"], out)
-    assert ids[0].tolist() == ids[1].tolist()
-    plain, _ = tokenize(["Sony DSC-W150/B", "sony dscw150b"], {**m["input"],
-                                                               "join_codes": None}, out)
-    assert plain[0].tolist() != plain[1].tolist()
