@@ -94,5 +94,9 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group once every rank is done: a rank that tears down while
+    another still works can abort in gloo ("terminate called without an active exception",
+    seen once in CI when rank 0 alone ran extra work)."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
