@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
 
 
 def _pair_drawer(train: TextPairs, pool: np.ndarray, size: int, pos_fraction: float | None,
-                 rng: np.random.Generator) -> Any:
+                 rng: np.random.Generator) -> Callable[[], np.ndarray]:
     """A function drawing one batch of pair indices from ``pool``: uniformly, or with
     ``pos_fraction`` of them positive (each side drawn without replacement while it
     lasts)."""
@@ -209,8 +210,8 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
             same = torch.from_numpy(train.same[batch])
             loss = loss_fn(emb, None, Pairs(rows[same], rows[same] + len(batch),
                                             rows[~same], rows[~same] + len(batch)))
-        if in_batch is not None and train.same[batch].any():
-            pos = train.same[batch]  # positives rank against all right sides of the batch
+        pos = train.same[batch] if in_batch is not None else None
+        if pos is not None and pos.any():  # positives rank against every right side
             p = torch.from_numpy(pos)
             loss = loss + lc.in_batch * in_batch(
                 ea[p], eb[p], torch.from_numpy(groups[left[pos]]), eb[~p],

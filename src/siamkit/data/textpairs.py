@@ -273,9 +273,9 @@ def serialize_record(record: dict[str, str], order: list[str] | None = None,
                 break
         if value:
             earlier.append(value)
-        if not value:
-            if not missing:
-                continue
+        elif not missing:
+            continue
+        else:
             value = missing
         parts.append(f"{name}: {value}")
     return "; ".join(parts)
