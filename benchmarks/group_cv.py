@@ -4,11 +4,14 @@ A small dataset's validation split (4 face subjects, say) saturates and cannot r
 configs. This script never touches the split file's test groups: it pools the train
 and validation groups, cuts them into ``--folds`` group-disjoint folds, trains on all
 but one fold and scores every pair of the held-out fold (AUC, EER). The mean over the
-folds is what to tune on. Prints a table and writes JSON.
+folds is what to tune on. Prints a table and writes JSON. With ``--seeds N`` every fold
+trains N models (seeds config.seed, +1, ...) and its EER is that of their averaged
+distances, each seed's own EER kept beside it: how much of a difference is one run's luck.
 
     python benchmarks/group_cv.py --config configs/att_faces.yaml
     python benchmarks/group_cv.py --config configs/att_faces.yaml --set optim.steps=600 \
         --out benchmarks/results/faces_cv_600.json
+    python benchmarks/group_cv.py --config configs/att_faces.yaml --seeds 3
 """
 
 from __future__ import annotations
@@ -38,25 +41,38 @@ def folds_of(groups: list[str], k: int, seed: int) -> list[list[str]]:
     return [sorted(order[i::k].tolist()) for i in range(k)]
 
 
-def run_fold(config, data, train_groups, held_out, out: Path) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        split = Path(tmp) / "split.json"
-        split.write_text(json.dumps({"train": train_groups, "val": held_out, "test": []}))
-        config.data.split_file = str(split)
-        # validate only at the end, so the held-out fold never picks a checkpoint
-        config.eval.every = config.optim.steps
-        t = time.perf_counter()
-        train(config, out, overwrite=True)
-        minutes = (time.perf_counter() - t) / 60
-    model, cfg, _ = load_model(out)
+def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1) -> dict:
+    """Train on ``train_groups`` (``seeds`` times, seeds config.seed, +1, ...) and score
+    every pair of ``held_out``; with several seeds also the models' averaged distances."""
     names = data.class_names
-    keep = [c for c, n in enumerate(names) if n in set(held_out)]
-    fold = data.subset_classes(keep)
+    fold = data.subset_classes([c for c, n in enumerate(names) if n in set(held_out)])
     i, j, same = all_pairs(fold.labels.numpy())
-    emb = embed_images(model, fold.images, tta=cfg.eval.tta)
-    rep = verification_report(score_pairs(model, emb, i, j), same, model.higher_is_closer)
-    return {"held_out": held_out, "trained_on": train_groups, "auc": rep["auc"], "eer": rep["eer"],
-            "pairs": int(len(same)), "train_minutes": round(minutes, 2)}
+    scores, minutes, higher = [], 0.0, False
+    base_seed = config.seed
+    for s in range(seeds):
+        config.seed = base_seed + s
+        run = out if seeds == 1 else out / f"seed{config.seed}"
+        with tempfile.TemporaryDirectory() as tmp:
+            split = Path(tmp) / "split.json"
+            split.write_text(json.dumps({"train": train_groups, "val": held_out, "test": []}))
+            config.data.split_file = str(split)
+            # validate only at the end, so the held-out fold never picks a checkpoint
+            config.eval.every = config.optim.steps
+            t = time.perf_counter()
+            train(config, run, overwrite=True)
+            minutes += (time.perf_counter() - t) / 60
+        model, cfg, _ = load_model(run)
+        emb = embed_images(model, fold.images, tta=cfg.eval.tta)
+        scores.append(score_pairs(model, emb, i, j))
+        higher = model.higher_is_closer
+    reps = [verification_report(sc, same, higher) for sc in scores]
+    row = {"held_out": held_out, "trained_on": train_groups, "auc": reps[0]["auc"],
+           "eer": reps[0]["eer"], "pairs": int(len(same)), "train_minutes": round(minutes, 2)}
+    if seeds > 1:  # each seed alone, and the seeds' scores averaged (an ensemble)
+        ens = verification_report(np.mean(scores, axis=0), same, higher)
+        row.update(seed_eers=[r["eer"] for r in reps], auc=ens["auc"], eer=ens["eer"],
+                   mean_seed_eer=float(np.mean([r["eer"] for r in reps])))
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "cv")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train this many seeds per fold; the fold's EER is then that of "
+                             "their averaged scores (each seed's own EER is kept too)")
     parser.add_argument("--train-groups", type=int, default=None,
                         help="train on only this many of each fold's training groups (drawn "
                              "with --fold-seed): a learning curve over the number of groups")
@@ -85,15 +104,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.train_groups:
             rng = np.random.default_rng(args.fold_seed + 1000 * f)
             train_groups = sorted(rng.choice(train_groups, args.train_groups, replace=False))
-        rows.append(run_fold(cfg, data, train_groups, held_out, args.runs_dir / f"fold{f}"))
+        rows.append(run_fold(cfg, data, train_groups, held_out, args.runs_dir / f"fold{f}",
+                             args.seeds))
         r = rows[-1]
-        print(f"fold {f}: AUC {r['auc']:.4f}  EER {100 * r['eer']:.2f}%  "
+        alone = (f"  (seeds alone: {' / '.join(f'{100 * e:.2f}' for e in r['seed_eers'])}%)"
+                 if args.seeds > 1 else "")
+        print(f"fold {f}: AUC {r['auc']:.4f}  EER {100 * r['eer']:.2f}%{alone}  "
               f"({r['train_minutes']:.1f} min)", flush=True)
     eers = [r["eer"] for r in rows]
     report = {"config": str(args.config), "overrides": args.overrides, "folds": rows,
-              "train_groups": args.train_groups,
+              "train_groups": args.train_groups, "seeds": args.seeds,
               "mean_eer": float(np.mean(eers)),
               "mean_auc": float(np.mean([r["auc"] for r in rows]))}
+    if args.seeds > 1:
+        report["mean_seed_eer"] = float(np.mean([r["mean_seed_eer"] for r in rows]))
+        print(f"seeds alone: mean EER {100 * report['mean_seed_eer']:.2f}%")
     print(f"mean EER {100 * report['mean_eer']:.2f}%  mean AUC {report['mean_auc']:.4f}  "
           f"{' '.join(args.overrides)}")
     if args.out:

@@ -112,8 +112,9 @@ def test_digits_benchmark_smoke(tmp_path, capsys):
 
 @pytest.mark.skipif(not (MIRROR / "att_faces").is_dir(), reason="AT&T faces mirror not present")
 def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
-    """Group CV on the real faces at a tiny size, with the learning-curve option: every
-    fold trains on the asked number of groups, none of them held out or in the test split."""
+    """Group CV on the real faces at a tiny size, with the learning-curve option (every
+    fold trains on the asked number of groups, none of them held out or in the test split)
+    and two seeds per fold scored together."""
     monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
     monkeypatch.chdir(ROOT)  # the config's split file is relative to the repository
     bench = import_benchmark("group_cv")
@@ -121,13 +122,16 @@ def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     code = bench.main(["--config", "configs/att_faces.yaml", "--set", "optim.steps=2",
                        "--set", "data.size=16", "--set", "model.encoder_args.width=8",
                        "--set", "optim.warmup_steps=0", "--folds", "2", "--train-groups", "3",
-                       "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+                       "--seeds", "2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     test = set(json.loads((ROOT / "configs/splits/att_faces.json").read_text())["test"])
-    assert report["train_groups"] == 3 and len(report["folds"]) == 2
-    for fold in report["folds"]:
+    assert report["train_groups"] == 3 and len(report["folds"]) == 2 and report["seeds"] == 2
+    assert 0 <= report["mean_seed_eer"] <= 1
+    for f, fold in enumerate(report["folds"]):
         assert 0 <= fold["eer"] <= 1 and len(fold["trained_on"]) == 3
+        assert len(fold["seed_eers"]) == 2
+        assert {p.name for p in (tmp_path / "runs" / f"fold{f}").iterdir()} == {"seed0", "seed1"}
         assert not (test | set(fold["held_out"])) & set(fold["trained_on"])
         assert not test & set(fold["held_out"])
     assert "mean EER" in capsys.readouterr().out

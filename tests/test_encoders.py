@@ -10,6 +10,7 @@ from torch.testing import assert_close
 import siamkit.encoders as encoders
 from siamkit.encoders import (
     Conv4Encoder,
+    EnsembleEncoder,
     KochEncoder,
     L2Norm,
     MLPEncoder,
@@ -186,6 +187,47 @@ def test_mlp_dropout_and_normalize() -> None:
 def test_mlp_bad_in_features_raises() -> None:
     with pytest.raises(ValueError, match="in_features"):
         create_encoder("mlp", in_features=0)
+
+
+# --- ensemble ------------------------------------------------------------------------------
+
+
+def test_ensemble_concatenates_independent_members() -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("ensemble", members=3, width=8, input_size=28, embedding_dim=5)
+    assert isinstance(enc, EnsembleEncoder)
+    assert enc.member_dims == [5, 5, 5] and enc.output_dim == 15
+    assert enc.in_channels == 1 and enc.input_size == 28
+    first = [m.project.weight for m in enc.members]
+    assert not torch.equal(first[0], first[1])  # each member has its own weights
+    out = _run(enc, 1, 28, 28)
+    assert out.shape == (2, 15)
+    enc.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        x = torch.randn(2, 1, 28, 28)
+        assert_close(enc(x)[:, 5:10], enc.members[1](x))
+
+
+def test_ensemble_squared_distance_is_the_sum_over_members() -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("ensemble", members=2, member="mlp", in_features=4, hidden=[],
+                         embedding_dim=3, dropout=0.0).eval()
+    a, b = torch.randn(1, 4), torch.randn(1, 4)
+    with torch.no_grad():
+        total = ((enc(a) - enc(b)) ** 2).sum()
+        each = sum(((m(a) - m(b)) ** 2).sum() for m in enc.members)
+    assert_close(total, each)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"members": 0}, "at least 1"),
+    ({"member": "ensemble"}, "cannot be"),
+    ({"member": "text"}, "cannot be"),
+])
+def test_ensemble_bad_options_raise(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_encoder("ensemble", **kwargs)
 
 
 # --- registry ------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ def test_predict_script_runs_without_torch_and_agrees_with_siamkit(run_dir, alph
         assert got["same"] == want["same"] and got["threshold"] == want["threshold"]
 
 
-def test_tabular_model_exports(tmp_path):
+@pytest.mark.parametrize("members", [0, 2])  # 2: an ensemble of two MLPs
+def test_tabular_model_exports(tmp_path, members):
     import torch
 
     from siamkit.builders import build_model
@@ -100,8 +101,10 @@ def test_tabular_model_exports(tmp_path):
     from siamkit.export import export_onnx
 
     config = Config()
-    config.model.encoder = "mlp"
-    config.model.encoder_args = {"in_features": 64, "embedding_dim": 16}
+    config.model.encoder = "ensemble" if members else "mlp"
+    config.model.encoder_args = {"in_features": 64, "embedding_dim": 16 // max(1, members)}
+    if members:
+        config.model.encoder_args.update(member="mlp", members=members)
     torch.manual_seed(0)
     model = build_model(config.model, 1, 28)
     model.eval()

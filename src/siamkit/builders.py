@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
     """The Siamese network a :class:`ModelConfig` describes, for images of this shape."""
     args: dict[str, Any] = dict(cfg.encoder_args)
-    if cfg.encoder in ("conv4", "koch"):
+    kind = args.get("member", "conv4") if cfg.encoder == "ensemble" else cfg.encoder
+    if kind in ("conv4", "koch"):
         args.setdefault("in_channels", channels)
         args.setdefault("input_size", size)
     try:

@@ -285,6 +285,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _add_ensemble(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("ensemble", help="join runs of one config (other seeds) into one model")
+    x.add_argument("runs", nargs="+", help="run folders of trained models")
+    x.add_argument("--out", required=True, help="run folder to write")
+    x.add_argument("--no-calibrate", action="store_true",
+                   help="do not fit a threshold on the config's validation split")
+    x.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``siamkit`` command."""
     parser = argparse.ArgumentParser(prog="siamkit", description=(
@@ -293,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command",
                                 metavar="{train,eval,calibrate,verify,split,report,enroll,"
-                                        "identify,serve,export,dedupe,demo}")
+                                        "identify,serve,export,dedupe,ensemble,demo}")
     sub.required = True
     _add_train(sub)
     eval_sub = _add_eval(sub)
@@ -303,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_export(sub)
     _add_dedupe(sub)
+    _add_ensemble(sub)
     r = sub.add_parser("report", help="HTML report: metrics, ROC/DET, histograms, errors, map")
     _add_pair_source(r)
     r.add_argument("--out", required=True, help="HTML file to write")
@@ -349,6 +359,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if validated else "no validation set: the last model is kept")
     print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.images_per_second:.0f} "
           f"items/s); {best}; model in {res.run_dir}")
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .ensemble import ensemble_runs
+
+    out = ensemble_runs(args.runs, args.out, calibrate=not args.no_calibrate,
+                        overwrite=args.overwrite)
+    threshold = load_model(out)[2].get("threshold")
+    note = (f"threshold {threshold['threshold_']:.4g} from {threshold['source']}"
+            if threshold else "no threshold")
+    print(f"joined {len(args.runs)} runs into {out} ({note})")
     return 0
 
 
@@ -1093,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
         ("identify", None): _cmd_identify,
         ("serve", None): _cmd_serve,
         ("export", None): _cmd_export,
+        ("ensemble", None): _cmd_ensemble,
         ("calibrate", None): _cmd_calibrate,
         ("verify", None): _cmd_verify,
         ("split", None): _cmd_split,

@@ -296,6 +296,9 @@ def check_config(config: Config) -> None:
                                    and not config.augment.enabled),
          "data.dataset=digits (tabular) trains model.encoder=mlp, without image "
          "augmentation (augment.enabled=false) or rotations")
+    need(m.encoder != "ensemble",
+         "model.encoder=ensemble is not trained: train each member as its own run (seeds "
+         "0, 1, ...) and join them with `siamkit ensemble RUN RUN ... --out DIR`")
     pairs = d.dataset in PAIR_DATASETS
     need(not pairs or lc.name in PAIR_LOSSES,
          f"pair datasets train with {', '.join(PAIR_LOSSES)}, not loss.name={lc.name}")

@@ -11,6 +11,7 @@ from torch import nn
 
 __all__ = [
     "Conv4Encoder",
+    "EnsembleEncoder",
     "KochEncoder",
     "MLPEncoder",
     "L2Norm",
@@ -221,6 +222,42 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.net(x))
+
+
+@register_encoder("ensemble")
+class EnsembleEncoder(nn.Module):
+    """``members`` encoders of one kind side by side; the embedding is their concatenation.
+
+    Built by :func:`siamkit.ensemble.ensemble_runs` from runs trained apart (one config,
+    other seeds), not trained as one. Scored together, the squared Euclidean distance of
+    two concatenations is the sum of the members' squared distances (with ``normalize``d
+    members, the cosine is the mean of their cosines). On small data, where one training
+    run's luck decides much, the sum varies less than any member.
+
+    Args:
+        members: how many encoders.
+        member: the registered encoder each member is (``conv4``, ``koch``, ``mlp``).
+        **member_args: the options of every member, e.g. ``width`` or ``embedding_dim``.
+
+    Shape: (B, ...) -> (B, members * member output_dim).
+    """
+
+    def __init__(self, members: int = 3, member: str = "conv4", **member_args: object) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be at least 1, got {members}")
+        if member in ("ensemble", "text"):
+            raise ValueError(f"an ensemble's members cannot be {member!r} encoders")
+        self.members = nn.ModuleList(create_encoder(member, **member_args)
+                                     for _ in range(members))
+        self.member_dims = [m.output_dim for m in self.members]
+        self.output_dim = sum(self.member_dims)
+        for attr in ("in_channels", "input_size", "in_features"):
+            if hasattr(self.members[0], attr):
+                setattr(self, attr, getattr(self.members[0], attr))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(x) for m in self.members], dim=-1)
 
 
 CODE_TOKEN = re.compile(r"\b[0-9a-z]+(?:[-/][0-9a-z]+)+\b", re.IGNORECASE)

@@ -1,0 +1,96 @@
+"""Seed ensembles: runs of one config joined into one model, on real AT&T faces."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from siamkit.checkpoint import RunError, load_model
+from siamkit.cli import main
+from siamkit.config import ConfigError, load_config
+from siamkit.ensemble import ensemble_runs
+from siamkit.evaluate import to_float
+from siamkit.train import load_training_data, train
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = ROOT.parent / "shared" / "datasets"
+pytestmark = pytest.mark.skipif(not (MIRROR / "att_faces").is_dir(),
+                                reason="AT&T faces mirror not present")
+TINY = ["optim.steps=3", "data.size=16", "model.encoder_args.width=8", "optim.warmup_steps=0",
+        "eval.every=3", "eval.episodes=10"]
+
+
+def _config(*extra: str):
+    return load_config(ROOT / "configs" / "att_faces.yaml", TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def face_runs(tmp_path_factory) -> list[Path]:
+    """The faces config (its split file) trained tiny, with seeds 0 and 1."""
+    os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
+    root = tmp_path_factory.mktemp("members")
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the config's split file is relative to the repository
+    try:
+        for seed in (0, 1):
+            train(_config(f"seed={seed}"), root / f"seed{seed}")
+    finally:
+        os.chdir(cwd)
+    return [root / "seed0", root / "seed1"]
+
+
+def test_joined_model_embeds_as_its_members_side_by_side(face_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = ensemble_runs(face_runs, tmp_path / "ens")
+    joined, config, card = load_model(out)
+    members = [load_model(r)[0] for r in face_runs]
+    assert config.model.encoder == "ensemble" and config.model.encoder_args["members"] == 2
+    assert [m["seed"] for m in card["members"]] == [0, 1]
+    faces = to_float(load_training_data(config).images[:6])
+    with torch.no_grad():
+        want = torch.cat([m.embed(faces) for m in members], dim=1)
+        assert torch.allclose(joined.embed(faces), want, atol=1e-5)
+        a, b = faces[:3], faces[3:]
+        d2 = sum(m.score_embeddings(m.embed(a), m.embed(b)) ** 2 for m in members)
+        assert torch.allclose(joined.score_embeddings(joined.embed(a), joined.embed(b)) ** 2,
+                              d2, atol=1e-4)  # squared distance: the members' sum
+    th = card["threshold"]  # calibrated afresh on the validation subjects
+    assert th["target"] == "eer" and th["source"].startswith("validation groups")
+    assert th["threshold_"] != load_model(face_runs[0])[2]["threshold"]["threshold_"]
+
+
+def test_cli_joins_and_refuses_what_is_not_one_config(face_runs, tmp_path, monkeypatch,
+                                                      capsys):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "ens"
+    args = ["ensemble", str(face_runs[0]), str(face_runs[1]), "--out", str(out)]
+    assert main(["--quiet", *args, "--no-calibrate"]) == 0
+    assert "joined 2 runs" in capsys.readouterr().out and "threshold" not in load_model(out)[2]
+    assert main(["--quiet", *args]) != 0  # an existing folder is not replaced unasked
+    assert "not empty" in capsys.readouterr().err
+    assert main(["--quiet", *args, "--overwrite"]) == 0
+    with pytest.raises(RunError, match="at least two"):
+        ensemble_runs(face_runs[:1], tmp_path / "one")
+    train(_config("model.encoder_args.width=4"), tmp_path / "narrow")
+    with pytest.raises(RunError, match="another config"):
+        ensemble_runs([face_runs[0], tmp_path / "narrow"], tmp_path / "mixed")
+    with pytest.raises(RunError, match="only image and tabular"):
+        ensemble_runs([out, out], tmp_path / "nested")
+    with pytest.raises(ConfigError, match="siamkit ensemble"):
+        train(load_config(None, ["model.encoder=ensemble"]), tmp_path / "trained")
+
+
+def test_without_a_split_file_no_threshold_is_fitted(tmp_path, caplog):
+    os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
+    runs = []
+    for seed in (0, 1):  # each seed holds out other validation subjects
+        train(_config(f"seed={seed}", "data.split_file=null"), tmp_path / f"s{seed}")
+        runs.append(tmp_path / f"s{seed}")
+    with caplog.at_level(logging.WARNING, logger="siamkit.ensemble"):
+        out = ensemble_runs(runs, tmp_path / "ens")
+    assert "validation splits differ by seed" in caplog.text
+    assert "threshold" not in load_model(out)[2]
