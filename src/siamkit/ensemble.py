@@ -26,16 +26,13 @@ __all__ = ["ensemble_runs"]
 
 logger = logging.getLogger(__name__)
 
-# settings that may differ between members: what made them different runs
-_FREE = ("seed", "optim.time_limit_minutes", "optim.threads")
-
 
 def _comparable(config: object) -> dict:
+    """The config without what may differ between members: seed, time limit, threads."""
     d = copy.deepcopy(config_to_dict(config))
     d.pop("seed", None)
-    for key in _FREE[1:]:
-        section, name = key.split(".")
-        d.get(section, {}).pop(name, None)
+    for name in ("time_limit_minutes", "threads"):
+        d.get("optim", {}).pop(name, None)
     return d
 
 
