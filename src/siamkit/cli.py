@@ -363,12 +363,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
+    from .checkpoint import CONFIG
     from .ensemble import ensemble_runs
 
     out = ensemble_runs(args.runs, args.out, calibrate=not args.no_calibrate,
                         overwrite=args.overwrite)
-    threshold = load_model(out)[2].get("threshold")
+    threshold = json.loads((out / CONFIG).read_text()).get("threshold")  # the card alone
     note = (f"threshold {threshold['threshold_']:.4g} from {threshold['source']}"
             if threshold else "no threshold")
     print(f"joined {len(args.runs)} runs into {out} ({note})")

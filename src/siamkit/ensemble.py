@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 def _comparable(config: object) -> dict:
     """The config without what may differ between members: seed, time limit, threads."""
-    d = copy.deepcopy(config_to_dict(config))
+    d = config_to_dict(config)  # a fresh copy (dataclasses.asdict)
     d.pop("seed", None)
     for name in ("time_limit_minutes", "threads"):
         d.get("optim", {}).pop(name, None)
