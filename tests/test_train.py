@@ -167,7 +167,7 @@ def test_resume_with_the_mining_schedule_is_exact(tmp_path, small_omniglot):
         torch.testing.assert_close(a[k], b[k], msg=k)
 
 
-def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot):
+def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot, caplog):
     names = small_omniglot.group_names
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": names[:4], "val": names[3:5], "test": names[5:]}))
@@ -181,11 +181,39 @@ def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot):
     assert card["config"]["data"]["split_file"] == str(split)
     ok = apply_overrides(cfg, ["data.allow_overlap=true"])
     split.write_text(json.dumps({"train": names[:4], "val": names[3:5], "test": []}))
-    assert train(ok, tmp_path / "r3", data=small_omniglot).steps == 2
+    with caplog.at_level("WARNING", logger="siamkit.train"):
+        assert train(ok, tmp_path / "r3", data=small_omniglot).steps == 2
+    unused = len(names) - 5  # the data has groups the split file does not name: said
+    assert f"{unused} are in no split and unused" in caplog.text
     missing = apply_overrides(cfg, ["data.split_file=no/such/split.json"])
     with pytest.raises(ConfigError, match=r"no/such/split.json: no such file \(relative to the "
                                           r"current directory"):
         train(missing, tmp_path / "r4", data=small_omniglot)
+
+
+def test_init_from_starts_training_from_a_trained_encoder(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"optim.steps": 30, "eval.every": 30, "optim.lr": 3e-3})
+    train(cfg, tmp_path / "source", data=small_omniglot)
+    first_loss: dict[str, float] = {}
+
+    def first(name: str):
+        def record(step: int, loss: float) -> None:
+            first_loss.setdefault(name, loss)
+        return record
+
+    one = apply_overrides(cfg, ["optim.steps=1", "eval.every=1"])
+    train(one, tmp_path / "fresh", data=small_omniglot, callbacks=[first("fresh")])
+    warm = apply_overrides(one, [f"model.init_from={tmp_path / 'source'}"])
+    train(warm, tmp_path / "warm", data=small_omniglot, callbacks=[first("warm")])
+    assert first_loss["warm"] < 0.7 * first_loss["fresh"]  # it already separates classes
+    card = json.loads((tmp_path / "warm" / "config.json").read_text())
+    assert card["config"]["model"]["init_from"] == str(tmp_path / "source")
+    narrow = apply_overrides(warm, ["model.encoder_args.width=8"])
+    with pytest.raises(ConfigError, match="does not fit this one: size mismatch"):
+        train(narrow, tmp_path / "narrow", data=small_omniglot)
+    with pytest.raises(ConfigError, match="model.init_from: model folder not found"):
+        train(apply_overrides(one, [f"model.init_from={tmp_path / 'nope'}"]),
+              tmp_path / "nope_run", data=small_omniglot)
 
 
 def test_sampler_k_shrinks_to_the_smallest_class(caplog):

@@ -122,6 +122,17 @@ def test_f1_calibrated_runs_select_checkpoints_by_validation_f1(text_run, pair_f
     assert best_f1_threshold(s, val.same)[0] == pytest.approx(best, abs=1e-6)
 
 
+def test_init_from_continues_from_a_trained_text_twin(text_run, pair_files, tmp_path):
+    from siamkit.train import train
+
+    cfg = load_config(_config(pair_files, "online_contrastive", 1, 1),
+                      ["eval.calibrate_target=f1", f"model.init_from={text_run}"])
+    res = train(cfg, tmp_path / "warm")
+    source = json.loads((text_run / "train_summary.json").read_text())
+    # step 0 scores the warm-started twin on the same validation pairs: the source's best
+    assert res.history[0]["val_metric"] == pytest.approx(source["best_val_metric"], abs=1e-6)
+
+
 def test_time_limit_stops_pair_training_and_still_writes_a_run(pair_files, tmp_path, caplog):
     from siamkit.train import train
 

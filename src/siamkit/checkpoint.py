@@ -16,7 +16,7 @@ from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .siamese import SiameseNetwork
 
 __all__ = ["save_model", "load_model", "update_card", "RunError", "atomic_write_text",
-           "model_identity"]
+           "model_identity", "warm_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +117,23 @@ def model_identity(run_dir: str | Path, name: str = WEIGHTS) -> str:
     h.update(json.dumps(card.get("config", {}), sort_keys=True).encode())
     h.update(json.dumps(card.get("input", {}), sort_keys=True).encode())
     return h.hexdigest()
+
+
+def warm_start(model: SiameseNetwork, run_dir: str | Path) -> None:
+    """Start ``model``'s encoder from the encoder of the trained run ``run_dir``
+    (``model.init_from``): the same encoder and options, trained elsewhere, e.g. on
+    Omniglot before a small set of characters. The loss, head and optimiser start fresh."""
+    path = Path(os.path.expanduser(os.path.expandvars(str(run_dir))))
+    try:
+        source, config, _ = load_model(path)
+    except RunError as exc:
+        raise ConfigError(f"model.init_from: {exc}") from None
+    try:
+        model.encoder.load_state_dict(source.encoder.state_dict())
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise ConfigError(f"model.init_from {path}: its encoder ({config.model.encoder}, "
+                          f"{config.model.encoder_args}) does not fit this one: "
+                          f"{detail}") from None
+    logger.info("encoder weights from %s", path)

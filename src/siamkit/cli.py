@@ -459,11 +459,13 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
 def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
     """Embed command-line inputs as the model takes them: image files, texts (a text
     model), or records written as Ditto's ``COL attr VAL value ...`` (a record MLP twin)."""
+    from .data.records import featurizer_from_card
+
     if _is_text(model):
         from .evaluate import embed_texts
 
         return embed_texts(model, items)
-    featurizer = _featurizer(card)
+    featurizer = featurizer_from_card(card)
     if featurizer is not None:
         from .data.textpairs import parse_ditto_record
         from .evaluate import embed_records
@@ -485,10 +487,11 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     from .checkpoint import load_model
     from .data.images import scan_folder
     from .data.pairs import PairList, all_pairs, read_pair_csv, skilled_pairs
+    from .data.records import featurizer_from_card
     from .evaluate import score_pairs
 
     model, config, card = load_model(args.model)
-    if _is_text(model) or _featurizer(card) is not None:
+    if _is_text(model) or featurizer_from_card(card) is not None:
         return _scored_text_pairs(args, model, card, config)
     if not args.data:
         raise ValueError("an image model needs --data (the folder the images are in)")
@@ -530,19 +533,10 @@ def _is_text(model: Any) -> bool:
     return is_text_model(model)
 
 
-def _featurizer(card: dict) -> Any:
-    """The record featuriser of an MLP twin trained on record pairs, else None."""
-    inp = card.get("input", {})
-    if inp.get("kind") != "records":
-        return None
-    from .data.records import RecordFeaturizer
-
-    return RecordFeaturizer.from_dict(inp["featurizer"])
-
-
 def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config: Any
                        ) -> tuple[Any, ...]:
     """The text / record branch of :func:`_scored_pair_list`: pairs from a pair file."""
+    from .data.records import featurizer_from_card
     from .evaluate import embed_pair_items, score_pairs
 
     if not args.pairs:
@@ -554,7 +548,7 @@ def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config:
     if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
         raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
                          f"same and {int((~pairs.same).sum())} different")
-    emb = embed_pair_items(model, pairs, _featurizer(card))
+    emb = embed_pair_items(model, pairs, featurizer_from_card(card))
     scores = score_pairs(model, emb, pairs.left, pairs.right)
     return model, scores, pairs, None, emb, card, config
 
@@ -758,13 +752,14 @@ def _open_gallery(args: argparse.Namespace, model: Any, create: bool, **kw: Any)
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .data.records import featurizer_from_card
 
     model, config, card = load_model(args.model)
     if args.from_folder and (args.files or args.label):
         raise ValueError("give either --label with files, or --from-folder")
     if not args.from_folder and not (args.label and args.files):
         raise ValueError("enroll needs --label NAME FILE... or --from-folder FOLDER")
-    if args.from_folder and (_is_text(model) or _featurizer(card) is not None):
+    if args.from_folder and (_is_text(model) or featurizer_from_card(card) is not None):
         raise ValueError("--from-folder reads images; a text model enrolls texts: --label "
                          "NAME TEXT...")
     gallery = _open_gallery(args, model, create=True, class_score=args.class_score)

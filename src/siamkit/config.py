@@ -61,6 +61,7 @@ class ModelConfig:
     head: bool = False  # learned similarity head (Koch) instead of a fixed distance
     head_features: str = "abs"  # abs: |u - v| (Koch); sbert: [u, v, |u - v|, u * v]
     head_hidden: int = 0  # hidden units of the head's MLP (0: linear)
+    init_from: str | None = None  # a trained run folder whose encoder weights start training
 
 
 @dataclass

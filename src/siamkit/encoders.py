@@ -230,34 +230,67 @@ class EnsembleEncoder(nn.Module):
 
     Built by :func:`siamkit.ensemble.ensemble_runs` from runs trained apart (one config,
     other seeds), not trained as one. Scored together, the squared Euclidean distance of
-    two concatenations is the sum of the members' squared distances (with ``normalize``d
-    members, the cosine is the mean of their cosines). On small data, where one training
-    run's luck decides much, the sum varies less than any member.
+    two concatenations is the sum of the members' squared distances; with
+    ``normalize_members`` each member's embedding is scaled to norm ``1 / sqrt(members)``,
+    so the cosine of two concatenations is the mean of the members' cosines. On small
+    data, where one training run's luck decides much, the sum varies less than any member.
+
+    Text members (``member="text"``, one base model and tokenizer for all) tokenise once
+    and share the tokens; ``st`` and ``join_codes`` are the first member's, for export.
 
     Args:
         members: how many encoders.
-        member: the registered encoder each member is (``conv4``, ``koch``, ``mlp``).
+        member: the registered encoder each member is (``conv4``, ``koch``, ``mlp``,
+            ``text``).
+        normalize_members: scale each member's embedding to norm ``1 / sqrt(members)``.
         **member_args: the options of every member, e.g. ``width`` or ``embedding_dim``.
 
-    Shape: (B, ...) -> (B, members * member output_dim).
+    Shape: (B, ...) (or B strings, for text) -> (B, members * member output_dim).
     """
 
-    def __init__(self, members: int = 3, member: str = "conv4", **member_args: object) -> None:
+    def __init__(self, members: int = 3, member: str = "conv4",
+                 normalize_members: bool = False, **member_args: object) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
-        if member in ("ensemble", "text"):
-            raise ValueError(f"an ensemble's members cannot be {member!r} encoders")
+        if member == "ensemble":
+            raise ValueError("an ensemble's members cannot be ensembles")
         self.members = nn.ModuleList(create_encoder(member, **member_args)
                                      for _ in range(members))
         self.member_dims = [m.output_dim for m in self.members]
         self.output_dim = sum(self.member_dims)
+        self.normalize_members = normalize_members
+        self.is_text = member == "text"
         for attr in ("in_channels", "input_size", "in_features"):
             if hasattr(self.members[0], attr):
                 setattr(self, attr, getattr(self.members[0], attr))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m(x) for m in self.members], dim=-1)
+    @property
+    def st(self) -> nn.Module:
+        """The first text member's sentence-transformers model (tokenizer, sequence length)."""
+        if not self.is_text:
+            raise AttributeError("st: not a text ensemble")
+        return self.members[0].st
+
+    @property
+    def join_codes(self) -> bool:
+        return bool(getattr(self.members[0], "join_codes", False))
+
+    def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        if self.normalize_members:
+            scale = len(parts) ** -0.5
+            parts = [F.normalize(p, dim=-1) * scale for p in parts]
+        return torch.cat(parts, dim=-1)
+
+    def encode_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokenised texts (as :meth:`TextEncoder.tokenize` gives them) -> embeddings."""
+        # a copy each: sentence-transformers modules write their outputs into the dict
+        return self._join([m.encode_features(dict(features)) for m in self.members])
+
+    def forward(self, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
+        if self.is_text:
+            return self.encode_features(self.members[0].tokenize(x))
+        return self._join([m(x) for m in self.members])
 
 
 CODE_TOKEN = re.compile(r"\b[0-9a-z]+(?:[-/][0-9a-z]+)+\b", re.IGNORECASE)
@@ -335,9 +368,14 @@ class TextEncoder(nn.Module):
         self.output_dim = embedding_dim or dim
         self.join_codes = join_codes
 
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Texts -> the transformer's inputs (token ids, attention mask, ...)."""
         prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
-        texts = [join_codes(t) for t in texts] if self.join_codes else list(texts)
-        features = prepare(texts)
-        out = self.st(features)["sentence_embedding"]
-        return self.norm(self.project(out))
+        return prepare([join_codes(t) for t in texts] if self.join_codes else list(texts))
+
+    def encode_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The transformer's inputs -> embeddings (pooled, projected, normalised)."""
+        return self.norm(self.project(self.st(features)["sentence_embedding"]))
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.encode_features(self.tokenize(texts))

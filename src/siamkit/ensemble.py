@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .builders import build_model
 from .checkpoint import RunError, load_model, save_model
-from .config import config_to_dict
+from .config import PAIR_DATASETS, config_to_dict
+from .train_pairs import calibrate_on_pairs, load_pair_data, val_is_seeded
 
 __all__ = ["ensemble_runs"]
 
@@ -40,18 +41,20 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
                   overwrite: bool = False) -> Path:
     """Join the trained runs ``runs`` (one config, other seeds) into the run folder ``out``.
 
-    With ``calibrate``, the joined model's equal-error-rate threshold is fitted on the
-    config's validation split, as training does (only with a ``data.split_file``: without
-    one, each seed held out other groups); otherwise the card has no threshold.
+    With ``calibrate``, the joined model's threshold is fitted on the config's validation
+    split as training does (its target: EER for images, ``eval.calibrate_target`` for
+    labelled pairs), but only where every member held out the same validation data (a
+    ``data.split_file``, or a validation pair file); otherwise the card has no threshold.
+    Text members (one base model) are joined like the others; with a cosine distance each
+    member's embedding is normalised, so the joined cosine is the mean of theirs.
     """
     if len(runs) < 2:
         raise RunError("an ensemble needs at least two trained runs")
     loaded = [load_model(r) for r in runs]
     model0, config0, card0 = loaded[0]
-    if config0.model.encoder in ("text", "ensemble") or model0.head is not None:
-        raise RunError(f"{runs[0]}: only image and tabular models with a fixed distance "
-                       f"join an ensemble (not encoder={config0.model.encoder!r} or a "
-                       "learned head)")
+    if config0.model.encoder == "ensemble" or model0.head is not None:
+        raise RunError(f"{runs[0]}: only models with a fixed distance join an ensemble "
+                       f"(not an ensemble or a learned head)")
     for run, (_, config, card) in zip(runs[1:], loaded[1:], strict=True):
         if _comparable(config) != _comparable(config0) or card.get("input") != card0.get(
                 "input"):
@@ -68,6 +71,7 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     config = copy.deepcopy(config0)
     config.model.encoder = "ensemble"
     config.model.encoder_args = {"members": len(runs), "member": config0.model.encoder,
+                                 "normalize_members": config0.model.distance == "cosine",
                                  **config0.model.encoder_args}
     inp = card0.get("input", {})
     joined = build_model(config.model, inp.get("channels", config.data.channels),
@@ -78,13 +82,23 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     save_model(out, joined, config, {"input": inp, "members": [
         {"run": str(r), "seed": s} for r, s in zip(runs, seeds, strict=True)]})
     logger.info("joined %d runs (seeds %s) into %s", len(runs), seeds, out)
-    if calibrate and not config.data.split_file and len(set(seeds)) > 1:
-        # without a split file each seed held out other validation groups: every group
-        # trained some member, and no threshold fitted on them would be honest
-        logger.warning("no data.split_file: the members' validation splits differ by seed, "
-                       "so no threshold is calibrated (siamkit calibrate it on data no "
-                       "member trained on)")
-    elif calibrate:
+    if not calibrate:
+        return out
+    pairs = config.data.dataset in PAIR_DATASETS
+    if len(set(seeds)) > 1 and (val_is_seeded(config) if pairs
+                                else not config.data.split_file):
+        # each seed held out other validation data: all of it trained some member, and no
+        # threshold fitted on it would be honest
+        logger.warning("the members' validation data differ by seed (%s), so no threshold "
+                       "is calibrated (siamkit calibrate it on data no member trained on)",
+                       "carved out of the training pairs" if pairs else "no data.split_file")
+    elif pairs:
+        _, val = load_pair_data(config)
+        if val.same is None or config.eval.calibrate_on == "none":
+            logger.info("no threshold calibrated (graded pairs, or eval.calibrate_on=none)")
+        else:
+            calibrate_on_pairs(out, val, config.eval.calibrate_target)
+    else:
         from .train import calibrate_on_validation, load_training_data, prepare_data
 
         td = prepare_data(config, load_training_data(config))

@@ -80,10 +80,9 @@ class _TextEncoder(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        enc = self.model.encoder
         features = {"input_ids": input_ids, "attention_mask": attention_mask,
                     "token_type_ids": torch.zeros_like(input_ids)}
-        return enc.norm(enc.project(enc.st(features)["sentence_embedding"]))
+        return self.model.encoder.encode_features(features)
 
 
 class _TextVerifier(nn.Module):

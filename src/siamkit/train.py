@@ -32,7 +32,7 @@ import torch
 from .augment import rotate_as_new_classes
 from .builders import build_augment, build_loss, build_miner, build_model, build_sampler
 from .calibrate import ThresholdCalibrator
-from .checkpoint import RunError, load_model, save_model, update_card
+from .checkpoint import RunError, load_model, save_model, update_card, warm_start
 from .config import Config, ConfigError, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
@@ -127,9 +127,16 @@ def _follow_split_file(config: Config, data: ImageDataset) -> tuple[ImageDataset
         if shared and not config.data.allow_overlap:
             raise ConfigError(f"{path}: {len(shared)} groups are in both train and {name} "
                               f"(e.g. {shared[:3]}); set data.allow_overlap=true to accept")
-    missing = sorted(set(train_g) - set(split_units(data)))
+    units = set(split_units(data))
+    missing = sorted(set(train_g) - units)
     if missing:
         raise ConfigError(f"{path}: train groups not found in the data, e.g. {missing[:3]}")
+    unlisted = sorted(units - set(train_g) - set(val_g) - set(test_g))
+    if unlisted:  # e.g. a larger copy of the dataset than the split file was made from
+        logger.warning("%s names %d of the data's %d groups; %d are in no split and unused "
+                       "(e.g. %s): make a split file for this data with siamkit split",
+                       path, len(units) - len(unlisted), len(units), len(unlisted),
+                       unlisted[:3])
     val = data.subset_classes(classes_in(data, val_g)) if val_g else None
     return data.subset_classes(classes_in(data, train_g)), val
 
@@ -317,6 +324,8 @@ def train(
                 len(td.class_names),
                 f"{td.val_set.num_classes} classes" if td.val_set else "nothing")
     model = build_model(config.model, channels, size)
+    if config.model.init_from and not resume:
+        warm_start(model, config.model.init_from)
     loss_fn = build_loss(config, model, num_classes=len(td.class_names))
     miner = build_miner(config)
     sampler = build_sampler(config, td.labels.numpy(), td.groups, td.class_names)

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 from .builders import build_model
 from .calibrate import ThresholdCalibrator
-from .checkpoint import save_model, update_card
+from .checkpoint import save_model, update_card, warm_start
 from .config import GRADED_LOSSES, Config, ConfigError, check_config
-from .data.records import RecordFeaturizer
+from .data.records import RecordFeaturizer, featurizer_from_card
 from .data.splits import positive_pair_groups, split_text_pairs
 from .data.textpairs import TextPairs, load_ditto, load_mrpc, load_stsb, read_text_pairs
 from .evaluate import embed_pair_items, evaluate_similarity, score_pairs
@@ -45,7 +45,7 @@ from .metrics import auc, best_f1_threshold
 from .miners import Pairs
 from .train import TrainResult, _prepare_run_dir, lr_factor, seed_everything
 
-__all__ = ["load_pair_data", "train_pairs"]
+__all__ = ["calibrate_on_pairs", "load_pair_data", "train_pairs", "val_is_seeded"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,27 @@ def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
         parts, _ = split_text_pairs(train, val=pc.val_fraction, test=0.0, seed=config.seed)
         train, val = parts["train"], parts["val"]
     return train, val
+
+
+def val_is_seeded(config: Config) -> bool:
+    """True when the validation pairs are carved out of train with ``config.seed`` (no
+    validation file): runs with other seeds then validated on other pairs."""
+    return config.data.dataset == "mrpc" or (config.data.dataset == "pairs"
+                                             and not config.pairs.val)
+
+
+def calibrate_on_pairs(run_dir: str | Path, val: TextPairs, target: str) -> dict[str, Any]:
+    """Fit the saved model's threshold on the labelled validation pairs ``val`` for
+    ``target`` and store it in its card; returns the card's threshold entry."""
+    from .checkpoint import load_model
+
+    model, _, card = load_model(run_dir)
+    emb = embed_pair_items(model, val, featurizer_from_card(card))
+    s = score_pairs(model, emb, val.left, val.right)
+    cal = ThresholdCalibrator(target, higher_is_closer=model.higher_is_closer).fit(s, val.same)
+    entry = {**cal.to_dict(), "source": "validation pairs"}
+    update_card(run_dir, {"threshold": entry})
+    return entry
 
 
 def _pair_drawer(train: TextPairs, pool: np.ndarray, size: int, pos_fraction: float | None,
@@ -137,6 +158,8 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
                     list(featurizer.numeric), list(featurizer.categorical), featurizer.skipped)
         features = torch.from_numpy(featurizer.transform(train.records))
     model = build_model(config.model, 1, config.data.size)
+    if config.model.init_from:
+        warm_start(model, config.model.init_from)
     if lc.name == "contrastive":
         loss_fn: Any = ContrastiveLoss(model.distance, pos_margin=lc.pos_margin,
                                        neg_margin=lc.margin)
@@ -235,14 +258,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     if bar is not None:
         bar.close()
     if not graded and config.eval.calibrate_on != "none":
-        from .checkpoint import load_model
-
-        best_model, _, _ = load_model(out)
-        emb = embed_pair_items(best_model, val, featurizer)
-        s = score_pairs(best_model, emb, val.left, val.right)
-        cal = ThresholdCalibrator(config.eval.calibrate_target,
-                                  higher_is_closer=best_model.higher_is_closer).fit(s, val.same)
-        update_card(out, {"threshold": {**cal.to_dict(), "source": "validation pairs"}})
+        calibrate_on_pairs(out, val, config.eval.calibrate_target)
     minutes = (time.perf_counter() - t0) / 60
     (out / "train_summary.json").write_text(json.dumps(
         {"steps": step, "best_val_metric": best, "best_step": best_step,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RecordFeaturizer"]
+__all__ = ["RecordFeaturizer", "featurizer_from_card"]
 
 _NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?([eE][-+]?\d+)?$")
 
@@ -116,3 +116,10 @@ class RecordFeaturizer:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecordFeaturizer:
         return cls(**d)
+
+
+def featurizer_from_card(card: dict[str, Any]) -> RecordFeaturizer | None:
+    """The record featuriser of an MLP twin trained on record pairs (from its model card),
+    else None."""
+    inp = card.get("input", {})
+    return RecordFeaturizer.from_dict(inp["featurizer"]) if inp.get("kind") == "records" else None
