@@ -77,6 +77,18 @@ def test_record_mlp_twin_trains_and_evaluates_from_the_cli(tmp_path, capsys):
     csv_pairs.write_text("a,b,label\nx,y,1\nz,w,0\n")
     assert main(["eval", "verification", "--model", str(out), "--pairs", str(csv_pairs)]) == 1
     assert "ditto" in capsys.readouterr().err.lower()
+    # a seed ensemble of record twins: one featuriser, the threshold fitted on valid.txt
+    assert main(["--quiet", "train", "--config", str(cfg), "--out", str(tmp_path / "s1"),
+                 "--set", "seed=1", "--no-progress"]) == 0
+    assert main(["--quiet", "ensemble", str(out), str(tmp_path / "s1"), "--out",
+                 str(tmp_path / "ens")]) == 0
+    assert "threshold" in capsys.readouterr().out
+    ens = json.loads((tmp_path / "ens" / "config.json").read_text())
+    assert ens["input"] == card["input"] and ens["threshold"]["source"] == "validation pairs"
+    assert ens["config"]["model"]["encoder_args"]["normalize_members"]  # cosine: the mean
+    assert main(["--quiet", "eval", "verification", "--model", str(tmp_path / "ens"),
+                 "--pairs", str(data / "test.txt"), "--format", "ditto", "--json"]) == 0
+    assert 0.5 < json.loads(capsys.readouterr().out)["auc"] <= 1
     pytest.importorskip("onnxruntime")
     from siamkit.export import export_onnx
 

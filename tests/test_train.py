@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -211,9 +212,33 @@ def test_init_from_starts_training_from_a_trained_encoder(tmp_path, small_omnigl
     narrow = apply_overrides(warm, ["model.encoder_args.width=8"])
     with pytest.raises(ConfigError, match="does not fit this one: size mismatch"):
         train(narrow, tmp_path / "narrow", data=small_omniglot)
+    typo = apply_overrides(one, [f"model.init_from={tmp_path / 'nope'}"])
     with pytest.raises(ConfigError, match="model.init_from: model folder not found"):
-        train(apply_overrides(one, [f"model.init_from={tmp_path / 'nope'}"]),
-              tmp_path / "nope_run", data=small_omniglot)
+        train(typo, tmp_path / "fresh", data=small_omniglot, overwrite=True)
+    assert (tmp_path / "fresh" / "model.safetensors").is_file()  # refused before deleting
+    with pytest.raises(ConfigError, match="is the run folder being written"):
+        train(apply_overrides(one, [f"model.init_from={tmp_path / 'warm'}"]),
+              tmp_path / "warm", data=small_omniglot, overwrite=True)
+    # a resumed run continues from its own state: the source is not read again
+    two = apply_overrides(warm, ["optim.steps=2", "eval.every=2"])
+    train(two, tmp_path / "resumed", data=small_omniglot, callbacks=[lambda s, _: s == 1])
+    shutil.rmtree(tmp_path / "source")
+    assert train(two, tmp_path / "resumed", resume=True, data=small_omniglot).steps == 2
+
+
+def test_warm_start_warns_when_the_source_read_its_inputs_otherwise(caplog):
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import warm_start
+
+    config = apply_overrides(Config(), ["model.encoder_args.width=8"])
+    source = build_model(config.model, 1, 28)
+    model = build_model(config.model, 1, 28)
+    with caplog.at_level("WARNING", logger="siamkit.checkpoint"):
+        warm_start(model, (Path("src"), source, {"input": {"size": 28, "invert": True}}),
+                   {"size": 28, "invert": False})
+    assert "read its inputs otherwise" in caplog.text
+    state = model.encoder.state_dict()
+    assert all(torch.equal(v, source.encoder.state_dict()[k]) for k, v in state.items())
 
 
 def test_sampler_k_shrinks_to_the_smallest_class(caplog):

@@ -16,7 +16,7 @@ from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .siamese import SiameseNetwork
 
 __all__ = ["save_model", "load_model", "update_card", "RunError", "atomic_write_text",
-           "model_identity", "warm_start"]
+           "model_identity", "read_init_from", "warm_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,21 +119,34 @@ def model_identity(run_dir: str | Path, name: str = WEIGHTS) -> str:
     return h.hexdigest()
 
 
-def warm_start(model: SiameseNetwork, run_dir: str | Path) -> None:
-    """Start ``model``'s encoder from the encoder of the trained run ``run_dir``
-    (``model.init_from``): the same encoder and options, trained elsewhere, e.g. on
-    Omniglot before a small set of characters. The loss, head and optimiser start fresh."""
-    path = Path(os.path.expanduser(os.path.expandvars(str(run_dir))))
+def read_init_from(init_from: str, out_dir: str | Path) -> tuple[Path, SiameseNetwork, dict]:
+    """The trained run ``model.init_from`` names, loaded (path, model, card) before the new
+    run's folder is touched: a wrong path fails before ``--overwrite`` deletes anything."""
+    path = Path(os.path.expanduser(os.path.expandvars(init_from)))
+    if path.resolve() == Path(out_dir).resolve():
+        raise ConfigError(f"model.init_from {path} is the run folder being written")
     try:
-        source, config, _ = load_model(path)
+        model, _, card = load_model(path)
     except RunError as exc:
         raise ConfigError(f"model.init_from: {exc}") from None
+    return path, model, card
+
+
+def warm_start(model: SiameseNetwork, source: tuple[Path, SiameseNetwork, dict],
+               input_card: dict[str, Any] | None = None) -> None:
+    """Start ``model``'s encoder from the encoder of a trained run (``source``, from
+    :func:`read_init_from`): the same encoder and options, trained elsewhere, e.g. on
+    Omniglot before a small set of characters. The loss, head and optimiser start fresh.
+    Warns when the source read its inputs otherwise (``input_card``: size, inversion...)."""
+    path, trained, card = source
     try:
-        model.encoder.load_state_dict(source.encoder.state_dict())
+        model.encoder.load_state_dict(trained.encoder.state_dict())
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise ConfigError(f"model.init_from {path}: its encoder ({config.model.encoder}, "
-                          f"{config.model.encoder_args}) does not fit this one: "
+        lines = str(exc).strip().splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise ConfigError(f"model.init_from {path}: its encoder does not fit this one: "
                           f"{detail}") from None
+    if input_card is not None and card.get("input") != input_card:
+        logger.warning("model.init_from %s read its inputs otherwise (%s; here %s)", path,
+                       card.get("input"), input_card)
     logger.info("encoder weights from %s", path)

@@ -5,9 +5,12 @@ rate by points; the same config trained with other seeds and scored together var
 less. Each member is trained as its own run (``siamkit train ... --set seed=1``); this
 module puts their encoders side by side in an :class:`~siamkit.encoders.EnsembleEncoder`
 (the embedding is their concatenation, so a squared Euclidean distance is the sum of
-the members') and writes an ordinary run folder that every command loads. Its
-threshold is calibrated afresh on the validation split, because no member's threshold
-fits the sum.
+the members'; with a cosine distance each member is normalised first, so the cosine is
+the mean of theirs) and writes an ordinary run folder that every command loads. Image,
+tabular, text and record twins join alike (text members share one tokenizer). Its
+threshold is calibrated afresh on validation data no member trained on (the split file's
+validation groups, or the validation pair file), because no member's threshold fits the
+joined score.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from pathlib import Path
 from .builders import build_model
 from .checkpoint import RunError, load_model, save_model
 from .config import PAIR_DATASETS, config_to_dict
-from .train_pairs import calibrate_on_pairs, load_pair_data, val_is_seeded
 
 __all__ = ["ensemble_runs"]
 
@@ -84,6 +86,8 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     logger.info("joined %d runs (seeds %s) into %s", len(runs), seeds, out)
     if not calibrate:
         return out
+    from .train_pairs import calibrate_on_pairs, load_pair_data, val_is_seeded
+
     pairs = config.data.dataset in PAIR_DATASETS
     if len(set(seeds)) > 1 and (val_is_seeded(config) if pairs
                                 else not config.data.split_file):

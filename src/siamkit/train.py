@@ -32,7 +32,14 @@ import torch
 from .augment import rotate_as_new_classes
 from .builders import build_augment, build_loss, build_miner, build_model, build_sampler
 from .calibrate import ThresholdCalibrator
-from .checkpoint import RunError, load_model, save_model, update_card, warm_start
+from .checkpoint import (
+    RunError,
+    load_model,
+    read_init_from,
+    save_model,
+    update_card,
+    warm_start,
+)
 from .config import Config, ConfigError, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
@@ -294,6 +301,8 @@ def train(
         return train_pairs(config, out_dir, progress=progress, overwrite=overwrite)
     info = setup_distributed()  # torchrun: join the process group; alone: rank 0 of 1
     out = Path(out_dir)
+    init = (read_init_from(config.model.init_from, out)
+            if config.model.init_from and not resume else None)
     if info.is_main:
         _prepare_run_dir(out, resume, overwrite)
     barrier(info)
@@ -324,8 +333,8 @@ def train(
                 len(td.class_names),
                 f"{td.val_set.num_classes} classes" if td.val_set else "nothing")
     model = build_model(config.model, channels, size)
-    if config.model.init_from and not resume:
-        warm_start(model, config.model.init_from)
+    if init is not None:
+        warm_start(model, init, card_input)
     loss_fn = build_loss(config, model, num_classes=len(td.class_names))
     miner = build_miner(config)
     sampler = build_sampler(config, td.labels.numpy(), td.groups, td.class_names)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .builders import build_model
 from .calibrate import ThresholdCalibrator
-from .checkpoint import save_model, update_card, warm_start
+from .checkpoint import load_model, read_init_from, save_model, update_card, warm_start
 from .config import GRADED_LOSSES, Config, ConfigError, check_config
 from .data.records import RecordFeaturizer, featurizer_from_card
 from .data.splits import positive_pair_groups, split_text_pairs
@@ -58,30 +58,37 @@ def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
     root = os.path.expanduser(os.path.expandvars(d.root)) if d.root else None
     if root is not None and "$" in root:
         raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
-    if d.dataset == "mrpc":
-        train, val = load_mrpc("train", root), None
-    elif d.dataset == "stsb":
-        train, val = load_stsb("train", root), load_stsb("dev", root)
-    elif d.dataset == "ditto":
-        train, val = load_ditto(root, "train"), load_ditto(root, "valid")
-    else:
-        def read(path: str) -> TextPairs:
-            return read_text_pairs(path, pc.format, pc.a, pc.b, pc.label, pc.score,
-                                   pc.positive_label)
 
+    def read(path: str) -> TextPairs:
+        return read_text_pairs(path, pc.format, pc.a, pc.b, pc.label, pc.score,
+                               pc.positive_label)
+
+    if d.dataset == "mrpc":
+        train = load_mrpc("train", root)
+    elif d.dataset == "stsb":
+        train = load_stsb("train", root)
+    elif d.dataset == "ditto":
+        train = load_ditto(root, "train")
+    else:
         train = read(pc.train)
-        val = read(pc.val) if pc.val else None
-    if val is None:
+    if val_is_seeded(config):  # carved out of train by duplicate groups
         if train.same is None:
             raise ConfigError("graded pairs without pairs.val: give a validation file")
         parts, _ = split_text_pairs(train, val=pc.val_fraction, test=0.0, seed=config.seed)
         train, val = parts["train"], parts["val"]
+    elif d.dataset == "stsb":
+        val = load_stsb("dev", root)
+    elif d.dataset == "ditto":
+        val = load_ditto(root, "valid")
+    else:
+        val = read(pc.val)
     return train, val
 
 
 def val_is_seeded(config: Config) -> bool:
-    """True when the validation pairs are carved out of train with ``config.seed`` (no
-    validation file): runs with other seeds then validated on other pairs."""
+    """True when :func:`load_pair_data` carves the validation pairs out of train with
+    ``config.seed`` (MRPC, or a pair file without ``pairs.val``): runs with other seeds
+    then validated on other pairs."""
     return config.data.dataset == "mrpc" or (config.data.dataset == "pairs"
                                              and not config.pairs.val)
 
@@ -89,8 +96,6 @@ def val_is_seeded(config: Config) -> bool:
 def calibrate_on_pairs(run_dir: str | Path, val: TextPairs, target: str) -> dict[str, Any]:
     """Fit the saved model's threshold on the labelled validation pairs ``val`` for
     ``target`` and store it in its card; returns the card's threshold entry."""
-    from .checkpoint import load_model
-
     model, _, card = load_model(run_dir)
     emb = embed_pair_items(model, val, featurizer_from_card(card))
     s = score_pairs(model, emb, val.left, val.right)
@@ -136,6 +141,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     """Train a twin on a pair dataset as ``config`` says; writes a run folder."""
     check_config(config)
     out = Path(out_dir)
+    init = read_init_from(config.model.init_from, out) if config.model.init_from else None
     _prepare_run_dir(out, False, overwrite)
     o, lc, pc = config.optim, config.loss, config.pairs
     seed_everything(config.seed)
@@ -158,8 +164,8 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
                     list(featurizer.numeric), list(featurizer.categorical), featurizer.skipped)
         features = torch.from_numpy(featurizer.transform(train.records))
     model = build_model(config.model, 1, config.data.size)
-    if config.model.init_from:
-        warm_start(model, config.model.init_from)
+    if init is not None:
+        warm_start(model, init, card["input"])
     if lc.name == "contrastive":
         loss_fn: Any = ContrastiveLoss(model.distance, pos_margin=lc.pos_margin,
                                        neg_margin=lc.margin)
