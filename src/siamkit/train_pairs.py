@@ -59,29 +59,24 @@ def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
     if root is not None and "$" in root:
         raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
 
-    def read(path: str) -> TextPairs:
-        return read_text_pairs(path, pc.format, pc.a, pc.b, pc.label, pc.score,
-                               pc.positive_label)
+    def load(split: str) -> TextPairs:  # "train", or the dataset's validation split
+        if d.dataset == "mrpc":
+            return load_mrpc(split, root)
+        if d.dataset == "stsb":
+            return load_stsb(split, root)
+        if d.dataset == "ditto":
+            return load_ditto(root, split)
+        return read_text_pairs(pc.train if split == "train" else pc.val, pc.format, pc.a,
+                               pc.b, pc.label, pc.score, pc.positive_label)
 
-    if d.dataset == "mrpc":
-        train = load_mrpc("train", root)
-    elif d.dataset == "stsb":
-        train = load_stsb("train", root)
-    elif d.dataset == "ditto":
-        train = load_ditto(root, "train")
-    else:
-        train = read(pc.train)
+    train = load("train")
     if val_is_seeded(config):  # carved out of train by duplicate groups
         if train.same is None:
             raise ConfigError("graded pairs without pairs.val: give a validation file")
         parts, _ = split_text_pairs(train, val=pc.val_fraction, test=0.0, seed=config.seed)
         train, val = parts["train"], parts["val"]
-    elif d.dataset == "stsb":
-        val = load_stsb("dev", root)
-    elif d.dataset == "ditto":
-        val = load_ditto(root, "valid")
     else:
-        val = read(pc.val)
+        val = load({"stsb": "dev", "ditto": "valid"}.get(d.dataset, "val"))
     return train, val
 
 
