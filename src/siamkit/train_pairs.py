@@ -88,16 +88,14 @@ def val_is_seeded(config: Config) -> bool:
                                              and not config.pairs.val)
 
 
-def calibrate_on_pairs(run_dir: str | Path, val: TextPairs, target: str) -> dict[str, Any]:
+def calibrate_on_pairs(run_dir: str | Path, val: TextPairs, target: str) -> None:
     """Fit the saved model's threshold on the labelled validation pairs ``val`` for
-    ``target`` and store it in its card; returns the card's threshold entry."""
+    ``target`` and store it in its card."""
     model, _, card = load_model(run_dir)
     emb = embed_pair_items(model, val, featurizer_from_card(card))
     s = score_pairs(model, emb, val.left, val.right)
     cal = ThresholdCalibrator(target, higher_is_closer=model.higher_is_closer).fit(s, val.same)
-    entry = {**cal.to_dict(), "source": "validation pairs"}
-    update_card(run_dir, {"threshold": entry})
-    return entry
+    update_card(run_dir, {"threshold": {**cal.to_dict(), "source": "validation pairs"}})
 
 
 def _pair_drawer(train: TextPairs, pool: np.ndarray, size: int, pos_fraction: float | None,
