@@ -7,28 +7,35 @@ but one fold and scores every pair of the held-out fold (AUC, EER). The mean ove
 folds is what to tune on. Prints a table and writes JSON. With ``--seeds N`` every fold
 trains N models (seeds config.seed, +1, ...) and its EER is that of their averaged
 distances, each seed's own EER kept beside it: how much of a difference is one run's luck.
+With ``--seeds N`` the fold's models are joined by ``siamkit ensemble`` and scored as that
+model scores (the deployed score, not a stand-in). ``--scores-out`` writes every held-out
+pair's score (``fold,score,label``): out-of-fold validation scores on which ``siamkit
+calibrate --scores`` fits the threshold of a model refitted on all the non-test groups.
 
     python benchmarks/group_cv.py --config configs/att_faces.yaml
     python benchmarks/group_cv.py --config configs/att_faces.yaml --set optim.steps=600 \
         --out benchmarks/results/faces_cv_600.json
     python benchmarks/group_cv.py --config configs/att_faces.yaml --seeds 3
+    python benchmarks/group_cv.py --config configs/att_faces.yaml --seeds 5 \
+        --runs-dir runs/cv_s5 --scores-out runs/cv_s5/oof_scores.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from siamkit.checkpoint import load_model
-from siamkit.config import load_config
+from siamkit.config import config_to_dict, load_config
 from siamkit.data.pairs import all_pairs
+from siamkit.ensemble import ensemble_runs
 from siamkit.evaluate import embed_images, score_pairs, verification_report
 from siamkit.train import load_training_data, train
 
@@ -41,42 +48,71 @@ def folds_of(groups: list[str], k: int, seed: int) -> list[list[str]]:
     return [sorted(order[i::k].tolist()) for i in range(k)]
 
 
-def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1) -> dict:
+def _score(run: Path, images, i, j) -> tuple[np.ndarray, bool]:
+    model, cfg, _ = load_model(run)
+    emb = embed_images(model, images, tta=cfg.eval.tta)
+    return score_pairs(model, emb, i, j), model.higher_is_closer
+
+
+def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
+             reuse: bool = False) -> dict:
     """Train on ``train_groups`` (``seeds`` times, seeds config.seed, +1, ...) and score
-    every pair of ``held_out``; with several seeds also the models' averaged distances."""
+    every pair of ``held_out``; with several seeds also their ensemble (``siamkit
+    ensemble``). With ``reuse``, a run folder that already holds a model is not retrained.
+    The row's ``scores`` and ``same`` are the fold's final pair scores and labels."""
     names = data.class_names
     fold = data.subset_classes([c for c, n in enumerate(names) if n in set(held_out)])
     i, j, same = all_pairs(fold.labels.numpy())
-    scores, minutes, higher = [], 0.0, False
+    # every other group (the split file's test groups, groups left out by --train-groups)
+    # as "test": named, so training knows they are left out on purpose. One file for the
+    # fold's seeds (beside the fold's folder), so they share a config and join an ensemble.
+    rest = sorted(set(names) - set(train_groups) - set(held_out))
+    split = out.with_name(f"{out.name}.split.json")
+    split.parent.mkdir(parents=True, exist_ok=True)
+    split.write_text(json.dumps({"train": train_groups, "val": held_out, "test": rest}))
+    config.data.split_file = str(split)
+    # validate only at the end, so the held-out fold never picks a checkpoint
+    config.eval.every = config.optim.steps
+    scores, runs, minutes = [], [], 0.0
     base_seed = config.seed
     for s in range(seeds):
         config.seed = base_seed + s
         run = out if seeds == 1 else out / f"seed{config.seed}"
-        with tempfile.TemporaryDirectory() as tmp:
-            split = Path(tmp) / "split.json"
-            # every other group (the split file's test groups, groups left out by
-            # --train-groups) as "test": named, so training knows they are left out on purpose
-            rest = sorted(set(names) - set(train_groups) - set(held_out))
-            split.write_text(json.dumps({"train": train_groups, "val": held_out,
-                                         "test": rest}))
-            config.data.split_file = str(split)
-            # validate only at the end, so the held-out fold never picks a checkpoint
-            config.eval.every = config.optim.steps
+        runs.append(run)
+        if reuse and (run / "model.safetensors").is_file():
+            trained = load_model(run)[1]
+            if config_to_dict(trained) != config_to_dict(config):
+                raise SystemExit(f"--reuse: {run} was trained with another config than this "
+                                 f"command's (or fold); train it again without --reuse")
+            logging.getLogger(__name__).warning("reusing the model in %s", run)
+        else:
             t = time.perf_counter()
             train(config, run, overwrite=True)
             minutes += (time.perf_counter() - t) / 60
-        model, cfg, _ = load_model(run)
-        emb = embed_images(model, fold.images, tta=cfg.eval.tta)
-        scores.append(score_pairs(model, emb, i, j))
-        higher = model.higher_is_closer
+        sc, higher = _score(run, fold.images, i, j)
+        scores.append(sc)
     reps = [verification_report(sc, same, higher) for sc in scores]
     row = {"held_out": held_out, "trained_on": train_groups, "auc": reps[0]["auc"],
-           "eer": reps[0]["eer"], "pairs": int(len(same)), "train_minutes": round(minutes, 2)}
-    if seeds > 1:  # each seed alone, and the seeds' scores averaged (an ensemble)
-        ens = verification_report(np.mean(scores, axis=0), same, higher)
+           "eer": reps[0]["eer"], "pairs": int(len(same)), "train_minutes": round(minutes, 2),
+           "scores": scores[0], "same": same}
+    if seeds > 1:  # each seed alone, and the seeds joined as siamkit ensemble joins them
+        joined = ensemble_runs(runs, out / "ensemble", calibrate=False, overwrite=True)
+        row["scores"] = _score(joined, fold.images, i, j)[0]
+        ens = verification_report(row["scores"], same, higher)
         row.update(seed_eers=[r["eer"] for r in reps], auc=ens["auc"], eer=ens["eer"],
                    mean_seed_eer=float(np.mean([r["eer"] for r in reps])))
     return row
+
+
+def write_scores(path: Path, rows: list[dict]) -> None:
+    """Every fold's held-out pair scores as ``fold,score,label`` (label 1 = same)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fold", "score", "label"])
+        for k, row in enumerate(rows):
+            for s, y in zip(row["scores"], row["same"], strict=True):
+                w.writerow([k, repr(float(s)), int(y)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-groups", type=int, default=None,
                         help="train on only this many of each fold's training groups (drawn "
                              "with --fold-seed): a learning curve over the number of groups")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the models already in --runs-dir (from an earlier run of "
+                             "this command) instead of training them again")
+    parser.add_argument("--scores-out", type=Path, default=None,
+                        help="write every held-out pair's score as CSV (fold,score,label): "
+                             "out-of-fold validation scores for siamkit calibrate --scores")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     config = load_config(args.config, args.overrides)
@@ -109,12 +151,16 @@ def main(argv: list[str] | None = None) -> int:
             rng = np.random.default_rng(args.fold_seed + 1000 * f)
             train_groups = sorted(rng.choice(train_groups, args.train_groups, replace=False))
         rows.append(run_fold(cfg, data, train_groups, held_out, args.runs_dir / f"fold{f}",
-                             args.seeds))
+                             args.seeds, args.reuse))
         r = rows[-1]
         alone = (f"  (seeds alone: {' / '.join(f'{100 * e:.2f}' for e in r['seed_eers'])}%)"
                  if args.seeds > 1 else "")
         print(f"fold {f}: AUC {r['auc']:.4f}  EER {100 * r['eer']:.2f}%{alone}  "
               f"({r['train_minutes']:.1f} min)", flush=True)
+    if args.scores_out:
+        write_scores(args.scores_out, rows)
+    for r in rows:
+        del r["scores"], r["same"]
     eers = [r["eer"] for r in rows]
     report = {"config": str(args.config), "overrides": args.overrides, "folds": rows,
               "train_groups": args.train_groups, "seeds": args.seeds,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -114,16 +115,17 @@ def test_digits_benchmark_smoke(tmp_path, capsys):
 def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     """Group CV on the real faces at a tiny size, with the learning-curve option (every
     fold trains on the asked number of groups, none of them held out or in the test split)
-    and two seeds per fold scored together."""
+    and two seeds per fold joined by siamkit ensemble; the out-of-fold scores are written,
+    and a second run with --reuse scores the same models again without training."""
     monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
     monkeypatch.chdir(ROOT)  # the config's split file is relative to the repository
     bench = import_benchmark("group_cv")
     out = tmp_path / "cv.json"
-    code = bench.main(["--config", "configs/att_faces.yaml", "--set", "optim.steps=2",
-                       "--set", "data.size=16", "--set", "model.encoder_args.width=8",
-                       "--set", "optim.warmup_steps=0", "--folds", "2", "--train-groups", "3",
-                       "--seeds", "2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
-    assert code == 0
+    argv = ["--config", "configs/att_faces.yaml", "--set", "optim.steps=2",
+            "--set", "data.size=16", "--set", "model.encoder_args.width=8",
+            "--set", "optim.warmup_steps=0", "--folds", "2", "--train-groups", "3",
+            "--seeds", "2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]
+    assert bench.main([*argv, "--scores-out", str(tmp_path / "oof.csv")]) == 0
     report = json.loads(out.read_text())
     test = set(json.loads((ROOT / "configs/splits/att_faces.json").read_text())["test"])
     assert report["train_groups"] == 3 and len(report["folds"]) == 2 and report["seeds"] == 2
@@ -131,7 +133,23 @@ def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     for f, fold in enumerate(report["folds"]):
         assert 0 <= fold["eer"] <= 1 and len(fold["trained_on"]) == 3
         assert len(fold["seed_eers"]) == 2
-        assert {p.name for p in (tmp_path / "runs" / f"fold{f}").iterdir()} == {"seed0", "seed1"}
+        assert {p.name for p in (tmp_path / "runs" / f"fold{f}").iterdir()} == {
+            "seed0", "seed1", "ensemble"}
         assert not (test | set(fold["held_out"])) & set(fold["trained_on"])
         assert not test & set(fold["held_out"])
     assert "mean EER" in capsys.readouterr().out
+    with open(tmp_path / "oof.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(fold["pairs"] for fold in report["folds"])
+    assert {r["fold"] for r in rows} == {"0", "1"} and {r["label"] for r in rows} == {"0", "1"}
+    from siamkit.metrics import eer
+
+    fold0 = [r for r in rows if r["fold"] == "0"]  # the joined model's distances
+    assert eer([-float(r["score"]) for r in fold0], [r["label"] == "1" for r in fold0])[0] == (
+        pytest.approx(report["folds"][0]["eer"]))
+    model = tmp_path / "runs" / "fold0" / "seed0" / "model.safetensors"
+    mtime = model.stat().st_mtime_ns
+    assert bench.main([*argv, "--reuse"]) == 0
+    again = json.loads(out.read_text())
+    assert model.stat().st_mtime_ns == mtime  # not trained again
+    assert [f["eer"] for f in again["folds"]] == [f["eer"] for f in report["folds"]]

@@ -267,6 +267,45 @@ def test_calibrate_refuses_the_test_subset(run_dir, alphabets, tmp_path, capsys)
     assert card["threshold"]["source"].endswith(f"val groups of {split}")
 
 
+def test_calibrate_on_a_scores_file(run_dir, tmp_path, capsys, caplog):
+    """Validation scores computed elsewhere (group_cv.py's out-of-fold scores for a model
+    refitted on every non-test group): the threshold is fitted on them in the model's
+    direction (Euclidean: lower is closer) and stored with its source."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    scores = tmp_path / "oof.csv"
+    scores.write_text("fold,score,label\n0,0.1,1\n0,0.3,1\n1,0.2,1\n0,0.8,0\n1,0.9,0\n"
+                      "1,1.4,0\n")
+    assert main(["--quiet", "calibrate", "--model", str(run), "--scores", str(scores),
+                 "--target", "accuracy", "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert 0.3 <= cal["threshold"] < 0.8  # every same pair at or under it, no different one
+    assert cal["validation"]["accuracy"] == 1.0 and cal["validation"]["pairs"] == 6
+    card = json.loads((run / "config.json").read_text())
+    assert card["threshold"]["source"] == f"scores in {scores}"
+    assert card["threshold"]["threshold_"] == cal["threshold"]
+
+    # similarities given to a distance model: fitted, but with a warning
+    flipped = tmp_path / "flipped.csv"
+    flipped.write_text("score,label\n0.9,1\n0.8,1\n0.1,0\n0.2,0\n")
+    with caplog.at_level("WARNING", logger="siamkit"):
+        assert main(["calibrate", "--model", str(run), "--scores", str(flipped)]) == 0
+    assert "worse than chance" in caplog.text and "reversed" in caplog.text
+    capsys.readouterr()
+    for text, needle in (("score,label\n0.1,1\n0.2,1\n", "needs same (label 1) and different"),
+                         ("a,b\n1,2\n", "columns score and label"),
+                         ("score,label\nx,1\n0.2,0\n", "line 2: score 'x' is not a number"),
+                         ("score,label\nnan,1\n0.2,0\n", "finite")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        assert main(["calibrate", "--model", str(run), "--scores", str(bad)]) == 1
+        assert needle in capsys.readouterr().err
+    assert main(["calibrate", "--model", str(run), "--scores", str(tmp_path / "no.csv")]) == 1
+    assert "scores file not found" in capsys.readouterr().err
+
+
 def test_eval_verification_without_threshold_gives_nulls(run_dir, alphabets, tmp_path, capsys):
     import shutil
 

@@ -171,3 +171,16 @@ def test_every_shipped_config_is_valid(path, monkeypatch):
 
     monkeypatch.setenv("SIAMKIT_MIRROR", "/nonexistent")  # only names and values are checked
     check_config(load_config(path))
+
+
+def test_faces_refit_split_keeps_the_test_subjects_out():
+    """The refit split (every non-test subject trains) has the same test subjects as the
+    split the config was tuned on, and trains on exactly its train + validation subjects."""
+    import json
+
+    splits = Path(__file__).resolve().parents[1] / "configs" / "splits"
+    tuned = json.loads((splits / "att_faces.json").read_text())
+    refit = json.loads((splits / "att_faces_refit.json").read_text())
+    assert refit["test"] == tuned["test"] and not refit["val"]
+    assert sorted(refit["train"]) == sorted(tuned["train"] + tuned["val"])
+    assert not set(refit["train"]) & set(refit["test"])

@@ -62,7 +62,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     return es
 
 
-def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -> None:
+def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test"
+                     ) -> argparse._MutuallyExclusiveGroup:
     p.add_argument("--model", required=True, help="run folder of a trained model")
     p.add_argument("--data", help="folder the images (and pair paths) are in (image models)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -90,12 +91,17 @@ def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -
                         "its stored threshold was calibrated with)")
     _add_text_columns(p.add_argument_group("text and record pair files"), scores=False)
     p.add_argument("--json", action="store_true", help="print JSON")
+    return src
 
 
 def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction
                       ) -> None:
     c = sub.add_parser("calibrate", help="fit the decision threshold on validation pairs")
-    _add_pair_source(c, default_subset="val")
+    _add_pair_source(c, default_subset="val").add_argument(
+        "--scores", help="CSV with columns score and label (1 = same, or --positive-label): "
+                         "validation scores computed elsewhere the way this model scores, "
+                         "e.g. the out-of-fold scores of benchmarks/group_cv.py for a model "
+                         "refitted on all non-test groups")
     c.add_argument("--allow-test", action="store_true",
                    help="permit calibrating on the test subset of --split (not advised)")
     c.add_argument("--target", default="eer",
@@ -628,11 +634,24 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.split and args.subset == "test" and not args.allow_test:
         raise ValueError("refusing to calibrate on the test subset: the threshold must come "
                          "from validation data (use --subset val, or --allow-test)")
-    model, scores, same, _, _ = _scored_pairs(args)
+    if args.scores:  # validation scores computed elsewhere (out-of-fold, say)
+        from .checkpoint import load_model
+        from .metrics import auc
+
+        model = load_model(args.model)[0]
+        scores, same = _read_scores(args.scores, args.positive_label)
+        if auc(scores if model.higher_is_closer else -scores, same) < 0.5:
+            logger.warning("%s: the scores separate same from different pairs worse than "
+                           "chance in this model's direction (%s is closer): are they "
+                           "reversed?", args.scores,
+                           "higher" if model.higher_is_closer else "lower")
+        source = f"scores in {args.scores}"
+    else:
+        model, scores, same, _, _ = _scored_pairs(args)
+        source = args.pairs if args.pairs else f"all pairs of {args.data}"
+        if args.split:
+            source += f", {args.subset} groups of {args.split}"
     cal = ThresholdCalibrator(target, value, model.higher_is_closer).fit(scores, same)
-    source = args.pairs if args.pairs else f"all pairs of {args.data}"
-    if args.split:
-        source += f", {args.subset} groups of {args.split}"
     update_card(args.model, {"threshold": {**cal.to_dict(), "source": str(source)}})
     res = {"threshold": cal.threshold_, "target": args.target, "validation": cal.validation_}
     _emit(res, args.json, f"threshold {cal.threshold_:.6g} ({args.target}) stored in "
@@ -640,6 +659,38 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                           f"{cal.validation_['accuracy']:.4f}, FAR {cal.validation_['far']:.4f}, "
                           f"FRR {cal.validation_['frr']:.4f}")
     return 0
+
+
+def _read_scores(path: str, positive_label: str) -> tuple[Any, Any]:
+    """``score`` and ``label`` columns of a CSV (other columns ignored) -> arrays."""
+    import csv
+
+    import numpy as np
+
+    from .data.download import DatasetError
+
+    if not Path(path).is_file():
+        raise DatasetError(f"scores file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"score", "label"} <= set(rows[0]):
+        raise DatasetError(f"{path}: expected a header with columns score and label")
+    scores, labels = [], []
+    for n, row in enumerate(rows, 2):
+        try:
+            scores.append(float(row["score"]))
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}, line {n}: score {row['score']!r} is not a number"
+                               ) from None
+        labels.append((row["label"] or "").strip())
+    s = np.array(scores)
+    if not np.isfinite(s).all():
+        raise DatasetError(f"{path}: scores must be finite numbers")
+    same = np.array([v == positive_label for v in labels])
+    if same.all() or not same.any():
+        raise DatasetError(f"{path}: needs same (label {positive_label}) and different pairs; "
+                           f"labels found: {sorted(set(labels))[:5]}")
+    return s, same
 
 
 def _calibrator(card: dict, run_dir: str) -> Any:
