@@ -257,3 +257,39 @@ def test_sampler_k_shrinks_to_the_smallest_class(caplog):
     assert len(batch) == 12
     with pytest.raises(ValueError, match="has 1 examples"):
         build_sampler(config, np.repeat([0, 1, 2], [10, 1, 8]), None, ["a", "b", "c"])
+
+
+def test_head_learning_rate_is_its_own_group_and_follows_the_schedule():
+    """optim.head_lr puts the learned head in its own parameter group; the schedule scales
+    each group's peak rate, also after a resumed optimiser state is loaded."""
+    from siamkit.builders import build_model
+    from siamkit.config import ModelConfig, OptimConfig
+    from siamkit.train import make_optimiser, set_lr
+
+    model = build_model(ModelConfig(encoder="mlp", encoder_args={"in_features": 8},
+                                    head=True, head_features="sbert"), 1, 8)
+    opt = make_optimiser(model, OptimConfig(lr=1e-4, head_lr=1e-2))
+    head = {id(p) for p in model.head.parameters()}
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-2]
+    assert {id(p) for p in opt.param_groups[1]["params"]} == head
+    assert not head & {id(p) for p in opt.param_groups[0]["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    set_lr(opt, 0.5)
+    assert [g["lr"] for g in opt.param_groups] == [5e-5, 5e-3]
+    again = make_optimiser(model, OptimConfig(lr=1e-4, head_lr=1e-2))
+    again.load_state_dict(opt.state_dict())  # a resumed run: the peaks are not the saved lrs
+    set_lr(again, 1.0)
+    assert [g["lr"] for g in again.param_groups] == [1e-4, 1e-2]
+    one = make_optimiser(model, OptimConfig(lr=1e-4))  # no head_lr: one group at lr
+    assert [g["lr"] for g in one.param_groups] == [1e-4]
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["optim.head_lr=0.01"], "set model.head=true"),
+    (["model.head=true", "loss.name=bce", "optim.head_lr=-1"], "optim.head_lr must be positive"),
+])
+def test_head_learning_rate_is_checked(overrides, needle):
+    from siamkit.config import check_config
+
+    with pytest.raises(ConfigError, match=needle):
+        check_config(apply_overrides(Config(), overrides))

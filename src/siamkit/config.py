@@ -110,6 +110,7 @@ class OptimConfig:
     sampler: str = "pk"  # pk: P classes x K examples; pairs: balanced pairs (contrastive, bce)
     pair_batch: int = 128  # pairs per batch, with sampler=pairs
     lr: float = 1e-3
+    head_lr: float | None = None  # the learned head's learning rate (None: lr)
     weight_decay: float = 0.0
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine or constant
@@ -357,6 +358,9 @@ def check_config(config: Config) -> None:
                             ("loss.n_support", lc.n_support, 1)):
         need(value >= low, f"{key} must be at least {low}, got {value}")
     need(o.lr > 0, f"optim.lr must be positive, got {o.lr}")
+    need(o.head_lr is None or o.head_lr > 0, f"optim.head_lr must be positive, got {o.head_lr}")
+    need(o.head_lr is None or m.head, "optim.head_lr is the learned head's learning rate: set "
+                                      "model.head=true (or drop optim.head_lr)")
     need(0.0 <= lc.pos_fraction <= 1.0, f"loss.pos_fraction must be in [0, 1], got "
                                         f"{lc.pos_fraction}")
     need(lc.in_batch >= 0, f"loss.in_batch must be >= 0, got {lc.in_batch}")

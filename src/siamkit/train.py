@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .augment import rotate_as_new_classes
 from .builders import build_augment, build_loss, build_miner, build_model, build_sampler
@@ -40,7 +41,7 @@ from .checkpoint import (
     update_card,
     warm_start,
 )
-from .config import Config, ConfigError, check_config, config_to_dict
+from .config import Config, ConfigError, OptimConfig, check_config, config_to_dict
 from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
 from .data.pairs import all_pairs, skilled_pairs
@@ -167,6 +168,29 @@ def prepare_data(config: Config, data: ImageDataset) -> TrainingData:
         if groups is not None:
             groups = np.concatenate([groups + i * (groups.max() + 1) for i in range(len(turns))])
     return TrainingData(images, labels, groups, names, val_set)
+
+
+def make_optimiser(model: nn.Module, o: OptimConfig, extra: list[nn.Parameter] | None = None
+                   ) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of ``model`` (and ``extra``, e.g. a loss's proxies);
+    the learned head, if any, at ``o.head_lr`` when set (a fresh head beside a pretrained
+    encoder learns at another pace). :func:`set_lr` scales each group's peak rate."""
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if head is not None and o.head_lr else set()
+    params = list({id(p): p for p in [*model.parameters(), *(extra or [])]
+                   if p.requires_grad}.values())
+    groups = [{"params": [p for p in params if id(p) not in head_ids], "lr": o.lr}]
+    if head_ids:
+        groups.append({"params": [p for p in params if id(p) in head_ids], "lr": o.head_lr})
+    optimiser = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    optimiser.peak_lrs = [g["lr"] for g in groups]  # kept apart from a resumed state
+    return optimiser
+
+
+def set_lr(optimiser: torch.optim.Optimizer, factor: float) -> None:
+    """Every parameter group at ``factor`` times its peak rate."""
+    for group, peak in zip(optimiser.param_groups, optimiser.peak_lrs, strict=True):
+        group["lr"] = peak * factor
 
 
 def lr_factor(frac_done: float, warmup: float, schedule: str) -> float:
@@ -346,8 +370,8 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # the model's parameters and the loss's own (proxies); a shared head is listed once
-    params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()]}.values())
-    optimiser = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    optimiser = make_optimiser(model, o, list(loss_fn.parameters()))
+    params = [p for g in optimiser.param_groups for p in g["params"]]
     encode: Any = model.embed
     outside_ddp: list[torch.nn.Parameter] = []
     if info.enabled:
@@ -417,8 +441,7 @@ def train(
         elapsed = time.perf_counter() - t0
         frac_done = max((step - 1) / o.steps, elapsed / max(limit_s, 1e-9))
         (frac_done,) = broadcast_floats([frac_done], info)  # one schedule for all ranks
-        for group in optimiser.param_groups:
-            group["lr"] = o.lr * lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule)
+        set_lr(optimiser, lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule))
 
         idx, pairs = _batch_indices(next(batches))
         if info.enabled:  # every rank drew the same global batch; embed this rank's share

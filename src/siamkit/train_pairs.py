@@ -43,7 +43,14 @@ from .losses import (
 )
 from .metrics import auc, best_f1_threshold
 from .miners import Pairs
-from .train import TrainResult, _prepare_run_dir, lr_factor, seed_everything
+from .train import (
+    TrainResult,
+    _prepare_run_dir,
+    lr_factor,
+    make_optimiser,
+    seed_everything,
+    set_lr,
+)
 
 __all__ = ["calibrate_on_pairs", "load_pair_data", "train_pairs", "val_is_seeded"]
 
@@ -172,8 +179,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         loss_fn = CoSENTLoss(model.distance, scale=lc.scale)
     else:
         loss_fn = None  # cosine regression, below
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    optimiser = make_optimiser(model, o)
     rng = np.random.default_rng(config.seed)
     # duplicate groups guard in-batch negatives; MNRL draws positive pairs only
     groups = (positive_pair_groups(len(train.texts), train.left, train.right, train.same)
@@ -210,8 +216,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     for step in range(1, o.steps + 1):
         # the schedule follows whichever runs out first, steps or time: it always anneals
         frac_done = max((step - 1) / o.steps, (time.perf_counter() - t0) / limit_s)
-        for group in optimiser.param_groups:
-            group["lr"] = o.lr * lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule)
+        set_lr(optimiser, lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule))
         batch = draw()
         left, right = train.left[batch], train.right[batch]
         items = np.concatenate([left, right])
