@@ -153,3 +153,6 @@ def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     again = json.loads(out.read_text())
     assert model.stat().st_mtime_ns == mtime  # not trained again
     assert [f["eer"] for f in again["folds"]] == [f["eer"] for f in report["folds"]]
+    assert [f["reused_runs"] for f in again["folds"]] == [2, 2]
+    with pytest.raises(SystemExit, match="holds other folds"):  # would score trained groups
+        bench.main([*argv, "--reuse", "--fold-seed", "1"])

@@ -267,7 +267,7 @@ def test_calibrate_refuses_the_test_subset(run_dir, alphabets, tmp_path, capsys)
     assert card["threshold"]["source"].endswith(f"val groups of {split}")
 
 
-def test_calibrate_on_a_scores_file(run_dir, tmp_path, capsys, caplog):
+def test_calibrate_on_a_scores_file(run_dir, tmp_path, capsys):
     """Validation scores computed elsewhere (group_cv.py's out-of-fold scores for a model
     refitted on every non-test group): the threshold is fitted on them in the model's
     direction (Euclidean: lower is closer) and stored with its source."""
@@ -276,8 +276,8 @@ def test_calibrate_on_a_scores_file(run_dir, tmp_path, capsys, caplog):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     scores = tmp_path / "oof.csv"
-    scores.write_text("fold,score,label\n0,0.1,1\n0,0.3,1\n1,0.2,1\n0,0.8,0\n1,0.9,0\n"
-                      "1,1.4,0\n")
+    scores.write_text("\ufefffold,score,label\n0,0.1,1\n0,0.3,1\n1,0.2,1\n0,0.8,0\n1,0.9,0\n"
+                      "1,1.4,0\n")  # with a byte-order mark, as spreadsheets save CSV
     assert main(["--quiet", "calibrate", "--model", str(run), "--scores", str(scores),
                  "--target", "accuracy", "--json"]) == 0
     cal = json.loads(capsys.readouterr().out)
@@ -287,23 +287,25 @@ def test_calibrate_on_a_scores_file(run_dir, tmp_path, capsys, caplog):
     assert card["threshold"]["source"] == f"scores in {scores}"
     assert card["threshold"]["threshold_"] == cal["threshold"]
 
-    # similarities given to a distance model: fitted, but with a warning
-    flipped = tmp_path / "flipped.csv"
-    flipped.write_text("score,label\n0.9,1\n0.8,1\n0.1,0\n0.2,0\n")
-    with caplog.at_level("WARNING", logger="siamkit"):
-        assert main(["calibrate", "--model", str(run), "--scores", str(flipped)]) == 0
-    assert "worse than chance" in caplog.text and "reversed" in caplog.text
-    capsys.readouterr()
-    for text, needle in (("score,label\n0.1,1\n0.2,1\n", "needs same (label 1) and different"),
-                         ("a,b\n1,2\n", "columns score and label"),
-                         ("score,label\nx,1\n0.2,0\n", "line 2: score 'x' is not a number"),
-                         ("score,label\nnan,1\n0.2,0\n", "finite")):
-        bad = tmp_path / "bad.csv"
+    bad = tmp_path / "bad.csv"
+    for text, needle in (
+        ("score,label\n0.9,1\n0.8,1\n0.1,0\n0.2,0\n", "lower is closer): similarities"),
+        ("score,label\n0.1,1\n0.2,1\n", "calibrating needs different pairs too"),
+        ("score,label\n0.1,1\n0.2,\n0.9,0\n", "pair 2: empty label"),
+        ("score,label\n0.1,1\n0.2,1.0\n0.9,0\n", "has 3 values"),
+        ("a,b\n1,2\n", "columns score and label"),
+        ("score,label\nx,1\n0.2,0\n", "pair 1: score 'x' is not a number"),
+        ("score,label\nnan,1\n0.2,0\n", "finite"),
+    ):
         bad.write_text(text)
         assert main(["calibrate", "--model", str(run), "--scores", str(bad)]) == 1
-        assert needle in capsys.readouterr().err
+        assert needle in capsys.readouterr().err, text
+    assert json.loads((run / "config.json").read_text())["threshold"] == card["threshold"]
     assert main(["calibrate", "--model", str(run), "--scores", str(tmp_path / "no.csv")]) == 1
     assert "scores file not found" in capsys.readouterr().err
+    assert main(["calibrate", "--model", str(run), "--scores", str(scores), "--split",
+                 "s.json", "--tta", "2"]) == 1
+    assert "--split, --tta would be ignored" in capsys.readouterr().err
 
 
 def test_eval_verification_without_threshold_gives_nulls(run_dir, alphabets, tmp_path, capsys):

@@ -100,6 +100,33 @@ def test_pair_training_with_learned_head(tmp_path, small_omniglot):
     assert 0.0 <= res.history[-1]["val_accuracy"] <= 1.0
 
 
+def test_head_learning_rate_trains_and_resumes_exactly(tmp_path, small_omniglot):
+    """With optim.head_lr the head moves at its own rate (after the same steps, a head
+    trained at a higher rate has moved further from its start), and a run interrupted and
+    resumed ends at the same weights as one run straight through."""
+    over = {"loss.name": "bce", "model.head": True, "optim.sampler": "pairs",
+            "optim.pair_batch": 16, "optim.steps": 6, "eval.every": 6, "optim.lr": 1e-4,
+            "optim.warmup_steps": 0}
+    start = train(tiny_config(**{**over, "optim.steps": 1, "optim.lr": 1e-12}),
+                  tmp_path / "start", data=small_omniglot)
+    assert start.steps == 1
+    head0 = load_model(tmp_path / "start")[0].head.linear.weight.detach()
+    moved = {}
+    for name, head_lr in (("slow", "1e-4"), ("fast", "1e-2")):
+        train(tiny_config(**{**over, "optim.head_lr": head_lr}), tmp_path / name,
+              data=small_omniglot)
+        w = load_model(tmp_path / name)[0].head.linear.weight.detach()
+        moved[name] = float((w - head0).abs().sum())
+    assert moved["fast"] > 10 * moved["slow"]
+    cfg = tiny_config(**{**over, "optim.head_lr": "1e-2"})
+    train(cfg, tmp_path / "part", data=small_omniglot, callbacks=[lambda s, _: s == 3])
+    train(cfg, tmp_path / "part", resume=True, data=small_omniglot)
+    a = torch.load(tmp_path / "fast" / "state.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+
 def test_validation_split_holds_out_whole_groups(small_omniglot):
     train_set, val_set = split_by_group(small_omniglot, 2, 0.0, seed=0)
     assert val_set is not None

@@ -78,7 +78,7 @@ def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test"
                           "and genuine-forgery pairs (different); the genuine class is the "
                           "one named like its group (001 vs 001_forg)")
     p.add_argument("--positive-label", default="1",
-                   help="label value meaning 'same' in --pairs (default 1)")
+                   help="label value meaning 'same' in --pairs or --scores (default 1)")
     p.add_argument("--split", help="split file (siamkit split): keep only pairs whose two "
                                    "images are in groups of --subset")
     p.add_argument("--subset", default=default_subset, choices=("train", "val", "test"),
@@ -636,15 +636,21 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                          "from validation data (use --subset val, or --allow-test)")
     if args.scores:  # validation scores computed elsewhere (out-of-fold, say)
         from .checkpoint import load_model
+        from .data.textpairs import read_scores
         from .metrics import auc
 
+        ignored = [f"--{k.replace('_', '-')}" for k in ("data", "split", "group_pattern", "tta")
+                   if getattr(args, k) is not None]
+        if ignored:
+            raise ValueError(f"--scores brings its own scores: {', '.join(ignored)} would be "
+                             f"ignored, so drop it")
         model = load_model(args.model)[0]
-        scores, same = _read_scores(args.scores, args.positive_label)
+        scores, same = read_scores(args.scores, args.positive_label)
+        closer = "higher" if model.higher_is_closer else "lower"
         if auc(scores if model.higher_is_closer else -scores, same) < 0.5:
-            logger.warning("%s: the scores separate same from different pairs worse than "
-                           "chance in this model's direction (%s is closer): are they "
-                           "reversed?", args.scores,
-                           "higher" if model.higher_is_closer else "lower")
+            raise ValueError(f"{args.scores}: the scores rank same pairs below different ones "
+                             f"in this model's direction ({closer} is closer): similarities "
+                             f"for a distance model, or the reverse? Negate them")
         source = f"scores in {args.scores}"
     else:
         model, scores, same, _, _ = _scored_pairs(args)
@@ -659,38 +665,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                           f"{cal.validation_['accuracy']:.4f}, FAR {cal.validation_['far']:.4f}, "
                           f"FRR {cal.validation_['frr']:.4f}")
     return 0
-
-
-def _read_scores(path: str, positive_label: str) -> tuple[Any, Any]:
-    """``score`` and ``label`` columns of a CSV (other columns ignored) -> arrays."""
-    import csv
-
-    import numpy as np
-
-    from .data.download import DatasetError
-
-    if not Path(path).is_file():
-        raise DatasetError(f"scores file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"score", "label"} <= set(rows[0]):
-        raise DatasetError(f"{path}: expected a header with columns score and label")
-    scores, labels = [], []
-    for n, row in enumerate(rows, 2):
-        try:
-            scores.append(float(row["score"]))
-        except (TypeError, ValueError):
-            raise DatasetError(f"{path}, line {n}: score {row['score']!r} is not a number"
-                               ) from None
-        labels.append((row["label"] or "").strip())
-    s = np.array(scores)
-    if not np.isfinite(s).all():
-        raise DatasetError(f"{path}: scores must be finite numbers")
-    same = np.array([v == positive_label for v in labels])
-    if same.all() or not same.any():
-        raise DatasetError(f"{path}: needs same (label {positive_label}) and different pairs; "
-                           f"labels found: {sorted(set(labels))[:5]}")
-    return s, same
 
 
 def _calibrator(card: dict, run_dir: str) -> Any:

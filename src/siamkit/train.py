@@ -58,7 +58,8 @@ from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float
 from .miners import Pairs, Triplets
 
 __all__ = ["train", "TrainResult", "TrainingData", "prepare_data", "load_training_data",
-           "lr_factor", "seed_everything", "calibrate_on_validation"]
+           "lr_factor", "make_optimiser", "set_lr", "seed_everything",
+           "calibrate_on_validation"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,22 +175,33 @@ def make_optimiser(model: nn.Module, o: OptimConfig, extra: list[nn.Parameter] |
                    ) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters of ``model`` (and ``extra``, e.g. a loss's proxies);
     the learned head, if any, at ``o.head_lr`` when set (a fresh head beside a pretrained
-    encoder learns at another pace). :func:`set_lr` scales each group's peak rate."""
-    head = getattr(model, "head", None)
-    head_ids = {id(p) for p in head.parameters()} if head is not None and o.head_lr else set()
+    encoder learns at another pace). :func:`set_lr` scales each group's peak rate.
+
+    Frozen parameters (``requires_grad=False``) are left out: AdamW would skip them anyway,
+    but an optimiser state saved before 2026-11-30 from a model with frozen layers lists them
+    and no longer loads."""
     params = list({id(p): p for p in [*model.parameters(), *(extra or [])]
                    if p.requires_grad}.values())
+    head = getattr(model, "head", None)
+    head_ids = ({id(p) for p in head.parameters() if p.requires_grad}
+                if head is not None and o.head_lr else set())
     groups = [{"params": [p for p in params if id(p) not in head_ids], "lr": o.lr}]
     if head_ids:
         groups.append({"params": [p for p in params if id(p) in head_ids], "lr": o.head_lr})
     optimiser = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
-    optimiser.peak_lrs = [g["lr"] for g in groups]  # kept apart from a resumed state
+    # the peaks live beside the optimiser's state, which a resumed run replaces
+    optimiser.peak_lrs = [g["lr"] for g in groups]  # type: ignore[attr-defined]
     return optimiser
 
 
 def set_lr(optimiser: torch.optim.Optimizer, factor: float) -> None:
-    """Every parameter group at ``factor`` times its peak rate."""
-    for group, peak in zip(optimiser.param_groups, optimiser.peak_lrs, strict=True):
+    """Every parameter group of an optimiser from :func:`make_optimiser` at ``factor`` times
+    its peak rate."""
+    peaks = getattr(optimiser, "peak_lrs", None)
+    if peaks is None:
+        raise TypeError("set_lr takes an optimiser built by make_optimiser (it keeps the "
+                        "peak learning rates)")
+    for group, peak in zip(optimiser.param_groups, peaks, strict=True):
         group["lr"] = peak * factor
 
 

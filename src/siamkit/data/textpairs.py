@@ -18,7 +18,7 @@ import numpy as np
 
 from .download import DatasetError
 
-__all__ = ["TextPairs", "read_text_pairs", "write_text_pairs", "pair_format",
+__all__ = ["TextPairs", "read_text_pairs", "read_scores", "write_text_pairs", "pair_format",
            "parse_ditto_record", "serialize_record", "read_texts", "read_ditto", "load_mrpc",
            "load_stsb", "load_ditto"]
 
@@ -157,26 +157,58 @@ def read_text_pairs(
                                    f"number") from None
             if not np.isfinite(scores[-1]):
                 raise DatasetError(f"{path}, pair {n}: missing score in column {score!r}")
-    same = None
-    if label is not None:
-        if positive_label not in raw:
-            raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "
-                               f"(labels found: {sorted(set(raw))[:5]})")
-        values = sorted(set(raw))
-        if "" in values:
-            raise DatasetError(f"{path}, pair {raw.index('') + 1}: empty label in column "
-                               f"{label!r}")
-        if len(values) > 2:
-            odd = [v for v in values if v != positive_label]
-            counts = {v: raw.count(v) for v in odd}
-            rare = min(odd, key=lambda v: counts[v])
-            raise DatasetError(f"{path}: label column {label!r} has {len(values)} values "
-                               f"{values[:6]}, expected two ({positive_label!r} for same and "
-                               f"one other); pair {raw.index(rare) + 1} has {rare!r}")
-        same = np.array([v == positive_label for v in raw])
+    same = None if label is None else _same_from_labels(path, raw, positive_label, label)
     return TextPairs(list(index), np.array(left, dtype=int), np.array(right, dtype=int), same,
                      np.array(scores) if score is not None else None,
                      raw if label is not None else None)
+
+
+def _same_from_labels(path: Path, raw: list[str], positive_label: str, label: str
+                      ) -> np.ndarray:
+    """Labels as written -> "same" booleans; refuses an empty label, a missing positive
+    label and more than two values (a typo must not silently become "different")."""
+    if positive_label not in raw:
+        raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "
+                           f"(labels found: {sorted(set(raw))[:5]})")
+    values = sorted(set(raw))
+    if "" in values:
+        raise DatasetError(f"{path}, pair {raw.index('') + 1}: empty label in column "
+                           f"{label!r}")
+    if len(values) > 2:
+        odd = [v for v in values if v != positive_label]
+        counts = {v: raw.count(v) for v in odd}
+        rare = min(odd, key=lambda v: counts[v])
+        raise DatasetError(f"{path}: label column {label!r} has {len(values)} values "
+                           f"{values[:6]}, expected two ({positive_label!r} for same and "
+                           f"one other); pair {raw.index(rare) + 1} has {rare!r}")
+    return np.array([v == positive_label for v in raw])
+
+
+def read_scores(path: str | Path, positive_label: str = "1") -> tuple[np.ndarray, np.ndarray]:
+    """A CSV of pair scores computed elsewhere (columns ``score`` and ``label``; others are
+    ignored) -> (scores, same). Both kinds of pair must be there; labels are checked as
+    :func:`read_text_pairs` checks them."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"scores file not found: {path}")
+    rows, _ = _rows(path, "csv", ["score", "label"])
+    if not rows or not {"score", "label"} <= set(rows[0]):
+        raise DatasetError(f"{path}: expected a header with columns score and label")
+    scores = []
+    for n, row in enumerate(rows, 1):
+        try:
+            scores.append(float(row.get("score") or "nan"))
+        except ValueError:
+            raise DatasetError(f"{path}, pair {n}: score {row.get('score')!r} is not a "
+                               f"number") from None
+        if not np.isfinite(scores[-1]):
+            raise DatasetError(f"{path}, pair {n}: the score must be a finite number")
+    same = _same_from_labels(path, [(r.get("label") or "").strip() for r in rows],
+                             positive_label, "label")
+    if same.all():
+        raise DatasetError(f"{path}: every pair is 'same' ({positive_label!r}); calibrating "
+                           f"needs different pairs too")
+    return np.array(scores), same
 
 
 def read_texts(path: str | Path, column: str = "text", fmt: str | None = None,
