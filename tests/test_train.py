@@ -37,6 +37,20 @@ def tiny_config(**over: str) -> Config:
     return apply_overrides(Config(), [f"{k}={v}" for k, v in values.items()])
 
 
+def interrupt_and_resume(cfg: Config, out: Path, data, at: int) -> None:
+    """Train ``cfg`` into ``out``, stopped after step ``at`` (the state is saved there), then
+    resume it to the end."""
+    train(cfg, out, data=data, callbacks=[lambda s, _: s == at])
+    train(cfg, out, resume=True, data=data)
+
+
+def assert_same_final_weights(a: Path, b: Path) -> None:
+    wa = torch.load(a / "state.pt", weights_only=False)["model"]
+    wb = torch.load(b / "state.pt", weights_only=False)["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], msg=k)
+
+
 def test_short_real_run_loss_falls_and_checkpoints(tmp_path, small_omniglot):
     cfg = tiny_config(**{"optim.steps": 90, "eval.every": 30, "optim.lr": 3e-3})
     res = train(cfg, tmp_path / "run", data=small_omniglot)
@@ -73,10 +87,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, small_omniglot):
     assert state["step"] == 3
     res = train(half, tmp_path / "part", resume=True, data=small_omniglot)
     assert res.steps == 8
-    a = torch.load(tmp_path / "full" / "state.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert_same_final_weights(tmp_path / "full", tmp_path / "part")
 
 
 @pytest.mark.parametrize("loss,miner", [("triplet", "semihard"), ("triplet", "batch_hard"),
@@ -118,13 +129,9 @@ def test_head_learning_rate_trains_and_resumes_exactly(tmp_path, small_omniglot)
         w = load_model(tmp_path / name)[0].head.linear.weight.detach()
         moved[name] = float((w - head0).abs().sum())
     assert moved["fast"] > 10 * moved["slow"]
-    cfg = tiny_config(**{**over, "optim.head_lr": "1e-2"})
-    train(cfg, tmp_path / "part", data=small_omniglot, callbacks=[lambda s, _: s == 3])
-    train(cfg, tmp_path / "part", resume=True, data=small_omniglot)
-    a = torch.load(tmp_path / "fast" / "state.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    interrupt_and_resume(tiny_config(**{**over, "optim.head_lr": "1e-2"}), tmp_path / "part",
+                         small_omniglot, at=3)
+    assert_same_final_weights(tmp_path / "fast", tmp_path / "part")
 
 
 def test_validation_split_holds_out_whole_groups(small_omniglot):
@@ -187,12 +194,8 @@ def test_resume_with_the_mining_schedule_is_exact(tmp_path, small_omniglot):
     cfg = tiny_config(**{"loss.name": "triplet", "loss.miner": "schedule", "optim.steps": 6,
                          "eval.every": 3, "loss.schedule_start": 0.0, "loss.schedule_end": 1.0})
     train(cfg, tmp_path / "full", data=small_omniglot)
-    train(cfg, tmp_path / "part", data=small_omniglot, callbacks=[lambda s, _: s == 2])
-    train(cfg, tmp_path / "part", resume=True, data=small_omniglot)
-    a = torch.load(tmp_path / "full" / "state.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    interrupt_and_resume(cfg, tmp_path / "part", small_omniglot, at=2)
+    assert_same_final_weights(tmp_path / "full", tmp_path / "part")
 
 
 def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot, caplog):
