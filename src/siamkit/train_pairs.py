@@ -152,6 +152,13 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
                           "cosent, and those losses need graded pairs")
     logger.info("training on %d pairs of %d texts; validating on %d pairs", len(train),
                 len(train.texts), len(val))
+    fields = config.model.encoder_args.get("fields") if config.model.encoder == "text" else None
+    if fields and train.records is not None:
+        unnamed = sorted({k for r in train.records for k in r if r[k]} - set(fields))
+        if unnamed:
+            raise ConfigError(f"model.encoder_args.fields must name every attribute of the "
+                              f"records (an unnamed one runs into the field before it); "
+                              f"missing: {unnamed}")
     featurizer, card = None, {"input": {"kind": "text"}}
     if config.model.encoder == "mlp":  # records by their numeric / categorical attributes
         if train.records is None or val.records is None:
@@ -196,6 +203,9 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         nonlocal best, best_step
         metric = _validate(model, val, config.eval.calibrate_target, featurizer)
         record = {"step": step, "loss": recent, "val_metric": metric}
+        weights = getattr(model.encoder, "field_weights", None)
+        if weights:  # field-wise records: how much each attribute counts
+            record["field_weights"] = {k: round(v, 4) for k, v in weights.items()}
         history.append(record)
         with open(out / "history.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
