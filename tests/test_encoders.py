@@ -374,6 +374,13 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines():
         0.5 * cos[0] + 0.25 * cos[1] + 0.25 * cos[2], abs=1e-5)
     with pytest.raises(ValueError, match="distinct"):
         create_encoder("text", fields=["title", "title"])
+    from siamkit.config import OptimConfig
+    from siamkit.train import make_optimiser
+
+    # the field weights start untrained beside a pretrained encoder: optim.head_lr's group
+    opt = make_optimiser(enc, OptimConfig(lr=1e-5, head_lr=1e-2))
+    assert [g["lr"] for g in opt.param_groups] == [1e-5, 1e-2]
+    assert opt.param_groups[1]["params"] == [enc.field_logits]
 
     ens = create_encoder("ensemble", members=2, member="text", normalize_members=True,
                          max_seq_length=32, fields=["title", "venue", "year"]).eval()

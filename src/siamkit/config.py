@@ -110,7 +110,9 @@ class OptimConfig:
     sampler: str = "pk"  # pk: P classes x K examples; pairs: balanced pairs (contrastive, bce)
     pair_batch: int = 128  # pairs per batch, with sampler=pairs
     lr: float = 1e-3
-    head_lr: float | None = None  # the learned head's learning rate (None: lr)
+    # learning rate of what starts untrained beside a pretrained encoder: the learned head,
+    # a field-wise text encoder's field weights (None: lr)
+    head_lr: float | None = None
     weight_decay: float = 0.0
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine or constant
@@ -359,8 +361,9 @@ def check_config(config: Config) -> None:
         need(value >= low, f"{key} must be at least {low}, got {value}")
     need(o.lr > 0, f"optim.lr must be positive, got {o.lr}")
     need(o.head_lr is None or o.head_lr > 0, f"optim.head_lr must be positive, got {o.head_lr}")
-    need(o.head_lr is None or m.head, "optim.head_lr is the learned head's learning rate: set "
-                                      "model.head=true (or drop optim.head_lr)")
+    need(o.head_lr is None or m.head or bool(m.encoder_args.get("fields")),
+         "optim.head_lr is the learning rate of a learned head or of field weights: set "
+         "model.head=true or model.encoder_args.fields (or drop optim.head_lr)")
     need(0.0 <= lc.pos_fraction <= 1.0, f"loss.pos_fraction must be in [0, 1], got "
                                         f"{lc.pos_fraction}")
     need(lc.in_batch >= 0, f"loss.in_batch must be >= 0, got {lc.in_batch}")

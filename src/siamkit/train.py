@@ -174,8 +174,9 @@ def prepare_data(config: Config, data: ImageDataset) -> TrainingData:
 def make_optimiser(model: nn.Module, o: OptimConfig, extra: list[nn.Parameter] | None = None
                    ) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters of ``model`` (and ``extra``, e.g. a loss's proxies);
-    the learned head, if any, at ``o.head_lr`` when set (a fresh head beside a pretrained
-    encoder learns at another pace). :func:`set_lr` scales each group's peak rate.
+    with ``o.head_lr`` set, the parameters that start untrained beside a pretrained encoder
+    (the learned head, a field-wise text encoder's field weights) at that rate: they learn
+    at another pace. :func:`set_lr` scales each group's peak rate.
 
     Frozen parameters (``requires_grad=False``) are left out: AdamW would skip them anyway,
     but an optimiser state saved before 2026-11-30 from a model with frozen layers lists them
@@ -183,8 +184,9 @@ def make_optimiser(model: nn.Module, o: OptimConfig, extra: list[nn.Parameter] |
     params = list({id(p): p for p in [*model.parameters(), *(extra or [])]
                    if p.requires_grad}.values())
     head = getattr(model, "head", None)
-    head_ids = ({id(p) for p in head.parameters() if p.requires_grad}
-                if head is not None and o.head_lr else set())
+    fresh = [*(head.parameters() if head is not None else []),
+             *(p for name, p in model.named_parameters() if name.endswith("field_logits"))]
+    head_ids = {id(p) for p in fresh if p.requires_grad} if o.head_lr else set()
     groups = [{"params": [p for p in params if id(p) not in head_ids], "lr": o.lr}]
     if head_ids:
         groups.append({"params": [p for p in params if id(p) in head_ids], "lr": o.head_lr})
