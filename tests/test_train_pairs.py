@@ -131,6 +131,13 @@ def test_init_from_continues_from_a_trained_text_twin(text_run, pair_files, tmp_
     source = json.loads((text_run / "train_summary.json").read_text())
     # step 0 scores the warm-started twin on the same validation pairs: the source's best
     assert res.history[0]["val_metric"] == pytest.approx(source["best_val_metric"], abs=1e-6)
+    # a field-wise twin starts from it too (its field weights fresh): with one field the
+    # texts are encoded whole, so the cosines, and step 0's validation, are the source's
+    fields = train(load_config(_config(pair_files, "online_contrastive", 1, 1),
+                               ["eval.calibrate_target=f1", f"model.init_from={text_run}",
+                                "model.encoder_args.fields=[text]"]), tmp_path / "fields")
+    assert fields.history[0]["val_metric"] == pytest.approx(source["best_val_metric"],
+                                                            abs=1e-6)
 
 
 def test_time_limit_stops_pair_training_and_still_writes_a_run(pair_files, tmp_path, caplog):

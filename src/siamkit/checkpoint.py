@@ -139,13 +139,18 @@ def warm_start(model: SiameseNetwork, source: tuple[Path, SiameseNetwork, dict],
     Omniglot before a small set of characters. The loss, head and optimiser start fresh.
     Warns when the source read its inputs otherwise (``input_card``: size, inversion...)."""
     path, trained, card = source
-    try:
-        model.encoder.load_state_dict(trained.encoder.state_dict())
+    try:  # a field-wise text encoder may start from a whole-text one: its field weights fresh
+        missing, unexpected = model.encoder.load_state_dict(trained.encoder.state_dict(),
+                                                            strict=False)
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         detail = lines[1].strip() if len(lines) > 1 else lines[0]
         raise ConfigError(f"model.init_from {path}: its encoder does not fit this one: "
                           f"{detail}") from None
+    missing = [k for k in missing if not k.endswith("field_logits")]
+    if missing or unexpected:
+        raise ConfigError(f"model.init_from {path}: its encoder does not fit this one: "
+                          f"missing {missing[:3]}, unexpected {list(unexpected)[:3]}")
     if input_card is not None and card.get("input") != input_card:
         logger.warning("model.init_from %s read its inputs otherwise (%s; here %s)", path,
                        card.get("input"), input_card)
