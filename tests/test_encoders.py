@@ -359,6 +359,13 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines():
     assert enc.split_fields("venue: sigmod record; title: t") == ["title: t",
                                                                   "venue: sigmod record", ""]
     assert enc.split_fields("no fields here") == ["no fields here", "", ""]
+    assert enc.split_fields("brand: x; venue: a; title: t; venue: b") == [  # lead, repeat
+        "brand: x; title: t", "venue: a", ""]
+    codes = create_encoder("text", max_seq_length=8, join_codes=True, fields=["isbn-13", "t"])
+    assert codes.split_fields("isbn-13: 978-0-1; t: dsc-w150") == ["isbn-13: 97801",
+                                                                 "t: dscw150"]
+    with pytest.raises(ValueError, match="list of attribute names"):
+        create_encoder("text", fields="title")
     with torch.no_grad():
         enc.field_logits.copy_(torch.tensor([math.log(2.0), 0.0, math.log(1.0)]))  # .5/.25/.25
         b = "title: xml view demo; venue: very large data bases; year: 2001"
@@ -384,8 +391,13 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines():
 
     ens = create_encoder("ensemble", members=2, member="text", normalize_members=True,
                          max_seq_length=32, fields=["title", "venue", "year"]).eval()
-    with torch.no_grad():
-        assert ens([a, b]).shape == (2, 2 * 3 * 384)
+    with torch.no_grad():  # members of one config trained with other seeds: perturb one
+        for q in ens.members[1].parameters():
+            q.add_(0.02 * torch.randn_like(q))
+        joined = ens([a, b])
+        parts = [m([a, b]) / 2 ** 0.5 for m in ens.members]
+    assert joined.shape == (2, 2 * 3 * 384) and not torch.allclose(parts[0], parts[1])
+    assert_close(joined, torch.cat(parts, dim=1))
 
     class Model:  # what _export_text reads before anything else
         encoder = enc

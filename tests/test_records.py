@@ -125,6 +125,17 @@ def test_field_wise_text_twin_trains_on_records_and_names_every_field(tmp_path, 
     assert list(weights) == ["title", "manufacturer", "price"]
     assert sum(weights.values()) == pytest.approx(1, abs=1e-3)
     assert len(set(weights.values())) > 1  # they start equal and are learned
+    from siamkit.checkpoint import load_model
+    from siamkit.data.textpairs import load_ditto
+
+    model = load_model(out)[0]
+    best = json.loads((out / "config.json").read_text())["best_step"]
+    assert model.encoder.field_weights == pytest.approx(
+        next(h["field_weights"] for h in hist if h["step"] == best), abs=1e-4)
+    pairs = load_ditto(data, "test")
+    i = next(k for k, r in enumerate(pairs.records) if all(r.get(f) for f in weights))
+    rec = pairs.records[i]  # a real serialised record splits back into its attributes
+    assert model.encoder.split_fields(pairs.texts[i]) == [f"{f}: {rec[f]}" for f in weights]
     capsys.readouterr()
     assert main(["--quiet", "eval", "verification", "--model", str(out), "--pairs",
                  str(data / "test.txt"), "--format", "ditto", "--json"]) == 0

@@ -138,6 +138,10 @@ def test_init_from_continues_from_a_trained_text_twin(text_run, pair_files, tmp_
                                 "model.encoder_args.fields=[text]"]), tmp_path / "fields")
     assert fields.history[0]["val_metric"] == pytest.approx(source["best_val_metric"],
                                                             abs=1e-6)
+    with pytest.raises(ConfigError, match=r"its fields \['text'\] are not this encoder's"):
+        train(load_config(_config(pair_files, "online_contrastive", 1, 1),
+                          [f"model.init_from={tmp_path / 'fields'}",
+                           "model.encoder_args.fields=[other]"]), tmp_path / "other")
 
 
 def test_time_limit_stops_pair_training_and_still_writes_a_run(pair_files, tmp_path, caplog):

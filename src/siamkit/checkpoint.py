@@ -139,6 +139,10 @@ def warm_start(model: SiameseNetwork, source: tuple[Path, SiameseNetwork, dict],
     Omniglot before a small set of characters. The loss, head and optimiser start fresh.
     Warns when the source read its inputs otherwise (``input_card``: size, inversion...)."""
     path, trained, card = source
+    theirs, ours = (getattr(e, "fields", None) for e in (trained.encoder, model.encoder))
+    if theirs and theirs != ours:
+        raise ConfigError(f"model.init_from {path}: its fields {theirs} are not this "
+                          f"encoder's ({ours or 'whole texts'})")
     try:  # a field-wise text encoder may start from a whole-text one: its field weights fresh
         missing, unexpected = model.encoder.load_state_dict(trained.encoder.state_dict(),
                                                             strict=False)

@@ -341,9 +341,10 @@ class TextEncoder(nn.Module):
             encode each of these attributes apart and join them: every field's embedding
             is normalised and weighted by the square root of a learned softmax weight, so
             the cosine of two records is the weighted mean of their fields' cosines. A
-            record without a field encodes it as empty; a text with none of the fields is
-            read as the first field. Name every attribute the records have (training
-            checks): an unnamed one would run into the field before it.
+            record without a field encodes it as empty (two records both without it agree
+            on it); text before the first named field joins the first field. Name every
+            attribute the records have (training checks): an unnamed one would run into
+            the field before it.
 
     Shape: list of B strings -> (B, output_dim) (``len(fields)`` times the model's size with
     ``fields``).
@@ -379,6 +380,9 @@ class TextEncoder(nn.Module):
         self.norm = L2Norm() if normalize else nn.Identity()
         self.output_dim = embedding_dim or dim
         self.join_codes = join_codes
+        if isinstance(fields, str):
+            raise ValueError(f"fields must be a list of attribute names, got the string "
+                             f"{fields!r}")
         self.fields = [str(f) for f in fields or []]
         if self.fields:
             if len(set(self.fields)) != len(self.fields) or not all(self.fields):
@@ -390,23 +394,27 @@ class TextEncoder(nn.Module):
 
     def split_fields(self, text: str) -> list[str]:
         """A serialised record -> each field's ``attr: value`` text, in ``fields`` order
-        ("" for a field it lacks; a text with none of them is all the first field)."""
+        ("" for a field it lacks; a repeated field keeps its first value). Text before the
+        first named field (a text with none of them: all of it) joins the first field;
+        with ``join_codes`` the values, not the names, have their codes joined."""
+        fix = join_codes if self.join_codes else (lambda t: t)
         marks = list(self._field_start.finditer(text))
-        if not marks:
-            return [text] + [""] * (len(self.fields) - 1)
+        lead = text[:marks[0].start()] if marks else text
         found: dict[str, str] = {}
-        for m, nxt in zip(marks, [*marks[1:], None], strict=True):
+        for m, nxt in zip(marks, [*marks[1:], None][:len(marks)], strict=True):
             value = text[m.end():nxt.start() if nxt else len(text)].strip()
-            found[m.group(1)] = f"{m.group(1)}: {value}"
-        return [found.get(f, "") for f in self.fields]
+            found.setdefault(m.group(1), f"{m.group(1)}: {fix(value)}")
+        parts = [found.get(f, "") for f in self.fields]
+        if lead.strip():
+            parts[0] = "; ".join(x for x in (fix(lead.strip().rstrip(";")), parts[0]) if x)
+        return parts
 
     def tokenize(self, texts: Sequence[str]) -> Any:
         """Texts -> the transformer's inputs (token ids, attention mask, ...); with
         ``fields``, a list of them, one per field."""
         prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
-        texts = [join_codes(t) for t in texts] if self.join_codes else list(texts)
         if not self.fields:
-            return prepare(texts)
+            return prepare([join_codes(t) for t in texts] if self.join_codes else list(texts))
         split = [self.split_fields(t) for t in texts]
         return [prepare([parts[k] for parts in split]) for k in range(len(self.fields))]
 
