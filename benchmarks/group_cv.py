@@ -49,8 +49,9 @@ def folds_of(groups: list[str], k: int, seed: int) -> list[list[str]]:
     return [sorted(order[i::k].tolist()) for i in range(k)]
 
 
-def _score(run: Path, images, i, j) -> tuple[np.ndarray, bool]:
-    model, cfg, _ = load_model(run)
+def _score(loaded, images, i, j) -> tuple[np.ndarray, bool]:
+    """Scores of the pairs (i, j) of ``images`` by a loaded run (model, config, card)."""
+    model, cfg, _ = loaded
     emb = embed_images(model, images, tta=cfg.eval.tta)
     return score_pairs(model, emb, i, j), model.higher_is_closer
 
@@ -85,9 +86,9 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
         config.seed = base_seed + s
         run = out if seeds == 1 else out / f"seed{config.seed}"
         runs.append(run)
-        if reuse and (run / "model.safetensors").is_file():
-            trained = load_model(run)[1]
-            if config_to_dict(trained) != config_to_dict(config):
+        loaded = load_model(run) if reuse and (run / "model.safetensors").is_file() else None
+        if loaded is not None:
+            if config_to_dict(loaded[1]) != config_to_dict(config):
                 raise SystemExit(f"--reuse: {run} was trained with another config than this "
                                  f"command's (or fold); train it again without --reuse")
             logging.getLogger(__name__).warning("reusing the model in %s", run)
@@ -96,7 +97,8 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
             t = time.perf_counter()
             train(config, run, overwrite=True)
             minutes += (time.perf_counter() - t) / 60
-        sc, higher = _score(run, fold.images, i, j)
+            loaded = load_model(run)
+        sc, higher = _score(loaded, fold.images, i, j)
         scores.append(sc)
     reps = [verification_report(sc, same, higher) for sc in scores]
     row = {"held_out": held_out, "trained_on": train_groups, "auc": reps[0]["auc"],
@@ -107,7 +109,7 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
             row["scores"] = np.mean(scores, axis=0)
         else:
             joined = ensemble_runs(runs, out / "ensemble", calibrate=False, overwrite=True)
-            row["scores"], higher = _score(joined, fold.images, i, j)
+            row["scores"], higher = _score(load_model(joined), fold.images, i, j)
         ens = verification_report(row["scores"], same, higher)
         row.update(seed_eers=[r["eer"] for r in reps], auc=ens["auc"], eer=ens["eer"],
                    mean_seed_eer=float(np.mean([r["eer"] for r in reps])))

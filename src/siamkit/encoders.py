@@ -277,6 +277,11 @@ class EnsembleEncoder(nn.Module):
     def join_codes(self) -> bool:
         return bool(getattr(self.members[0], "join_codes", False))
 
+    @property
+    def fields(self) -> list[str]:
+        """The first text member's fields (members share the config); [] otherwise."""
+        return list(getattr(self.members[0], "fields", []))
+
     def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
         if self.normalize_members:
             scale = len(parts) ** -0.5
@@ -399,11 +404,12 @@ class TextEncoder(nn.Module):
         with ``join_codes`` the values, not the names, have their codes joined."""
         fix = join_codes if self.join_codes else (lambda t: t)
         marks = list(self._field_start.finditer(text))
+        # each value runs to the next mark
+        ends = [m.start() for m in marks[1:]] + [len(text)] if marks else []
         lead = text[:marks[0].start()] if marks else text
         found: dict[str, str] = {}
-        for m, nxt in zip(marks, [*marks[1:], None][:len(marks)], strict=True):
-            value = text[m.end():nxt.start() if nxt else len(text)].strip()
-            found.setdefault(m.group(1), f"{m.group(1)}: {fix(value)}")
+        for m, end in zip(marks, ends, strict=True):
+            found.setdefault(m.group(1), f"{m.group(1)}: {fix(text[m.end():end].strip())}")
         parts = [found.get(f, "") for f in self.fields]
         if lead.strip():
             parts[0] = "; ".join(x for x in (fix(lead.strip().rstrip(";")), parts[0]) if x)

@@ -208,8 +208,7 @@ SAMPLE_TEXTS = [
 def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | None
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the text encoder, verifier and tokenizer; (input spec, files)."""
-    if getattr(model.encoder, "fields", None) or any(
-            getattr(m, "fields", None) for m in getattr(model.encoder, "members", [])):
+    if getattr(model.encoder, "fields", None):  # a text ensemble: its members' fields
         raise ExportError("a field-wise text encoder (encoder_args.fields) does not export to "
                           "ONNX yet: it takes one token sequence per field")
     st = model.encoder.st
