@@ -413,3 +413,25 @@ def test_smaller_batch_matches_brute_force_all_miners() -> None:
     assert len(expected) > 10 and _as_set(semi) == expected and len(semi.a) == len(expected)
     hardest = SemiHardMiner(margin=2.0, select="hardest")(emb, labels)
     assert _as_set(hardest) == _brute_semi_hard_hardest(d, lab)
+
+
+def test_corpus_hard_negatives_skip_the_anchors_group() -> None:
+    import numpy as np
+
+    # points on a line: 0 and 1 are one duplicate group, so 1 is never 0's negative
+    x = torch.tensor([[0.0], [0.1], [0.3], [0.35], [2.0]])
+    groups = np.array([0, 0, 1, 2, 3])
+    neg = miners.corpus_hard_negatives(x, EuclideanDistance(), np.array([0, 1, 2]), groups, 2)
+    assert neg.tolist() == [[2, 3], [2, 3], [3, 1]]
+    # cosine: the direction closest to anchor 0 outside its group, whichever way is closer
+    y = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.05], [1.0, 1.0],
+                                                    [0.0, 1.0], [1.0, 0.2]]), dim=1)
+    neg = miners.corpus_hard_negatives(y, CosineSimilarity(), np.array([0]),
+                                       np.array([0, 0, 1, 2, 3]), 3)
+    assert neg.tolist() == [[4, 2, 3]]
+    # fewer items outside the group than asked: -1 pads
+    neg = miners.corpus_hard_negatives(x[:3], EuclideanDistance(), np.array([0]),
+                                       np.array([0, 0, 1]), 2)
+    assert neg.tolist() == [[2, -1]]
+    with pytest.raises(ValueError, match="one id per item"):
+        miners.corpus_hard_negatives(x, EuclideanDistance(), np.array([0]), groups[:3], 1)

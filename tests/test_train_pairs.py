@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from siamkit.cli import main
 from siamkit.config import ConfigError, load_config
@@ -89,6 +90,50 @@ def test_balanced_batches_with_in_batch_negatives(pair_files, tmp_path):
     for bad, match in ((["loss.in_batch=1.0", "loss.name=mnrl"], "loss.in_batch"),
                        (["pairs.pos_fraction=1.0"], "pairs.pos_fraction"),
                        (["loss.in_batch=-1"], "loss.in_batch must be >= 0")):
+        with pytest.raises(ConfigError, match=match):
+            train(load_config(_config(pair_files, "online_contrastive", 3, 3), bad),
+                  tmp_path / "bad")
+
+
+def test_mined_hard_negatives_join_each_positive_pair(pair_files, tmp_path, caplog):
+    from siamkit.data.splits import positive_pair_groups
+    from siamkit.data.textpairs import read_text_pairs
+    from siamkit.train import train
+    from siamkit.train_pairs import _HardNegatives
+
+    pairs = read_text_pairs(pair_files / "train.csv")
+    groups = positive_pair_groups(len(pairs.texts), pairs.left, pairs.right, pairs.same)
+    hard = _HardNegatives(pairs, groups, 3, np.random.default_rng(0))
+    from siamkit.builders import build_model
+
+    model = build_model(load_config(_config(pair_files, "online_contrastive", 1, 1)).model, 1, 0)
+    hard.mine(model, None)
+    batch = np.arange(16)
+    left, right, same = hard.extend(pairs.left[batch], pairs.right[batch], pairs.same[batch])
+    n_pos = int(pairs.same[batch].sum())
+    assert len(left) == 16 + n_pos and not same[16:].any() and same[:16].sum() == n_pos
+    # each added pair: a text of a positive pair and a text outside its duplicate group
+    pos_texts = set(pairs.left[batch][pairs.same[batch]]) | set(pairs.right[batch][
+        pairs.same[batch]])
+    assert set(left[16:]) <= pos_texts
+    assert (groups[left[16:]] != groups[right[16:]]).all()
+    # the mined texts are the closest by the model among those outside the group
+    from siamkit.evaluate import embed_pair_items
+
+    emb = embed_pair_items(model, pairs)
+    a = int(hard.anchors[0])
+    sims = model.distance.pairwise(emb[a : a + 1], emb)[0]
+    sims[torch.from_numpy(groups == groups[a])] = -2
+    assert hard.negatives[0].tolist() == sims.topk(3).indices.tolist()
+    caplog.set_level("INFO", logger="siamkit")
+    cfg = load_config(_config(pair_files, "online_contrastive", 3, 3),
+                      ["pairs.hard_negatives=5", "pairs.mine_every=2"])
+    res = train(cfg, tmp_path / "run")
+    assert res.steps == 3 and np.isfinite(res.history[-1]["loss"])
+    assert caplog.text.count("mined 5 hard negatives") == 2  # steps 1 and 3
+    for bad, match in ((["pairs.hard_negatives=2", "loss.name=mnrl"], "pairs.hard_negatives"),
+                       (["pairs.hard_negatives=-1"], "pairs.hard_negatives must be >= 0"),
+                       (["pairs.hard_negatives=2", "pairs.mine_every=0"], "mine_every")):
         with pytest.raises(ConfigError, match=match):
             train(load_config(_config(pair_files, "online_contrastive", 3, 3), bad),
                   tmp_path / "bad")

@@ -152,6 +152,11 @@ class PairsConfig:
     val_fraction: float = 0.1  # by duplicate groups, when there is no validation file
     max_score: float = 5.0  # graded scores are divided by this for the cosine loss
     pos_fraction: float | None = None  # labelled pairs: positives per batch (None: as drawn)
+    # labelled pairs: each positive pair of a batch adds a negative pair of one of its texts
+    # and one of that text's `hard_negatives` closest training texts outside its duplicate
+    # group (0: off), mined by the model itself every `mine_every` steps
+    hard_negatives: int = 0
+    mine_every: int = 250
 
 
 @dataclass
@@ -375,6 +380,14 @@ def check_config(config: Config) -> None:
          f"pairs.pos_fraction (positives per batch of labelled pairs) must be in (0, 1), for "
          f"contrastive, online_contrastive or bce on a pair dataset; got {pf} with "
          f"loss.name={lc.name}")
+    hn = config.pairs.hard_negatives
+    need(hn >= 0 and config.pairs.mine_every >= 1,
+         f"pairs.hard_negatives must be >= 0 and pairs.mine_every >= 1, got {hn} and "
+         f"{config.pairs.mine_every}")
+    need(hn == 0 or (pairs and lc.name in ("contrastive", "online_contrastive", "bce")),
+         f"pairs.hard_negatives adds mined negative pairs for contrastive, "
+         f"online_contrastive or bce on a labelled pair dataset; got loss.name={lc.name} on "
+         f"data.dataset={d.dataset}")
     need(0.0 <= o.same_group <= 1.0, f"optim.same_group must be in [0, 1], got {o.same_group}")
     need(len(config.augment.scale) == 2, "augment.scale must be [min, max]")
     need(e.calibrate_on in ("all_pairs", "skilled_pairs", "none"),

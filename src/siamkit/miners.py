@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .distances import Distance, EuclideanDistance, squared_distances
+from .topk import blocked_topk
 
 __all__ = [
     "Pairs",
@@ -23,6 +25,7 @@ __all__ = [
     "BatchHardMiner",
     "SemiHardMiner",
     "HardnessSchedule",
+    "corpus_hard_negatives",
     "label_masks",
     "same_label_pairs",
 ]
@@ -266,3 +269,46 @@ class HardnessSchedule:
             torch.cat([h.p[kh], s.p[ks]]),
             torch.cat([h.n[kh], s.n[ks]]),
         )
+
+
+def corpus_hard_negatives(embeddings: torch.Tensor, distance: Distance, anchors: np.ndarray,
+                          groups: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` items of a whole corpus closest to each anchor outside the anchor's group.
+
+    For pair data without class ids: ``groups`` are the duplicate groups (connected
+    components of positive pairs), so an item joined to the anchor by a chain of positive
+    pairs is never returned as its negative. Searched by blocked top-k (no N x N matrix).
+
+    Args:
+        embeddings: (N, D) embeddings of every item.
+        distance: the model's distance (which way is closer is its own).
+        anchors: (A,) item indices to mine for.
+        groups: (N,) duplicate-group id of every item.
+        k: negatives per anchor.
+
+    Returns:
+        (A, k) item indices, closest first; -1 where fewer than ``k`` items lie outside the
+        anchor's group.
+    """
+    anchors, groups = np.asarray(anchors, dtype=np.int64), np.asarray(groups)
+    if len(groups) != len(embeddings):
+        raise ValueError(f"groups must give one id per item: {len(groups)} for "
+                         f"{len(embeddings)} items")
+    out = np.full((len(anchors), k), -1, dtype=np.int64)
+    if len(anchors) == 0 or k == 0:
+        return out
+    # a group's own members are the only items skipped: fetch that many more
+    extra = int(np.bincount(groups)[groups[anchors]].max())
+    x = embeddings.detach()
+
+    def scores(q: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return distance.to_similarity(distance.pairwise(q, x[start:stop]))
+
+    with torch.no_grad():
+        _, idx = blocked_topk(x[torch.from_numpy(anchors)], len(x), k + extra, scores)
+    idx = idx.numpy()
+    outside = groups[idx] != groups[anchors][:, None]
+    for row, (cand, ok) in enumerate(zip(idx, outside, strict=True)):
+        keep = cand[ok][:k]
+        out[row, : len(keep)] = keep
+    return out

@@ -42,7 +42,7 @@ from .losses import (
     OnlineContrastiveLoss,
 )
 from .metrics import auc, best_f1_threshold
-from .miners import Pairs
+from .miners import Pairs, corpus_hard_negatives
 from .train import (
     TrainResult,
     _prepare_run_dir,
@@ -124,6 +124,45 @@ def _pair_drawer(train: TextPairs, pool: np.ndarray, size: int, pos_fraction: fl
     return draw
 
 
+class _HardNegatives:
+    """Negatives mined from the training texts for the positive pairs of each batch.
+
+    :meth:`mine` embeds every training text and keeps, for each text of a positive pair,
+    its ``k`` closest texts outside its duplicate group (:func:`corpus_hard_negatives`);
+    :meth:`extend` adds to a batch, for each positive pair, a negative pair of one of its
+    two texts and one of that text's mined negatives.
+    """
+
+    def __init__(self, train: TextPairs, groups: np.ndarray, k: int,
+                 rng: np.random.Generator) -> None:
+        self.train, self.groups, self.k, self.rng = train, groups, k, rng
+        pos = train.same
+        self.anchors = np.unique(np.concatenate([train.left[pos], train.right[pos]]))
+        self.row = np.full(len(train.texts), -1)
+        self.row[self.anchors] = np.arange(len(self.anchors))
+        self.negatives: np.ndarray | None = None
+
+    def mine(self, model: Any, featurizer: Any) -> None:
+        t0 = time.perf_counter()
+        emb = embed_pair_items(model, self.train, featurizer)
+        self.negatives = corpus_hard_negatives(emb, model.distance, self.anchors, self.groups,
+                                               self.k)
+        logger.info("mined %d hard negatives for each of %d texts in %.0f s", self.k,
+                    len(self.anchors), time.perf_counter() - t0)
+
+    def extend(self, left: np.ndarray, right: np.ndarray, same: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self.negatives is not None, "mine() first"
+        pos = np.flatnonzero(same)
+        flip = self.rng.random(len(pos)) < 0.5
+        anchor = np.where(flip, right[pos], left[pos])
+        cand = self.negatives[self.row[anchor]]
+        neg = cand[np.arange(len(cand)), self.rng.integers(0, self.k, len(cand))]
+        ok = neg >= 0  # an anchor with fewer than k texts outside its group
+        return (np.concatenate([left, anchor[ok]]), np.concatenate([right, neg[ok]]),
+                np.concatenate([same, np.zeros(int(ok.sum()), dtype=bool)]))
+
+
 def _validate(model: Any, val: TextPairs, target: str = "eer", featurizer: Any = None
               ) -> float:
     """Spearman / 100 on graded validation pairs; on labelled ones the best F1 over
@@ -197,6 +236,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     draw = _pair_drawer(train, pool, o.pair_batch, pc.pos_fraction, rng)
     in_batch = (MultipleNegativesRankingLoss(model.distance, scale=20.0)
                 if lc.in_batch > 0 else None)
+    hard = _HardNegatives(train, groups, pc.hard_negatives, rng) if pc.hard_negatives else None
     best, best_step, history = -math.inf, -1, []
 
     def validate(step: int, recent: float) -> None:
@@ -227,27 +267,32 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         # the schedule follows whichever runs out first, steps or time: it always anneals
         frac_done = max((step - 1) / o.steps, (time.perf_counter() - t0) / limit_s)
         set_lr(optimiser, lr_factor(frac_done, o.warmup_steps / o.steps, o.schedule))
+        if hard is not None and (step - 1) % pc.mine_every == 0:
+            hard.mine(model, featurizer)
+            model.train()
         batch = draw()
         left, right = train.left[batch], train.right[batch]
+        same = train.same[batch] if train.same is not None else None
+        if hard is not None:  # a mined negative pair for each positive one
+            left, right, same = hard.extend(left, right, same)
         items = np.concatenate([left, right])
         emb = (model.embed(features[items]) if featurizer is not None
                else model.embed([train.texts[i] for i in items]))
-        ea, eb = emb[: len(batch)], emb[len(batch) :]
+        ea, eb = emb[: len(left)], emb[len(left) :]
         if lc.name == "mnrl":
             loss = loss_fn(ea, eb, torch.from_numpy(groups[left]))
         elif lc.name == "online_contrastive":
-            loss = loss_fn(ea, eb, torch.from_numpy(train.same[batch]))
+            loss = loss_fn(ea, eb, torch.from_numpy(same))
         elif lc.name == "cosent":  # ranking of graded pairs within the batch
             loss = loss_fn(ea, eb, torch.as_tensor(train.score[batch], dtype=torch.float32))
         elif lc.name == "cosine":  # SBERT's cosine similarity loss on graded scores
             target = torch.as_tensor(train.score[batch] / pc.max_score, dtype=torch.float32)
             loss = F.mse_loss(F.cosine_similarity(ea, eb), target)
         else:  # contrastive or bce: pair i is (i, B + i) of the concatenated batch
-            rows = torch.arange(len(batch))
-            same = torch.from_numpy(train.same[batch])
-            loss = loss_fn(emb, None, Pairs(rows[same], rows[same] + len(batch),
-                                            rows[~same], rows[~same] + len(batch)))
-        pos = train.same[batch] if in_batch is not None else None
+            rows, is_same = torch.arange(len(left)), torch.from_numpy(same)
+            loss = loss_fn(emb, None, Pairs(rows[is_same], rows[is_same] + len(left),
+                                            rows[~is_same], rows[~is_same] + len(left)))
+        pos = same if in_batch is not None else None
         if pos is not None and pos.any():  # positives rank against every right side
             p = torch.from_numpy(pos)
             loss = loss + lc.in_batch * in_batch(
@@ -256,7 +301,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        seen += 2 * len(batch)
+        seen += 2 * len(left)
         recent = (recent + [loss.item()])[-50:]
         if bar is not None:
             bar.update(1)
