@@ -96,16 +96,16 @@ def test_balanced_batches_with_in_batch_negatives(pair_files, tmp_path):
 
 
 def test_mined_hard_negatives_join_each_positive_pair(pair_files, tmp_path, caplog):
+    from siamkit.builders import build_model
     from siamkit.data.splits import positive_pair_groups
     from siamkit.data.textpairs import read_text_pairs
+    from siamkit.evaluate import embed_pair_items
     from siamkit.train import train
     from siamkit.train_pairs import _HardNegatives
 
     pairs = read_text_pairs(pair_files / "train.csv")
     groups = positive_pair_groups(len(pairs.texts), pairs.left, pairs.right, pairs.same)
     hard = _HardNegatives(pairs, groups, 3, np.random.default_rng(0))
-    from siamkit.builders import build_model
-
     model = build_model(load_config(_config(pair_files, "online_contrastive", 1, 1)).model, 1, 0)
     hard.mine(model, None)
     batch = np.arange(16)
@@ -118,8 +118,6 @@ def test_mined_hard_negatives_join_each_positive_pair(pair_files, tmp_path, capl
     assert set(left[16:]) <= pos_texts
     assert (groups[left[16:]] != groups[right[16:]]).all()
     # the mined texts are the closest by the model among those outside the group
-    from siamkit.evaluate import embed_pair_items
-
     emb = embed_pair_items(model, pairs)
     a = int(hard.anchors[0])
     sims = model.distance.pairwise(emb[a : a + 1], emb)[0]

@@ -297,18 +297,17 @@ def corpus_hard_negatives(embeddings: torch.Tensor, distance: Distance, anchors:
     out = np.full((len(anchors), k), -1, dtype=np.int64)
     if len(anchors) == 0 or k == 0:
         return out
-    # a group's own members are the only items skipped: fetch that many more
-    extra = int(np.bincount(groups)[groups[anchors]].max())
     x = embeddings.detach()
+    anchor_groups = torch.from_numpy(groups[anchors])[:, None]
+    item_groups = torch.from_numpy(groups)
 
     def scores(q: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        return distance.to_similarity(distance.pairwise(q, x[start:stop]))
+        # the anchor's own group scores -inf: never returned while another item is left
+        s = distance.to_similarity(distance.pairwise(q, x[start:stop]))
+        return s.masked_fill(anchor_groups == item_groups[start:stop], -torch.inf)
 
     with torch.no_grad():
-        _, idx = blocked_topk(x[torch.from_numpy(anchors)], len(x), k + extra, scores)
-    idx = idx.numpy()
-    outside = groups[idx] != groups[anchors][:, None]
-    for row, (cand, ok) in enumerate(zip(idx, outside, strict=True)):
-        keep = cand[ok][:k]
-        out[row, : len(keep)] = keep
+        top, idx = blocked_topk(x[torch.from_numpy(anchors)], len(x), k, scores)
+    found = torch.isfinite(top).numpy()  # -inf only once the items outside run out
+    out[:, : idx.shape[1]][found] = idx.numpy()[found]
     return out
