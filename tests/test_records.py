@@ -79,6 +79,18 @@ def test_record_mlp_twin_trains_and_evaluates_from_the_cli(tmp_path, capsys):
     assert main(["--quiet", "verify", "--model", str(out), a, b, "--json"]) == 0
     v = json.loads(capsys.readouterr().out)
     assert v["same"] == (v["score"] >= v["threshold"])
+    # the Python API (and the HTTP service) take the same records as JSON-like rows
+    from siamkit.data.download import DatasetError
+    from siamkit.data.textpairs import parse_ditto_record
+    from siamkit.inference import Embedder
+
+    emb = Embedder(out)
+    ea, eb = emb.embed_rows([parse_ditto_record(a), parse_ditto_record(b)]).split(1)
+    assert float(emb.score(ea, eb)[0]) == pytest.approx(v["score"], abs=1e-5)
+    with pytest.raises(DatasetError, match="row 0: column 'colour'"):
+        emb.embed_rows([{"colour": "red"}])
+    with pytest.raises(DatasetError, match="rows, not texts"):
+        emb.embed_texts(["a text"])
     # a pair file without records cannot feed this model
     csv_pairs = tmp_path / "p.csv"
     csv_pairs.write_text("a,b,label\nx,y,1\nz,w,0\n")

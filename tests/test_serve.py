@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,8 @@ from conftest import make_text_run
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = ROOT.parent / "shared" / "datasets"
 pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
                                 reason="Omniglot mirror not present")
 KEY, ADMIN = "test-key-123", "admin-key-456"
@@ -343,5 +345,63 @@ def test_text_model_serves_json(tmp_path, alphabets):
         assert r.status_code == 400
         assert c.get("/classes", headers=H).json()["classes"] == {f"story{n}": 1
                                                                   for n in range(6)}
+    finally:
+        srv.stop()
+
+
+def test_table_model_serves_json_rows(tmp_path):
+    """An MLP twin trained on a class-labelled table answers rows as JSON objects: embed,
+    verify, enroll a class from one row, identify; bad rows get a 4xx and change nothing."""
+    import numpy as np
+    import yaml
+
+    from siamkit.data.tabular import load_digits
+
+    d = load_digits()
+    pixels = [f"p{i}" for i in range(64)]
+    rows = [{**{p: float(v) for p, v in zip(pixels, x.tolist(), strict=True)},
+             "digit": d.class_names[int(y)]} for x, y in zip(d.images, d.labels, strict=True)]
+    table = tmp_path / "digits.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
+    config["data"] = {"dataset": "table", "root": str(table), "label_column": "digit",
+                      "split_file": str(ROOT / "configs/splits/digits.json")}
+    config["optim"]["steps"] = 60
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(config))
+    from siamkit.cli import main
+
+    assert main(["--quiet", "train", "--config", str(tmp_path / "t.yaml"), "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    srv = Server(tmp_path / "run", tmp_path / "gal")
+    try:
+        c = httpx.Client(base_url=srv.url, timeout=60)
+        fives = [r for r in rows if r["digit"] == "5"][:2]
+        sixes = [r for r in rows if r["digit"] == "6"][:2]
+        r = c.post("/embed", headers=H, json={"rows": [fives[0], sixes[0]]})
+        assert r.status_code == 200 and len(r.json()["embeddings"]) == 2
+        a, b = (np.array(e) for e in r.json()["embeddings"])
+        v = c.post("/verify", headers=H, json={"a": fives[0], "b": sixes[0]}).json()
+        assert v["score"] == pytest.approx(float(np.linalg.norm(a - b)), rel=1e-4, abs=1e-4)
+        for label, ref in (("five", fives[0]), ("six", sixes[0])):  # one row a class
+            r = c.post("/enroll", headers=A, json={"label": label, "rows": [ref]})
+            assert r.status_code == 200 and r.json()["added"] == 1
+        r = c.post("/identify?k=1", headers=H, json={"rows": [fives[0], sixes[0]]})
+        res = r.json()["results"]
+        assert [x["matches"][0]["label"] for x in res] == ["five", "six"]
+        assert res[0]["row"] == 0 and res[0]["matches"][0]["score"] == pytest.approx(0, abs=1e-4)
+        # bad rows: unknown column, no column, not an object, none, too many; images
+        for body, why in (({"rows": [{"nope": 1}]}, "row 0: column 'nope'"),
+                          ({"rows": [{}]}, "no column"), ({"rows": []}, "1 to"),
+                          ({"rows": ["p0"]}, "object"), ({"texts": ["x"]}, "rows"),
+                          ({"rows": [{"p0": 1}] * 70}, "1 to")):
+            r = c.post("/embed", headers=H, json=body)
+            assert r.status_code in (400, 415) and why in r.json()["error"], (body, r.json())
+        r = c.post("/enroll", headers=A, json={"label": "bad", "rows": [{"p0": 1, "x": 2}]})
+        assert r.status_code == 400 and "'x'" in r.json()["error"]
+        r = c.post("/verify", headers=H, json={"a": fives[0]})
+        assert r.status_code == 400
+        r = c.post("/embed", headers=H, files=[("files", ("a.png", _png(), "image/png"))])
+        assert r.status_code == 415 and "rows" in r.json()["error"]
+        assert c.get("/classes", headers=H).json()["classes"] == {"five": 1, "six": 1}
     finally:
         srv.stop()

@@ -44,7 +44,7 @@ def test_digits_train_on_some_digits_and_one_shot_on_the_others(tmp_path, capsys
     from siamkit.data.download import DatasetError
     from siamkit.inference import Embedder
 
-    with pytest.raises(DatasetError, match="tabular model"):  # not served over HTTP (yet)
+    with pytest.raises(DatasetError, match="tabular model on raw feature vectors"):
         Embedder(out)
     # the exported verifier takes 64 features
     pytest.importorskip("onnxruntime")

@@ -477,15 +477,15 @@ def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
         from .evaluate import embed_records
 
         featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
-        rows = [_row(x, featurizer.columns, inp.get("label_column")) for x in items]
+        rows = [_row(x, featurizer, inp.get("label_column")) for x in items]
         return embed_records(model, rows, featurizer)
     return _embed_files(model, card, config, items)
 
 
-def _row(item: str, columns: list[str], label_column: str | None = None) -> dict[str, str]:
+def _row(item: str, featurizer: Any, label_column: str | None = None) -> dict[str, str]:
     """One row given on the command line: a JSON object, or (for a record model, which has
-    no ``label_column``) ``COL attr VAL value ...``. A table row's class is ignored; a
-    column the model never saw is refused (a typo must not become a missing value)."""
+    no ``label_column``) ``COL attr VAL value ...``, checked by
+    :meth:`RecordFeaturizer.check_row` (class column dropped, unknown columns refused)."""
     from .data.textpairs import parse_ditto_record
 
     if item.lstrip().startswith("{"):
@@ -493,23 +493,15 @@ def _row(item: str, columns: list[str], label_column: str | None = None) -> dict
             obj = json.loads(item)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{item[:80]!r}: not a JSON object ({exc})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{item[:80]!r}: expected a JSON object of column: value")
-        row = {str(k): "" if v is None else str(v) for k, v in obj.items()}
     elif label_column is None:
-        row = parse_ditto_record(item)
+        obj = parse_ditto_record(item)
     else:
         raise ValueError(f"{item[:80]!r}: a table model takes rows as JSON objects, e.g. "
-                         f"'{{\"{columns[0]}\": ...}}'")
-    row.pop(label_column or "", None)
-    unknown = [k for k in row if k not in columns]
-    if unknown:
-        more = f" and {len(columns) - 12} more" if len(columns) > 12 else ""
-        raise ValueError(f"{item[:80]!r}: column {unknown[0]!r} is not one of the model's "
-                         f"{columns[:12]}{more}")
-    if not row:
-        raise ValueError(f"{item[:80]!r}: no column of the model's {columns[:12]}")
-    return row
+                         f"'{{\"{featurizer.columns[0]}\": ...}}'")
+    try:
+        return featurizer.check_row(obj, label_column)
+    except ValueError as exc:
+        raise ValueError(f"{item[:80]!r}: {exc}") from None
 
 
 def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,8 +18,9 @@ __all__ = ["Embedder"]
 
 
 class Embedder:
-    """Load a run folder once; embed images given as paths or bytes (or texts, for a text
-    model: ``kind == "text"``), score pairs.
+    """Load a run folder once; embed images given as paths or bytes (texts, for a text
+    model: ``kind == "text"``; rows ``{column: value}``, for an MLP twin trained on a table or
+    on records: ``featurizer`` set), score pairs.
 
     Args:
         run_dir: a trained model's run folder.
@@ -41,9 +43,16 @@ class Embedder:
         self.max_pixels, self.max_side = max_pixels, max_side
         self.dim = int(self.model.encoder.output_dim)
         self.kind = inp.get("kind", "image")
-        if self.kind not in ("image", "text"):
-            raise DatasetError(f"{run_dir}: a {self.kind} model; the Embedder (and the HTTP "
-                               f"service) takes image and text models")
+        self.featurizer = None  # rows of a table or of records: a fitted RecordFeaturizer
+        self.label_column = inp.get("label_column")
+        if "featurizer" in inp:
+            from .data.records import RecordFeaturizer
+
+            self.featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
+        elif self.kind not in ("image", "text"):
+            raise DatasetError(f"{run_dir}: a {self.kind} model on raw feature vectors; the "
+                               f"Embedder (and the HTTP service) takes image and text models "
+                               f"and MLP twins trained on tables or records")
         self._lock = threading.Lock()  # one forward pass at a time keeps CPU threads sane
 
     @property
@@ -59,8 +68,9 @@ class Embedder:
         """One image (path or encoded bytes) with the model's preprocessing: (C, H, W)."""
         from PIL import Image, UnidentifiedImageError
 
-        if self.kind == "text":
-            raise DatasetError(f"{name}: this model embeds texts, not images")
+        if self.kind == "text" or self.featurizer is not None:
+            takes = "texts" if self.kind == "text" else "rows"
+            raise DatasetError(f"{name}: this model embeds {takes}, not images")
         if isinstance(source, bytes | bytearray):
             if not source:
                 raise DatasetError(f"{name}: empty upload")
@@ -91,9 +101,31 @@ class Embedder:
         from .evaluate import embed_texts
 
         if self.kind != "text":
-            raise DatasetError("this model embeds images, not texts")
+            raise DatasetError(f"this model embeds {'rows' if self.featurizer else 'images'}"
+                               f", not texts")
         with self._lock:
             return embed_texts(self.model, texts)
+
+    def check_rows(self, rows: list[Any]) -> list[dict[str, str]]:
+        """Rows (``{column: value}``) as a table or record model takes them; a table's class
+        column is dropped, an unknown column or a non-object is refused (DatasetError)."""
+        if self.featurizer is None:
+            raise DatasetError(f"this model embeds {self.kind}s, not rows of a table")
+        out = []
+        for i, row in enumerate(rows):
+            try:
+                out.append(self.featurizer.check_row(row, self.label_column))
+            except ValueError as exc:
+                raise DatasetError(f"row {i}: {exc}") from None
+        return out
+
+    def embed_rows(self, rows: list[Any]) -> torch.Tensor:
+        """Embed rows of a table (or records) with an MLP twin trained on them -> (N, D)."""
+        from .evaluate import embed_records
+
+        checked = self.check_rows(rows)
+        with self._lock:
+            return embed_records(self.model, checked, self.featurizer)
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:

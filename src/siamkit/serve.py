@@ -8,7 +8,9 @@ need that one instead. Keys are compared in constant time.
 
 Image models take images as multipart files; text models take JSON (``/embed`` and
 ``/identify``: ``{"texts": [...]}``, ``/verify``: ``{"a": ..., "b": ...}``, ``/enroll``:
-``{"label": ..., "texts": [...]}``) and answer 415 to the other kind.
+``{"label": ..., "texts": [...]}``), and MLP twins trained on a table or on records take
+rows as JSON objects the same way (``{"rows": [{"column": value, ...}, ...]}``, ``/verify``:
+``{"a": {...}, "b": {...}}``); each answers 415 to another kind.
 
 Bad input gets a 4xx answer with a JSON ``{"error": ...}`` and changes nothing: unreadable
 or truncated images, images over the pixel limit (checked from the header, before
@@ -57,6 +59,29 @@ class TextEnroll(BaseModel):
 
     label: str
     texts: list[str]
+
+
+Value = str | int | float | bool | None
+
+
+class RowPair(BaseModel):
+    """Two rows ``{column: value}`` to verify (table and record models)."""
+
+    a: dict[str, Value]
+    b: dict[str, Value]
+
+
+class Rows(BaseModel):
+    """Rows to identify (table and record models)."""
+
+    rows: list[dict[str, Value]]
+
+
+class RowEnroll(BaseModel):
+    """Reference rows of one class label (table and record models)."""
+
+    label: str
+    rows: list[dict[str, Value]]
 
 __all__ = ["ServeSettings", "create_app", "run"]
 
@@ -205,9 +230,21 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             raise HTTPException(400, str(exc)) from None
 
     text_model = embedder.kind == "text"
+    row_model = embedder.featurizer is not None
 
     def no_images() -> HTTPException:
+        if row_model:
+            return HTTPException(415, 'this model embeds rows of a table: send JSON '
+                                      '{"rows": [{"column": value, ...}, ...]}')
         return HTTPException(415, 'this model embeds texts: send JSON {"texts": [...]}')
+
+    def embed_rows(rows: Any) -> Any:
+        if not isinstance(rows, list) or not rows or len(rows) > s.max_files:
+            raise HTTPException(400, f"give 1 to {s.max_files} rows")
+        try:
+            return embedder.embed_rows(rows)
+        except DatasetError as exc:
+            raise HTTPException(400, str(exc)) from None
 
     def check_texts(texts: Any) -> list[str]:
         if not isinstance(texts, list) or not texts or len(texts) > s.max_files:
@@ -225,11 +262,11 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         return {"score": score, "same": embedder.decide(score),
                 "threshold": embedder.threshold, "higher_is_closer": embedder.higher_is_closer}
 
-    def identify_embeddings(names: list[str | None], emb: Any, k: int) -> dict:
+    def identify_embeddings(names: list[Any], emb: Any, k: int) -> dict:
         if k > s.max_k:
             raise HTTPException(400, f"k is at most {s.max_k}")
         threshold = embedder.threshold
-        key = "text" if text_model else "file"
+        key = "text" if text_model else "row" if row_model else "file"
         results = [{key: n, "decision": gallery.decide(m, threshold),
                     "matches": [{"label": x.label, "score": x.score} for x in m]}
                    for n, m in zip(names, gallery.identify(emb, k=k), strict=True)]
@@ -258,15 +295,22 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                 payload = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise HTTPException(400, "malformed JSON body") from None
+            if row_model and isinstance(payload, dict) and "texts" not in payload:
+                if not isinstance(payload.get("rows"), list):
+                    raise HTTPException(400, 'expected {"rows": [{"column": value}, ...]}')
+                emb = await run_in_threadpool(embed_rows, payload["rows"])
+                return {"embeddings": emb.tolist(), "dim": embedder.dim}
             if not isinstance(payload, dict) or not isinstance(payload.get("texts"), list):
                 raise HTTPException(400, 'expected {"texts": ["...", ...]}')
             texts = check_texts(payload["texts"])
+            if row_model:
+                raise no_images()
             if not text_model:
                 raise HTTPException(415, "this model embeds images: send them as multipart "
                                          "files")
             emb = await run_in_threadpool(embedder.embed_texts, texts)
             return {"embeddings": emb.tolist(), "dim": embedder.dim}
-        if text_model:
+        if text_model or row_model:
             raise no_images()
         if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise HTTPException(415, "send images as multipart/form-data field 'files'")
@@ -295,6 +339,24 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             texts = check_texts(body.texts)
             return enroll_embeddings(body.label, lambda: embedder.embed_texts(texts),
                                      [t[:200] for t in texts])
+    elif row_model:
+        @app.post("/verify")
+        def verify_rows(body: RowPair) -> dict:
+            """Are two rows of the same class? Score, decision at the calibrated threshold."""
+            ea, eb = embed_rows([body.a, body.b]).split(1)
+            return verify_embeddings(ea, eb)
+
+        @app.post("/identify")
+        def identify_rows(body: Rows, k: Annotated[int, Query(ge=1)] = 5) -> dict:
+            """Ranked gallery classes for each row, and the open-set decision."""
+            return identify_embeddings(list(range(len(body.rows))), embed_rows(body.rows), k)
+
+        @app.post("/enroll")
+        def enroll_rows(body: RowEnroll) -> dict:
+            """Add reference rows for a class label (a new label is a new class)."""
+            emb = embed_rows(body.rows)
+            return enroll_embeddings(body.label, lambda: emb,
+                                     [json.dumps(r)[:200] for r in body.rows])
     else:
         @app.post("/verify")
         def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()]

@@ -85,6 +85,25 @@ class RecordFeaturizer:
         """Every attribute seen in fitting: numeric, categorical and skipped."""
         return list(self.numeric) + list(self.categorical) + list(self.skipped)
 
+    def check_row(self, row: Any, label_column: str | None = None) -> dict[str, str]:
+        """A row given by a user (a JSON object's dict) as the strings :meth:`transform`
+        takes: ``None`` is a missing value, ``label_column`` (a table's class) is dropped,
+        and a column the featuriser never saw is refused, as is a row with no column (a
+        typo must not become a missing value). Raises ValueError."""
+        if not isinstance(row, dict):
+            raise ValueError(f"expected an object of column: value, got {type(row).__name__}")
+        out = {str(k): "" if v is None else str(v) for k, v in row.items()
+               if label_column is None or str(k) != label_column}
+        columns = self.columns
+        more = f" and {len(columns) - 12} more" if len(columns) > 12 else ""
+        unknown = [k for k in out if k not in columns]
+        if unknown:
+            raise ValueError(f"column {unknown[0]!r} is not one of the model's "
+                             f"{columns[:12]}{more}")
+        if not out:
+            raise ValueError(f"no column of the model's {columns[:12]}{more}")
+        return out
+
     @property
     def dim(self) -> int:
         """Length of a feature vector."""
