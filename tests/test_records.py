@@ -37,6 +37,24 @@ def test_featurizer_kinds_and_values_by_hand():
         RecordFeaturizer().fit([{"title": f"t{i}"} for i in range(5)])
 
 
+def test_numeric_scaling_by_hand():
+    """log: log1p then standardised (the default); standard: standardised; none: as is.
+    Cards written before the option existed read as log."""
+    recs = [{"x": "0"}, {"x": "2"}, {"x": "4"}]
+    std = RecordFeaturizer(numeric_scaling="standard").fit(recs)
+    assert std.numeric["x"] == pytest.approx([2.0, np.sqrt(8 / 3)])
+    assert std.transform([{"x": "6"}])[0, 0] == pytest.approx(4 / np.sqrt(8 / 3), rel=1e-6)
+    raw = RecordFeaturizer(numeric_scaling="none").fit(recs)
+    assert raw.transform([{"x": "6"}, {}]).tolist() == [[6, 0], [0, 1]]
+    logs = np.log1p([0.0, 2.0, 4.0])
+    log = RecordFeaturizer().fit(recs)
+    assert log.numeric["x"] == pytest.approx([logs.mean(), logs.std()])
+    old = {k: v for k, v in log.to_dict().items() if k != "numeric_scaling"}
+    assert RecordFeaturizer.from_dict(old).numeric_scaling == "log"
+    with pytest.raises(ValueError, match="numeric_scaling must be one of"):
+        RecordFeaturizer(numeric_scaling="minmax")
+
+
 def ag_subset(tmp_path: Path, keep, model: str, loss: str, optim: str) -> tuple[Path, Path]:
     """A Ditto folder of the Amazon-Google lines ``keep(split, lines)`` picks, and a config
     training ``model`` on it with ``loss`` and ``optim`` (YAML flow mappings' insides)."""

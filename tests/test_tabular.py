@@ -247,6 +247,10 @@ def test_table_config_errors():
         check_config(load_config(ROOT / "configs" / "digits.yaml",
                                  ["data.dataset=table", "data.root=t.csv",
                                   "model.encoder=conv4"]))
+    with pytest.raises(ConfigError, match="numeric_scaling must be one of log, standard"):
+        check_config(load_config(ROOT / "configs" / "digits.yaml",
+                                 ["data.dataset=table", "data.root=t.csv",
+                                  "data.numeric_scaling=minmax"]))
 
 
 def test_split_a_table_by_class(tmp_path, capsys):
@@ -313,6 +317,11 @@ def test_prepare_table_fits_on_training_rows_and_featurises_validation_alike(tmp
     assert td.images.shape == (len(train_recs), featurizer.dim)
     with pytest.raises(ConfigError, match="prepare_table"):
         load_training_data(config)
+    config.data.numeric_scaling = "none"  # the sizes as they are in the file
+    td, featurizer = prepare_table(config)
+    assert featurizer.numeric_scaling == "none"
+    sizes = sorted(float(r["size"]) for r in train_recs)
+    assert sorted(td.images[:, 0].tolist()) == pytest.approx(sizes, abs=1e-6)
     with pytest.raises(ConfigError, match="group_pattern"):
         check_config(load_config(ROOT / "configs" / "digits.yaml",
                                  [f"data.root={table}", "data.dataset=table",

@@ -39,6 +39,7 @@ class DataConfig:
     root: str | None = None  # folder-per-class tree (folder); a CSV/TSV/JSONL file (table)
     label_column: str = "label"  # dataset=table: the column of each row's class
     feature_columns: list[str] | None = None  # dataset=table: None takes all but the label
+    numeric_scaling: str = "log"  # table and record MLP twins: log, standard or none
     group_depth: int = 0  # 1: root/<group>/<class>/ (e.g. alphabets)
     size: int = 28  # images are resized to size x size (or size x width)
     width: int | None = None  # for wide images, e.g. signatures
@@ -297,6 +298,8 @@ def check_config(config: Config) -> None:
 
     d, m, lc, o, e = config.data, config.model, config.loss, config.optim, config.eval
 
+    from .data.records import NUMERIC_SCALINGS
+
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
@@ -316,6 +319,10 @@ def check_config(config: Config) -> None:
     need(d.feature_columns is None or (isinstance(d.feature_columns, list)
                                        and all(isinstance(c, str) for c in d.feature_columns)),
          f"data.feature_columns must be a list of column names, got {d.feature_columns!r}")
+    need(d.numeric_scaling in NUMERIC_SCALINGS,
+         f"data.numeric_scaling must be one of {', '.join(NUMERIC_SCALINGS)} (numeric "
+         f"columns: log1p then standardised, standardised, or as they are), got "
+         f"{d.numeric_scaling!r}")
     need(m.encoder != "ensemble",
          "model.encoder=ensemble is not trained: train each member as its own run (seeds "
          "0, 1, ...) and join them with `siamkit ensemble RUN RUN ... --out DIR`")

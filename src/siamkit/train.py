@@ -143,7 +143,7 @@ def prepare_table(config: Config) -> tuple[TrainingData, RecordFeaturizer]:
         return [records[i] for i in features[:, 0].long().tolist()]
 
     try:
-        featurizer = RecordFeaturizer().fit(rows(td.images))
+        featurizer = RecordFeaturizer(numeric_scaling=d.numeric_scaling).fit(rows(td.images))
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     logger.info("table %s: %d rows of %d classes; numeric columns %s, categorical %s, "

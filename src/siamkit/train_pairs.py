@@ -203,7 +203,8 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         if train.records is None or val.records is None:
             raise ConfigError("model.encoder=mlp matches records by their attributes: it "
                               "needs record pairs (data.dataset=ditto)")
-        featurizer = RecordFeaturizer().fit(train.records)
+        featurizer = RecordFeaturizer(numeric_scaling=config.data.numeric_scaling).fit(
+            train.records)
         config.model.encoder_args.setdefault("in_features", featurizer.dim)
         card = {"input": {"kind": "records", "featurizer": featurizer.to_dict()}}
         logger.info("record features: numeric %s, categorical %s, left to text: %s",

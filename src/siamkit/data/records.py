@@ -4,8 +4,10 @@
 the Ditto loader gives them) and turns each record into a fixed-length float vector:
 
 - a numeric attribute (at least ``numeric_share`` of its non-empty values parse as numbers,
-  after dropping currency signs and thousands separators): ``log1p``-scaled, standardised
-  value plus a missing flag;
+  after dropping currency signs and thousands separators): its value plus a missing flag,
+  the value scaled by ``numeric_scaling``: ``log`` (the default: ``sign(x) log1p(|x|)``,
+  then standardised; prices and counts spanning orders of magnitude), ``standard``
+  (standardised) or ``none`` (as is: features already on one scale, such as pixels);
 - a categorical attribute (few distinct values: at most ``max_distinct_share`` of its
   non-empty values are distinct): one-hot over its ``max_categories`` most frequent values
   (case-folded), an "other" slot and a missing flag;
@@ -26,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RecordFeaturizer", "featurizer_from_card"]
+__all__ = ["RecordFeaturizer", "featurizer_from_card", "NUMERIC_SCALINGS"]
+
+NUMERIC_SCALINGS = ("log", "standard", "none")
 
 _NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?([eE][-+]?\d+)?$")
 
@@ -50,6 +54,15 @@ class RecordFeaturizer:
     numeric: dict[str, list[float]] = field(default_factory=dict)  # attr -> [mean, std]
     categorical: dict[str, list[str]] = field(default_factory=dict)  # attr -> vocabulary
     skipped: list[str] = field(default_factory=list)
+    numeric_scaling: str = "log"  # log, standard or none (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.numeric_scaling not in NUMERIC_SCALINGS:
+            raise ValueError(f"numeric_scaling must be one of {NUMERIC_SCALINGS}, got "
+                             f"{self.numeric_scaling!r}")
+
+    def _scaled(self, x: float) -> float:
+        return _scale(x) if self.numeric_scaling == "log" else x
 
     def fit(self, records: list[dict[str, str]]) -> RecordFeaturizer:
         """Decide each attribute's kind and its statistics from training records."""
@@ -65,7 +78,10 @@ class RecordFeaturizer:
                 continue
             numbers = [n for n in (_number(v) for v in present) if n is not None]
             if len(numbers) >= self.numeric_share * len(present):
-                scaled = np.array([_scale(n) for n in numbers])
+                if self.numeric_scaling == "none":
+                    self.numeric[name] = [0.0, 1.0]
+                    continue
+                scaled = np.array([self._scaled(n) for n in numbers])
                 std = float(scaled.std()) or 1.0
                 self.numeric[name] = [float(scaled.mean()), std]
                 continue
@@ -119,7 +135,7 @@ class RecordFeaturizer:
                 if n is None:
                     out[i, k + 1] = 1.0
                 else:
-                    out[i, k] = (_scale(n) - mean) / std
+                    out[i, k] = (self._scaled(n) - mean) / std
                 k += 2
             for name, vocab in self.categorical.items():
                 v = (r.get(name) or "").strip().lower()
@@ -135,7 +151,8 @@ class RecordFeaturizer:
     def to_dict(self) -> dict[str, Any]:
         return {"max_categories": self.max_categories, "numeric_share": self.numeric_share,
                 "max_distinct_share": self.max_distinct_share, "numeric": self.numeric,
-                "categorical": self.categorical, "skipped": self.skipped}
+                "categorical": self.categorical, "skipped": self.skipped,
+                "numeric_scaling": self.numeric_scaling}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecordFeaturizer:
