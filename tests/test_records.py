@@ -37,6 +37,24 @@ def test_featurizer_kinds_and_values_by_hand():
         RecordFeaturizer().fit([{"title": f"t{i}"} for i in range(5)])
 
 
+def test_numbers_past_float32_are_not_numbers_and_rows_are_checked():
+    """"1e400" would become infinity (and every feature NaN): it counts as missing.
+    check_row drops the class column and refuses unknown columns and nested values."""
+    recs = [{"x": str(i)} for i in range(9)] + [{"x": "1e400"}]
+    for scaling in ("log", "standard", "none"):
+        f = RecordFeaturizer(numeric_scaling=scaling).fit(recs)
+        assert np.isfinite(f.numeric["x"]).all(), scaling
+        x = f.transform([{"x": "1e400"}, {"x": "-4e38"}, {"x": "3e38"}])
+        assert np.isfinite(x).all() and x[:2, 1].tolist() == [1, 1] and x[2, 1] == 0
+    assert f.check_row({"x": 1, "kind": "a"}, "kind") == {"x": "1"}
+    assert f.check_row({"x": None}) == {"x": ""}
+    for row, why in (({"y": 1}, "column 'y' is not one of"), ({}, "no column"),
+                     ({"x": {"a": 1}}, "holds a dict"), ({"x": [1]}, "holds a list"),
+                     (["x"], "expected an object")):
+        with pytest.raises(ValueError, match=why):
+            f.check_row(row)
+
+
 def test_numeric_scaling_by_hand():
     """log: log1p then standardised (the default); standard: standardised; none: as is.
     Cards written before the option existed read as log."""

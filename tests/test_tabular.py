@@ -139,8 +139,18 @@ def test_read_table_reads_any_class_column_and_refuses_bad_tables(tmp_path):
     with pytest.raises(DatasetError, match="row 2: empty class"):
         read_table(blank)
     one = _write_table(tmp_path / "o.csv", ["x", "label"], [[1, "p"], [2, "p"]])
-    with pytest.raises(DatasetError, match="at least two"):
+    with pytest.raises(DatasetError, match="1 class.* at least 2 needed"):
         read_table(one)
+    assert read_table(one, min_classes=1)[1] == ["p", "p"]  # one new class to enroll
+    index = _write_table(tmp_path / "i.csv", ["", "x", "label"], [[0, 1, "p"], [1, 2, "q"]])
+    with pytest.raises(DatasetError, match="a column has no name .*index=False"):
+        read_table(index)
+    twice = _write_table(tmp_path / "d.csv", ["x", "x", "label"], [[0, 1, "p"], [1, 2, "q"]])
+    with pytest.raises(DatasetError, match="column 'x' appears twice"):
+        read_table(twice)
+    jsonl.write_text('{"x": 1, "label": 7}\n{"x": [2, 3], "label": 8}\n')
+    with pytest.raises(DatasetError, match="line 2: column 'x' holds a list"):
+        read_table(jsonl)
     with pytest.raises(DatasetError, match="no rows"):
         read_table(_write_table(tmp_path / "h.csv", ["x", "label"], []))
 
@@ -185,6 +195,8 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
     assert res["accuracy"] > 0.4  # chance is 0.2 on the unseen digits 5-9
     assert main(args[:5] + ["--data", "sklearn:digits"] + args[7:]) == 1  # not its features
     assert "not this model" in capsys.readouterr().err
+    assert main(args + ["--group-depth", "1"]) == 1  # no folders in a table
+    assert "a table's rows have neither" in capsys.readouterr().err
     short = _write_table(tmp_path / "short.csv", ["p0", "digit"], [[0, "5"], [1, "6"]])
     assert main(args[:5] + ["--data", str(short)] + args[7:]) == 1  # refused, not zero-filled
     assert "no feature column 'p1'" in capsys.readouterr().err
@@ -213,6 +225,12 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
                      ("[1, 2]", "as JSON objects"), ('{"p0": 1', "not a JSON object")):
         assert main(["identify", "--model", str(out), "--gallery", gallery, bad]) == 1
         assert why in capsys.readouterr().err, bad
+    # a file of one new class's rows enrolls (training would need two classes)
+    one = _write_table(tmp_path / "new.csv", ["digit", *pixels],
+                       [["ten", *(records[i][p] for p in pixels)] for i in nines[1:3]])
+    assert main(["--quiet", "enroll", "--model", str(out), "--gallery", gallery,
+                 "--from-folder", str(one), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == 12
 
     pytest.importorskip("onnxruntime")  # the export ships the featuriser beside the graph
     from siamkit.export import export_onnx

@@ -408,6 +408,11 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_episodes
 
     model, config, card = load_model(args.model)
+    if card.get("input", {}).get("kind") == "tabular" and (args.group_depth
+                                                            or args.drawer_pattern):
+        raise ValueError("--group-depth and --drawer-pattern read image folders and file "
+                         "names; a table's rows have neither (its split file's "
+                         "group_pattern groups classes)")
     data = _load_folder(card, config, args.data, group_depth=args.group_depth,
                         drawer_pattern=args.drawer_pattern)
     if args.split:
@@ -784,7 +789,7 @@ def _load_folder(card: dict, config: Any, folder: str, **kwargs: Any) -> Any:
 
         featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
         used = list(featurizer.numeric) + list(featurizer.categorical)  # skipped: optional
-        records, labels = read_table(folder, inp["label_column"], used)
+        records, labels = read_table(folder, inp["label_column"], used, min_classes=1)
         return table_dataset(records, labels, featurizer, folder)
     if inp.get("kind") == "tabular":
         raise ValueError(f"{folder}: this tabular (MLP) model takes sklearn:digits")

@@ -125,7 +125,12 @@ class Embedder:
 
         checked = self.check_rows(rows)
         with self._lock:
-            return embed_records(self.model, checked, self.featurizer)
+            emb = embed_records(self.model, checked, self.featurizer)
+        bad = (~torch.isfinite(emb).all(dim=1)).nonzero().flatten().tolist()
+        if bad:
+            raise DatasetError(f"row {bad[0]}: its embedding is not finite (values too large "
+                               f"for the model?)")
+        return emb
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,9 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
 
     def verify_embeddings(ea: Any, eb: Any) -> dict:
         score = float(embedder.score(ea, eb)[0])
+        if not math.isfinite(score):
+            raise HTTPException(400, "the score is not finite (values too large for the "
+                                     "model?)")
         return {"score": score, "same": embedder.decide(score),
                 "threshold": embedder.threshold, "higher_is_closer": embedder.higher_is_closer}
 
@@ -267,9 +271,13 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             raise HTTPException(400, f"k is at most {s.max_k}")
         threshold = embedder.threshold
         key = "text" if text_model else "row" if row_model else "file"
+        try:
+            found = gallery.identify(emb, k=k)
+        except GalleryError as exc:
+            raise HTTPException(400, str(exc)) from None
         results = [{key: n, "decision": gallery.decide(m, threshold),
                     "matches": [{"label": x.label, "score": x.score} for x in m]}
-                   for n, m in zip(names, gallery.identify(emb, k=k), strict=True)]
+                   for n, m in zip(names, found, strict=True)]
         return {"results": results, "threshold": threshold,
                 "higher_is_closer": gallery.higher_is_closer}
 
@@ -293,7 +301,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         if ctype.startswith("application/json"):
             try:
                 payload = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError, over-long integers
                 raise HTTPException(400, "malformed JSON body") from None
             if row_model and isinstance(payload, dict) and "texts" not in payload:
                 if not isinstance(payload.get("rows"), list):

@@ -35,9 +35,17 @@ NUMERIC_SCALINGS = ("log", "standard", "none")
 _NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?([eE][-+]?\d+)?$")
 
 
+_FLOAT32_MAX = 3.4e38
+
+
 def _number(value: str) -> float | None:
+    """The number a value holds, or None; a number too large for float32 (``1e400``) is
+    not one (it would become infinity and every feature NaN)."""
     v = value.strip().replace(",", "").lstrip("$€£").strip()
-    return float(v) if _NUMBER.match(v) else None
+    if not _NUMBER.match(v):
+        return None
+    x = float(v)
+    return x if abs(x) <= _FLOAT32_MAX else None
 
 
 def _scale(x: float) -> float:
@@ -108,11 +116,16 @@ class RecordFeaturizer:
         typo must not become a missing value). Raises ValueError."""
         if not isinstance(row, dict):
             raise ValueError(f"expected an object of column: value, got {type(row).__name__}")
+        nested = [k for k, v in row.items() if isinstance(v, dict | list | tuple)]
+        if nested:
+            raise ValueError(f"column {nested[0]!r} holds a {type(row[nested[0]]).__name__}; "
+                             f"a value is a string, a number, a boolean or null")
         out = {str(k): "" if v is None else str(v) for k, v in row.items()
                if label_column is None or str(k) != label_column}
         columns = self.columns
         more = f" and {len(columns) - 12} more" if len(columns) > 12 else ""
-        unknown = [k for k in out if k not in columns]
+        known = set(columns)
+        unknown = [k for k in out if k not in known]
         if unknown:
             raise ValueError(f"column {unknown[0]!r} is not one of the model's "
                              f"{columns[:12]}{more}")

@@ -54,7 +54,7 @@ def load_digits() -> ImageDataset:
 
 
 def read_table(path: str | Path, label_column: str = "label",
-               feature_columns: list[str] | None = None
+               feature_columns: list[str] | None = None, min_classes: int = 2
                ) -> tuple[list[dict[str, str]], list[str]]:
     """A class-labelled table -> (each row's feature values by column, each row's class).
 
@@ -63,6 +63,8 @@ def read_table(path: str | Path, label_column: str = "label",
         label_column: the column holding each row's class (any text; numbers are names too).
         feature_columns: the columns to featurise; None takes every column but the label.
             Leave identifiers out (a row id looks numeric but says nothing).
+        min_classes: refuse a table with fewer classes (training needs two; enrolling one
+            new class from a file needs one).
     """
     path = Path(path)
     if not path.is_file():
@@ -71,6 +73,9 @@ def read_table(path: str | Path, label_column: str = "label",
     if not rows:
         raise DatasetError(f"{path}: no rows under the header")
     header = list(dict.fromkeys(k for r in rows for k in r))  # JSONL rows may differ
+    if "" in header:
+        raise DatasetError(f"{path}: a column has no name (an index column written by pandas? "
+                           f"write with index=False, or name it)")
     if label_column not in header:
         raise DatasetError(f"{path}: no label column {label_column!r}; the header has "
                            f"{header[:12]}")
@@ -89,9 +94,9 @@ def read_table(path: str | Path, label_column: str = "label",
             raise DatasetError(f"{path}, row {n}: empty class in column {label_column!r}")
         labels.append(label)
         records.append({c: row.get(c) or "" for c in columns})
-    if len(set(labels)) < 2:
-        raise DatasetError(f"{path}: one class ({labels[0]!r}) in column {label_column!r}; "
-                           f"a metric needs at least two")
+    if len(set(labels)) < min_classes:
+        raise DatasetError(f"{path}: {len(set(labels))} class(es) in column {label_column!r};"
+                           f" at least {min_classes} needed (a metric is learned from two)")
     return records, labels
 
 

@@ -87,6 +87,10 @@ def read_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, 
                     raise DatasetError(f"{path}, line {n}: not JSON ({exc})") from None
                 if not isinstance(obj, dict):
                     raise DatasetError(f"{path}, line {n}: expected a JSON object")
+                nested = [k for k, v in obj.items() if isinstance(v, dict | list)]
+                if nested:
+                    raise DatasetError(f"{path}, line {n}: column {nested[0]!r} holds a "
+                                       f"{type(obj[nested[0]]).__name__}, not a value")
                 rows.append({str(k): "" if v is None else str(v) for k, v in obj.items()})
         return rows, True
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -102,6 +106,9 @@ def read_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, 
     if positional:
         return [{str(i): v for i, v in enumerate(r)} for r in table], False
     header = [h.strip() for h in table[0]]
+    twice = sorted({h for h in header if h and header.count(h) > 1})
+    if twice:
+        raise DatasetError(f"{path}: column {twice[0]!r} appears twice in the header")
     return [dict(zip(header, r, strict=False)) for r in table[1:]], True
 
 
