@@ -46,6 +46,10 @@ def test_digits_train_on_some_digits_and_one_shot_on_the_others(tmp_path, capsys
 
     with pytest.raises(DatasetError, match="tabular model on raw feature vectors"):
         Embedder(out)
+    capsys.readouterr()
+    assert main(["enroll", "--model", str(out), "--gallery", str(tmp_path / "g"), "--label",
+                 "x", "[0, 1]"]) == 1  # not an image, and this model takes no JSON rows
+    assert "train on a table" in capsys.readouterr().err
     # the exported verifier takes 64 features
     pytest.importorskip("onnxruntime")
     from siamkit.export import export_onnx

@@ -484,6 +484,11 @@ def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
         featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
         rows = [_row(x, featurizer, inp.get("label_column")) for x in items]
         return embed_records(model, rows, featurizer)
+    if inp.get("kind") == "tabular":
+        raise ValueError("this tabular model was trained on sklearn:digits' feature vectors: "
+                         "enroll with --from-folder sklearn:digits, evaluate with eval "
+                         "episodes; to identify rows given as JSON, train on a table "
+                         "(data.dataset=table)")
     return _embed_files(model, card, config, items)
 
 
