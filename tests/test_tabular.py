@@ -152,6 +152,10 @@ def test_read_table_reads_any_class_column_and_refuses_bad_tables(tmp_path):
     twice = _write_table(tmp_path / "d.csv", ["x", "x", "label"], [[0, 1, "p"], [1, 2, "q"]])
     with pytest.raises(DatasetError, match="column 'x' appears twice"):
         read_table(twice)
+    ragged = tmp_path / "r.csv"
+    ragged.write_text("x,label\n1,p\n2,3,q\n")
+    with pytest.raises(DatasetError, match="row 2 under the header: 3 fields, the header has 2"):
+        read_table(ragged)
     jsonl.write_text('{"x": 1, "label": 7}\n{"x": [2, 3], "label": 8}\n')
     with pytest.raises(DatasetError, match="line 2: column 'x' holds a list"):
         read_table(jsonl)

@@ -109,6 +109,11 @@ def read_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, 
     twice = sorted({h for h in header if h and header.count(h) > 1})
     if twice:
         raise DatasetError(f"{path}: column {twice[0]!r} appears twice in the header")
+    for n, r in enumerate(table[1:], 1):
+        if len(r) > len(header):  # a value would be cut off, or the columns shifted
+            sep = "tab" if fmt == "tsv" else "comma"
+            raise DatasetError(f"{path}, row {n} under the header: {len(r)} fields, the "
+                               f"header has {len(header)} (an unquoted {sep} in a value?)")
     return [dict(zip(header, r, strict=False)) for r in table[1:]], True
 
 
