@@ -205,6 +205,26 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
     assert "not this model" in capsys.readouterr().err
     assert main(args + ["--group-depth", "1"]) == 1  # no folders in a table
     assert "a table's rows have neither" in capsys.readouterr().err
+    # verification on every pair of rows: a threshold fitted on the training digits'
+    # pairs, then applied frozen to the unseen digits' pairs
+    pairs = ["--model", str(out), "--data", str(table), "--all-pairs", "--split", str(split)]
+    assert main(["--quiet", "calibrate", *pairs, "--subset", "train", "--target", "far=0.05",
+                 "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    n = sum(y in "01234" for y in labels)
+    assert cal["validation"]["pairs"] == n * (n - 1) // 2
+    assert cal["validation"]["far"] == pytest.approx(0.05, abs=0.01)
+    assert main(["--quiet", "eval", "verification", *pairs, "--json"]) == 0
+    ver = json.loads(capsys.readouterr().out)
+    m = len(labels) - n
+    assert ver["positives"] + ver["negatives"] == m * (m - 1) // 2
+    assert ver["threshold"] == pytest.approx(cal["threshold"]) and 0.6 < ver["auc"] <= 1
+    assert main(["eval", "verification", "--model", str(out), "--pairs", str(table)]) == 1
+    assert "--all-pairs" in capsys.readouterr().err
+    assert main(["--quiet", "eval", "retrieval", "--model", str(out), "--data", str(table),
+                 "--split", str(split), "--json"]) == 0
+    ret = json.loads(capsys.readouterr().out)
+    assert ret["queries"] == m and ret["classes"] == 5 and ret["recall@1"] > 0.5
     short = _write_table(tmp_path / "short.csv", ["p0", "digit"], [[0, "5"], [1, "6"]])
     assert main(args[:5] + ["--data", str(short)] + args[7:]) == 1  # refused, not zero-filled
     assert "no feature column 'p1'" in capsys.readouterr().err

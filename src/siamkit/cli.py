@@ -65,14 +65,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
 def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test"
                      ) -> argparse._MutuallyExclusiveGroup:
     p.add_argument("--model", required=True, help="run folder of a trained model")
-    p.add_argument("--data", help="folder the images (and pair paths) are in (image models)")
+    p.add_argument("--data", help="folder the images (and pair paths) are in (image models); "
+                                  "a tabular model's table file, or sklearn:digits")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pairs", help="image models: CSV of a,b,label rows (header optional), "
                                      "paths relative to --data; text models: a pair file "
                                      "(see --format, --a, --b, --label)")
     src.add_argument("--all-pairs", action="store_true",
                      help="every pair of images of the folder-per-class tree --data "
-                          "(same folder = same)")
+                          "(same folder = same), or of rows of a table (same class = same)")
     src.add_argument("--skilled-pairs", action="store_true",
                      help="within each --group-pattern group: genuine-genuine pairs (same) "
                           "and genuine-forgery pairs (different); the genuine class is the "
@@ -125,8 +126,8 @@ def _add_verification(sub: argparse._SubParsersAction, eval_sub: argparse._SubPa
     s.add_argument("--json", action="store_true", help="print JSON")
     r = eval_sub.add_parser("retrieval", help="leave-one-out retrieval: Recall@K, MAP@R, MRR")
     r.add_argument("--model", required=True, help="run folder of a trained model")
-    r.add_argument("--data", required=True, help="folder-per-class tree (queries search all "
-                                                 "other items)")
+    r.add_argument("--data", required=True, help="folder-per-class tree, or a tabular model's "
+                                                 "table file (queries search all other items)")
     r.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="K values of Recall@K")
     r.add_argument("--split", help="split file: keep only the classes of --subset")
     r.add_argument("--subset", default="test", choices=("train", "val", "test"))
@@ -533,6 +534,8 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     model, config, card = load_model(args.model)
     if _is_text(model) or featurizer_from_card(card) is not None:
         return _scored_text_pairs(args, model, card, config)
+    if card.get("input", {}).get("kind") == "tabular":
+        return _scored_table_pairs(args, model, card, config)
     if not args.data:
         raise ValueError("an image model needs --data (the folder the images are in)")
     if args.skilled_pairs:
@@ -573,6 +576,29 @@ def _is_text(model: Any) -> bool:
     return is_text_model(model)
 
 
+def _scored_table_pairs(args: argparse.Namespace, model: Any, card: dict, config: Any
+                        ) -> tuple[Any, ...]:
+    """The table branch of :func:`_scored_pair_list`: every pair of rows of the table
+    (or ``sklearn:digits``) ``--data``, same class = same; ``--split`` keeps one subset's
+    classes."""
+    from .data.pairs import PairList, all_pairs
+    from .evaluate import embed_images, score_pairs
+
+    if not (args.data and args.all_pairs):
+        raise ValueError("a tabular model is evaluated on every pair of rows of a table: "
+                         "give --data FILE (or sklearn:digits) --all-pairs")
+    data = _load_folder(card, config, args.data)
+    if args.split:
+        data = _split_classes(data, args.split, args.subset)
+    left, right, same = all_pairs(data.labels.numpy())
+    if not same.any() or same.all():
+        raise ValueError(f"need both same and different pairs; got {int(same.sum())} same "
+                         f"and {int((~same).sum())} different")
+    pairs = PairList(list(data.paths), left, right, same)
+    emb = embed_images(model, data.images)
+    return model, score_pairs(model, emb, left, right), pairs, None, emb, card, config
+
+
 def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config: Any
                        ) -> tuple[Any, ...]:
     """The text / record branch of :func:`_scored_pair_list`: pairs from a pair file."""
@@ -611,6 +637,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report, write_report
 
     model, scores, pairs, images, emb, card, _ = _scored_pair_list(args)
+    if card.get("input", {}).get("kind") == "tabular":
+        raise ValueError("the HTML report shows the images or texts of its pairs; for a "
+                         "tabular model use siamkit eval verification --all-pairs")
     cal = _calibrator(card, args.model) if "threshold" in card else None
     metrics = verification_report(scores, pairs.same, model.higher_is_closer, cal)
     if images is None:  # text pairs: show the texts; map colours are duplicate groups
@@ -752,17 +781,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     model, config, card = load_model(args.model)
     data = _load_folder(card, config, args.data)
     if args.split:
-        split = json.loads(Path(args.split).read_text())
-        pattern = split.get("group_pattern")
-        wanted = set(split.get(args.subset, []))
-        from .data.splits import group_of
-
-        keep = [c for c, n in enumerate(data.class_names)
-                if (group_of(n, pattern) if pattern else n) in wanted]
-        if not keep:
-            raise ValueError(f"no class of {args.data} is in the {args.subset} groups of "
-                             f"{args.split}")
-        data = data.subset_classes(keep)
+        data = _split_classes(data, args.split, args.subset)
     res = evaluate_retrieval(model, data, ks=args.k, tta=_tta(args, config))
     res.pop("primary_metric", None)
     recalls = ", ".join(f"R@{k} {100 * res[f'recall@{k}']:.2f}%" for k in args.k)
