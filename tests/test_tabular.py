@@ -225,6 +225,10 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
                  "--split", str(split), "--json"]) == 0
     ret = json.loads(capsys.readouterr().out)
     assert ret["queries"] == m and ret["classes"] == 5 and ret["recall@1"] > 0.5
+    assert main(["--quiet", "eval", "identification", "--model", str(out), "--gallery-from",
+                 str(table), "--queries", str(table), "--shots", "1", "--json"]) == 0
+    ident = json.loads(capsys.readouterr().out)  # the enrolled first rows are not queries
+    assert ident["known_queries"] == len(labels) - 10 and ident["rank1"] > 0.3
     short = _write_table(tmp_path / "short.csv", ["p0", "digit"], [[0, "5"], [1, "6"]])
     assert main(args[:5] + ["--data", str(short)] + args[7:]) == 1  # refused, not zero-filled
     assert "no feature column 'p1'" in capsys.readouterr().err

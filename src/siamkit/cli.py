@@ -229,12 +229,15 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
     v = eval_sub.add_parser("identification",
                             help="rank-1 and DIR@FAR against a gallery built from a folder")
     v.add_argument("--model", required=True, help="run folder of a trained model")
-    v.add_argument("--gallery-from", required=True, help="folder-per-class tree to enroll")
-    v.add_argument("--queries", required=True, help="folder-per-class tree of queries (images "
-                                                    "enrolled from --gallery-from are skipped)")
-    v.add_argument("--unknown", help="folder-per-class tree of classes not enrolled")
+    v.add_argument("--gallery-from", required=True, help="folder-per-class tree to enroll (a "
+                                                         "tabular model: a table file)")
+    v.add_argument("--queries", required=True, help="folder-per-class tree (or table) of "
+                                                    "queries (items enrolled from "
+                                                    "--gallery-from are skipped)")
+    v.add_argument("--unknown", help="folder-per-class tree (or table) of classes not enrolled")
     v.add_argument("--shots", type=int, default=None,
-                   help="enroll the first N images (by name) of each class (default: all)")
+                   help="enroll the first N images (by name; a table's rows in order) of "
+                        "each class (default: all)")
     v.add_argument("--class-score", choices=("nearest", "prototype"), default="nearest")
     v.add_argument("--far", type=float, nargs="+", default=[0.01, 0.1],
                    help="false-alarm rates for DIR@FAR")
