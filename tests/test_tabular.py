@@ -288,8 +288,18 @@ def test_first_shots_take_a_tables_rows_in_row_order():
     assert sorted(_first_shots(data, None)) == [0, 1, 2, 3]
 
 
-def test_table_config_errors():
+def test_table_config_errors(tmp_path, capsys):
     from siamkit.config import check_config
+
+    rows = [[k, k % 3, c] for c in "wxyz" for k in range(6)]
+    table = _write_table(tmp_path / "s.csv", ["a", "b", "kind"], rows)
+    args = ["train", "--config", str(ROOT / "configs" / "digits.yaml"), "--out",
+            str(tmp_path / "run"), "--no-progress", "--set", "data.dataset=table", "--set",
+            f"data.root={table}", "--set", "data.label_column=kind", "--set",
+            "data.split_file=null", "--set", "optim.steps=2"]
+    assert main(args + ["--set", "data.val_groups=1"]) == 1  # episodes need two classes
+    assert "one class held out for validation" in capsys.readouterr().err
+    assert main(["--quiet", *args, "--set", "data.val_groups=2"]) == 0
 
     with pytest.raises(ConfigError, match="needs data.root"):
         check_config(load_config(ROOT / "configs" / "digits.yaml", ["data.dataset=table"]))

@@ -266,6 +266,12 @@ def _validation(config: Config, val_set: ImageDataset | None) -> EpisodeEvaluato
     within = e.within_group and val_set.groups is not None
     if within:
         way = min(way, int(np.bincount(val_set.groups).max()))
+    if way < 2:
+        where = "in any one validation group" if within else "held out for validation"
+        hint = ", or set eval.within_group=false" if within else ""
+        raise ConfigError(f"one class {where}: validation episodes need two; hold out more "
+                          f"(data.val_groups, data.val_fraction or the split file's val)"
+                          f"{hint}")
     return EpisodeEvaluator(val_set, way=way, shot=e.shot, queries=e.queries,
                             episodes=e.episodes, within_group=within, seed=config.seed)
 
