@@ -47,12 +47,31 @@ def test_numbers_past_float32_are_not_numbers_and_rows_are_checked():
         x = f.transform([{"x": "1e400"}, {"x": "-4e38"}, {"x": "3e38"}])
         assert np.isfinite(x).all() and x[:2, 1].tolist() == [1, 1] and x[2, 1] == 0
     assert f.check_row({"x": 1, "kind": "a"}, "kind") == {"x": "1"}
-    assert f.check_row({"x": None}) == {"x": ""}
+    assert f.check_row({"x": "1e400"}) == {"x": "1e400"}  # a number: too large, missing
     for row, why in (({"y": 1}, "column 'y' is not one of"), ({}, "no column"),
                      ({"x": {"a": 1}}, "holds a dict"), ({"x": [1]}, "holds a list"),
-                     (["x"], "expected an object")):
+                     (["x"], "expected an object"), ({"x": None}, "no value in a column"),
+                     ({"x": "abc"}, "'abc' is not one"), ({"x": "2.5e"}, "not one")):
         with pytest.raises(ValueError, match=why):
             f.check_row(row)
+
+
+def test_missing_markers_and_numeric_columns_that_are_skipped(caplog):
+    """"NA", "nan", "null" ... are missing values, not text that makes a numeric column
+    free text; a mostly numeric column that is still skipped gets a warning naming a value
+    that is not a number; a row whose only values are in skipped columns is refused."""
+    recs = [{"h": str(i), "note": f"n{i}"} for i in range(20)]
+    recs += [{"h": na, "note": "x"} for na in ("NA", "nan", "N/A", "null", "")]
+    f = RecordFeaturizer().fit(recs)
+    assert list(f.numeric) == ["h"] and f.transform([{"h": "NA"}])[0].tolist() == [0, 1]
+    assert not caplog.records
+    mixed = [{"h": str(i), "note": f"n{i}"} for i in range(16)] + [{"h": "170 kg"}] * 4
+    g = RecordFeaturizer().fit(mixed + [{"w": str(i % 2)} for i in range(20)])
+    assert "h" in g.skipped and "w" in g.numeric
+    assert "column 'h' is skipped as free text although 80% of its values are numbers" \
+        in caplog.text and "'170 kg'" in caplog.text
+    with pytest.raises(ValueError, match="no value in a column the model uses"):
+        g.check_row({"h": 3, "note": "x"})
 
 
 def test_numeric_scaling_by_hand():

@@ -156,6 +156,15 @@ def test_read_table_reads_any_class_column_and_refuses_bad_tables(tmp_path):
     ragged.write_text("x,label\n1,p\n2,3,q\n")
     with pytest.raises(DatasetError, match="row 2 under the header: 3 fields, the header has 2"):
         read_table(ragged)
+    latin = tmp_path / "l.csv"
+    latin.write_bytes("x,label\n1,caf\xe9\n2,b\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="l.csv: not UTF-8 text .* save it as UTF-8"):
+        read_table(latin)
+    jsonl.write_text('\ufeff{"x": 1, "label": 7}\n{"x": 2, "label": 8}\n')  # a BOM
+    assert read_table(jsonl)[1] == ["7", "8"]
+    jsonl.write_text('{"x": 1, "x": 2, "label": 7}\n')
+    with pytest.raises(DatasetError, match="line 1: not a JSON row .*'x' appears twice"):
+        read_table(jsonl)
     jsonl.write_text('{"x": 1, "label": 7}\n{"x": [2, 3], "label": 8}\n')
     with pytest.raises(DatasetError, match="line 2: column 'x' holds a list"):
         read_table(jsonl)
@@ -254,7 +263,9 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
                  json.dumps({**row, "digit": "9"}), "--json"]) == 0  # column: ignored
     assert json.loads(capsys.readouterr().out)["results"][0]["matches"][0] == best
     for bad, why in (("{}", "no column of the model's"), ("p0 3", "as JSON objects"),
-                     ("[1, 2]", "as JSON objects"), ('{"p0": 1', "not a JSON object")):
+                     ("[1, 2]", "as JSON objects"), ('{"p0": 1', "not a JSON object"),
+                     ('{"p0": 1, "p0": 2}', "column 'p0' appears twice"),
+                     ('{"p0": "abc"}', "'abc' is not one")):
         assert main(["identify", "--model", str(out), "--gallery", gallery, bad]) == 1
         assert why in capsys.readouterr().err, bad
     # a file of one new class's rows enrolls (training would need two classes)
@@ -263,6 +274,10 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
     assert main(["--quiet", "enroll", "--model", str(out), "--gallery", gallery,
                  "--from-folder", str(one), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["classes"] == 12
+    with pytest.raises(SystemExit):  # argparse: --shots is at least 1
+        main(["enroll", "--model", str(out), "--gallery", gallery, "--from-folder",
+              str(one), "--shots", "0"])
+    assert "--shots: 0: give at least 1" in capsys.readouterr().err
 
     pytest.importorskip("onnxruntime")  # the export ships the featuriser beside the graph
     from siamkit.export import export_onnx
@@ -299,7 +314,28 @@ def test_table_config_errors(tmp_path, capsys):
             "data.split_file=null", "--set", "optim.steps=2"]
     assert main(args + ["--set", "data.val_groups=1"]) == 1  # episodes need two classes
     assert "one class held out for validation" in capsys.readouterr().err
-    assert main(["--quiet", *args, "--set", "data.val_groups=2"]) == 0
+    raw = [*args, "--set", "data.val_groups=2", "--set", "data.numeric_scaling=none"]
+    assert main(["--quiet", *raw]) == 0
+    # values too large for the encoder: a clear error in evaluation and in training
+    huge = _write_table(tmp_path / "h.csv", ["a", "b", "kind"],
+                        [[f"{k}e30", k % 3, c] for c in "wxyz" for k in range(1, 7)])
+    assert main(["eval", "retrieval", "--model", str(tmp_path / "run"), "--data",
+                 str(huge)]) == 1
+    assert "embed to values too large" in capsys.readouterr().err
+    raw[raw.index(f"data.root={table}")] = f"data.root={huge}"
+    raw[raw.index(str(tmp_path / "run"))] = str(tmp_path / "run2")
+    assert main(raw) == 1
+    assert "step 1: embeddings too large" in capsys.readouterr().err
+    single = _write_table(tmp_path / "one.csv", ["a", "kind"],
+                          [[1, "w"], [2, "w"], [3, "solo"], [4, "x"], [5, "x"], [6, "y"],
+                           [7, "y"], [8, "z"], [9, "z"]])
+    raw[raw.index(f"data.root={huge}")] = f"data.root={single}"
+    split = tmp_path / "one.json"
+    split.write_text(json.dumps({"train": ["w", "solo", "x"], "val": ["y", "z"], "test": []}))
+    raw[raw.index("data.split_file=null")] = f"data.split_file={split}"
+    assert main(raw) == 1  # a class of one row cannot form a positive pair
+    err = capsys.readouterr().err
+    assert "fewer than 2 items" in err and "'solo' with 1" in err
 
     with pytest.raises(ConfigError, match="needs data.root"):
         check_config(load_config(ROOT / "configs" / "digits.yaml", ["data.dataset=table"]))
@@ -332,6 +368,8 @@ def test_split_a_table_by_class(tmp_path, capsys):
     split = json.loads(out.read_text())
     assert sorted(split["train"] + split["val"] + split["test"]) == list("abcdefghij")
     capsys.readouterr()
+    assert main(["split", "--data", str(tmp_path / "nope.csv"), "--out", str(out)]) == 1
+    assert "nope.csv: no such folder or table file" in capsys.readouterr().err
     assert main(["split", "--check", "--data", str(table), "--split", str(out)]) == 1
     assert "is a table" in capsys.readouterr().err
     # evaluation keeps the classes of the split's groups (its group_pattern on class names)

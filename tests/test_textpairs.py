@@ -57,7 +57,7 @@ def test_bad_files_name_the_problem(tmp_path, content, needle):
 def test_bad_jsonl_line_and_unknown_suffix(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"a": "x", "b": "y", "label": 1}\nnot json\n')
-    with pytest.raises(DatasetError, match="line 2: not JSON"):
+    with pytest.raises(DatasetError, match="line 2: not a JSON row"):
         read_text_pairs(f)
     with pytest.raises(DatasetError, match="cannot tell the pair format"):
         pair_format(tmp_path / "p.xlsx")

@@ -96,7 +96,14 @@ def build_sampler(
     floor = lc.n_support + 1 if lc.name == "prototypical" else 2
     k = max(o.k, floor)
     labels = np.asarray(labels)
-    smallest = int(np.unique(labels, return_counts=True)[1].min()) if len(labels) else k
+    ids, counts = np.unique(labels, return_counts=True)
+    smallest = int(counts.min()) if len(labels) else k
+    if smallest < floor:
+        few = [(class_names[int(c)], int(n)) for c, n in zip(ids, counts, strict=True)
+               if n < floor]
+        raise ValueError(f"{len(few)} training classes have fewer than {floor} items (e.g. "
+                         f"{few[0][0]!r} with {few[0][1]}): every class needs {floor} to form "
+                         f"positives; leave such classes out or merge them")
     if floor <= smallest < k:  # a config tuned on 10 images per identity, data with fewer
         logger.warning("optim.k=%d but the smallest class has %d items: batches take K=%d "
                        "of each class", k, smallest, smallest)

@@ -62,6 +62,17 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     return es
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: give at least 1")
+    return n
+
+
 def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test"
                      ) -> argparse._MutuallyExclusiveGroup:
     p.add_argument("--model", required=True, help="run folder of a trained model")
@@ -206,7 +217,7 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
                         "'{\"column\": value}', for a table model)")
     e.add_argument("--from-folder", help="enroll a folder-per-class tree (class = folder), "
                                          "or the table file of a table model")
-    e.add_argument("--shots", type=int, default=None,
+    e.add_argument("--shots", type=_positive_int, default=None,
                    help="with --from-folder: the first N images (by name) of each class")
     e.add_argument("--class-score", choices=("nearest", "prototype"), default="nearest",
                    help="new gallery: a class scores as its nearest reference or its mean")
@@ -235,7 +246,7 @@ def _add_gallery(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsers
                                                     "queries (items enrolled from "
                                                     "--gallery-from are skipped)")
     v.add_argument("--unknown", help="folder-per-class tree (or table) of classes not enrolled")
-    v.add_argument("--shots", type=int, default=None,
+    v.add_argument("--shots", type=_positive_int, default=None,
                    help="enroll the first N images (by name; a table's rows in order) of "
                         "each class (default: all)")
     v.add_argument("--class-score", choices=("nearest", "prototype"), default="nearest")
@@ -500,12 +511,12 @@ def _row(item: str, featurizer: Any, label_column: str | None = None) -> dict[st
     """One row given on the command line: a JSON object, or (for a record model, which has
     no ``label_column``) ``COL attr VAL value ...``, checked by
     :meth:`RecordFeaturizer.check_row` (class column dropped, unknown columns refused)."""
-    from .data.textpairs import parse_ditto_record
+    from .data.textpairs import loads_row, parse_ditto_record
 
     if item.lstrip().startswith("{"):
         try:
-            obj = json.loads(item)
-        except json.JSONDecodeError as exc:
+            obj = loads_row(item)
+        except ValueError as exc:  # malformed, or a column given twice
             raise ValueError(f"{item[:80]!r}: not a JSON object ({exc})") from None
     elif label_column is None:
         obj = parse_ditto_record(item)
@@ -1039,6 +1050,8 @@ def _items_by_group(folder: str, depth: int, pattern: str | None = None,
     from .data.splits import group_of
 
     out: dict[str, list[str]] = {}
+    if not Path(folder).exists():
+        raise ValueError(f"{folder}: no such folder or table file")
     if Path(folder).is_file():  # a class-labelled table: its rows by class
         from .data.tabular import read_table
 

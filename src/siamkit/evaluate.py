@@ -99,7 +99,14 @@ def embed_images(
     model.train(was_training)
     if not out:
         return torch.zeros(0, 0)
-    return torch.cat(out)
+    emb = torch.cat(out)
+    if images.dim() == 2:  # feature vectors can be large enough to overflow the encoder
+        bad = (~torch.isfinite(4 * emb.pow(2).sum(1))).nonzero().flatten()  # distances too
+        if len(bad):
+            raise ValueError(f"{len(bad)} of {len(emb)} items embed to values too large "
+                             f"(item {int(bad[0])} first): their features are too large for "
+                             f"the model (data.numeric_scaling: none keeps values as they are)")
+    return emb
 
 
 def class_scores(

@@ -125,12 +125,10 @@ class Embedder:
 
         checked = self.check_rows(rows)
         with self._lock:
-            emb = embed_records(self.model, checked, self.featurizer)
-        bad = (~torch.isfinite(emb).all(dim=1)).nonzero().flatten().tolist()
-        if bad:
-            raise DatasetError(f"row {bad[0]}: its embedding is not finite (values too large "
-                               f"for the model?)")
-        return emb
+            try:
+                return embed_records(self.model, checked, self.featurizer)
+            except ValueError as exc:  # non-finite embeddings: values too large
+                raise DatasetError(str(exc)) from None
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:

@@ -518,6 +518,11 @@ def train(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         emb = encode(x)  # (B, D)
+        # |a - b|^2 <= 4 max(|a|^2, |b|^2): finite here, every squared distance is finite
+        if not bool(torch.isfinite(4 * emb.detach().float().pow(2).sum(1)).all()):
+            raise ValueError(f"step {step}: embeddings too large (inputs too large, or a "
+                             f"learning rate that diverged; tables: data.numeric_scaling: log "
+                             f"tames large values)")
         if gather:  # the global batch: every rank's embeddings, gradients to our own part
             emb, y = gather_with_grad(emb, info), y_global
         indices: Any = pairs

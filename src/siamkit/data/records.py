@@ -20,6 +20,7 @@ export featurise exactly as training did.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RecordFeaturizer", "featurizer_from_card", "NUMERIC_SCALINGS"]
 
@@ -36,12 +39,20 @@ _NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?([eE][-+]?\d+)?$")
 
 
 _FLOAT32_MAX = 3.4e38
+# values that mean "missing" in a numeric column (pandas' defaults for read_csv)
+NA_MARKERS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                        "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                        "nan", "null"})
+
+
+def _clean(value: str) -> str:
+    return value.strip().replace(",", "").lstrip("$€£").strip()
 
 
 def _number(value: str) -> float | None:
     """The number a value holds, or None; a number too large for float32 (``1e400``) is
     not one (it would become infinity and every feature NaN)."""
-    v = value.strip().replace(",", "").lstrip("$€£").strip()
+    v = _clean(value)
     if not _NUMBER.match(v):
         return None
     x = float(v)
@@ -84,8 +95,9 @@ class RecordFeaturizer:
             if not present:
                 self.skipped.append(name)
                 continue
-            numbers = [n for n in (_number(v) for v in present) if n is not None]
-            if len(numbers) >= self.numeric_share * len(present):
+            given = [v for v in present if v not in NA_MARKERS]  # "NA", "nan": missing
+            numbers = [n for n in (_number(v) for v in given) if n is not None]
+            if given and len(numbers) >= self.numeric_share * len(given):
                 if self.numeric_scaling == "none":
                     self.numeric[name] = [0.0, 1.0]
                     continue
@@ -99,6 +111,13 @@ class RecordFeaturizer:
                 self.categorical[name] = common
             else:
                 self.skipped.append(name)
+                if given and len(numbers) >= 0.5 * len(given):
+                    odd = next(v for v in given if _number(v) is None)
+                    logger.warning(
+                        "column %r is skipped as free text although %d%% of its values are "
+                        "numbers (numeric needs %d%%); values such as %r are not numbers",
+                        name, round(100 * len(numbers) / len(given)),
+                        round(100 * self.numeric_share), odd[:40])
         if not self.numeric and not self.categorical:
             raise ValueError(f"no numeric or categorical attribute among {names}: every one "
                              f"is free text (use the text twin for these records)")
@@ -131,6 +150,15 @@ class RecordFeaturizer:
                              f"{columns[:12]}{more}")
         if not out:
             raise ValueError(f"no column of the model's {columns[:12]}{more}")
+        for k, v in out.items():
+            if k in self.numeric and v.strip() and v.strip() not in NA_MARKERS \
+                    and not _NUMBER.match(_clean(v)):
+                raise ValueError(f"column {k!r} holds numbers; {v[:40]!r} is not one (null "
+                                 f"for a missing value)")
+        used = list(self.numeric) + list(self.categorical)
+        if not any(out.get(k, "").strip() for k in used):
+            raise ValueError(f"no value in a column the model uses ({used[:12]}); "
+                             f"{', '.join(repr(k) for k in out)} are skipped or empty")
         return out
 
     @property

@@ -13,6 +13,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from .download import DatasetError
 
 __all__ = ["TextPairs", "read_text_pairs", "read_scores", "write_text_pairs", "pair_format",
            "parse_ditto_record", "serialize_record", "read_texts", "read_ditto", "load_mrpc",
-           "load_stsb", "load_ditto", "read_rows"]
+           "load_stsb", "load_ditto", "read_rows", "loads_row"]
 
 FORMATS = ("csv", "tsv", "jsonl", "ditto")
 
@@ -71,20 +72,43 @@ def pair_format(path: str | Path, fmt: str | None = None) -> str:
     return by_suffix[suffix]
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise ValueError(f"column {twice!r} appears twice")
+    return dict(pairs)
+
+
+def loads_row(text: str) -> Any:
+    """``json.loads`` that refuses an object naming a key twice (JSON would keep the last
+    silently). Raises ValueError (json.JSONDecodeError for malformed JSON)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def read_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, str]], bool]:
     """Rows of a CSV / TSV / JSONL file as {column: value}, and whether the columns are
     named. Positional ``columns`` ("0", "1", ...) read a header-less file; otherwise the
-    first CSV / TSV row is the header (JSONL rows name their own)."""
+    first CSV / TSV row is the header (JSONL rows name their own). The file is UTF-8 (a
+    byte-order mark is allowed)."""
+    try:
+        return _read_rows(path, fmt, columns)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save "
+                           f"it as UTF-8") from None
+
+
+def _read_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, str]], bool]:
     if fmt == "jsonl":
         rows = []
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{path}, line {n}: not JSON ({exc})") from None
+                    obj = loads_row(line)
+                except ValueError as exc:  # malformed, or a key given twice
+                    raise DatasetError(f"{path}, line {n}: not a JSON row ({exc})") from None
                 if not isinstance(obj, dict):
                     raise DatasetError(f"{path}, line {n}: expected a JSON object")
                 nested = [k for k, v in obj.items() if isinstance(v, dict | list)]
