@@ -81,6 +81,10 @@ def test_digits_train_on_some_digits_and_one_shot_on_the_others(tmp_path, capsys
     with torch.no_grad():
         want = float(model(torch.from_numpy(a[None]), torch.from_numpy(b[None]))[0])
     assert json.loads(r.stdout)["score"] == pytest.approx(want, abs=1e-4)
+    r = subprocess.run([sys.executable, "-c", driver, str(tmp_path / "onnx" / "predict.py"),
+                        '{"p0": 1}', str(tmp_path / "b.npy")], capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode != 0 and "takes feature vectors" in r.stderr
 
 
 def test_digits_config_errors():
@@ -133,6 +137,9 @@ def test_read_table_reads_any_class_column_and_refuses_bad_tables(tmp_path):
 
     with pytest.raises(DatasetError, match="not found"):
         read_table(tmp_path / "nope.csv")
+    (tmp_path / "t.dat").write_text("x,label\n1,a\n")
+    with pytest.raises(DatasetError, match="format comes from its suffix: name it .csv"):
+        read_table(tmp_path / "t.dat")
     with pytest.raises(DatasetError, match="no label column 'label'"):
         read_table(good)
     with pytest.raises(DatasetError, match="no feature column 'weight'"):
@@ -274,6 +281,13 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
     assert main(["--quiet", "enroll", "--model", str(out), "--gallery", gallery,
                  "--from-folder", str(one), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["classes"] == 12
+    long = _write_table(tmp_path / "long.csv", ["digit", *pixels],
+                        [["x" * 300, *(records[i][p] for p in pixels)] for i in nines[1:3]])
+    fresh = tmp_path / "fresh"
+    assert main(["enroll", "--model", str(out), "--gallery", str(fresh), "--from-folder",
+                 str(long)]) == 1
+    assert "(300 characters): a label must be at most 256" in capsys.readouterr().err
+    assert not fresh.exists()  # a failed enroll leaves no empty gallery behind
     with pytest.raises(SystemExit):  # argparse: --shots is at least 1
         main(["enroll", "--model", str(out), "--gallery", gallery, "--from-folder",
               str(one), "--shots", "0"])
@@ -285,6 +299,28 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
     m = export_onnx(out, tmp_path / "onnx")
     assert m["input"]["featurizer"] == want and m["parity"]["ok"]
     assert m["input"]["feature_columns"] == inp["feature_columns"]
+    # predict.py featurises JSON rows itself (no torch, no siamkit) as siamkit does
+    import os
+    import subprocess
+    import sys
+
+    a, b = json.dumps({**records[0], "digit": "0"}), json.dumps({**records[nines[0]], "p3": ""})
+    capsys.readouterr()
+    assert main(["--quiet", "verify", "--model", str(out), a, b, "--json"]) == 0
+    want_score = json.loads(capsys.readouterr().out)["score"]
+    driver = ("import runpy, sys; ns = runpy.run_path(sys.argv[1]); rc = ns['main'](sys.argv[2:]);"
+              " assert 'torch' not in sys.modules and 'siamkit' not in sys.modules; sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def predict(*items: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", driver, str(tmp_path / "onnx" / "predict.py"),
+                               *items], capture_output=True, text=True, env=env)
+
+    r = predict(a, b)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["score"] == pytest.approx(want_score, abs=1e-4)
+    r = predict(a, '{"nope": 1}')
+    assert r.returncode != 0 and "column 'nope' is not one of the model's" in r.stderr
 
 
 def test_first_shots_take_a_tables_rows_in_row_order():

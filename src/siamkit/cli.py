@@ -881,16 +881,25 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     if args.from_folder and (_is_text(model) or featurizer_from_card(card) is not None):
         raise ValueError("--from-folder reads images; a text model enrolls texts: --label "
                          "NAME TEXT...")
-    gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
+    from .gallery import Gallery
+
+    # everything is read, checked and embedded before a gallery is created: a failed
+    # enroll leaves no empty gallery behind
     if args.from_folder:
         data = _load_folder(card, config, args.from_folder, use_cache=False)
         data = data.subset_items(_first_shots(data, args.shots))
         from .evaluate import embed_images
 
+        labels = [data.class_names[c] for c in data.labels.tolist()]
+        for name in dict.fromkeys(labels):
+            Gallery._check_label(name)
         emb = embed_images(model, data.images, tta=config.eval.tta)
-        added = gallery.enroll_many([data.class_names[c] for c in data.labels.tolist()], emb)
+        gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
+        added = gallery.enroll_many(labels, emb)
     else:
+        Gallery._check_label(args.label)
         emb = _embed_inputs(model, card, config, args.files)
+        gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
         added = gallery.enroll(args.label, emb, sources=[x[:200] for x in args.files])
     res = {"added": added, "classes": len(gallery.labels()), "references": len(gallery),
            "gallery": str(args.gallery)}

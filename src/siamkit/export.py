@@ -291,9 +291,11 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
             spec["range"] = None  # standardised and one-hot features
             if "feature_columns" in inp:
                 spec["feature_columns"] = inp["feature_columns"]
-            not_exported = ("record featurisation: records (a table's rows) become the "
-                            "feature vectors this graph takes with siamkit.data.records."
-                            "RecordFeaturizer.from_dict(input.featurizer)")
+            if inp.get("label_column"):
+                spec["label_column"] = inp["label_column"]
+            not_exported = ("record featurisation in the graphs: they take feature vectors; "
+                            "predict.py featurises rows given as JSON objects, as does "
+                            "siamkit.data.records.RecordFeaturizer.from_dict(input.featurizer)")
         if parity_inputs is None:
             parity_inputs = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
     manifest = {

@@ -468,7 +468,9 @@ class Gallery:
         if label == UNKNOWN:
             raise GalleryError(f"{UNKNOWN!r} is reserved for open-set rejections")
         if len(label) > 256 or any(ord(ch) < 32 for ch in label):
-            raise GalleryError("a class label must be at most 256 printable characters")
+            raise GalleryError(f"class label {label[:40]!r}{'...' if len(label) > 40 else ''} "
+                               f"({len(label)} characters): a label must be at most 256 "
+                               f"printable characters")
         return label
 
     def enroll(self, label: str, items: Any, sources: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ Copied as ``predict.py`` into every ONNX export folder (next to ``verifier.onnx`
     python predict.py --embed A.png B.png    # prints the embeddings
     python predict.py "a text" "another"     # a text model: the arguments are the texts
     python predict.py "[0.1, ...]" x.npy     # a tabular model: JSON arrays or .npy files
+    python predict.py '{"height": 2}' '{"height": 3}'  # a table model: rows as JSON
 """
 
 from __future__ import annotations
@@ -47,8 +48,50 @@ def preprocess(path: str, spec: dict) -> np.ndarray:
     return arr.astype(np.float32) / 255.0
 
 
+def featurize(row: dict, f: dict) -> np.ndarray:
+    """A row ``{column: value}`` as the model's featuriser (``export.json``'s
+    ``featurizer``) turns it into features, as siamkit's RecordFeaturizer.transform does:
+    numbers scaled and standardised with a missing flag, categories one-hot with "other"
+    and missing slots."""
+    import math
+    import re
+
+    number = re.compile(r"^[-+]?\d+(\.\d+)?([eE][-+]?\d+)?$")
+    out: list[float] = []
+    for name, (mean, std) in f["numeric"].items():
+        v = str(row.get(name) if row.get(name) is not None else "")
+        v = v.strip().replace(",", "").lstrip("$€£").strip()
+        x = float(v) if number.match(v) else None
+        if x is None or abs(x) > 3.4e38:
+            out += [0.0, 1.0]
+            continue
+        if f.get("numeric_scaling", "log") == "log":
+            x = math.copysign(math.log1p(abs(x)), x)
+        out += [(x - mean) / std, 0.0]
+    for name, vocab in f["categorical"].items():
+        v = str(row.get(name) if row.get(name) is not None else "").strip().lower()
+        slots = [0.0] * (len(vocab) + 2)
+        slots[vocab.index(v) if v in vocab else len(vocab) + 1 if not v else len(vocab)] = 1.0
+        out += slots
+    return np.asarray(out, dtype=np.float32)
+
+
 def features(arg: str, spec: dict) -> np.ndarray:
-    """A tabular model's input: a JSON array of numbers, or a .npy file -> (F,) float32."""
+    """A tabular model's input: a JSON array of numbers, or a .npy file -> (F,) float32; a
+    model trained on a table (or records) also takes a row as a JSON object."""
+    if arg.lstrip().startswith("{"):
+        if "featurizer" not in spec:
+            raise SystemExit("this model takes feature vectors (JSON arrays or .npy files), "
+                             "not rows")
+        row = json.loads(arg)
+        f = spec["featurizer"]
+        known = set(f["numeric"]) | set(f["categorical"]) | set(f.get("skipped", []))
+        unknown = [k for k in row if k not in known and k != spec.get("label_column")]
+        if unknown:
+            raise SystemExit(f"column {unknown[0]!r} is not one of the model's")
+        return featurize(row, spec["featurizer"])
+    if not arg.lstrip().startswith("[") and not Path(arg).is_file():
+        raise SystemExit(f"{arg[:80]}: not a JSON array of numbers, a JSON row or a .npy file")
     x = np.asarray(json.loads(arg) if arg.lstrip().startswith("[") else np.load(arg),
                    dtype=np.float32).reshape(-1)
     if x.shape != tuple(spec["shape"]):

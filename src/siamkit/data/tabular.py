@@ -69,6 +69,9 @@ def read_table(path: str | Path, label_column: str = "label",
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"table not found: {path}")
+    if path.suffix.lower() not in (".csv", ".tsv", ".txt", ".jsonl", ".json"):
+        raise DatasetError(f"{path}: a table's format comes from its suffix: name it .csv, "
+                           f".tsv (or .txt, tab-separated) or .jsonl")
     rows, _ = read_rows(path, pair_format(path), ["header"])  # named columns: a header row
     if not rows:
         raise DatasetError(f"{path}: no rows under the header")
