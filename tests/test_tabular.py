@@ -137,6 +137,9 @@ def test_read_table_reads_any_class_column_and_refuses_bad_tables(tmp_path):
 
     with pytest.raises(DatasetError, match="not found"):
         read_table(tmp_path / "nope.csv")
+    (tmp_path / "e.csv").write_text("x;label\n1,5;a\n2,5;b\n")  # a European CSV
+    with pytest.raises(DatasetError, match="separated by semicolons"):
+        read_table(tmp_path / "e.csv")
     (tmp_path / "t.dat").write_text("x,label\n1,a\n")
     with pytest.raises(DatasetError, match="format comes from its suffix: name it .csv"):
         read_table(tmp_path / "t.dat")

@@ -72,7 +72,14 @@ def read_table(path: str | Path, label_column: str = "label",
     if path.suffix.lower() not in (".csv", ".tsv", ".txt", ".jsonl", ".json"):
         raise DatasetError(f"{path}: a table's format comes from its suffix: name it .csv, "
                            f".tsv (or .txt, tab-separated) or .jsonl")
-    rows, _ = read_rows(path, pair_format(path), ["header"])  # named columns: a header row
+    fmt = pair_format(path)
+    if fmt == "csv":
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            first = f.readline()
+        if ";" in first and "," not in first:
+            raise DatasetError(f"{path}: the header is separated by semicolons; save the "
+                               f"table comma-separated (decimal points, not commas)")
+    rows, _ = read_rows(path, fmt, ["header"])  # named columns: a header row
     if not rows:
         raise DatasetError(f"{path}: no rows under the header")
     header = list(dict.fromkeys(k for r in rows for k in r))  # JSONL rows may differ
