@@ -182,7 +182,8 @@ def test_read_table_reads_any_class_column_and_refuses_bad_tables(tmp_path):
         read_table(_write_table(tmp_path / "h.csv", ["x", "label"], []))
 
 
-def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path, capsys):
+def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path, capsys,
+                                                                       caplog):
     """The digits written as a CSV (with a row id left out of the features) train the MLP
     twin through data.dataset=table; the card's featuriser is fitted on the training digits
     0-4 alone; eval episodes featurise the same file as training did."""
@@ -224,6 +225,10 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
     assert "not this model" in capsys.readouterr().err
     assert main(args + ["--group-depth", "1"]) == 1  # no folders in a table
     assert "a table's rows have neither" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="siamkit"):
+        assert main([a for a in args if a not in ("--split", str(split))]) == 0
+    assert "no --split: every class of" in caplog.text
+    capsys.readouterr()
     # verification on every pair of rows: a threshold fitted on the training digits'
     # pairs, then applied frozen to the unseen digits' pairs
     pairs = ["--model", str(out), "--data", str(table), "--all-pairs", "--split", str(split)]

@@ -430,6 +430,7 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
                          "group_pattern groups classes)")
     data = _load_folder(card, config, args.data, group_depth=args.group_depth,
                         drawer_pattern=args.drawer_pattern)
+    _table_unsplit(card, args)
     if args.split:
         data = _split_classes(data, args.split, args.subset)
     res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
@@ -455,6 +456,13 @@ def _split_classes(data: Any, split_file: str, subset: str) -> Any:
     if not keep:
         raise ValueError(f"no class of the data is in the {subset} subset of {split_file}")
     return data.subset_classes(keep)
+
+
+def _table_unsplit(card: dict, args: argparse.Namespace) -> None:
+    """Warn when a tabular model is scored on its whole table: its training classes too."""
+    if card.get("input", {}).get("kind") == "tabular" and not args.split:
+        logger.warning("no --split: every class of %s is scored, the model's training "
+                       "classes included (give the split file and --subset test)", args.data)
 
 
 def _size(value: Any) -> Any:
@@ -602,6 +610,7 @@ def _scored_table_pairs(args: argparse.Namespace, model: Any, card: dict, config
         raise ValueError("a tabular model is evaluated on every pair of rows of a table: "
                          "give --data FILE (or sklearn:digits) --all-pairs")
     data = _load_folder(card, config, args.data)
+    _table_unsplit(card, args)
     if args.split:
         data = _split_classes(data, args.split, args.subset)
     left, right, same = all_pairs(data.labels.numpy())
@@ -794,6 +803,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
     model, config, card = load_model(args.model)
     data = _load_folder(card, config, args.data)
+    _table_unsplit(card, args)
     if args.split:
         data = _split_classes(data, args.split, args.subset)
     res = evaluate_retrieval(model, data, ks=args.k, tta=_tta(args, config))
