@@ -428,11 +428,8 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
         raise ValueError("--group-depth and --drawer-pattern read image folders and file "
                          "names; a table's rows have neither (its split file's "
                          "group_pattern groups classes)")
-    data = _load_folder(card, config, args.data, group_depth=args.group_depth,
-                        drawer_pattern=args.drawer_pattern)
-    _table_unsplit(card, args)
-    if args.split:
-        data = _split_classes(data, args.split, args.subset)
+    data = _eval_data(card, config, args, group_depth=args.group_depth,
+                      drawer_pattern=args.drawer_pattern)
     res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
                             episodes=args.episodes, within_group=args.group_depth == 1,
                             use_drawers=args.drawer_pattern is not None, seed=args.seed,
@@ -458,11 +455,17 @@ def _split_classes(data: Any, split_file: str, subset: str) -> Any:
     return data.subset_classes(keep)
 
 
-def _table_unsplit(card: dict, args: argparse.Namespace) -> None:
-    """Warn when a tabular model is scored on its whole table: its training classes too."""
-    if card.get("input", {}).get("kind") == "tabular" and not args.split:
+def _eval_data(card: dict, config: Any, args: argparse.Namespace, **kwargs: Any) -> Any:
+    """``--data`` loaded as the model takes it (:func:`_load_folder`; ``kwargs`` go there),
+    kept to the classes of ``--subset`` of ``--split`` when one is given; a tabular model
+    scored on its whole table gets a warning: its training classes are in it too."""
+    data = _load_folder(card, config, args.data, **kwargs)
+    if args.split:
+        return _split_classes(data, args.split, args.subset)
+    if card.get("input", {}).get("kind") == "tabular":
         logger.warning("no --split: every class of %s is scored, the model's training "
                        "classes included (give the split file and --subset test)", args.data)
+    return data
 
 
 def _size(value: Any) -> Any:
@@ -581,15 +584,20 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
         pairs = read_pair_csv(args.pairs, args.data, args.positive_label)
     if args.split:
         pairs = _restrict_to_split(pairs, args.split, args.subset, args.group_pattern)
-    if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
-        raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
-                         f"same and {int((~pairs.same).sum())} different")
+    _need_both(pairs.same)
     from .evaluate import embed_images
 
     images = _load_files(card, config, pairs.paths)
     emb = embed_images(model, images, tta=_tta(args, config))
     scores = score_pairs(model, emb, pairs.left, pairs.right)
     return model, scores, pairs, images, emb, card, config
+
+
+def _need_both(same: Any) -> None:
+    """Verification metrics need both kinds of pair."""
+    if len(same) == 0 or same.all() or not same.any():
+        raise ValueError(f"need both same and different pairs; got {int(same.sum())} same "
+                         f"and {int((~same).sum())} different")
 
 
 def _is_text(model: Any) -> bool:
@@ -609,14 +617,9 @@ def _scored_table_pairs(args: argparse.Namespace, model: Any, card: dict, config
     if not (args.data and args.all_pairs):
         raise ValueError("a tabular model is evaluated on every pair of rows of a table: "
                          "give --data FILE (or sklearn:digits) --all-pairs")
-    data = _load_folder(card, config, args.data)
-    _table_unsplit(card, args)
-    if args.split:
-        data = _split_classes(data, args.split, args.subset)
+    data = _eval_data(card, config, args)
     left, right, same = all_pairs(data.labels.numpy())
-    if not same.any() or same.all():
-        raise ValueError(f"need both same and different pairs; got {int(same.sum())} same "
-                         f"and {int((~same).sum())} different")
+    _need_both(same)
     pairs = PairList(list(data.paths), left, right, same)
     emb = embed_images(model, data.images)
     return model, score_pairs(model, emb, left, right), pairs, None, emb, card, config
@@ -634,9 +637,7 @@ def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config:
     if pairs.same is None:
         raise ValueError(f"{args.pairs}: graded scores, not labels; use siamkit eval "
                          "similarity for those")
-    if len(pairs) == 0 or pairs.same.all() or not pairs.same.any():
-        raise ValueError(f"need both same and different pairs; got {int(pairs.same.sum())} "
-                         f"same and {int((~pairs.same).sum())} different")
+    _need_both(pairs.same)
     emb = embed_pair_items(model, pairs, featurizer_from_card(card))
     scores = score_pairs(model, emb, pairs.left, pairs.right)
     return model, scores, pairs, None, emb, card, config
@@ -802,10 +803,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_retrieval
 
     model, config, card = load_model(args.model)
-    data = _load_folder(card, config, args.data)
-    _table_unsplit(card, args)
-    if args.split:
-        data = _split_classes(data, args.split, args.subset)
+    data = _eval_data(card, config, args)
     res = evaluate_retrieval(model, data, ks=args.k, tta=_tta(args, config))
     res.pop("primary_metric", None)
     recalls = ", ".join(f"R@{k} {100 * res[f'recall@{k}']:.2f}%" for k in args.k)
@@ -1005,8 +1003,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             data = _load_folder(card, config, args.data, use_cache=False)
             pick = np.random.default_rng(0).permutation(len(data))[:32]
-            x = data.images[pick].float()
-            inputs = (x if x.dim() == 2 else x.div(255)).numpy()  # images are uint8
+            from .evaluate import to_float
+
+            inputs = to_float(data.images[pick]).numpy()
     else:
         logging.getLogger(__name__).warning("no --data: checking parity on random inputs")
     manifest = export_onnx(args.model, args.out, args.opset, inputs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -24,6 +25,7 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "config_from_dict",
+    "data_root",
 ]
 
 
@@ -174,6 +176,16 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+
+
+def data_root(config: Config) -> str:
+    """``data.root`` with ``~`` and environment variables expanded; a variable that is not
+    set is a ConfigError (the path would silently keep its ``$NAME``)."""
+    root = os.path.expanduser(os.path.expandvars(config.data.root))
+    if "$" in root:
+        raise ConfigError(f"data.root {config.data.root!r} names an environment variable "
+                          f"that is not set")
+    return root
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

@@ -56,6 +56,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def too_large(emb: torch.Tensor) -> torch.Tensor:
+    """Rows of ``emb`` (N, D) whose squared distances could overflow: |a - b|^2 <= 4
+    max(|a|^2, |b|^2), so where 4 |a|^2 is finite every squared distance is. -> (N,) bool."""
+    return ~torch.isfinite(4 * emb.detach().float().pow(2).sum(1))
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (B, C, H, W) in 0..255 -> float32 in [0, 1]; float inputs (tabular
     feature vectors) are returned as float32 unchanged."""
@@ -101,7 +107,7 @@ def embed_images(
         return torch.zeros(0, 0)
     emb = torch.cat(out)
     if images.dim() == 2:  # feature vectors can be large enough to overflow the encoder
-        bad = (~torch.isfinite(4 * emb.pow(2).sum(1))).nonzero().flatten()  # distances too
+        bad = too_large(emb).nonzero().flatten()
         if len(bad):
             raise ValueError(f"{len(bad)} of {len(emb)} items embed to values too large "
                              f"(item {int(bad[0])} first): their features are too large for "

@@ -362,8 +362,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         @app.post("/enroll")
         def enroll_rows(body: RowEnroll) -> dict:
             """Add reference rows for a class label (a new label is a new class)."""
-            emb = embed_rows(body.rows)
-            return enroll_embeddings(body.label, lambda: emb,
+            return enroll_embeddings(body.label, lambda: embed_rows(body.rows),
                                      [json.dumps(r)[:200] for r in body.rows])
     else:
         @app.post("/verify")

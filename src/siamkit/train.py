@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -41,7 +40,7 @@ from .checkpoint import (
     update_card,
     warm_start,
 )
-from .config import Config, ConfigError, OptimConfig, check_config, config_to_dict
+from .config import Config, ConfigError, OptimConfig, check_config, config_to_dict, data_root
 from .data.images import ImageDataset, load_image_folder, with_groups_from_names
 from .data.omniglot import load_omniglot
 from .data.pairs import all_pairs, skilled_pairs
@@ -56,7 +55,7 @@ from .distributed import (
     shard,
 )
 from .distributed import setup as setup_distributed
-from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float
+from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float, too_large
 from .miners import Pairs, Triplets
 
 __all__ = ["train", "TrainResult", "TrainingData", "prepare_data", "prepare_table",
@@ -112,10 +111,7 @@ def load_training_data(config: Config) -> ImageDataset:
     if d.dataset == "table":  # its featuriser is fitted after the split: prepare_table
         raise ConfigError("data.dataset=table is loaded with its split by prepare_table")
     size = d.size if d.width is None else (d.size, d.width)
-    root = os.path.expanduser(os.path.expandvars(d.root))
-    if "$" in root:
-        raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
-    data = load_image_folder(root, size=size, channels=d.channels, invert=d.invert,
+    data = load_image_folder(data_root(config), size=size, channels=d.channels, invert=d.invert,
                              group_depth=d.group_depth, keep_aspect=d.keep_aspect)
     if d.group_pattern:
         data = with_groups_from_names(data, d.group_pattern)
@@ -127,9 +123,7 @@ def prepare_table(config: Config) -> tuple[TrainingData, RecordFeaturizer]:
     featuriser is fitted on the training rows alone, so no statistic of a validation or
     test row reaches the scaling; (training data, the fitted featuriser)."""
     d = config.data
-    path = os.path.expanduser(os.path.expandvars(d.root))
-    if "$" in path:
-        raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
+    path = data_root(config)
     records, labels = read_table(path, d.label_column, d.feature_columns)
     if len(records) > 2**24:  # the row numbers below travel as float32
         raise ConfigError(f"{path}: {len(records)} rows; tables of up to 2**24 rows train")
@@ -518,8 +512,7 @@ def train(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         emb = encode(x)  # (B, D)
-        # |a - b|^2 <= 4 max(|a|^2, |b|^2): finite here, every squared distance is finite
-        if not bool(torch.isfinite(4 * emb.detach().float().pow(2).sum(1)).all()):
+        if bool(too_large(emb).any()):
             raise ValueError(f"step {step}: embeddings too large (inputs too large, or a "
                              f"learning rate that diverged; tables: data.numeric_scaling: log "
                              f"tames large values)")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .builders import build_model
 from .calibrate import ThresholdCalibrator
 from .checkpoint import load_model, read_init_from, save_model, update_card, warm_start
-from .config import GRADED_LOSSES, Config, ConfigError, check_config
+from .config import GRADED_LOSSES, Config, ConfigError, check_config, data_root
 from .data.records import RecordFeaturizer, featurizer_from_card
 from .data.splits import positive_pair_groups, split_text_pairs
 from .data.textpairs import TextPairs, load_ditto, load_mrpc, load_stsb, read_text_pairs
@@ -59,12 +59,8 @@ logger = logging.getLogger(__name__)
 
 def load_pair_data(config: Config) -> tuple[TextPairs, TextPairs]:
     """(train, validation) pairs as the config names them."""
-    import os
-
     d, pc = config.data, config.pairs
-    root = os.path.expanduser(os.path.expandvars(d.root)) if d.root else None
-    if root is not None and "$" in root:
-        raise ConfigError(f"data.root {d.root!r} names an environment variable that is not set")
+    root = data_root(config) if d.root else None
 
     def load(split: str) -> TextPairs:  # "train", or the dataset's validation split
         if d.dataset == "mrpc":

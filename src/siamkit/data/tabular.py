@@ -69,10 +69,11 @@ def read_table(path: str | Path, label_column: str = "label",
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"table not found: {path}")
-    if path.suffix.lower() not in (".csv", ".tsv", ".txt", ".jsonl", ".json"):
+    try:
+        fmt = pair_format(path)
+    except DatasetError:
         raise DatasetError(f"{path}: a table's format comes from its suffix: name it .csv, "
-                           f".tsv (or .txt, tab-separated) or .jsonl")
-    fmt = pair_format(path)
+                           f".tsv (or .txt, tab-separated) or .jsonl") from None
     if fmt == "csv":
         with open(path, encoding="utf-8-sig", errors="replace") as f:
             first = f.readline()
