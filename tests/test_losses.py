@@ -14,7 +14,6 @@ from siamkit.losses import (
     HeadBCELoss,
     PrototypicalLoss,
     TripletLoss,
-    create_loss,
 )
 from siamkit.miners import Pairs, Triplets
 from siamkit.siamese import LearnedHead
@@ -393,6 +392,8 @@ def test_missing_labels_and_indices_raise(loss: torch.nn.Module) -> None:
 
 
 def test_create_loss() -> None:
+    from siamkit.builders import create_loss
+
     cos = CosineSimilarity()
     loss = create_loss("triplet", distance=cos, margin=0.5)
     assert isinstance(loss, TripletLoss) and loss.distance is cos and loss.margin == 0.5
@@ -462,10 +463,17 @@ def test_multiple_negatives_ranking_hand_computed_and_false_negative_guard():
 
     from siamkit.distances import DotProductSimilarity
     from siamkit.losses import MultipleNegativesRankingLoss
+    from siamkit.miners import row_pairs
 
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     p = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
-    loss = MultipleNegativesRankingLoss(DotProductSimilarity(), scale=1.0)
+    mnrl = MultipleNegativesRankingLoss(DotProductSimilarity(), scale=1.0)
+
+    def loss(a: torch.Tensor, p: torch.Tensor, groups: torch.Tensor | None = None
+             ) -> torch.Tensor:  # row-aligned pairs, the groups of both sides
+        labels = None if groups is None else torch.cat([groups, groups])
+        return mnrl(torch.cat([a, p]), labels, row_pairs(len(a)))
+
     # logits rows: a0.p = (1, 0, 1); a1.p = (0, 2, 0); a2.p = (1, 2, 1); targets 0, 1, 2
     rows = [([1, 0, 1], 0), ([0, 2, 0], 1), ([1, 2, 1], 2)]
     want = sum(-(r[t] - math.log(sum(math.exp(x) for x in r))) for r, t in rows) / 3
@@ -476,7 +484,10 @@ def test_multiple_negatives_ranking_hand_computed_and_false_negative_guard():
     want_g = sum(-(r[t] - math.log(sum(math.exp(x) for x in r))) for r, t in rows_g) / 3
     assert float(loss(a, p, groups)) == pytest.approx(want_g, rel=1e-6)
     with pytest.raises(ValueError, match="row by row"):
-        loss(a, p[:2])
+        mnrl(torch.cat([a, p]), None, Pairs(torch.arange(3), torch.arange(3, 5),
+                                            torch.arange(0), torch.arange(0)))
+    with pytest.raises(ValueError, match="Pairs"):
+        mnrl(torch.cat([a, p]), torch.tensor([0, 1, 2, 0, 1, 2]))
 
 
 def test_multiple_negatives_with_extra_negatives_hand_computed():
@@ -488,7 +499,22 @@ def test_multiple_negatives_with_extra_negatives_hand_computed():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     p = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     n = torch.tensor([[1.0, 1.0], [0.0, 3.0]])
-    loss = MultipleNegativesRankingLoss(DotProductSimilarity(), scale=1.0)
+    mnrl = MultipleNegativesRankingLoss(DotProductSimilarity(), scale=1.0)
+
+    def loss(a: torch.Tensor, p: torch.Tensor, groups: torch.Tensor | None = None,
+             negatives: torch.Tensor | None = None,
+             negative_groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Anchors, their positives and extra negatives as rows of one batch; the negatives
+        are the right sides of negative pairs (a2 plays no part)."""
+        rows = torch.arange(len(a))
+        neg = torch.arange(len(negatives)) + 2 * len(a)
+        labels = None
+        if groups is not None:  # without negative_groups: too few labels, refused
+            labels = torch.cat([groups, groups, *([negative_groups] if negative_groups
+                                                   is not None else [])])
+        return mnrl(torch.cat([a, p, negatives]), labels,
+                    Pairs(rows, rows + len(a), rows[: len(neg)], neg))
+
     # columns p0, p1, n0, n1: a0 -> (2, 0, 1, 0), a1 -> (0, 1, 1, 3); targets 0 and 1
 
     def ce(rows: list) -> float:
@@ -499,7 +525,7 @@ def test_multiple_negatives_with_extra_negatives_hand_computed():
     # n1 belongs to a1's duplicate group: it is not a negative of a1 (still of a0)
     got = loss(a, p, torch.tensor([5, 6]), n, torch.tensor([9, 6]))
     assert float(got) == pytest.approx(ce([([2, 0, 1, 0], 0), ([0, 1, 1], 1)]), rel=1e-6)
-    with pytest.raises(ValueError, match="negative_groups"):
+    with pytest.raises(ValueError, match="one group per embedding row"):
         loss(a, p, torch.tensor([5, 6]), n)
 
 
@@ -510,7 +536,13 @@ def test_online_contrastive_uses_only_hard_pairs():
     e1 = torch.zeros(4, 1)
     e2 = torch.tensor([[0.2], [0.6], [0.4], [0.9]])
     same = torch.tensor([True, True, False, False])
-    loss = OnlineContrastiveLoss(EuclideanDistance(), margin=0.5)
+    from siamkit.miners import row_pairs
+
+    online = OnlineContrastiveLoss(EuclideanDistance(), margin=0.5)
+
+    def loss(e1: torch.Tensor, e2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        return online(torch.cat([e1, e2]), None, row_pairs(len(e1), same=same))
+
     # positives 0.2, 0.6; negatives 0.4, 0.9: hard positive 0.6 (> 0.4), hard negative 0.4
     # (< 0.6): (0.36 + (0.5 - 0.4)^2) / 4
     assert float(loss(e1, e2, same)) == pytest.approx((0.36 + 0.01) / 4)
@@ -521,10 +553,18 @@ def test_online_contrastive_uses_only_hard_pairs():
 
 def test_cosent_loss_by_hand():
     from siamkit.losses import CoSENTLoss
+    from siamkit.miners import row_pairs
 
     e1 = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     e2 = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # cosine similarities 1 and 0
-    loss = CoSENTLoss(scale=1.0)
+
+    def cosent(scale: float):
+        def loss(e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            return CoSENTLoss(scale=scale)(torch.cat([e1, e2]), None,
+                                           row_pairs(len(e1), score=scores))
+        return loss
+
+    loss = cosent(1.0)
     # pair 0 rated higher and more similar: only exp(0 - 1) is summed
     assert float(loss(e1, e2, torch.tensor([2.0, 1.0]))) == pytest.approx(
         math.log(1 + math.exp(-1)), abs=1e-6)
@@ -533,4 +573,6 @@ def test_cosent_loss_by_hand():
         math.log(1 + math.exp(1)), abs=1e-6)
     assert float(loss(e1, e2, torch.tensor([3.0, 3.0]))) == pytest.approx(0.0, abs=1e-7)
     # scale sharpens: with scale 20 a well-ordered batch costs almost nothing
-    assert float(CoSENTLoss(scale=20.0)(e1, e2, torch.tensor([2.0, 1.0]))) < 1e-8
+    assert float(cosent(20.0)(e1, e2, torch.tensor([2.0, 1.0]))) < 1e-8
+    with pytest.raises(ValueError, match="ScoredPairs"):
+        CoSENTLoss()(torch.cat([e1, e2]), torch.tensor([0, 1, 0, 1]))

@@ -435,3 +435,42 @@ def test_corpus_hard_negatives_skip_the_anchors_group() -> None:
     assert neg.tolist() == [[2, -1]]
     with pytest.raises(ValueError, match="one id per item"):
         miners.corpus_hard_negatives(x, EuclideanDistance(), np.array([0]), groups[:3], 1)
+
+
+def test_row_pairs_adapts_row_aligned_pair_batches():
+    from siamkit.miners import Pairs, ScoredPairs, row_pairs
+
+    p = row_pairs(3, same=torch.tensor([True, False, True]))
+    assert isinstance(p, Pairs)
+    assert p.a1.tolist() == [0, 2] and p.p.tolist() == [3, 5]
+    assert p.a2.tolist() == [1] and p.n.tolist() == [4]
+    s = row_pairs(2, score=[4.0, 1.5])
+    assert isinstance(s, ScoredPairs) and s.right.tolist() == [2, 3]
+    assert s.score.tolist() == [4.0, 1.5]
+    every = row_pairs(2)  # in-batch negatives: every pair positive
+    assert every.a1.tolist() == [0, 1] and len(every.n) == 0
+    with pytest.raises(ValueError, match="one flag per pair"):
+        row_pairs(3, same=[True, False])
+
+
+def test_miner_interface_schedule_hook_and_state():
+    """Every miner takes the schedule hook; the schedule's random state round-trips, so a
+    resumed run mines the same anchors hard."""
+    from siamkit.miners import BatchHardMiner, HardnessSchedule, Miner, as_pairs
+
+    assert isinstance(BatchHardMiner(), Miner)
+    BatchHardMiner().set_step(5)  # a no-op for stateless miners
+    assert BatchHardMiner().state_dict() == {}
+    emb = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(4).repeat_interleave(3)
+    a = HardnessSchedule(start_step=0, end_step=10, seed=3)
+    a.set_step(5)
+    state = a.state_dict()
+    first = a(emb, labels)
+    b = HardnessSchedule(start_step=0, end_step=10, seed=99)
+    b.load_state_dict(state)
+    b.set_step(5)
+    again = b(emb, labels)
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    t = Triplets(torch.tensor([0]), torch.tensor([1]), torch.tensor([5]))
+    assert [x.tolist() for x in as_pairs(t)] == [[0], [1], [0], [5]]

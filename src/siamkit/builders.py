@@ -1,7 +1,9 @@
-"""Turn a :class:`~siamkit.config.Config` into objects: model, loss, miner, sampler, augment.
+"""Names become objects here: the losses, miners, samplers and augmentations a config (or a
+``fit`` call) names, and the model a :class:`~siamkit.config.ModelConfig` describes.
 
-The only place where config strings become classes (the CLI and the trainer use it);
-library code takes the objects themselves.
+The only factory of losses and miners; the trainer, ``fit`` and the CLI take the objects.
+Encoders and distances keep their own small registries (``create_encoder``,
+``create_distance``), which a saved model's card is read with.
 """
 
 from __future__ import annotations
@@ -15,25 +17,89 @@ from torch import nn
 
 from .augment import Chain, RandomAffine, RandomBrightnessContrast
 from .config import Config, ConfigError, ModelConfig
-from .distances import create_distance
+from .distances import Distance, create_distance
 from .encoders import create_encoder
 from .losses import (
     ContrastiveLoss,
+    CoSENTLoss,
+    CosineSimilarityLoss,
     HeadBCELoss,
+    MultipleNegativesRankingLoss,
     NormalizedSoftmaxLoss,
+    OnlineContrastiveLoss,
     PrototypicalLoss,
     TripletLoss,
 )
-from .miners import BatchHardMiner, HardnessSchedule, SemiHardMiner
+from .miners import BatchHardMiner, HardnessSchedule, Miner, SemiHardMiner
 from .samplers import BalancedPairSampler, PKSampler
 from .siamese import LearnedHead, SiameseNetwork
 
-__all__ = ["build_model", "build_loss", "build_miner", "build_sampler", "build_augment"]
+__all__ = ["LOSSES", "MINERS", "create_loss", "create_miner", "build_model", "build_loss",
+           "build_in_batch_loss", "build_miner", "build_sampler", "build_augment"]
 
 logger = logging.getLogger(__name__)
 
+# name -> (class, how it is built: "distance", "head" or "proxies")
+LOSSES: dict[str, tuple[type[nn.Module], str]] = {
+    "contrastive": (ContrastiveLoss, "distance"),
+    "triplet": (TripletLoss, "distance"),
+    "prototypical": (PrototypicalLoss, "distance"),
+    "online_contrastive": (OnlineContrastiveLoss, "distance"),
+    "mnrl": (MultipleNegativesRankingLoss, "distance"),
+    "cosent": (CoSENTLoss, "distance"),
+    "cosine": (CosineSimilarityLoss, "none"),
+    "bce": (HeadBCELoss, "head"),
+    "proxy": (NormalizedSoftmaxLoss, "proxies"),
+}
+MINERS = ("none", "semihard", "batch_hard", "schedule")
 
-def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
+
+def create_loss(name: str, distance: Distance | None = None, *,
+                head: LearnedHead | None = None, num_classes: int | None = None,
+                dim: int | None = None, **options: Any) -> nn.Module:
+    """The loss ``name`` measuring with ``distance``, with its own ``options``.
+
+    ``bce`` trains a learned ``head``; ``proxy`` learns ``num_classes`` proxies of size
+    ``dim``. Example: ``create_loss("triplet", CosineSimilarity(), margin=0.3)``.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(sorted(LOSSES))}")
+    cls, kind = LOSSES[name]
+    try:
+        if kind == "distance":
+            return cls(distance, **options)
+        if kind == "head":
+            if head is None:
+                raise ValueError("loss 'bce' trains a learned head: the model needs one "
+                                 "(model.head=true)")
+            return cls(head, **options)
+        if kind == "proxies":
+            if num_classes is None or dim is None:
+                raise ValueError("loss 'proxy' needs the number of training classes and the "
+                                 "embedding size")
+            return cls(num_classes, dim, **options)
+        return cls(**options)
+    except TypeError as exc:
+        raise ValueError(f"bad options for loss {name!r}: {exc}") from None
+
+
+def create_miner(name: str, distance: Distance | None = None, *, margin: float = 0.2,
+                 start_step: int = 0, end_step: int = 1000, seed: int = 0) -> Miner | None:
+    """The miner ``name`` (``none`` gives None: the loss takes every pair or triplet);
+    ``schedule`` hardens from semi-hard to hard between ``start_step`` and ``end_step``."""
+    if name == "none":
+        return None
+    if name == "semihard":
+        return SemiHardMiner(margin, distance)
+    if name == "batch_hard":
+        return BatchHardMiner(distance)
+    if name == "schedule":
+        return HardnessSchedule(margin, start_step, end_step, distance, seed=seed)
+    raise ValueError(f"unknown miner {name!r}; expected one of {', '.join(MINERS)}")
+
+
+def build_model(cfg: ModelConfig, channels: int, size: int | tuple[int, int]
+                ) -> SiameseNetwork:
     """The Siamese network a :class:`ModelConfig` describes, for images of this shape."""
     args: dict[str, Any] = dict(cfg.encoder_args)
     kind = args.get("member", "conv4") if cfg.encoder == "ensemble" else cfg.encoder
@@ -50,39 +116,43 @@ def build_model(cfg: ModelConfig, channels: int, size: int) -> SiameseNetwork:
     return SiameseNetwork(encoder, distance, head)
 
 
-def build_loss(config: Config, model: SiameseNetwork, num_classes: int) -> nn.Module:
+def build_loss(config: Config, model: SiameseNetwork, num_classes: int = 0) -> nn.Module:
     """The loss ``config.loss`` names, measuring with the model's distance."""
     lc = config.loss
-    if lc.name == "prototypical":
-        return PrototypicalLoss(model.distance, n_support=lc.n_support, scale=lc.scale)
-    if lc.name == "triplet":
-        return TripletLoss(model.distance, margin=lc.margin)
-    if lc.name == "contrastive":
-        return ContrastiveLoss(model.distance, pos_margin=lc.pos_margin, neg_margin=lc.margin)
-    if lc.name == "proxy":
-        return NormalizedSoftmaxLoss(num_classes, model.encoder.output_dim, scale=lc.scale,
-                                     margin=lc.margin)
-    if lc.name == "bce":
-        if model.head is None:
-            raise ConfigError("loss.name=bce trains a learned head: set model.head=true")
-        return HeadBCELoss(model.head)
-    raise ConfigError(f"unknown loss.name {lc.name!r}")
+    options: dict[str, dict[str, Any]] = {
+        "prototypical": {"n_support": lc.n_support, "scale": lc.scale},
+        "triplet": {"margin": lc.margin},
+        "contrastive": {"pos_margin": lc.pos_margin, "neg_margin": lc.margin},
+        "proxy": {"scale": lc.scale, "margin": lc.margin},
+        "online_contrastive": {"margin": lc.margin},
+        "mnrl": {"scale": lc.scale},
+        "cosent": {"scale": lc.scale},
+        "cosine": {"max_score": config.pairs.max_score},
+    }
+    try:
+        return create_loss(lc.name, model.distance, head=model.head, num_classes=num_classes,
+                           dim=int(model.encoder.output_dim), **options.get(lc.name, {}))
+    except ValueError as exc:
+        raise ConfigError(f"loss.name: {exc}") from None
 
 
-def build_miner(config: Config) -> Any:
+def build_in_batch_loss(config: Config, model: SiameseNetwork) -> nn.Module | None:
+    """The in-batch negatives term ``loss.in_batch`` adds to a pair loss (MNRL at scale 20),
+    or None."""
+    if config.loss.in_batch <= 0:
+        return None
+    return create_loss("mnrl", model.distance, scale=20.0)
+
+
+def build_miner(config: Config) -> Miner | None:
     """The miner ``config.loss.miner`` names, or None (the loss takes every pair/triplet)."""
     lc, steps = config.loss, config.optim.steps
-    dist = create_distance(config.model.distance)
-    if lc.miner == "none":
-        return None
-    if lc.miner == "semihard":
-        return SemiHardMiner(lc.margin, dist)
-    if lc.miner == "batch_hard":
-        return BatchHardMiner(dist)
-    if lc.miner == "schedule":
-        return HardnessSchedule(lc.margin, int(lc.schedule_start * steps),
-                                int(lc.schedule_end * steps), dist, seed=config.seed)
-    raise ConfigError(f"unknown loss.miner {lc.miner!r}")
+    try:
+        return create_miner(lc.miner, create_distance(config.model.distance), margin=lc.margin,
+                            start_step=int(lc.schedule_start * steps),
+                            end_step=int(lc.schedule_end * steps), seed=config.seed)
+    except ValueError as exc:
+        raise ConfigError(f"loss.miner: {exc}") from None
 
 
 def build_sampler(

@@ -1,8 +1,12 @@
-"""Losses over embeddings: ``loss(embeddings, labels, indices=None) -> scalar``.
+"""Losses over embeddings, one contract: ``loss(embeddings, labels=None, indices=None)``.
 
-Losses never see the model. Each holds a :class:`~siamkit.distances.Distance` and works
-the same whichever way that distance points, because margins are applied to values
-turned into "lower is closer" form.
+As in pytorch-metric-learning, ``embeddings`` is (B, D), ``labels`` (B,) class (or
+duplicate-group) ids, and ``indices`` an optional typed tuple that says which pairs or
+triplets count: :class:`~siamkit.miners.Pairs` or :class:`~siamkit.miners.Triplets` from a
+miner, or, for a batch of row-aligned pairs, what :func:`~siamkit.miners.row_pairs` makes
+of it (``Pairs``, or ``ScoredPairs`` for graded pairs). Losses never see the model. Each
+holds a :class:`~siamkit.distances.Distance` and works the same whichever way that distance
+points, because margins are applied to values turned into "lower is closer" form.
 """
 
 from __future__ import annotations
@@ -11,8 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distances import Distance, EuclideanDistance, squared_distances
-from .miners import AllPairsMiner, AllTripletsMiner, Pairs, Triplets, same_label_pairs
+from .distances import (
+    CosineSimilarity,
+    Distance,
+    DotProductSimilarity,
+    EuclideanDistance,
+    squared_distances,
+)
+from .miners import (
+    AllPairsMiner,
+    AllTripletsMiner,
+    Pairs,
+    ScoredPairs,
+    Triplets,
+    as_pairs,
+    same_label_pairs,
+)
 from .siamese import LearnedHead
 
 __all__ = [
@@ -23,8 +41,8 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "MultipleNegativesRankingLoss",
     "CoSENTLoss",
+    "CosineSimilarityLoss",
     "OnlineContrastiveLoss",
-    "create_loss",
 ]
 
 
@@ -32,13 +50,22 @@ def _mined_or_all(
     loss: nn.Module, embeddings: torch.Tensor, labels: torch.Tensor | None,
     indices: Pairs | Triplets | None, miner: AllPairsMiner | AllTripletsMiner,
 ) -> Pairs | Triplets:
-    """The mined indices, or every pair/triplet of the batch when none were mined."""
-    if indices is not None:
-        return indices
-    if labels is None:
-        kind = "Triplets" if isinstance(miner, AllTripletsMiner) else "Pairs"
-        raise ValueError(f"{type(loss).__name__} needs labels or mined {kind}")
-    return miner(embeddings, labels)
+    """The mined indices, or every pair/triplet of the batch when none were mined; pair
+    losses get :class:`Pairs` (mined triplets converted)."""
+    if indices is None:
+        if labels is None:
+            kind = "Triplets" if isinstance(miner, AllTripletsMiner) else "Pairs"
+            raise ValueError(f"{type(loss).__name__} needs labels or mined {kind}")
+        indices = miner(embeddings, labels)
+    return as_pairs(indices) if isinstance(miner, AllPairsMiner) else indices
+
+
+def _scored(loss: nn.Module, indices: object) -> ScoredPairs:
+    if not isinstance(indices, ScoredPairs):
+        raise ValueError(f"{type(loss).__name__} learns from graded pairs: give indices="
+                         f"ScoredPairs(left, right, score) (row_pairs(n, score=...) for a "
+                         f"batch of row-aligned pairs)")
+    return indices
 
 
 def _values(distance: Distance, embeddings: torch.Tensor, i: torch.Tensor,
@@ -79,8 +106,6 @@ def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def _fused_kind(distance: Distance) -> str | None:
     """Which closed-form all-pairs contrastive applies to ``distance``, if any."""
-    from .distances import CosineSimilarity, DotProductSimilarity
-
     if type(distance) is EuclideanDistance:
         return "sqeuclidean" if distance.squared else "euclidean"
     if type(distance) is CosineSimilarity:
@@ -218,7 +243,7 @@ class ContrastiveLoss(nn.Module):
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
-        indices: Pairs | None = None,
+        indices: Pairs | Triplets | None = None,
     ) -> torch.Tensor:
         if indices is None and labels is not None:
             kind = _fused_kind(self.distance)
@@ -306,7 +331,7 @@ class HeadBCELoss(nn.Module):
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
-        indices: Pairs | None = None,
+        indices: Pairs | Triplets | None = None,
     ) -> torch.Tensor:
         indices = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
         a1, p, a2, n = indices
@@ -410,12 +435,14 @@ class NormalizedSoftmaxLoss(nn.Module):
 
 
 class MultipleNegativesRankingLoss(nn.Module):
-    """In-batch negatives ranking loss (Henderson et al. 2017; SBERT's MNRL) for pairs only.
+    """In-batch negatives ranking loss (Henderson et al. 2017; SBERT's MNRL) for pairs.
 
-    Row i of ``anchors`` should match row i of ``positives``; every other positive in the
-    batch is a negative: cross-entropy over ``scale * similarity(anchor_i, positive_j)``.
-    With ``groups`` (a duplicate-group id per row, e.g. a connected component of positive
-    pairs), a positive of the anchor's own group is never used as its negative: in duplicate
+    ``indices`` (:class:`Pairs`) names the positive pairs ``(a1[i], p[i])``: each anchor
+    should rank its own positive above every other candidate, the positives of the other
+    anchors and the right sides ``n`` of the negative pairs (hard negatives):
+    cross-entropy over ``scale * similarity(anchor_i, candidate_j)``. With ``labels``
+    (a duplicate-group id per embedding row, e.g. a connected component of positive pairs)
+    a candidate of the anchor's own group is never used as its negative: in duplicate
     data two rows of one batch can be paraphrases of each other, and pushing them apart
     would teach the wrong thing.
 
@@ -426,43 +453,38 @@ class MultipleNegativesRankingLoss(nn.Module):
 
     def __init__(self, distance: Distance | None = None, scale: float = 20.0) -> None:
         super().__init__()
-        from .distances import CosineSimilarity
-
         self.distance = distance or CosineSimilarity()
         self.scale = scale
 
-    def forward(self, anchors: torch.Tensor, positives: torch.Tensor,
-                groups: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
-                negative_groups: torch.Tensor | None = None) -> torch.Tensor:
-        """``negatives`` (M, D), optional: extra candidates for every anchor (hard
-        negatives, e.g. the right sides of labelled negative pairs), guarded by
-        ``negative_groups`` like the positives are by ``groups``."""
-        if anchors.shape != positives.shape:
-            raise ValueError(f"anchors {tuple(anchors.shape)} and positives "
-                             f"{tuple(positives.shape)} must pair row by row")
-        candidates = positives if negatives is None else torch.cat([positives, negatives])
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                indices: Pairs | None = None) -> torch.Tensor:
+        if not isinstance(indices, Pairs):
+            raise ValueError("MultipleNegativesRankingLoss ranks row-aligned pairs: give "
+                             "indices=Pairs(a1, p, a2, n) (row_pairs(n) for a batch of "
+                             "positive pairs)")
+        a1, p, _, n = indices
+        if len(a1) != len(p):
+            raise ValueError(f"{len(a1)} anchors and {len(p)} positives must pair row by row")
+        candidates = torch.cat([p, n])
         logits = self.scale * self.distance.to_similarity(
-            self.distance.pairwise(anchors, candidates))  # (B, B + M)
-        if groups is not None:
-            groups = torch.as_tensor(groups, device=anchors.device)
-            column_groups = groups
-            if negatives is not None:
-                if negative_groups is None:
-                    raise ValueError("negatives with groups need negative_groups")
-                column_groups = torch.cat(
-                    [groups, torch.as_tensor(negative_groups, device=anchors.device)])
-            same_group = groups[:, None] == column_groups[None, :]
-            own = torch.eye(len(anchors), len(candidates), dtype=torch.bool,
-                            device=anchors.device)
+            self.distance.pairwise(embeddings[a1], embeddings[candidates]))  # (A, A + M)
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=embeddings.device)
+            if labels.shape != embeddings.shape[:1]:
+                raise ValueError(f"labels must give one group per embedding row: "
+                                 f"{tuple(labels.shape)} for {len(embeddings)} rows")
+            same_group = labels[a1][:, None] == labels[candidates][None, :]
+            own = torch.eye(len(a1), len(candidates), dtype=torch.bool,
+                            device=embeddings.device)
             logits = logits.masked_fill(same_group & ~own, float("-inf"))
-        return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+        return F.cross_entropy(logits, torch.arange(len(a1), device=embeddings.device))
 
 
 class CoSENTLoss(nn.Module):
     """Ranking loss on graded pairs (CoSENT, Su 2022): every pair scored higher than
     another should be more similar, ``log(1 + sum over (i, j) with score_i > score_j of
     exp(scale * (sim_j - sim_i)))``. Only the order of the gold scores matters, which is
-    what Spearman correlation (STS-B's measure) rewards.
+    what Spearman correlation (STS-B's measure) rewards. ``indices``: :class:`ScoredPairs`.
 
     Args:
         distance: similarity or distance between embeddings (default cosine).
@@ -471,14 +493,14 @@ class CoSENTLoss(nn.Module):
 
     def __init__(self, distance: Distance | None = None, scale: float = 20.0) -> None:
         super().__init__()
-        from .distances import CosineSimilarity
-
         self.distance = distance or CosineSimilarity()
         self.scale = scale
 
-    def forward(self, e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor
-                ) -> torch.Tensor:
-        sim = self.distance.to_similarity(self.distance.paired(e1, e2)) * self.scale
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                indices: ScoredPairs | None = None) -> torch.Tensor:
+        left, right, scores = _scored(self, indices)
+        sim = self.distance.to_similarity(
+            self.distance.paired(embeddings[left], embeddings[right])) * self.scale
         scores = torch.as_tensor(scores, dtype=sim.dtype, device=sim.device)
         diff = sim[None, :] - sim[:, None]  # diff[i, j] = sim_j - sim_i
         ordered = scores[:, None] > scores[None, :]  # pairs (i, j) with score_i > score_j
@@ -487,14 +509,33 @@ class CoSENTLoss(nn.Module):
         return torch.logsumexp(torch.cat([zero, terms]), dim=0)
 
 
+class CosineSimilarityLoss(nn.Module):
+    """SBERT's cosine similarity loss on graded pairs: the mean squared error between the
+    pair's cosine similarity and its score divided by ``max_score`` (STS-B: 5).
+    ``indices``: :class:`ScoredPairs`."""
+
+    def __init__(self, max_score: float = 5.0) -> None:
+        super().__init__()
+        if max_score <= 0:
+            raise ValueError(f"max_score must be positive, got {max_score}")
+        self.max_score = max_score
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                indices: ScoredPairs | None = None) -> torch.Tensor:
+        left, right, scores = _scored(self, indices)
+        cos = F.cosine_similarity(embeddings[left], embeddings[right])
+        target = torch.as_tensor(scores, dtype=cos.dtype, device=cos.device) / self.max_score
+        return F.mse_loss(cos, target)
+
+
 class OnlineContrastiveLoss(nn.Module):
     """Contrastive loss on the hard pairs of a batch only (SBERT's OnlineContrastiveLoss).
 
-    Of labelled pairs (``e1[i]``, ``e2[i]``, ``same[i]``), the hard positives are those
-    farther apart than the closest negative, and the hard negatives those closer than the
-    farthest positive (if a side has no pairs, all of the other side count); positives pay
-    ``d^2``, negatives ``relu(margin - d)^2``, summed over the hard pairs and divided by the
-    number of pairs (as SBERT sums them).
+    Of the positive and negative pairs (``indices``, or every pair of the batch by
+    ``labels``), the hard positives are those farther apart than the closest negative, and
+    the hard negatives those closer than the farthest positive (if a side has no pairs,
+    all of the other side count); positives pay ``d^2``, negatives ``relu(margin - d)^2``,
+    summed over the hard pairs and divided by the number of pairs (as SBERT sums them).
 
     Args:
         distance: measure between embeddings (default cosine distance ``1 - cos``).
@@ -503,32 +544,19 @@ class OnlineContrastiveLoss(nn.Module):
 
     def __init__(self, distance: Distance | None = None, margin: float = 0.5) -> None:
         super().__init__()
-        from .distances import CosineSimilarity
-
         self.distance = distance or CosineSimilarity()
         self.margin = margin
 
-    def forward(self, e1: torch.Tensor, e2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-        same = torch.as_tensor(same, dtype=torch.bool, device=e1.device)
-        v = self.distance.paired(e1, e2)
-        d = 1.0 - v if self.distance.higher_is_closer else v  # a distance, lower is closer
-        pos, neg = d[same], d[~same]
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                indices: Pairs | Triplets | None = None) -> torch.Tensor:
+        a1, p, a2, n = _mined_or_all(self, embeddings, labels, indices, AllPairsMiner())
+
+        def dist(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+            v = self.distance.paired(embeddings[i], embeddings[j])
+            return 1.0 - v if self.distance.higher_is_closer else v  # lower is closer
+
+        pos, neg = dist(a1, p), dist(a2, n)
         hard_pos = pos[pos > neg.min()] if len(neg) else pos
         hard_neg = neg[neg < pos.max()] if len(pos) else neg
         loss = (hard_pos**2).sum() + (F.relu(self.margin - hard_neg) ** 2).sum()
-        return loss / max(1, len(d))
-
-
-def create_loss(name: str, distance: Distance | None = None, **kwargs: object) -> nn.Module:
-    """Build a loss by name: ``contrastive``, ``triplet`` or ``prototypical``.
-
-    (``bce`` needs the model's head and is built by the trainer.)
-    """
-    losses = {
-        "contrastive": ContrastiveLoss,
-        "triplet": TripletLoss,
-        "prototypical": PrototypicalLoss,
-    }
-    if name not in losses:
-        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(losses) + ['bce']}")
-    return losses[name](distance=distance, **kwargs)
+        return loss / max(1, len(pos) + len(neg))

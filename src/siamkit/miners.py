@@ -18,8 +18,12 @@ from .distances import Distance, EuclideanDistance, squared_distances
 from .topk import blocked_topk
 
 __all__ = [
+    "Miner",
     "Pairs",
     "Triplets",
+    "ScoredPairs",
+    "row_pairs",
+    "as_pairs",
     "AllPairsMiner",
     "AllTripletsMiner",
     "BatchHardMiner",
@@ -49,6 +53,71 @@ class Triplets(NamedTuple):
     a: torch.Tensor
     p: torch.Tensor
     n: torch.Tensor
+
+
+class ScoredPairs(NamedTuple):
+    """Index tensors of pairs (left[i], right[i]) with a graded target ``score[i]`` (STS-B)."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+    score: torch.Tensor
+
+
+def as_pairs(indices: Pairs | Triplets) -> Pairs:
+    """Pairs from mined indices: a triplet (a, p, n) gives the positive pair (a, p) and the
+    negative pair (a, n), as pytorch-metric-learning converts them for pair losses."""
+    if isinstance(indices, Triplets):
+        return Pairs(indices.a, indices.p, indices.a, indices.n)
+    return indices
+
+
+def row_pairs(n: int, same: torch.Tensor | np.ndarray | None = None,
+              score: torch.Tensor | np.ndarray | None = None) -> Pairs | ScoredPairs:
+    """The adapter of row-aligned pair batches to the loss contract.
+
+    A batch of ``n`` pairs is embedded as one tensor, left sides then right sides
+    (``torch.cat([e_left, e_right])``, shape (2n, D)); pair ``i`` is rows ``(i, n + i)``.
+    With ``same`` (n,) bool the pairs are labelled: :class:`Pairs` of the positive and
+    negative ones. With ``score`` (n,) they are graded: :class:`ScoredPairs`. With neither,
+    every pair is a positive one (in-batch negatives losses).
+
+    Example:
+        >>> emb = net.embed(torch.cat([x_left, x_right]))  # (2n, D)
+        >>> loss = ContrastiveLoss()(emb, None, row_pairs(len(x_left), same=y))
+    """
+    rows = torch.arange(n)
+    if score is not None:
+        return ScoredPairs(rows, rows + n, torch.as_tensor(score, dtype=torch.float32))
+    if same is None:
+        empty = rows[:0]
+        return Pairs(rows, rows + n, empty, empty)
+    same = torch.as_tensor(same, dtype=torch.bool)
+    if same.shape != (n,):
+        raise ValueError(f"same must hold one flag per pair: shape {tuple(same.shape)} for "
+                         f"{n} pairs")
+    return Pairs(rows[same], rows[same] + n, rows[~same], rows[~same] + n)
+
+
+class Miner:
+    """Chooses which pairs or triplets of a batch a loss learns from.
+
+    ``miner(embeddings (B, D), labels (B,))`` returns :class:`Pairs` or :class:`Triplets`.
+    The training loop calls :meth:`set_step` before every step (a schedule's hook) and
+    saves :meth:`state_dict` with a resumable run; most miners keep no state.
+    """
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Pairs | Triplets:
+        raise NotImplementedError
+
+    def set_step(self, step: int) -> None:
+        """The training step about to run; stateless miners ignore it."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Random state to save with a resumable run (tensors only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` gave."""
 
 
 def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +157,7 @@ def _empty(device: torch.device) -> torch.Tensor:
     return torch.zeros(0, dtype=torch.long, device=device)
 
 
-class AllPairsMiner:
+class AllPairsMiner(Miner):
     """Every positive and every negative pair of the batch (each unordered pair once)."""
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Pairs:
@@ -129,7 +198,7 @@ def _triplets_where(
     return Triplets(torch.cat(out_a), torch.cat(out_p), torch.cat(out_n))
 
 
-class AllTripletsMiner:
+class AllTripletsMiner(Miner):
     """Every (anchor, positive, negative) triplet of the batch."""
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
@@ -138,7 +207,7 @@ class AllTripletsMiner:
         return _triplets_where(a, p, lambda ac, pc: neg[ac], len(labels))
 
 
-class SemiHardMiner:
+class SemiHardMiner(Miner):
     """Semi-hard triplets: the negative is farther than the positive, but within the margin.
 
     ``d(a, p) < d(a, n) < d(a, p) + margin`` in distance terms (for similarities the
@@ -182,7 +251,7 @@ class SemiHardMiner:
         return Triplets(a[found], p[found], out_n[found])
 
 
-class BatchHardMiner:
+class BatchHardMiner(Miner):
     """Batch-hard triplets (Hermans et al. 2017): per anchor, its farthest positive and
     closest negative. Anchors without a positive or a negative are skipped."""
 
@@ -218,7 +287,7 @@ class BatchHardMiner:
         return Triplets(anchors, hardest_p[valid], hardest_n[valid])
 
 
-class HardnessSchedule:
+class HardnessSchedule(Miner):
     """Start semi-hard, end hard: a mining curriculum over training steps.
 
     Before ``start_step`` every anchor is mined semi-hard; after ``end_step`` every anchor
@@ -245,6 +314,12 @@ class HardnessSchedule:
     def set_step(self, step: int) -> None:
         """Tell the schedule which training step comes next."""
         self.step = step
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self._gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._gen.set_state(state["generator"])
 
     def hard_fraction(self) -> float:
         """Fraction of anchors mined hard at the current step, in [0, 1]."""

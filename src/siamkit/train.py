@@ -56,7 +56,7 @@ from .distributed import (
 )
 from .distributed import setup as setup_distributed
 from .evaluate import EpisodeEvaluator, embed_images, score_pairs, to_float, too_large
-from .miners import Pairs, Triplets
+from .miners import Pairs
 
 __all__ = ["train", "TrainResult", "TrainingData", "prepare_data", "prepare_table",
            "load_training_data", "lr_factor", "make_optimiser", "set_lr", "seed_everything",
@@ -450,7 +450,7 @@ def train(
                 "config": config_to_dict(config), "torch_rng": torch.get_rng_state(),
                 "sampler_rng": sampler.rng.bit_generator.state,
                 "augment_rng": augment.generator.get_state() if augment else None,
-                "miner_rng": miner._gen.get_state() if hasattr(miner, "_gen") else None}
+                "miner": miner.state_dict() if miner is not None else {}}
 
     start, best, best_step, history, elapsed = 0, -math.inf, -1, [], 0.0
     if resume:
@@ -463,8 +463,8 @@ def train(
         sampler.rng.bit_generator.state = st["sampler_rng"]
         if augment is not None:
             augment.generator.set_state(st["augment_rng"])
-        if st["miner_rng"] is not None:
-            miner._gen.set_state(st["miner_rng"])
+        if miner is not None:
+            miner.load_state_dict(st["miner"])
         start, best, best_step = st["step"], st["best"], st["best_step"]
         history, elapsed = st["history"], st["elapsed"]
         logger.info("resuming at step %d (best %.4f at step %d)", start, best, best_step)
@@ -520,11 +520,8 @@ def train(
             emb, y = gather_with_grad(emb, info), y_global
         indices: Any = pairs
         if miner is not None:
-            if hasattr(miner, "set_step"):
-                miner.set_step(step)
+            miner.set_step(step)
             indices = miner(emb, y)
-            if isinstance(indices, Triplets) and config.loss.name != "triplet":
-                indices = Pairs(indices.a, indices.p, indices.a, indices.n)  # for pair losses
         loss = loss_fn(emb, y, indices)
         optimiser.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; each rank's gradient of the global loss covers

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .builders import build_model
+from .builders import build_in_batch_loss, build_loss, build_model
 from .calibrate import ThresholdCalibrator
 from .checkpoint import load_model, read_init_from, save_model, update_card, warm_start
 from .config import GRADED_LOSSES, Config, ConfigError, check_config, data_root
@@ -34,15 +33,8 @@ from .data.records import RecordFeaturizer, featurizer_from_card
 from .data.splits import positive_pair_groups, split_text_pairs
 from .data.textpairs import TextPairs, load_ditto, load_mrpc, load_stsb, read_text_pairs
 from .evaluate import embed_pair_items, evaluate_similarity, score_pairs
-from .losses import (
-    ContrastiveLoss,
-    CoSENTLoss,
-    HeadBCELoss,
-    MultipleNegativesRankingLoss,
-    OnlineContrastiveLoss,
-)
 from .metrics import auc, best_f1_threshold
-from .miners import Pairs, corpus_hard_negatives
+from .miners import Pairs, corpus_hard_negatives, row_pairs
 from .train import (
     TrainResult,
     _prepare_run_dir,
@@ -209,19 +201,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     model = build_model(config.model, 1, config.data.size)
     if init is not None:
         warm_start(model, init, card["input"])
-    if lc.name == "contrastive":
-        loss_fn: Any = ContrastiveLoss(model.distance, pos_margin=lc.pos_margin,
-                                       neg_margin=lc.margin)
-    elif lc.name == "online_contrastive":
-        loss_fn = OnlineContrastiveLoss(model.distance, margin=lc.margin)
-    elif lc.name == "mnrl":
-        loss_fn = MultipleNegativesRankingLoss(model.distance, scale=lc.scale)
-    elif lc.name == "bce":
-        loss_fn = HeadBCELoss(model.head)
-    elif lc.name == "cosent":
-        loss_fn = CoSENTLoss(model.distance, scale=lc.scale)
-    else:
-        loss_fn = None  # cosine regression, below
+    loss_fn = build_loss(config, model)
     optimiser = make_optimiser(model, o)
     rng = np.random.default_rng(config.seed)
     # duplicate groups guard in-batch negatives; MNRL draws positive pairs only
@@ -231,8 +211,7 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
     if len(pool) < 2:
         raise ConfigError("not enough training pairs for a batch")
     draw = _pair_drawer(train, pool, o.pair_batch, pc.pos_fraction, rng)
-    in_batch = (MultipleNegativesRankingLoss(model.distance, scale=20.0)
-                if lc.in_batch > 0 else None)
+    in_batch = build_in_batch_loss(config, model)
     hard = _HardNegatives(train, groups, pc.hard_negatives, rng) if pc.hard_negatives else None
     best, best_step, history = -math.inf, -1, []
 
@@ -275,26 +254,18 @@ def train_pairs(config: Config, out_dir: str | Path, progress: bool = False,
         items = np.concatenate([left, right])
         emb = (model.embed(features[items]) if featurizer is not None
                else model.embed([train.texts[i] for i in items]))
-        ea, eb = emb[: len(left)], emb[len(left) :]
-        if lc.name == "mnrl":
-            loss = loss_fn(ea, eb, torch.from_numpy(groups[left]))
-        elif lc.name == "online_contrastive":
-            loss = loss_fn(ea, eb, torch.from_numpy(same))
-        elif lc.name == "cosent":  # ranking of graded pairs within the batch
-            loss = loss_fn(ea, eb, torch.as_tensor(train.score[batch], dtype=torch.float32))
-        elif lc.name == "cosine":  # SBERT's cosine similarity loss on graded scores
-            target = torch.as_tensor(train.score[batch] / pc.max_score, dtype=torch.float32)
-            loss = F.mse_loss(F.cosine_similarity(ea, eb), target)
-        else:  # contrastive or bce: pair i is (i, B + i) of the concatenated batch
-            rows, is_same = torch.arange(len(left)), torch.from_numpy(same)
-            loss = loss_fn(emb, None, Pairs(rows[is_same], rows[is_same] + len(left),
-                                            rows[~is_same], rows[~is_same] + len(left)))
-        pos = same if in_batch is not None else None
-        if pos is not None and pos.any():  # positives rank against every right side
-            p = torch.from_numpy(pos)
+        n = len(left)
+        item_groups = (torch.from_numpy(groups[np.concatenate([left, right])])
+                       if groups is not None else None)
+        if graded:
+            indices: Any = row_pairs(n, score=train.score[batch])
+        else:
+            indices = row_pairs(n, same=None if lc.name == "mnrl" else same)
+        loss = loss_fn(emb, item_groups, indices)
+        if in_batch is not None and same.any():  # positives rank against every right side
+            pairs = row_pairs(n, same=same)
             loss = loss + lc.in_batch * in_batch(
-                ea[p], eb[p], torch.from_numpy(groups[left[pos]]), eb[~p],
-                torch.from_numpy(groups[right[~pos]]))
+                emb, item_groups, Pairs(pairs.a1, pairs.p, pairs.a2[:0], pairs.n))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
