@@ -67,7 +67,7 @@ def _train(config_path: Path, overrides: list[str], train: list[str], work: Path
     from siamkit.config import load_config
     from siamkit.data.records import RecordFeaturizer
     from siamkit.data.tabular import load_digits, read_table, table_dataset
-    from siamkit.train import train as run
+    from siamkit.training import train as run
 
     work.mkdir(parents=True, exist_ok=True)
     split = work / "split.json"

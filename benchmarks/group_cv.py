@@ -36,9 +36,10 @@ import numpy as np
 from siamkit.checkpoint import load_model
 from siamkit.config import config_to_dict, load_config
 from siamkit.data.pairs import all_pairs
+from siamkit.embedding import embed_images
 from siamkit.ensemble import ensemble_runs
-from siamkit.evaluate import embed_images, score_pairs, verification_report
-from siamkit.train import load_training_data, train
+from siamkit.evaluate import score_pairs, verification_report
+from siamkit.training import load_training_data, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

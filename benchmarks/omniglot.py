@@ -23,7 +23,7 @@ from siamkit.checkpoint import load_model
 from siamkit.config import load_config
 from siamkit.data.omniglot import load_lake_runs
 from siamkit.evaluate import evaluate_runs
-from siamkit.train import train
+from siamkit.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = {"Koch et al. (2015) Siamese ConvNet": 8.0, "people": 4.5,
@@ -52,7 +52,7 @@ def run_one(config_path: Path, overrides: list[str], runs_dir: Path) -> dict:
         "tta_views": config.eval.tta,
         "train_minutes": round(res.minutes, 2),
         "train_steps": res.steps,
-        "images_per_second": round(res.images_per_second, 1),
+        "images_per_second": round(res.items_per_second, 1),
         "best_val_accuracy": round(res.best_metric, 4),
         "wall_minutes_with_eval": round((time.perf_counter() - t) / 60, 2),
         "per_run_errors": [r["error"] for r in ev["per_run"]],

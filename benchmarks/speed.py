@@ -249,7 +249,7 @@ def training_case(steps: int) -> dict:
 
     from siamkit.builders import build_loss, build_model
     from siamkit.config import load_config
-    from siamkit.evaluate import to_float
+    from siamkit.embedding import to_float
 
     cfg = load_config(Path(str(resources.files("siamkit") / "presets" / "omniglot_demo.yaml")))
     model = build_model(cfg.model, 1, cfg.data.size)

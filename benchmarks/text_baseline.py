@@ -37,7 +37,8 @@ def _model(max_seq_length: int):
 
 def _verification(model, val, test, target: str) -> dict:
     from siamkit.calibrate import ThresholdCalibrator
-    from siamkit.evaluate import embed_texts, score_pairs, verification_report
+    from siamkit.embedding import embed_texts
+    from siamkit.evaluate import score_pairs, verification_report
 
     def scores(p):
         return score_pairs(model, embed_texts(model, p.texts), p.left, p.right)

@@ -79,7 +79,7 @@ def test_dedupe_finds_planted_paraphrases_in_a_real_corpus(tmp_path, capsys):
     # exactly the pairs brute force finds, and few of the ~20,000 unrelated pairs (those
     # found are templated market reports: "The Dow Jones ... was off 58.69 points")
     from siamkit.checkpoint import load_model
-    from siamkit.evaluate import embed_texts
+    from siamkit.embedding import embed_texts
 
     e = embed_texts(load_model(run)[0], corpus).numpy()
     e /= np.linalg.norm(e, axis=1, keepdims=True)

@@ -352,6 +352,7 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines(
 
     import siamkit.export as export
     from siamkit.export import ExportError
+    from siamkit.inputs import InputSpec
 
     enc = create_encoder("text", max_seq_length=32, fields=["title", "venue", "year"]).eval()
     assert enc.output_dim == 3 * 384 and enc.field_weights == pytest.approx(
@@ -383,11 +384,10 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines(
         0.5 * cos[0] + 0.25 * cos[1] + 0.25 * cos[2], abs=1e-5)
     with pytest.raises(ValueError, match="distinct"):
         create_encoder("text", fields=["title", "title"])
-    from siamkit.config import OptimConfig
-    from siamkit.train import make_optimiser
+    from siamkit.training import make_optimiser
 
     # the field weights start untrained beside a pretrained encoder: optim.head_lr's group
-    opt = make_optimiser(enc, OptimConfig(lr=1e-5, head_lr=1e-2))
+    opt = make_optimiser(enc, lr=1e-5, head_lr=1e-2)
     assert [g["lr"] for g in opt.param_groups] == [1e-5, 1e-2]
     assert opt.param_groups[1]["params"] == [enc.field_logits]
 
@@ -405,6 +405,7 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines(
         def __init__(self) -> None:
             super().__init__()
             self.encoder = enc
+            self.input_spec = InputSpec(kind="text")
     pytest.importorskip("onnx")  # export_onnx asks for it first
     monkeypatch.setattr(export, "load_model", lambda run_dir: (Model(), None, {}))
     out = tmp_path / "onnx"

@@ -13,9 +13,9 @@ import torch
 from siamkit.checkpoint import RunError, load_model
 from siamkit.cli import main
 from siamkit.config import ConfigError, load_config
+from siamkit.embedding import to_float
 from siamkit.ensemble import ensemble_runs
-from siamkit.evaluate import to_float
-from siamkit.train import load_training_data, train
+from siamkit.training import load_training_data, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT.parent / "shared" / "datasets"

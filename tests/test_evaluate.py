@@ -9,7 +9,8 @@ from torch import nn
 from siamkit.data.images import ImageDataset
 from siamkit.data.omniglot import OneShotRun
 from siamkit.distances import EuclideanDistance
-from siamkit.evaluate import class_scores, embed_images, evaluate_episodes, evaluate_runs
+from siamkit.embedding import embed_images
+from siamkit.evaluate import class_scores, evaluate_episodes, evaluate_runs
 from siamkit.siamese import LearnedHead, SiameseNetwork
 
 
@@ -174,7 +175,8 @@ def test_similarity_correlations_hand_computed():
     import numpy as np
 
     from siamkit.data.textpairs import TextPairs
-    from siamkit.evaluate import embed_texts, evaluate_similarity
+    from siamkit.embedding import embed_texts
+    from siamkit.evaluate import evaluate_similarity
 
     texts = ["a", "ab", "abcd", "abcdefgh"]
     model = SiameseNetwork(TextLength())

@@ -171,7 +171,7 @@ def test_text_ensemble_exports_through_one_tokenizer_for_its_members(tmp_path):
     import torch
 
     from siamkit.checkpoint import load_model
-    from siamkit.export import SAMPLE_TEXTS, _TextEncoder, is_text_model
+    from siamkit.export import SAMPLE_TEXTS, _TextEncoder
 
     run = make_text_run(tmp_path / "run", overrides=(
         "model.encoder=ensemble", "model.encoder_args={members: 2, member: text, "
@@ -180,7 +180,7 @@ def test_text_ensemble_exports_through_one_tokenizer_for_its_members(tmp_path):
     with torch.no_grad():
         for p in model.encoder.members[1].parameters():  # members differ, as seeds do
             p.add_(0.02 * torch.randn_like(p))
-        assert is_text_model(model) and model.encoder.st.max_seq_length == 16
+        assert model.input_spec.kind == "text" and model.encoder.st.max_seq_length == 16
         features = model.encoder.st.tokenize(SAMPLE_TEXTS)
         got = _TextEncoder(model)(features["input_ids"], features["attention_mask"])
         torch.testing.assert_close(got, model.embed(SAMPLE_TEXTS))

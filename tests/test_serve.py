@@ -43,7 +43,7 @@ def alphabets(tmp_path_factory) -> Path:
 def model_dir(tmp_path_factory, alphabets) -> Path:
     """A model trained on the first four alphabets only: the fifth stays unseen."""
     from siamkit.config import load_config
-    from siamkit.train import train
+    from siamkit.training import train
 
     seen = tmp_path_factory.mktemp("seen")
     for a in sorted(alphabets.iterdir())[:4]:

@@ -437,7 +437,7 @@ def test_prepare_table_fits_on_training_rows_and_featurises_validation_alike(tmp
     from siamkit.config import check_config
     from siamkit.data.records import RecordFeaturizer
     from siamkit.data.tabular import read_table
-    from siamkit.train import load_training_data, prepare_table
+    from siamkit.training import load_training_data, prepare_table
 
     rng = np.random.default_rng(0)
     rows = [[f"{rng.normal(10 * (g == 'd')):.4f}", rng.choice(["x", "y", "z"]), f"{g}{k}"]
@@ -471,7 +471,8 @@ def test_prepare_table_fits_on_training_rows_and_featurises_validation_alike(tmp
 
 
 def test_a_record_model_is_refused_a_table_or_folder():
-    from siamkit.cli import _load_folder
+    from siamkit.data.download import DatasetError
+    from siamkit.inputs import InputSpec, adapter_for
 
-    with pytest.raises(ValueError, match="pair files"):
-        _load_folder({"input": {"kind": "records", "featurizer": {}}}, None, "items.csv")
+    with pytest.raises(DatasetError, match="pair files"):
+        adapter_for(InputSpec(kind="records", featurizer={})).load_dataset("items.csv")

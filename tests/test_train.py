@@ -14,7 +14,7 @@ from siamkit.checkpoint import RunError, load_model
 from siamkit.config import Config, ConfigError, apply_overrides
 from siamkit.data import load_omniglot
 from siamkit.data.splits import split_by_group
-from siamkit.train import train
+from siamkit.training import train
 
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
@@ -44,9 +44,16 @@ def interrupt_and_resume(cfg: Config, out: Path, data, at: int) -> None:
     train(cfg, out, resume=True, data=data)
 
 
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a run's resumable state (its last step)."""
+    from siamkit.training.state import load_state, unprefixed
+
+    return unprefixed("model", load_state(run / "state.safetensors")[0])
+
+
 def assert_same_final_weights(a: Path, b: Path) -> None:
-    wa = torch.load(a / "state.pt", weights_only=False)["model"]
-    wb = torch.load(b / "state.pt", weights_only=False)["model"]
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], msg=k)
 
@@ -58,11 +65,12 @@ def test_short_real_run_loss_falls_and_checkpoints(tmp_path, small_omniglot):
     assert len(losses) == 3
     assert losses[-1] < losses[0]
     assert res.history[-1]["val_accuracy"] > 0.4  # 5-way chance is 0.2
-    for name in ("model.safetensors", "config.json", "state.pt", "history.jsonl",
+    for name in ("model.safetensors", "config.json", "state.safetensors", "history.jsonl",
                  "train_summary.json"):
         assert (tmp_path / "run" / name).is_file()
     model, config, card = load_model(tmp_path / "run")
-    assert card["input"] == {"channels": 1, "size": 28, "invert": True, "keep_aspect": False}
+    assert card["input"] == {"kind": "image", "channels": 1, "size": 28, "invert": True,
+                             "keep_aspect": False, "tta": 0}
     assert card["best_step"] == res.best_step
     assert config == cfg
 
@@ -83,8 +91,9 @@ def test_resume_continues_to_the_same_weights(tmp_path, small_omniglot):
     # interrupt after 3 steps (a callback asks to stop; the state is saved there), resume to 8
     half = tiny_config(**{"optim.steps": 8, "eval.every": 4})
     train(half, tmp_path / "part", data=small_omniglot, callbacks=[lambda s, _: s == 3])
-    state = torch.load(tmp_path / "part" / "state.pt", weights_only=False)
-    assert state["step"] == 3
+    from siamkit.training.state import load_state
+
+    assert load_state(tmp_path / "part" / "state.safetensors")[1]["step"] == 3
     res = train(half, tmp_path / "part", resume=True, data=small_omniglot)
     assert res.steps == 8
     assert_same_final_weights(tmp_path / "full", tmp_path / "part")
@@ -212,7 +221,7 @@ def test_split_file_is_followed_and_overlap_refused(tmp_path, small_omniglot, ca
     assert card["config"]["data"]["split_file"] == str(split)
     ok = apply_overrides(cfg, ["data.allow_overlap=true"])
     split.write_text(json.dumps({"train": names[:4], "val": names[3:5], "test": []}))
-    with caplog.at_level("WARNING", logger="siamkit.train"):
+    with caplog.at_level("WARNING", logger="siamkit.training"):
         assert train(ok, tmp_path / "r3", data=small_omniglot).steps == 2
     unused = len(names) - 5  # the data has groups the split file does not name: said
     assert f"{unused} are in no split and unused" in caplog.text
@@ -259,13 +268,15 @@ def test_init_from_starts_training_from_a_trained_encoder(tmp_path, small_omnigl
 def test_warm_start_warns_when_the_source_read_its_inputs_otherwise(caplog):
     from siamkit.builders import build_model
     from siamkit.checkpoint import warm_start
+    from siamkit.inputs import InputSpec
 
     config = apply_overrides(Config(), ["model.encoder_args.width=8"])
     source = build_model(config.model, 1, 28)
+    source.input_spec = InputSpec(size=28, invert=True)
     model = build_model(config.model, 1, 28)
+    model.input_spec = InputSpec(size=28, invert=False)
     with caplog.at_level("WARNING", logger="siamkit.checkpoint"):
-        warm_start(model, (Path("src"), source, {"input": {"size": 28, "invert": True}}),
-                   {"size": 28, "invert": False})
+        warm_start(model, (Path("src"), source, {}))
     assert "read its inputs otherwise" in caplog.text
     state = model.encoder.state_dict()
     assert all(torch.equal(v, source.encoder.state_dict()[k]) for k, v in state.items())
@@ -293,12 +304,12 @@ def test_head_learning_rate_is_its_own_group_and_follows_the_schedule():
     """optim.head_lr puts the learned head in its own parameter group; the schedule scales
     each group's peak rate, also after a resumed optimiser state is loaded."""
     from siamkit.builders import build_model
-    from siamkit.config import ModelConfig, OptimConfig
-    from siamkit.train import make_optimiser, set_lr
+    from siamkit.config import ModelConfig
+    from siamkit.training import make_optimiser, set_lr
 
     model = build_model(ModelConfig(encoder="mlp", encoder_args={"in_features": 8},
                                     head=True, head_features="sbert"), 1, 8)
-    opt = make_optimiser(model, OptimConfig(lr=1e-4, head_lr=1e-2))
+    opt = make_optimiser(model, lr=1e-4, head_lr=1e-2)
     head = {id(p) for p in model.head.parameters()}
     assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-2]
     assert {id(p) for p in opt.param_groups[1]["params"]} == head
@@ -306,11 +317,11 @@ def test_head_learning_rate_is_its_own_group_and_follows_the_schedule():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
     set_lr(opt, 0.5)
     assert [g["lr"] for g in opt.param_groups] == [5e-5, 5e-3]
-    again = make_optimiser(model, OptimConfig(lr=1e-4, head_lr=1e-2))
+    again = make_optimiser(model, lr=1e-4, head_lr=1e-2)
     again.load_state_dict(opt.state_dict())  # a resumed run: the peaks are not the saved lrs
     set_lr(again, 1.0)
     assert [g["lr"] for g in again.param_groups] == [1e-4, 1e-2]
-    one = make_optimiser(model, OptimConfig(lr=1e-4))  # no head_lr: one group at lr
+    one = make_optimiser(model, lr=1e-4)  # no head_lr: one group at lr
     assert [g["lr"] for g in one.param_groups] == [1e-4]
 
 

@@ -56,7 +56,7 @@ def test_short_fine_tuning_improves_validation_auc(pair_files, tmp_path, capsys)
 
 
 def test_multiple_negatives_run_and_config_errors(pair_files, tmp_path):
-    from siamkit.train import train
+    from siamkit.training import train
 
     res = train(load_config(_config(pair_files, "mnrl", 2, 2)), tmp_path / "mnrl")
     assert res.steps == 2 and (tmp_path / "mnrl" / "model.safetensors").is_file()
@@ -72,16 +72,16 @@ def test_multiple_negatives_run_and_config_errors(pair_files, tmp_path):
 
 def test_balanced_batches_with_in_batch_negatives(pair_files, tmp_path):
     from siamkit.data.textpairs import read_text_pairs
-    from siamkit.train import train
-    from siamkit.train_pairs import _pair_drawer
+    from siamkit.samplers import PairDrawer
+    from siamkit.training import train
 
     pairs = read_text_pairs(pair_files / "train.csv")
     rng = np.random.default_rng(0)
-    draw = _pair_drawer(pairs, np.arange(len(pairs)), 16, 0.25, rng)
+    draw = PairDrawer(np.arange(len(pairs)), 16, pairs.same, 0.25, rng)
     for _ in range(5):
         batch = draw()
         assert len(batch) == 16 and pairs.same[batch].sum() == 4
-    uniform = _pair_drawer(pairs, np.arange(len(pairs)), 16, None, rng)()
+    uniform = PairDrawer(np.arange(len(pairs)), 16, None, None, rng)()
     assert len(set(uniform.tolist())) == 16
     cfg = load_config(_config(pair_files, "online_contrastive", 3, 3),
                       ["pairs.pos_fraction=0.5", "loss.in_batch=1.0"])
@@ -99,15 +99,17 @@ def test_mined_hard_negatives_join_each_positive_pair(pair_files, tmp_path, capl
     from siamkit.builders import build_model
     from siamkit.data.splits import positive_pair_groups
     from siamkit.data.textpairs import read_text_pairs
-    from siamkit.evaluate import embed_pair_items
-    from siamkit.train import train
-    from siamkit.train_pairs import _HardNegatives
+    from siamkit.inputs import InputSpec, adapter_for
+    from siamkit.training import HardNegativePairs, PairData, train
 
     pairs = read_text_pairs(pair_files / "train.csv")
     groups = positive_pair_groups(len(pairs.texts), pairs.left, pairs.right, pairs.same)
-    hard = _HardNegatives(pairs, groups, 3, np.random.default_rng(0))
+    data = PairData.from_text_pairs(pairs)
+    assert (data.groups == groups).all()
+    hard = HardNegativePairs(data, 3, np.random.default_rng(0))
     model = build_model(load_config(_config(pair_files, "online_contrastive", 1, 1)).model, 1, 0)
-    hard.mine(model, None)
+    model.input_spec = InputSpec(kind="text")
+    hard.mine(model)
     batch = np.arange(16)
     left, right, same = hard.extend(pairs.left[batch], pairs.right[batch], pairs.same[batch])
     n_pos = int(pairs.same[batch].sum())
@@ -118,7 +120,7 @@ def test_mined_hard_negatives_join_each_positive_pair(pair_files, tmp_path, capl
     assert set(left[16:]) <= pos_texts
     assert (groups[left[16:]] != groups[right[16:]]).all()
     # the mined texts are the closest by the model among those outside the group
-    emb = embed_pair_items(model, pairs)
+    emb = adapter_for(model.input_spec).embed_pairs(model, pairs)
     a = int(hard.anchors[0])
     sims = model.distance.pairwise(emb[a : a + 1], emb)[0]
     sims[torch.from_numpy(groups == groups[a])] = -2
@@ -143,7 +145,7 @@ def text_run(pair_files, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("textrun") / "run"
     cfg = load_config(_config(pair_files, "online_contrastive", 4, 4),
                       ["eval.calibrate_target=f1"])
-    from siamkit.train import train
+    from siamkit.training import train
 
     train(cfg, out)
     return out
@@ -152,7 +154,8 @@ def text_run(pair_files, tmp_path_factory) -> Path:
 def test_f1_calibrated_runs_select_checkpoints_by_validation_f1(text_run, pair_files):
     from siamkit.checkpoint import load_model
     from siamkit.data.textpairs import read_text_pairs
-    from siamkit.evaluate import embed_texts, score_pairs
+    from siamkit.embedding import embed_texts
+    from siamkit.evaluate import score_pairs
     from siamkit.metrics import best_f1_threshold
 
     hist = [json.loads(line) for line in (text_run / "history.jsonl").read_text().splitlines()]
@@ -166,7 +169,7 @@ def test_f1_calibrated_runs_select_checkpoints_by_validation_f1(text_run, pair_f
 
 
 def test_init_from_continues_from_a_trained_text_twin(text_run, pair_files, tmp_path):
-    from siamkit.train import train
+    from siamkit.training import train
 
     cfg = load_config(_config(pair_files, "online_contrastive", 1, 1),
                       ["eval.calibrate_target=f1", f"model.init_from={text_run}"])
@@ -188,7 +191,7 @@ def test_init_from_continues_from_a_trained_text_twin(text_run, pair_files, tmp_
 
 
 def test_time_limit_stops_pair_training_and_still_writes_a_run(pair_files, tmp_path, caplog):
-    from siamkit.train import train
+    from siamkit.training import train
 
     cfg = load_config(_config(pair_files, "online_contrastive", 1000, 500),
                       ["optim.time_limit_minutes=0.0001"])
@@ -256,7 +259,8 @@ def test_cli_eval_similarity_on_real_stsb(text_run, tmp_path, capsys):
 
     from siamkit.checkpoint import load_model
     from siamkit.data.textpairs import load_stsb, write_text_pairs
-    from siamkit.evaluate import embed_texts, score_pairs
+    from siamkit.embedding import embed_texts
+    from siamkit.evaluate import score_pairs
 
     dev = load_stsb("dev", MIRROR / "stsbenchmark")
     small = dev.subset(np.arange(len(dev)) < 150)

@@ -131,7 +131,7 @@ def build_loss(config: Config, model: SiameseNetwork, num_classes: int = 0) -> n
     }
     try:
         return create_loss(lc.name, model.distance, head=model.head, num_classes=num_classes,
-                           dim=int(model.encoder.output_dim), **options.get(lc.name, {}))
+                           dim=model.embedding_dim, **options.get(lc.name, {}))
     except ValueError as exc:
         raise ConfigError(f"loss.name: {exc}") from None
 

@@ -1,121 +1,178 @@
-"""Run folders: save and load a model as safetensors weights plus a JSON card."""
+"""Run folders: a model's ``model.safetensors`` and its JSON card ``config.json``.
+
+The card (written by :meth:`SiameseNetwork.save`) holds how to rebuild the network
+(``model``), how it reads its inputs (``input``, an :class:`InputSpec`), and facts about the
+run: the training ``config`` when it came from one, the calibrated ``threshold``, the best
+step. Cards written before the ``model`` section existed are rebuilt from their config.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from .atomic import atomic_write_text
 from .builders import build_model
+from .calibrate import ThresholdCalibrator
 from .config import Config, ConfigError, config_from_dict, config_to_dict
-from .siamese import SiameseNetwork
+from .inputs import InputSpec
+from .siamese import CARD, WEIGHTS, SiameseNetwork
 
-__all__ = ["save_model", "load_model", "update_card", "RunError", "atomic_write_text",
-           "model_identity", "read_init_from", "warm_start"]
+__all__ = ["save_model", "load_model", "load", "read_card", "update_card", "RunError",
+           "calibrator_of", "input_spec_of", "model_identity", "read_init_from", "warm_start",
+           "CARD", "WEIGHTS"]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+CONFIG = CARD  # the card's file name, config.json (kept for older imports)
 
 
 class RunError(RuntimeError):
     """A run folder is missing or does not hold a usable model."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so a crash leaves either the old or the new content."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_model(
-    run_dir: str | Path, model: SiameseNetwork, config: Config,
-    extra: dict[str, Any] | None = None, name: str = WEIGHTS,
+    run_dir: str | Path, model: SiameseNetwork, config: Config | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (the config plus ``extra`` facts)."""
+    """Save ``model`` into ``run_dir`` with its training ``config`` and ``extra`` facts in
+    the card (see :meth:`SiameseNetwork.save`), keeping the facts a card already in the
+    folder holds (a threshold, say) unless ``extra`` replaces them."""
+    facts = {"config": config_to_dict(config)} if config is not None else {}
+    kept: dict[str, Any] = {}
+    if (Path(run_dir) / CARD).is_file():  # facts an earlier save or calibration stored
+        try:
+            kept = {k: v for k, v in read_card(run_dir).items()
+                    if k not in ("format", "model", "input")}
+        except RunError:
+            kept = {}
+    return model.save(run_dir, {**kept, **facts, **(extra or {})}) / WEIGHTS
+
+
+def read_card(run_dir: str | Path) -> dict[str, Any]:
+    """The JSON card of a run folder, checked to be a JSON object."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = run_dir / f".{name}.tmp"
-    save_file(state, str(tmp), metadata={"format": "siamkit"})
-    os.replace(tmp, run_dir / name)
-    card_path = run_dir / CONFIG
-    card: dict[str, Any] = {}
-    if card_path.is_file():
-        card = json.loads(card_path.read_text())
-    card["config"] = config_to_dict(config)
-    card.update(extra or {})
-    atomic_write_text(card_path, json.dumps(card, indent=2))
-    return run_dir / name
+    if not run_dir.is_dir():
+        raise RunError(f"model folder not found: {run_dir}")
+    path = run_dir / CARD
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a siamkit run folder (needs {WEIGHTS} and {CARD})")
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: unreadable model card ({exc})") from None
+    if not isinstance(card, dict):
+        raise RunError(f"{path}: a model card is a JSON object, not {type(card).__name__}")
+    return card
 
 
 def update_card(run_dir: str | Path, extra: dict[str, Any]) -> None:
-    """Add or replace top-level facts in a run's ``config.json`` (atomically)."""
-    card_path = Path(run_dir) / CONFIG
-    if not card_path.is_file():
-        raise RunError(f"{run_dir}: not a siamkit run folder (no {CONFIG})")
-    card = json.loads(card_path.read_text())
+    """Add or replace top-level facts in a run's card (atomically)."""
+    card = read_card(run_dir)
     card.update(extra)
-    atomic_write_text(card_path, json.dumps(card, indent=2))
+    atomic_write_text(Path(run_dir) / CARD, json.dumps(card, indent=2))
 
 
-def load_model(run_dir: str | Path, name: str = WEIGHTS) -> tuple[SiameseNetwork, Config, dict]:
+def input_spec_of(card: dict[str, Any], config: Config | None) -> InputSpec:
+    """The card's :class:`InputSpec`; what an older card left out comes from its training
+    config (``data.size``, ``data.channels``, ``data.invert``, ``eval.tta``)."""
+    defaults: dict[str, Any] = {}
+    if config is not None:
+        d, m = config.data, config.model
+        defaults = {"size": d.size if d.width is None else [d.size, d.width],
+                    "channels": d.channels, "invert": d.invert, "tta": config.eval.tta}
+        member = m.encoder_args.get("member") if m.encoder == "ensemble" else m.encoder
+        if member == "mlp" and "input" not in card:  # an MLP twin reads feature vectors
+            defaults = {"kind": "tabular", "features": m.encoder_args.get("in_features")}
+    try:
+        return InputSpec.from_dict(card.get("input", {}), defaults)
+    except ValueError as exc:
+        raise RunError(f"the model card's input: {exc}") from None
+
+
+def calibrator_of(card: dict[str, Any]) -> ThresholdCalibrator | None:
+    """The calibrated threshold stored in a card, or None."""
+    values = card.get("threshold")
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise RunError(f"the model card's threshold must be a mapping, got {values!r}")
+    try:
+        cal = ThresholdCalibrator.from_dict({k: v for k, v in values.items() if k != "source"})
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"the model card's threshold: {exc}") from None
+    if cal.threshold_ is None or isinstance(cal.threshold_, bool) or not (
+            float("-inf") < float(cal.threshold_) < float("inf")):
+        raise RunError(f"the model card's threshold_ must be a finite number, got "
+                       f"{cal.threshold_!r}")
+    return cal
+
+
+def load_model(run_dir: str | Path) -> tuple[SiameseNetwork, Config | None, dict]:
     """Load a trained model from a run folder.
 
     Returns:
-        (model in eval mode, its training config, the whole JSON card).
+        (model in eval mode, with ``input_spec`` set; its training config, or None for a
+        model trained from Python without one; the whole JSON card).
     """
     run_dir = Path(run_dir)
-    weights, card_path = run_dir / name, run_dir / CONFIG
-    if not run_dir.is_dir():
-        raise RunError(f"model folder not found: {run_dir}")
-    if not weights.is_file() or not card_path.is_file():
-        raise RunError(f"{run_dir}: not a siamkit run folder (needs {name} and {CONFIG})")
+    card = read_card(run_dir)
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        raise RunError(f"{run_dir}: not a siamkit run folder (needs {WEIGHTS} and {CARD})")
+    config = None
+    if "config" in card:
+        try:
+            config = config_from_dict(card["config"])
+        except (ConfigError, TypeError) as exc:
+            raise RunError(f"{run_dir / CARD}: unreadable training config ({exc})") from None
+    spec = input_spec_of(card, config)
     try:
-        card = json.loads(card_path.read_text())
-        config = config_from_dict(card["config"])
-    except (json.JSONDecodeError, KeyError, ConfigError) as exc:
-        raise RunError(f"{card_path}: unreadable model card ({exc})") from None
-    inp = card.get("input", {})
-    model = build_model(config.model, inp.get("channels", config.data.channels),
-                        inp.get("size", config.data.size))
+        if isinstance(card.get("model"), dict):
+            model = SiameseNetwork.from_description(card["model"], spec)
+        elif config is not None:  # a card written before the model section existed
+            model = build_model(config.model, spec.channels, spec.size or config.data.size)
+            model.input_spec = spec
+        else:
+            raise RunError(f"{run_dir / CARD}: the card describes no model")
+    except (ValueError, ConfigError, KeyError, TypeError) as exc:
+        raise RunError(f"{run_dir}: cannot build the model its card describes ({exc})") from None
     try:
-        state = load_file(str(weights))
-        model.load_state_dict(state)
+        model.load_state_dict(load_file(str(weights)))
     except Exception as exc:  # safetensors raises several types for damaged files
         raise RunError(f"{weights}: cannot load weights ({exc})") from None
     model.eval()
     return model, config, card
 
 
-def model_identity(run_dir: str | Path, name: str = WEIGHTS) -> str:
-    """SHA-256 of a run's weights and training config: what embeddings are comparable with.
+def load(run_dir: str | Path) -> SiameseNetwork:
+    """A saved model, ready to embed: ``siamkit.load("runs/faces")``. Its ``input_spec``
+    says how it reads inputs; :func:`calibrator_of` reads its threshold from the card."""
+    return load_model(run_dir)[0]
 
-    Calibrating a threshold changes the card, not this identity.
-    """
-    import hashlib
 
+def model_identity(run_dir: str | Path) -> str:
+    """SHA-256 of a run's weights and of what its card says builds and feeds it: what
+    embeddings are comparable with. Calibrating a threshold changes the card, not this."""
     run_dir = Path(run_dir)
     h = hashlib.sha256()
     try:
-        with open(run_dir / name, "rb") as f:
+        with open(run_dir / WEIGHTS, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        card = json.loads((run_dir / CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise RunError(f"{run_dir}: cannot read the model ({exc})") from None
+    card = read_card(run_dir)
     h.update(json.dumps(card.get("config", {}), sort_keys=True).encode())
     h.update(json.dumps(card.get("input", {}), sort_keys=True).encode())
+    if "model" in card:
+        h.update(json.dumps(card["model"], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -132,13 +189,12 @@ def read_init_from(init_from: str, out_dir: str | Path) -> tuple[Path, SiameseNe
     return path, model, card
 
 
-def warm_start(model: SiameseNetwork, source: tuple[Path, SiameseNetwork, dict],
-               input_card: dict[str, Any] | None = None) -> None:
+def warm_start(model: SiameseNetwork, source: tuple[Path, SiameseNetwork, dict]) -> None:
     """Start ``model``'s encoder from the encoder of a trained run (``source``, from
     :func:`read_init_from`): the same encoder and options, trained elsewhere, e.g. on
     Omniglot before a small set of characters. The loss, head and optimiser start fresh.
-    Warns when the source read its inputs otherwise (``input_card``: size, inversion...)."""
-    path, trained, card = source
+    Warns when the source read its inputs otherwise (size, inversion...)."""
+    path, trained, _ = source
     theirs, ours = (getattr(e, "fields", None) for e in (trained.encoder, model.encoder))
     if theirs and theirs != ours:
         raise ConfigError(f"model.init_from {path}: its fields {theirs} are not this "
@@ -155,7 +211,7 @@ def warm_start(model: SiameseNetwork, source: tuple[Path, SiameseNetwork, dict],
     if missing or unexpected:
         raise ConfigError(f"model.init_from {path}: its encoder does not fit this one: "
                           f"missing {missing[:3]}, unexpected {list(unexpected)[:3]}")
-    if input_card is not None and card.get("input") != input_card:
+    if model.input_spec is not None and trained.input_spec != model.input_spec:
         logger.warning("model.init_from %s read its inputs otherwise (%s; here %s)", path,
-                       card.get("input"), input_card)
+                       trained.input_spec, model.input_spec)
     logger.info("encoder weights from %s", path)

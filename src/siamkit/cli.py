@@ -360,8 +360,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from .config import load_config
-    from .distributed import DistInfo, cleanup
-    from .train import train
+    from .training import train
+    from .training.distributed import DistInfo, cleanup
 
     rank = int(os.environ.get("RANK", "0"))
     if rank != 0:  # under torchrun only rank 0 reports
@@ -372,17 +372,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cleanup(DistInfo(rank, int(os.environ.get("WORLD_SIZE", "1"))))
     if rank != 0:
         return 0
-    from .config import PAIR_DATASETS
-
-    if config.data.dataset in PAIR_DATASETS:
-        print(f"trained {res.steps} steps in {res.minutes:.1f} min; best validation metric "
-              f"{res.best_metric:.4f} at step {res.best_step} (step 0: "
-              f"{res.history[0]['val_metric']:.4f}); model in {res.run_dir}")
-        return 0
-    validated = any("val_accuracy" in h for h in res.history)
-    best = (f"best validation accuracy {res.best_metric:.4f} at step {res.best_step}"
-            if validated else "no validation set: the last model is kept")
-    print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.images_per_second:.0f} "
+    if res.metric_name is None:
+        best = "no validation set: the last model is kept"
+    else:
+        best = (f"best validation {res.metric_name} {res.best_metric:.4f} at step "
+                f"{res.best_step}")
+        if res.start_metric is not None:
+            best += f" (step 0: {res.start_metric:.4f})"
+    print(f"trained {res.steps} steps in {res.minutes:.1f} min ({res.items_per_second:.0f} "
           f"items/s); {best}; model in {res.run_dir}")
     return 0
 
@@ -400,8 +397,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tta(args: argparse.Namespace, config: Any) -> int:
-    return config.eval.tta if args.tta is None else args.tta
+def _tta(args: argparse.Namespace, model: Any) -> int:
+    return model.input_spec.tta if args.tta is None else args.tta
 
 
 def _cmd_eval_runs(args: argparse.Namespace) -> int:
@@ -410,8 +407,8 @@ def _cmd_eval_runs(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_runs
 
     model, config, card = load_model(args.model)
-    runs = load_lake_runs(card.get("input", {}).get("size", config.data.size))
-    res = evaluate_runs(model, runs, tta=_tta(args, config))
+    runs = load_lake_runs(model.input_spec.size)
+    res = evaluate_runs(model, runs, tta=_tta(args, model))
     res.pop("primary_metric", None)
     _emit(res, args.json, f"Lake one-shot runs: error {100 * res['error']:.2f}% "
                           f"({res['total'] - res['correct']} of {res['total']} wrong)")
@@ -423,17 +420,16 @@ def _cmd_eval_episodes(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_episodes
 
     model, config, card = load_model(args.model)
-    if card.get("input", {}).get("kind") == "tabular" and (args.group_depth
-                                                            or args.drawer_pattern):
+    if model.input_spec.kind == "tabular" and (args.group_depth or args.drawer_pattern):
         raise ValueError("--group-depth and --drawer-pattern read image folders and file "
                          "names; a table's rows have neither (its split file's "
                          "group_pattern groups classes)")
-    data = _eval_data(card, config, args, group_depth=args.group_depth,
+    data = _eval_data(model, args, group_depth=args.group_depth,
                       drawer_pattern=args.drawer_pattern)
     res = evaluate_episodes(model, data, way=args.way, shot=args.shot, queries=args.queries,
                             episodes=args.episodes, within_group=args.group_depth == 1,
                             use_drawers=args.drawer_pattern is not None, seed=args.seed,
-                            tta=_tta(args, config))
+                            tta=_tta(args, model))
     res.pop("primary_metric", None)
     _emit(res, args.json, f"{args.way}-way {args.shot}-shot accuracy over {res['episodes']} "
                           f"episodes: {100 * res['accuracy']:.2f}% +- {100 * res['ci95']:.2f}")
@@ -455,89 +451,34 @@ def _split_classes(data: Any, split_file: str, subset: str) -> Any:
     return data.subset_classes(keep)
 
 
-def _eval_data(card: dict, config: Any, args: argparse.Namespace, **kwargs: Any) -> Any:
+def _eval_data(model: Any, args: argparse.Namespace, **kwargs: Any) -> Any:
     """``--data`` loaded as the model takes it (:func:`_load_folder`; ``kwargs`` go there),
     kept to the classes of ``--subset`` of ``--split`` when one is given; a tabular model
     scored on its whole table gets a warning: its training classes are in it too."""
-    data = _load_folder(card, config, args.data, **kwargs)
+    data = _load_folder(model, args.data, **kwargs)
     if args.split:
         return _split_classes(data, args.split, args.subset)
-    if card.get("input", {}).get("kind") == "tabular":
+    if model.input_spec.kind == "tabular":
         logger.warning("no --split: every class of %s is scored, the model's training "
                        "classes included (give the split file and --subset test)", args.data)
     return data
 
 
-def _size(value: Any) -> Any:
-    """A size from a model card: a side, or [height, width]."""
-    return value if isinstance(value, int) else tuple(value)
-
-
-def _load_files(card: dict, config: Any, paths: list[str]) -> Any:
+def _load_files(model: Any, paths: list[str]) -> Any:
     """Load image files with the model's own preprocessing: (N, C, H, W) uint8."""
-    import torch
+    from .inputs import ImageInput
 
-    from .data.images import load_images
-
-    inp = card.get("input", {})
-    size = _size(inp.get("size", config.data.size))
-    channels = inp.get("channels", config.data.channels)
-    invert = inp.get("invert", config.data.invert)
-    keep = inp.get("keep_aspect", False)
-    return torch.stack(load_images(paths, size, channels, invert, keep))
+    return ImageInput(model.input_spec).prepare(paths)
 
 
-def _embed_files(model: Any, card: dict, config: Any, paths: list[str]) -> Any:
-    """Load image files with the model's own preprocessing and embed them."""
-    from .evaluate import embed_images
-
-    return embed_images(model, _load_files(card, config, paths), tta=config.eval.tta)
-
-
-def _embed_inputs(model: Any, card: dict, config: Any, items: list[str]) -> Any:
+def _embed_inputs(model: Any, items: list[str]) -> Any:
     """Embed command-line inputs as the model takes them: image files, texts (a text
     model), or rows for a featurised MLP twin: JSON objects (``{"column": value, ...}``) for
     a table model, those or Ditto's ``COL attr VAL value ...`` for a record model."""
-    if _is_text(model):
-        from .evaluate import embed_texts
+    from .inputs import adapter_for
 
-        return embed_texts(model, items)
-    inp = card.get("input", {})
-    if "featurizer" in inp:
-        from .data.records import RecordFeaturizer
-        from .evaluate import embed_records
-
-        featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
-        rows = [_row(x, featurizer, inp.get("label_column")) for x in items]
-        return embed_records(model, rows, featurizer)
-    if inp.get("kind") == "tabular":
-        raise ValueError("this tabular model was trained on sklearn:digits' feature vectors: "
-                         "enroll with --from-folder sklearn:digits, evaluate with eval "
-                         "episodes; to identify rows given as JSON, train on a table "
-                         "(data.dataset=table)")
-    return _embed_files(model, card, config, items)
-
-
-def _row(item: str, featurizer: Any, label_column: str | None = None) -> dict[str, str]:
-    """One row given on the command line: a JSON object, or (for a record model, which has
-    no ``label_column``) ``COL attr VAL value ...``, checked by
-    :meth:`RecordFeaturizer.check_row` (class column dropped, unknown columns refused)."""
-    from .data.textpairs import loads_row, parse_ditto_record
-
-    if item.lstrip().startswith("{"):
-        try:
-            obj = loads_row(item)
-        except ValueError as exc:  # malformed, or a column given twice
-            raise ValueError(f"{item[:80]!r}: not a JSON object ({exc})") from None
-    elif label_column is None:
-        obj = parse_ditto_record(item)
-    else:
-        raise ValueError(f"{item[:80]!r}: a table model takes rows as JSON objects, e.g. "
-                         f"'{{\"{featurizer.columns[0]}\": ...}}'")
-    try:
-        return featurizer.check_row(obj, label_column)
-    except ValueError as exc:
-        raise ValueError(f"{item[:80]!r}: {exc}") from None
+    adapter = adapter_for(model.input_spec)
+    return adapter.embed_items(model, [adapter.parse(x) for x in items])
 
 
 def _scored_pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, Any]:
@@ -553,13 +494,12 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     from .checkpoint import load_model
     from .data.images import scan_folder
     from .data.pairs import PairList, all_pairs, read_pair_csv, skilled_pairs
-    from .data.records import featurizer_from_card
     from .evaluate import score_pairs
 
     model, config, card = load_model(args.model)
-    if _is_text(model) or featurizer_from_card(card) is not None:
+    if model.input_spec.kind in ("text", "records"):
         return _scored_text_pairs(args, model, card, config)
-    if card.get("input", {}).get("kind") == "tabular":
+    if model.input_spec.kind == "tabular":
         return _scored_table_pairs(args, model, card, config)
     if not args.data:
         raise ValueError("an image model needs --data (the folder the images are in)")
@@ -585,10 +525,11 @@ def _scored_pair_list(args: argparse.Namespace) -> tuple[Any, ...]:
     if args.split:
         pairs = _restrict_to_split(pairs, args.split, args.subset, args.group_pattern)
     _need_both(pairs.same)
-    from .evaluate import embed_images
+    from .embedding import embed_images
 
-    images = _load_files(card, config, pairs.paths)
-    emb = embed_images(model, images, tta=_tta(args, config))
+    images = _load_files(model, pairs.paths)
+    emb = embed_images(model, images, tta=_tta(args, model), mean=model.input_spec.mean,
+                       std=model.input_spec.std)
     scores = score_pairs(model, emb, pairs.left, pairs.right)
     return model, scores, pairs, images, emb, card, config
 
@@ -601,9 +542,7 @@ def _need_both(same: Any) -> None:
 
 
 def _is_text(model: Any) -> bool:
-    from .export import is_text_model
-
-    return is_text_model(model)
+    return model.input_spec.kind == "text"
 
 
 def _scored_table_pairs(args: argparse.Namespace, model: Any, card: dict, config: Any
@@ -612,12 +551,13 @@ def _scored_table_pairs(args: argparse.Namespace, model: Any, card: dict, config
     (or ``sklearn:digits``) ``--data``, same class = same; ``--split`` keeps one subset's
     classes."""
     from .data.pairs import PairList, all_pairs
-    from .evaluate import embed_images, score_pairs
+    from .embedding import embed_images
+    from .evaluate import score_pairs
 
     if not (args.data and args.all_pairs):
         raise ValueError("a tabular model is evaluated on every pair of rows of a table: "
                          "give --data FILE (or sklearn:digits) --all-pairs")
-    data = _eval_data(card, config, args)
+    data = _eval_data(model, args)
     left, right, same = all_pairs(data.labels.numpy())
     _need_both(same)
     pairs = PairList(list(data.paths), left, right, same)
@@ -628,8 +568,8 @@ def _scored_table_pairs(args: argparse.Namespace, model: Any, card: dict, config
 def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config: Any
                        ) -> tuple[Any, ...]:
     """The text / record branch of :func:`_scored_pair_list`: pairs from a pair file."""
-    from .data.records import featurizer_from_card
-    from .evaluate import embed_pair_items, score_pairs
+    from .evaluate import score_pairs
+    from .inputs import adapter_for
 
     if not args.pairs:
         raise ValueError("a text model reads its pairs from a pair file: give --pairs FILE")
@@ -638,7 +578,7 @@ def _scored_text_pairs(args: argparse.Namespace, model: Any, card: dict, config:
         raise ValueError(f"{args.pairs}: graded scores, not labels; use siamkit eval "
                          "similarity for those")
     _need_both(pairs.same)
-    emb = embed_pair_items(model, pairs, featurizer_from_card(card))
+    emb = adapter_for(model.input_spec).embed_pairs(model, pairs)
     scores = score_pairs(model, emb, pairs.left, pairs.right)
     return model, scores, pairs, None, emb, card, config
 
@@ -661,7 +601,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report, write_report
 
     model, scores, pairs, images, emb, card, _ = _scored_pair_list(args)
-    if card.get("input", {}).get("kind") == "tabular":
+    if model.input_spec.kind == "tabular":
         raise ValueError("the HTML report shows the images or texts of its pairs; for a "
                          "tabular model use siamkit eval verification --all-pairs")
     cal = _calibrator(card, args.model) if "threshold" in card else None
@@ -755,12 +695,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrator(card: dict, run_dir: str) -> Any:
-    from .calibrate import ThresholdCalibrator
+    from .checkpoint import calibrator_of
 
-    if "threshold" not in card:
+    cal = calibrator_of(card)
+    if cal is None:
         raise ValueError(f"{run_dir} has no calibrated threshold: run siamkit calibrate first")
-    values = {k: v for k, v in card["threshold"].items() if k != "source"}
-    return ThresholdCalibrator.from_dict(values)
+    return cal
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -770,7 +710,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     model, config, card = load_model(args.model)
     cal = _calibrator(card, args.model)
-    emb = _embed_inputs(model, card, config, [args.a, args.b])
+    emb = _embed_inputs(model, [args.a, args.b])
     with torch.no_grad():
         score = float(model.score_embeddings(emb[:1], emb[1:])[0])
     same = bool(cal.predict([score])[0])
@@ -803,8 +743,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_retrieval
 
     model, config, card = load_model(args.model)
-    data = _eval_data(card, config, args)
-    res = evaluate_retrieval(model, data, ks=args.k, tta=_tta(args, config))
+    data = _eval_data(model, args)
+    res = evaluate_retrieval(model, data, ks=args.k, tta=_tta(args, model))
     res.pop("primary_metric", None)
     recalls = ", ".join(f"R@{k} {100 * res[f'recall@{k}']:.2f}%" for k in args.k)
     _emit(res, args.json, f"{res['queries']} queries over {res['classes']} classes: {recalls}, "
@@ -812,37 +752,13 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_folder(card: dict, config: Any, folder: str, **kwargs: Any) -> Any:
+def _load_folder(model: Any, folder: str, **kwargs: Any) -> Any:
     """A folder-per-class tree, loaded with the model's own preprocessing (``kwargs`` go
     to :func:`load_image_folder`: grouping, drawers, cache); for a tabular model, its
     class-labelled table file (featurised as in training) or ``sklearn:digits``."""
-    from .data.images import load_image_folder
+    from .inputs import adapter_for
 
-    inp = card.get("input", {})
-    if folder == "sklearn:digits":
-        from .data.tabular import load_digits
-
-        if inp.get("kind") != "tabular" or "featurizer" in inp:
-            raise ValueError("sklearn:digits holds the digits' 64 features, for a tabular "
-                             "(MLP) model trained on them: not this model")
-        return load_digits()
-    if inp.get("kind") == "records":
-        raise ValueError("this model matches records: give it pair files (--pairs), not "
-                         f"{folder}")
-    if inp.get("kind") == "tabular" and "featurizer" in inp:  # data.dataset=table
-        from .data.records import RecordFeaturizer
-        from .data.tabular import read_table, table_dataset
-
-        featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
-        used = list(featurizer.numeric) + list(featurizer.categorical)  # skipped: optional
-        records, labels = read_table(folder, inp["label_column"], used, min_classes=1)
-        return table_dataset(records, labels, featurizer, folder)
-    if inp.get("kind") == "tabular":
-        raise ValueError(f"{folder}: this tabular (MLP) model takes sklearn:digits")
-    return load_image_folder(folder, size=_size(inp.get("size", config.data.size)),
-                             channels=inp.get("channels", config.data.channels),
-                             invert=inp.get("invert", config.data.invert),
-                             keep_aspect=inp.get("keep_aspect", False), **kwargs)
+    return adapter_for(model.input_spec).load_dataset(folder, **kwargs)
 
 
 def _first_shots(data: Any, shots: int | None) -> list[int]:
@@ -873,20 +789,19 @@ def _open_gallery(args: argparse.Namespace, model: Any, create: bool, **kw: Any)
         return Gallery.open(args.gallery, model_id=ident, **kw)
     if not create:
         raise FileNotFoundError(f"no gallery in {args.gallery}: enroll classes first")
-    dim = int(model.encoder.output_dim)
+    dim = model.embedding_dim
     return Gallery.create(args.gallery, dim, metric=metric_of(model), model_id=ident, **kw)
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data.records import featurizer_from_card
 
     model, config, card = load_model(args.model)
     if args.from_folder and (args.files or args.label):
         raise ValueError("give either --label with files, or --from-folder")
     if not args.from_folder and not (args.label and args.files):
         raise ValueError("enroll needs --label NAME FILE... or --from-folder FOLDER")
-    if args.from_folder and (_is_text(model) or featurizer_from_card(card) is not None):
+    if args.from_folder and model.input_spec.kind in ("text", "records"):
         raise ValueError("--from-folder reads images; a text model enrolls texts: --label "
                          "NAME TEXT...")
     from .gallery import Gallery
@@ -894,19 +809,19 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     # everything is read, checked and embedded before a gallery is created: a failed
     # enroll leaves no empty gallery behind
     if args.from_folder:
-        data = _load_folder(card, config, args.from_folder, use_cache=False)
+        data = _load_folder(model, args.from_folder, use_cache=False)
         data = data.subset_items(_first_shots(data, args.shots))
-        from .evaluate import embed_images
+        from .inputs import adapter_for
 
         labels = [data.class_names[c] for c in data.labels.tolist()]
         for name in dict.fromkeys(labels):
             Gallery._check_label(name)
-        emb = embed_images(model, data.images, tta=config.eval.tta)
+        emb = adapter_for(model.input_spec).embed_dataset(model, data)
         gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
         added = gallery.enroll_many(labels, emb)
     else:
         Gallery._check_label(args.label)
-        emb = _embed_inputs(model, card, config, args.files)
+        emb = _embed_inputs(model, args.files)
         gallery = _open_gallery(args, model, create=True, class_score=args.class_score)
         added = gallery.enroll(args.label, emb, sources=[x[:200] for x in args.files])
     res = {"added": added, "classes": len(gallery.labels()), "references": len(gallery),
@@ -931,8 +846,8 @@ def _cmd_identify(args: argparse.Namespace) -> int:
     gallery = _open_gallery(args, model, create=False, **kw)
     threshold = args.threshold
     if threshold is None and "threshold" in card:
-        threshold = card["threshold"].get("threshold_")
-    emb = _embed_inputs(model, card, config, args.files)
+        threshold = _calibrator(card, args.model).threshold_
+    emb = _embed_inputs(model, args.files)
     results = []
     for path, matches in zip(args.files, gallery.identify(emb, k=args.k), strict=True):
         results.append({"file": path, "decision": gallery.decide(matches, threshold),
@@ -952,19 +867,19 @@ def _cmd_eval_identification(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_identification
 
     model, config, card = load_model(args.model)
-    refs = _load_folder(card, config, args.gallery_from, use_cache=False)
+    refs = _load_folder(model, args.gallery_from, use_cache=False)
     chosen = _first_shots(refs, args.shots)
     used = {refs.paths[i] for i in chosen}
     refs = refs.subset_items(chosen)
-    queries = _load_folder(card, config, args.queries, use_cache=False)
+    queries = _load_folder(model, args.queries, use_cache=False)
     queries = queries.subset_items([i for i, p in enumerate(queries.paths) if p not in used])
     if len(queries) == 0:
         raise ValueError("no query images left after removing the enrolled ones")
-    unknown = (_load_folder(card, config, args.unknown, use_cache=False) if args.unknown
+    unknown = (_load_folder(model, args.unknown, use_cache=False) if args.unknown
                else None)
-    threshold = card.get("threshold", {}).get("threshold_")
+    threshold = _calibrator(card, args.model).threshold_ if "threshold" in card else None
     res = evaluate_identification(model, refs, queries, unknown, threshold, args.far,
-                                  args.class_score, _tta(args, config))
+                                  args.class_score, _tta(args, model))
     res.pop("primary_metric", None)
     summary = (f"{len(queries)} queries, {res['classes']} enrolled classes "
                f"({res['references']} references): rank-1 {100 * res['rank1']:.2f}%")
@@ -990,20 +905,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .checkpoint import load_model
-    from .export import export_onnx, is_text_model
+    from .export import export_onnx
 
     inputs: Any = None
     if args.data:
         model, config, card = load_model(args.model)
-        if is_text_model(model):
+        if _is_text(model):
             from .data.textpairs import read_text_pairs
 
             texts = read_text_pairs(args.data, args.pair_format).texts
             inputs = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[:32]]
         else:
-            data = _load_folder(card, config, args.data, use_cache=False)
+            data = _load_folder(model, args.data, use_cache=False)
             pick = np.random.default_rng(0).permutation(len(data))[:32]
-            from .evaluate import to_float
+            from .embedding import to_float
 
             inputs = to_float(data.images[pick]).numpy()
     else:
@@ -1033,9 +948,10 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
         raise ValueError("dedupe embeds texts: this model is not a text model")
     threshold = args.threshold
     if threshold is None:
-        threshold = card.get("threshold", {}).get("threshold_")
-        if threshold is None:
+        cal = _calibrator(card, args.model) if "threshold" in card else None
+        if cal is None:
             raise ValueError(f"{args.model} has no calibrated threshold: give --threshold")
+        threshold = cal.threshold_
     texts, rows = read_texts(args.input, args.column, args.pair_format, args.skip_empty)
     res = find_duplicates(model, texts, float(threshold), max_pairs=args.max_pairs,
                           progress=not args.no_progress)
@@ -1211,7 +1127,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data.omniglot import load_lake_runs
     from .evaluate import evaluate_runs
-    from .train import train
+    from .training import train
 
     preset = resources.files("siamkit") / "presets" / "omniglot_demo.yaml"
     with resources.as_file(preset) as path:
@@ -1220,13 +1136,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 "testing on Lake's 20 one-shot runs", config.optim.time_limit_minutes)
     res = train(config, args.out, progress=not args.no_progress, overwrite=True)
     model, config, card = load_model(args.out)
-    runs = load_lake_runs(card["input"]["size"])
+    runs = load_lake_runs(model.input_spec.size)
     ev = evaluate_runs(model, runs, tta=config.eval.tta)
     result = {
         "task": "Omniglot, Lake et al. (2015) 20-way within-alphabet one-shot runs",
         "error": ev["error"], "accuracy": ev["accuracy"], "per_run": ev["per_run"],
         "train_minutes": res.minutes, "train_steps": res.steps,
-        "images_per_second": res.images_per_second, "best_val_accuracy": res.best_metric,
+        "images_per_second": res.items_per_second, "best_val_accuracy": res.best_metric,
         "published_error": {"Koch et al. Siamese ConvNet": 0.080, "people": 0.045,
                             "Bayesian Program Learning": 0.033},
     }
@@ -1234,7 +1150,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=2))
     print(f"Omniglot 20-way one-shot (Lake's 20 runs, 400 queries): error "
           f"{100 * ev['error']:.2f}%  [Koch et al. 8.0%, people 4.5%, BPL 3.3%]\n"
-          f"trained {res.minutes:.1f} min, {res.images_per_second:.0f} images/s; "
+          f"trained {res.minutes:.1f} min, {res.items_per_second:.0f} images/s; "
           f"results in {out}")
     return 0
 

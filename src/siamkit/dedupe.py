@@ -72,7 +72,7 @@ def find_duplicates(model: Any, texts: list[str], threshold: float, batch_size: 
     Raises ``ValueError`` when more than ``max_pairs`` pairs pass (a threshold that low
     makes the answer quadratic in the corpus: raise the threshold).
     """
-    from .evaluate import embed_texts
+    from .embedding import embed_texts
 
     if not texts:
         raise ValueError("no texts to deduplicate")

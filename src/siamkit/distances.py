@@ -5,12 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .registry import class_path, import_class
+
 __all__ = [
     "Distance",
     "EuclideanDistance",
     "CosineSimilarity",
     "DotProductSimilarity",
     "create_distance",
+    "distance_spec",
     "squared_distances",
 ]
 
@@ -121,10 +124,22 @@ _DISTANCES = {
 
 
 def create_distance(name: str) -> Distance:
-    """Build a distance by name: ``euclidean``, ``squared_euclidean``, ``cosine`` or ``dot``."""
+    """Build a distance by name: ``euclidean``, ``squared_euclidean``, ``cosine`` or ``dot``;
+    or a :class:`Distance` subclass by import path (``"package.module:Class"``, built with
+    no arguments), as :func:`distance_spec` records one."""
+    if ":" in name:
+        return import_class(name, Distance)()
     try:
         return _DISTANCES[name]()
     except KeyError:
         raise ValueError(
             f"unknown distance {name!r}; expected one of {sorted(_DISTANCES)}"
         ) from None
+
+
+def distance_spec(distance: Distance) -> str:
+    """The name :func:`create_distance` rebuilds ``distance`` from: its registered name, or
+    the import path of a user's :class:`Distance` subclass (which must take no arguments)."""
+    if distance.name in _DISTANCES and type(distance) is type(_DISTANCES[distance.name]()):
+        return distance.name
+    return class_path(type(distance))

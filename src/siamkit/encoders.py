@@ -1,7 +1,16 @@
-"""Encoders: the single network that a Siamese model applies to both of its inputs."""
+"""Encoders: the single network that a Siamese model applies to both of its inputs.
+
+Any ``torch.nn.Module`` that maps a batch to (B, D) embeddings is an encoder. A saved model
+records how to rebuild its encoder (:func:`encoder_spec`): siamkit's own and registered
+ones by name (:func:`register_encoder`, or an installed package's entry point in the
+``siamkit.encoders`` group), any other class by its import path and constructor arguments.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,23 +19,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import class_path, entry_point_class, entry_point_names, import_class
+
 __all__ = [
     "Conv4Encoder",
     "EnsembleEncoder",
     "KochEncoder",
     "MLPEncoder",
     "L2Norm",
+    "ENTRY_POINT_GROUP",
+    "build_encoder",
     "create_encoder",
+    "encoder_spec",
     "join_codes",
     "list_encoders",
     "register_encoder",
 ]
 
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "siamkit.encoders"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_SPEC = "siamkit_spec"  # attribute create_encoder leaves on what it builds
 
 
 def register_encoder(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding an encoder to the registry under ``name``."""
+    """Class decorator adding an encoder to the registry under ``name``.
+
+    A registration lasts for the process that ran it: for a model saved with such an
+    encoder to load anywhere, register it from an installed package's entry point
+    (``[project.entry-points."siamkit.encoders"] name = "package.module:Class"``), or
+    let the card record the class's import path (the default for unregistered classes).
+    """
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         _REGISTRY[name] = cls
@@ -35,23 +59,106 @@ def register_encoder(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return wrap
 
 
-def create_encoder(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered encoder by name (``conv4``, ``koch``, ``mlp``) with keyword options.
+def _factory(name: str) -> Callable[..., nn.Module]:
+    if name not in _REGISTRY:
+        cls = entry_point_class(ENTRY_POINT_GROUP, name, nn.Module)
+        if cls is None:
+            raise ValueError(f"unknown encoder {name!r}; expected one of {list_encoders()}")
+        _REGISTRY[name] = cls
+    return _REGISTRY[name]
+
+
+def create_encoder(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered encoder by name (``conv4``, ``koch``, ``mlp``, ``text``,
+    ``ensemble``, or one an installed package registers) with keyword options.
 
     Example:
         >>> enc = create_encoder("conv4", input_size=28, width=64)
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown encoder {name!r}; expected one of {list_encoders()}")
+    factory = _factory(name)
     try:
-        return _REGISTRY[name](**kwargs)
+        encoder = factory(**kwargs)
     except TypeError as exc:
         raise ValueError(f"bad options for encoder {name!r}: {exc}") from None
+    setattr(encoder, _SPEC, {"name": name, "args": dict(kwargs)})
+    return encoder
 
 
 def list_encoders() -> list[str]:
-    """Names accepted by :func:`create_encoder`."""
-    return sorted(_REGISTRY)
+    """Names accepted by :func:`create_encoder` (registered here or by entry points)."""
+    return sorted(set(_REGISTRY) | set(entry_point_names(ENTRY_POINT_GROUP)))
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _init_args(encoder: nn.Module) -> dict[str, Any]:
+    """Constructor arguments of ``encoder`` read back from its attributes of the same name
+    (or from its ``get_config()``), as scikit-learn reads its estimators' parameters."""
+    get_config = getattr(encoder, "get_config", None)
+    if callable(get_config):
+        return dict(get_config())
+    cls = type(encoder)
+    args: dict[str, Any] = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = getattr(encoder, name, param.empty)
+        if value is param.empty or isinstance(value, nn.Module | torch.Tensor):
+            if param.default is param.empty:
+                raise ValueError(
+                    f"cannot record how to build {cls.__qualname__}: its __init__ takes "
+                    f"{name!r} but the instance keeps no attribute {name!r} to read it back; "
+                    f"store it (self.{name} = {name}), define get_config() returning the "
+                    f"constructor arguments, or pass encoder_args")
+            continue
+        args[name] = _jsonable(value)
+    return args
+
+
+def encoder_spec(encoder: nn.Module, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How to rebuild ``encoder``: ``{"name": ..., "args": {...}}`` for one made by
+    :func:`create_encoder` or of a registered class, else ``{"class": "module:Class",
+    "args": {...}}``. ``args`` (constructor keyword arguments) replaces what is read from
+    the instance; arguments must be JSON values.
+    """
+    made = getattr(encoder, _SPEC, None)
+    if made is not None and args is None:
+        spec = {**made, "args": dict(made["args"])}
+    else:
+        if args is None:
+            args = _init_args(encoder)
+        names = [n for n, c in _REGISTRY.items() if c is type(encoder)]
+        spec = ({"name": names[0]} if names else {"class": class_path(type(encoder))})
+        spec["args"] = {k: _jsonable(v) for k, v in args.items()}
+    try:
+        json.dumps(spec["args"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the constructor arguments of {type(encoder).__qualname__} must be "
+                         f"JSON values to be saved ({exc}); pass encoder_args") from None
+    if spec.get("class", "").startswith("__main__:"):
+        logger.warning("%s is defined in the script being run (__main__): the saved model "
+                       "loads only where that script defines it; move the class into a "
+                       "module to load the model anywhere", spec["class"][9:])
+    return spec
+
+
+def build_encoder(spec: dict[str, Any]) -> nn.Module:
+    """The encoder a spec from :func:`encoder_spec` describes."""
+    args = dict(spec.get("args") or {})
+    if "name" in spec:
+        return create_encoder(spec["name"], **args)
+    if "class" not in spec:
+        raise ValueError(f"an encoder spec needs a name or a class, got {spec!r}")
+    cls = import_class(spec["class"], nn.Module)
+    try:
+        encoder = cls(**args)
+    except TypeError as exc:
+        raise ValueError(f"cannot build {spec['class']} from its recorded arguments "
+                         f"{sorted(args)}: {exc}") from None
+    setattr(encoder, _SPEC, {"class": spec["class"], "args": args})
+    return encoder
 
 
 class L2Norm(nn.Module):

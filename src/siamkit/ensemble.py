@@ -21,9 +21,23 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from .builders import build_model
 from .checkpoint import RunError, load_model, save_model
 from .config import PAIR_DATASETS, config_to_dict
+from .data.records import RecordFeaturizer
+from .training import (
+    ClassData,
+    PairData,
+    calibrate_classes,
+    calibrate_pairs,
+    load_pair_data,
+    load_training_data,
+    prepare_data,
+    prepare_table,
+    val_is_seeded,
+)
 
 __all__ = ["ensemble_runs"]
 
@@ -54,17 +68,21 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
         raise RunError("an ensemble needs at least two trained runs")
     loaded = [load_model(r) for r in runs]
     model0, config0, card0 = loaded[0]
+    if config0 is None:
+        raise RunError(f"{runs[0]}: an ensemble joins runs trained from a config (siamkit "
+                       f"train), which says how to rebuild and calibrate them")
     if config0.model.encoder == "ensemble" or model0.head is not None:
         raise RunError(f"{runs[0]}: only models with a fixed distance join an ensemble "
                        f"(not an ensemble or a learned head)")
-    for run, (_, config, card) in zip(runs[1:], loaded[1:], strict=True):
-        inp, inp0 = card.get("input", {}), card0.get("input", {})
-        if (_comparable(config) == _comparable(config0) and inp != inp0
-                and "featurizer" in inp and inp.get("featurizer") != inp0.get("featurizer")):
+    spec0 = model0.input_spec
+    for run, (model, config, _) in zip(runs[1:], loaded[1:], strict=True):
+        spec = model.input_spec
+        same_config = config is not None and _comparable(config) == _comparable(config0)
+        if same_config and spec != spec0 and spec.featurizer != spec0.featurizer:
             raise RunError(f"{run} featurises its table's rows otherwise than {runs[0]}: "
                            "table runs join when they trained on the same rows (one "
                            "data.split_file), so their featurisers agree")
-        if _comparable(config) != _comparable(config0) or inp != inp0:
+        if not same_config or spec != spec0:
             raise RunError(f"{run} was trained with another config than {runs[0]}: an "
                            "ensemble joins runs of one config that differ only in seed")
     seeds = [c.seed for _, c, _ in loaded]
@@ -80,19 +98,16 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     config.model.encoder_args = {"members": len(runs), "member": config0.model.encoder,
                                  "normalize_members": config0.model.distance == "cosine",
                                  **config0.model.encoder_args}
-    inp = card0.get("input", {})
-    joined = build_model(config.model, inp.get("channels", config.data.channels),
-                         inp.get("size", config.data.size))
+    joined = build_model(config.model, spec0.channels, spec0.size or config.data.size)
+    joined.input_spec = spec0
     for member, (model, _, _) in zip(joined.encoder.members, loaded, strict=True):
         member.load_state_dict(model.encoder.state_dict())
     joined.eval()
-    save_model(out, joined, config, {"input": inp, "members": [
+    save_model(out, joined, config, {"members": [
         {"run": str(r), "seed": s} for r, s in zip(runs, seeds, strict=True)]})
     logger.info("joined %d runs (seeds %s) into %s", len(runs), seeds, out)
     if not calibrate:
         return out
-    from .train_pairs import calibrate_on_pairs, load_pair_data, val_is_seeded
-
     pairs = config.data.dataset in PAIR_DATASETS
     if len(set(seeds)) > 1 and (val_is_seeded(config) if pairs
                                 else not config.data.split_file):
@@ -106,21 +121,19 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
         if val.same is None or config.eval.calibrate_on == "none":
             logger.info("no threshold calibrated (graded pairs, or eval.calibrate_on=none)")
         else:
-            calibrate_on_pairs(out, val, config.eval.calibrate_target)
+            features = None
+            if spec0.featurizer is not None:  # records: their features, as the model reads
+                f = RecordFeaturizer.from_dict(spec0.featurizer)
+                features = torch.from_numpy(f.transform(val.records))
+            calibrate_pairs(out, PairData.from_text_pairs(val, features),
+                            config.eval.calibrate_target)
     else:
-        from .train import (
-            calibrate_on_validation,
-            load_training_data,
-            prepare_data,
-            prepare_table,
-        )
-
         td = (prepare_table(config)[0] if config.data.dataset == "table"
               else prepare_data(config, load_training_data(config)))
         if td.val_set is None:
             logger.warning("the config has no validation split: no threshold calibrated")
         else:
-            calibrate_on_validation(out, td.val_set, config.seed,
-                                    skilled=config.eval.calibrate_on == "skilled_pairs",
-                                    tta=config.eval.tta)
+            calibrate_classes(out, ClassData.from_dataset(td.val_set), config.seed,
+                              skilled=config.eval.calibrate_on == "skilled_pairs",
+                              group_names=td.val_set.group_names)
     return out

@@ -7,16 +7,16 @@ Each evaluator is called with a model and returns a dict of metrics that include
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .augment import RandomAffine
 from .calibrate import ThresholdCalibrator
 from .data.images import ImageDataset
 from .data.omniglot import OneShotRun
+from .embedding import embed_images, embed_texts
 from .metrics import (
     accuracy,
     auc,
@@ -35,84 +35,21 @@ from .samplers import EpisodeSampler
 from .siamese import SiameseNetwork
 
 __all__ = [
-    "to_float",
-    "embed_images",
     "class_scores",
     "evaluate_runs",
     "evaluate_episodes",
+    "episode_accuracy",
     "OneShotRunsEvaluator",
     "EpisodeEvaluator",
     "evaluate_retrieval",
     "RetrievalEvaluator",
     "evaluate_identification",
-    "embed_texts",
-    "embed_pair_items",
-    "embed_records",
     "evaluate_similarity",
     "score_pairs",
     "verification_report",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def too_large(emb: torch.Tensor) -> torch.Tensor:
-    """Rows of ``emb`` (N, D) whose squared distances could overflow: |a - b|^2 <= 4
-    max(|a|^2, |b|^2), so where 4 |a|^2 is finite every squared distance is. -> (N,) bool."""
-    return ~torch.isfinite(4 * emb.detach().float().pow(2).sum(1))
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (B, C, H, W) in 0..255 -> float32 in [0, 1]; float inputs (tabular
-    feature vectors) are returned as float32 unchanged."""
-    if images.is_floating_point():
-        return images.float()
-    return images.float().div_(255.0)
-
-
-@torch.no_grad()
-def embed_images(
-    model: SiameseNetwork,
-    images: torch.Tensor,
-    batch_size: int = 512,
-    tta: int = 0,
-    seed: int = 0,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Embed uint8 images (N, C, H, W) -> (N, D), in eval mode and in batches.
-
-    With ``tta`` > 0 each embedding is the mean over the image and ``tta`` mildly
-    distorted copies (fixed seed, so results are repeatable).
-    """
-    was_training = model.training
-    model.eval()
-    if images.dim() == 2:  # tabular feature vectors: no image distortions
-        tta, channels_last = 0, False
-    views = [None] + [RandomAffine(rotation=5, shear=0.1, scale=(0.9, 1.1), translate=1.0,
-                                   p=1.0, generator=torch.Generator().manual_seed(seed + v))
-                      for v in range(tta)]
-    out = []
-    for s in range(0, len(images), batch_size):
-        x = to_float(images[s : s + batch_size])
-        acc = None
-        for view in views:
-            xv = x if view is None else view(x)
-            if channels_last:
-                xv = xv.contiguous(memory_format=torch.channels_last)
-            e = model.embed(xv).float()
-            acc = e if acc is None else acc + e
-        out.append(acc / len(views))
-    model.train(was_training)
-    if not out:
-        return torch.zeros(0, 0)
-    emb = torch.cat(out)
-    if images.dim() == 2:  # feature vectors can be large enough to overflow the encoder
-        bad = too_large(emb).nonzero().flatten()
-        if len(bad):
-            raise ValueError(f"{len(bad)} of {len(emb)} items embed to values too large "
-                             f"(item {int(bad[0])} first): their features are too large for "
-                             f"the model (data.numeric_scaling: none keeps values as they are)")
-    return emb
 
 
 def class_scores(
@@ -174,13 +111,23 @@ def evaluate_episodes(
     ``use_drawers`` (when the dataset knows its drawers) takes support and queries from
     different drawers.
     """
-    sampler = EpisodeSampler(
-        dataset.labels.numpy(), way, shot, queries, episodes,
-        groups=dataset.groups if within_group else None,
-        drawers=dataset.drawers if use_drawers else None,
-        class_names=dataset.class_names, seed=seed,
-    )
     emb = embed_images(model, dataset.images, tta=tta)
+    return episode_accuracy(model, emb, dataset.labels.numpy(), way, shot, queries, episodes,
+                            groups=dataset.groups if within_group else None,
+                            drawers=dataset.drawers if use_drawers else None,
+                            class_names=dataset.class_names, seed=seed)
+
+
+def episode_accuracy(
+    model: SiameseNetwork, emb: torch.Tensor, labels: np.ndarray, way: int, shot: int = 1,
+    queries: int = 1, episodes: int = 600, groups: np.ndarray | None = None,
+    drawers: np.ndarray | None = None, class_names: Sequence[str] | None = None, seed: int = 0,
+) -> dict[str, Any]:
+    """N-way K-shot accuracy (with a 95% interval) of random episodes over items already
+    embedded (``emb`` (N, D), class ``labels`` (N,)); ``groups`` (per class) keeps each
+    episode inside one group, ``drawers`` (per item) splits support and queries."""
+    sampler = EpisodeSampler(labels, way, shot, queries, episodes, groups=groups,
+                             drawers=drawers, class_names=class_names, seed=seed)
     accs = []
     with torch.no_grad():
         for ep in sampler:
@@ -260,48 +207,6 @@ def evaluate_identification(
             out["false_alarm_rate_at_threshold"] = float(acc.mean())
     out["primary_metric"] = "rank1"
     return out
-
-
-@torch.no_grad()
-def embed_texts(model: SiameseNetwork, texts: Sequence[str], batch_size: int = 64,
-                on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Embed texts with a text twin -> (N, D), in eval mode and in
-    batches (longest first, so padding stays short); ``on_batch(n)`` after each batch."""
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = torch.empty(0)
-    parts = []
-    for s in range(0, len(order), batch_size):
-        parts.append(model.embed([texts[i] for i in order[s : s + batch_size]]).float())
-        if on_batch is not None:
-            on_batch(len(parts[-1]))
-    if parts:
-        emb = torch.cat(parts)
-        out = torch.empty_like(emb)
-        out[torch.tensor(order)] = emb
-    model.train(was_training)
-    return out
-
-
-def embed_pair_items(model: SiameseNetwork, pairs: Any, featurizer: Any = None
-                     ) -> torch.Tensor:
-    """Embeddings of a pair set's items (N, D): its texts through a text twin, or, with a
-    fitted :class:`~siamkit.data.records.RecordFeaturizer`, its records' feature vectors
-    through an MLP twin."""
-    if featurizer is None:
-        return embed_texts(model, pairs.texts)
-    if pairs.records is None:
-        raise ValueError("this model matches records by their attributes: give record pairs "
-                         "(a Ditto-format file, --format ditto)")
-    return embed_records(model, pairs.records, featurizer)
-
-
-def embed_records(model: SiameseNetwork, records: list[dict[str, str]], featurizer: Any
-                  ) -> torch.Tensor:
-    """Embed records (attribute -> value) through an MLP twin: their feature vectors from
-    a fitted :class:`~siamkit.data.records.RecordFeaturizer` -> (N, D)."""
-    return embed_images(model, torch.from_numpy(featurizer.transform(records)))
 
 
 def evaluate_similarity(model: SiameseNetwork, pairs: Any, batch_size: int = 64

@@ -36,10 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_model, model_identity
+from .checkpoint import calibrator_of, load_model, model_identity
 from .encoders import CODE_TOKEN
+from .inputs import InputSpec
 
-__all__ = ["export_onnx", "check_parity", "is_text_model", "ExportError"]
+__all__ = ["export_onnx", "check_parity", "ExportError"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,28 +49,39 @@ class ExportError(RuntimeError):
     """The model cannot be exported, or its export does not match PyTorch."""
 
 
+class _Encoder(nn.Module):
+    """Inputs in [0, 1] -> embeddings, normalised first as the input spec says (a
+    pretrained backbone's mean and std), so the graph takes what siamkit loads."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        spec = model.input_spec
+        self.normalize = spec.kind == "image" and spec.mean is not None
+        if self.normalize:
+            self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return self.model.embed(x)
+
+
 class _Verifier(nn.Module):
-    """Two inputs -> (score, same) with a fixed threshold."""
+    """Two inputs -> (score, same) with a fixed threshold; the encoder runs once on both."""
 
     def __init__(self, model: nn.Module, threshold: float | None, higher: bool) -> None:
         super().__init__()
-        self.model, self.higher = model, higher
+        self.encoder, self.model, self.higher = _Encoder(model), model, higher
         self.register_buffer("threshold", torch.tensor(
             float("nan") if threshold is None else threshold, dtype=torch.float32))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        score = self.model(a, b).float()
+        e = self.encoder(torch.cat([a, b]))  # one pass: BatchNorm sees both halves alike
+        score = self.model.score_embeddings(e[: a.shape[0]], e[a.shape[0]:]).float()
         same = score >= self.threshold if self.higher else score <= self.threshold
         return score, same
-
-
-class _Encoder(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(x)
 
 
 class _TextEncoder(nn.Module):
@@ -100,19 +112,20 @@ class _TextVerifier(nn.Module):
         return score, same
 
 
-def is_text_model(model: nn.Module) -> bool:
-    """True for the sentence-transformers twin (its inputs are strings)."""
-    return hasattr(model.encoder, "st")
+def _threshold(card: dict) -> float | None:
+    cal = calibrator_of(card)
+    return cal.threshold_ if cal is not None else None
 
 
-def _input_shape(model: Any, card: dict, config: Any) -> tuple[int, ...]:
-    enc = model.encoder
-    if hasattr(enc, "in_features"):
-        return (int(enc.in_features),)
-    inp = card.get("input", {})
-    size = inp.get("size", config.data.size)
-    h, w = (size, size) if isinstance(size, int) else size
-    return (int(inp.get("channels", config.data.channels)), int(h), int(w))
+def _input_shape(model: Any, spec: InputSpec) -> tuple[int, ...]:
+    """One input's shape: (C, H, W), or (F,) feature vectors (whatever the featuriser
+    gives: the encoder's ``in_features``)."""
+    if spec.kind == "image":
+        return spec.shape
+    features = getattr(model.encoder, "in_features", None) or spec.features
+    if not isinstance(features, int):
+        raise ExportError("the model's encoder does not say its input width (in_features)")
+    return (features,)
 
 
 def _opset(path: Path) -> int:
@@ -156,11 +169,12 @@ def check_parity(run_dir: str | Path, out_dir: str | Path, inputs: np.ndarray | 
     the check covers tokenisation too.
     """
     model, _, card = load_model(run_dir)
+    text = model.input_spec.kind == "text"
     out_dir = Path(out_dir)
     if len(inputs) < 2:
         raise ExportError("parity needs at least two inputs")
     enc, ver = _session(out_dir / "encoder.onnx"), _session(out_dir / "verifier.onnx")
-    if is_text_model(model):
+    if text:
         from .onnx_predict import tokenize
 
         texts = [str(t) for t in inputs]
@@ -180,12 +194,13 @@ def check_parity(run_dir: str | Path, out_dir: str | Path, inputs: np.ndarray | 
         (e_onnx,) = enc.run(None, {"inputs": x})
         s_onnx, same_onnx = ver.run(None, {"a": x[:-1], "b": x[1:]})
         with torch.no_grad():
-            e_torch = model.embed(torch.from_numpy(x)).numpy()
-            s_torch = model(torch.from_numpy(x[:-1]), torch.from_numpy(x[1:])).float().numpy()
+            e_torch = _Encoder(model)(torch.from_numpy(x)).numpy()
+            s_torch = model.score_embeddings(torch.from_numpy(e_torch[:-1]),
+                                             torch.from_numpy(e_torch[1:])).float().numpy()
     scale = float(np.linalg.norm(e_torch, axis=1).mean()) or 1.0
     emb_diff = float(np.abs(e_onnx - e_torch).max() / scale)
     score_diff = float(np.abs(s_onnx - s_torch).max())
-    t = card.get("threshold", {}).get("threshold_")
+    t = _threshold(card)
     decisions_equal = True
     if t is not None:
         same_torch = s_torch >= t if model.higher_is_closer else s_torch <= t
@@ -254,54 +269,56 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
         import onnx  # noqa: F401
     except ImportError:  # pragma: no cover - depends on the optional extra
         raise ExportError("ONNX export needs: pip install 'siamkit[onnx]'") from None
-    model, config, card = load_model(run_dir)
+    model, _, card = load_model(run_dir)
     model.eval()
-    if is_text_model(model):
+    spec = model.input_spec
+    if spec.kind == "text":
         _text_tokenizer(model)  # refuse a model that cannot export before making out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    threshold = card.get("threshold", {}).get("threshold_")
+    threshold = _threshold(card)
     files = {"encoder": "encoder.onnx", "verifier": "verifier.onnx", "predict": "predict.py"}
     real = parity_inputs is not None
-    if is_text_model(model):
-        spec, extra = _export_text(model, out, opset, threshold)
+    if spec.kind == "text":
+        spec_out, extra = _export_text(model, out, opset, threshold)
         files.update(extra)
         not_exported = ("tokenisation (shipped as tokenizer.json for the tokenizers package; "
                         "ONNX has no standard tokenizer operator)")
         if parity_inputs is None:
             parity_inputs = SAMPLE_TEXTS
     else:
-        shape = _input_shape(model, card, config)
+        shape = _input_shape(model, spec)
         example = torch.rand(2, *shape)
         _export(_Encoder(model), (example,), out / "encoder.onnx", ["inputs"], ["embeddings"],
                 opset)
         _export(_Verifier(model, threshold, model.higher_is_closer),
                 (example, example.flip(0)), out / "verifier.onnx", ["a", "b"],
                 ["score", "same"], opset)
-        inp = card.get("input", {})
-        spec = {"kind": "image" if len(shape) == 3 else "tabular", "shape": list(shape),
-                "dtype": "float32", "range": [0.0, 1.0],
-                "size": inp.get("size", config.data.size),
-                "channels": inp.get("channels", config.data.channels),
-                "invert": inp.get("invert", config.data.invert),
-                "keep_aspect": inp.get("keep_aspect", False)}
+        size = list(spec.size) if isinstance(spec.size, tuple) else spec.size
+        exported = {"kind": "image" if len(shape) == 3 else "tabular", "shape": list(shape),
+                    "dtype": "float32", "range": [0.0, 1.0], "size": size,
+                    "channels": spec.channels, "invert": spec.invert,
+                    "keep_aspect": spec.keep_aspect}
+        if spec.mean is not None and spec.std is not None:
+            exported.update(mean=list(spec.mean), std=list(spec.std))
         not_exported = "test-time augmentation (eval.tta): the export embeds one view"
-        if "featurizer" in inp:  # the MLP twin of record pairs or of a table's rows
-            spec["featurizer"] = inp["featurizer"]
-            spec["range"] = None  # standardised and one-hot features
-            if "feature_columns" in inp:
-                spec["feature_columns"] = inp["feature_columns"]
-            if inp.get("label_column"):
-                spec["label_column"] = inp["label_column"]
+        if spec.featurizer is not None:  # the MLP twin of record pairs or of a table's rows
+            exported["featurizer"] = spec.featurizer
+            exported["range"] = None  # standardised and one-hot features
+            if spec.feature_columns is not None:
+                exported["feature_columns"] = list(spec.feature_columns)
+            if spec.label_column:
+                exported["label_column"] = spec.label_column
             not_exported = ("record featurisation in the graphs: they take feature vectors; "
                             "predict.py featurises rows given as JSON objects, as does "
                             "siamkit.data.records.RecordFeaturizer.from_dict(input.featurizer)")
         if parity_inputs is None:
             parity_inputs = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
+        spec_out = exported
     manifest = {
         "format": "onnx", "opset": _opset(out / "encoder.onnx"),
         "model_id": model_identity(run_dir),
-        "input": spec, "embedding_dim": int(model.encoder.output_dim),
+        "input": spec_out, "embedding_dim": model.embedding_dim,
         "threshold": threshold, "higher_is_closer": model.higher_is_closer,
         "files": files, "not_exported": not_exported,
     }

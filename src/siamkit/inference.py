@@ -1,140 +1,154 @@
-"""A trained model ready to serve: its preprocessing, embeddings, scores and threshold."""
+"""A trained model ready to use: its input adapter, embeddings, scores, threshold, gallery.
+
+:class:`Embedder` loads a run folder once and reads every kind of input through the adapter
+its card names (images, texts, rows of a table or records); the CLI and the HTTP service
+both embed through it.
+"""
 
 from __future__ import annotations
 
-import io
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import load_model, model_identity
+from .checkpoint import calibrator_of, load_model, model_identity
 from .data.download import DatasetError
-from .data.images import load_image
-from .evaluate import embed_images
+from .data.images import ImageDataset
+from .data.records import RecordFeaturizer
+from .data.textpairs import TextPairs
+from .gallery import DB, Gallery, GalleryError, metric_of
+from .inputs import ImageInput, RowInput, adapter_for
 
 __all__ = ["Embedder"]
 
 
 class Embedder:
-    """Load a run folder once; embed images given as paths or bytes (texts, for a text
-    model: ``kind == "text"``; rows ``{column: value}``, for an MLP twin trained on a table or
-    on records: ``featurizer`` set), score pairs.
+    """Load a run folder once; embed images (paths or bytes), texts or rows as its model
+    reads them, score pairs, decide at the calibrated threshold, open its galleries.
 
     Args:
         run_dir: a trained model's run folder.
         max_pixels, max_side: refuse images with more pixels, or a longer side, before
             decoding them (a decompression bomb is refused from its header alone).
+
+    Example:
+        >>> e = Embedder("runs/faces")
+        >>> emb = e.embed_items(["a.png", "b.png"])          # (2, D)
+        >>> e.decide(float(e.score(emb[:1], emb[1:])[0]))     # True: same person
     """
 
     def __init__(self, run_dir: str | Path, max_pixels: int = 40_000_000,
                  max_side: int = 16384) -> None:
         self.run_dir = Path(run_dir)
         self.model, self.config, self.card = load_model(run_dir)
-        self.model_id = model_identity(run_dir)
-        inp = self.card.get("input", {})
-        size = inp.get("size", self.config.data.size)
-        self.size = size if isinstance(size, int) else tuple(size)
-        self.channels = inp.get("channels", self.config.data.channels)
-        self.invert = inp.get("invert", self.config.data.invert)
-        self.keep_aspect = inp.get("keep_aspect", False)
-        self.tta = self.config.eval.tta
-        self.max_pixels, self.max_side = max_pixels, max_side
-        self.dim = int(self.model.encoder.output_dim)
-        self.kind = inp.get("kind", "image")
-        self.featurizer = None  # rows of a table or of records: a fitted RecordFeaturizer
-        self.label_column = inp.get("label_column")
-        if "featurizer" in inp:
-            from .data.records import RecordFeaturizer
-
-            self.featurizer = RecordFeaturizer.from_dict(inp["featurizer"])
-        elif self.kind not in ("image", "text"):
-            raise DatasetError(f"{run_dir}: a {self.kind} model on raw feature vectors; the "
+        self.spec = self.model.input_spec
+        if self.spec.kind == "tabular" and self.spec.featurizer is None:
+            raise DatasetError(f"{run_dir}: a tabular model on raw feature vectors; the "
                                f"Embedder (and the HTTP service) takes image and text models "
                                f"and MLP twins trained on tables or records")
+        self.adapter = adapter_for(self.spec, max_pixels=max_pixels, max_side=max_side)
+        self.model_id = model_identity(run_dir)
+        self.calibrator = calibrator_of(self.card)
+        self.dim = self.model.embedding_dim
         self._lock = threading.Lock()  # one forward pass at a time keeps CPU threads sane
+
+    @property
+    def kind(self) -> str:
+        """The model's input kind: image, text, tabular or records."""
+        return self.spec.kind
+
+    @property
+    def takes(self) -> str:
+        """What the model embeds, for messages: images, texts, rows, feature vectors."""
+        return self.adapter.takes
+
+    @property
+    def featurizer(self) -> RecordFeaturizer | None:
+        """The fitted featuriser of a table or record model, else None."""
+        return self.adapter.featurizer if isinstance(self.adapter, RowInput) else None
 
     @property
     def threshold(self) -> float | None:
         """The calibrated decision threshold (model convention), if any."""
-        return self.card.get("threshold", {}).get("threshold_")
+        return self.calibrator.threshold_ if self.calibrator is not None else None
 
     @property
     def higher_is_closer(self) -> bool:
         return self.model.higher_is_closer
 
+    def _refuse(self, wanted: str, name: str | None = None) -> DatasetError:
+        where = f"{name}: " if name else ""
+        return DatasetError(f"{where}this model embeds {self.takes}, not {wanted}")
+
+    # ---- preparing and embedding
+
     def load(self, source: str | Path | bytes, name: str = "image") -> torch.Tensor:
         """One image (path or encoded bytes) with the model's preprocessing: (C, H, W)."""
-        from PIL import Image, UnidentifiedImageError
-
-        if self.kind == "text" or self.featurizer is not None:
-            takes = "texts" if self.kind == "text" else "rows"
-            raise DatasetError(f"{name}: this model embeds {takes}, not images")
-        if isinstance(source, bytes | bytearray):
-            if not source:
-                raise DatasetError(f"{name}: empty upload")
-            try:
-                with Image.open(io.BytesIO(source)) as img:
-                    w, h = img.size
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                    Image.DecompressionBombError) as exc:
-                raise DatasetError(f"{name}: not a readable image ({exc})") from None
-            if w * h > self.max_pixels or max(w, h) > self.max_side:
-                raise DatasetError(f"{name}: {w} x {h} pixels is over the limits "
-                                   f"({self.max_pixels} pixels, {self.max_side} a side)")
-            try:
-                return load_image(io.BytesIO(source), self.size, self.channels, self.invert,
-                                  self.keep_aspect)
-            except DatasetError as exc:
-                reason = str(exc).split(": ", 1)[-1]
-                raise DatasetError(f"{name}: {reason}") from None
-        return load_image(source, self.size, self.channels, self.invert, self.keep_aspect)
+        if not isinstance(self.adapter, ImageInput):
+            raise self._refuse("images", name)
+        return self.adapter.read(source, name)
 
     def embed(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """Embed preprocessed images: list of (C, H, W) uint8 -> (N, D)."""
+        """Embed preprocessed images (from :meth:`load`): list of (C, H, W) -> (N, D)."""
+        return self.embed_batch(torch.stack(images))
+
+    def embed_batch(self, batch: Any) -> torch.Tensor:
+        """Embed what the adapter prepared (images, texts, feature vectors) -> (N, D)."""
         with self._lock, torch.no_grad():
-            return embed_images(self.model, torch.stack(images), tta=self.tta)
+            return self.adapter.embed(self.model, batch)
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """Embed texts with a text model -> (N, D)."""
-        from .evaluate import embed_texts
-
         if self.kind != "text":
-            raise DatasetError(f"this model embeds {'rows' if self.featurizer else 'images'}"
-                               f", not texts")
-        with self._lock:
-            return embed_texts(self.model, texts)
+            raise self._refuse("texts")
+        return self.embed_batch(self.adapter.prepare(texts))
 
     def check_rows(self, rows: list[Any]) -> list[dict[str, str]]:
         """Rows (``{column: value}``) as a table or record model takes them; a table's class
         column is dropped, an unknown column or a non-object is refused (DatasetError)."""
-        if self.featurizer is None:
-            raise DatasetError(f"this model embeds {self.kind}s, not rows of a table")
-        out = []
-        for i, row in enumerate(rows):
-            try:
-                out.append(self.featurizer.check_row(row, self.label_column))
-            except ValueError as exc:
-                raise DatasetError(f"row {i}: {exc}") from None
-        return out
+        if not isinstance(self.adapter, RowInput):
+            raise self._refuse("rows of a table")
+        return self.adapter.check(rows)
 
     def embed_rows(self, rows: list[Any]) -> torch.Tensor:
         """Embed rows of a table (or records) with an MLP twin trained on them -> (N, D)."""
-        from .evaluate import embed_records
+        if not isinstance(self.adapter, RowInput):
+            raise self._refuse("rows of a table")
+        return self.embed_batch(self.adapter.prepare(rows))
 
-        checked = self.check_rows(rows)
-        with self._lock:
-            try:
-                return embed_records(self.model, checked, self.featurizer)
-            except ValueError as exc:  # non-finite embeddings: values too large
-                raise DatasetError(str(exc)) from None
+    def embed_items(self, items: Sequence[str], names: Sequence[str] | None = None
+                    ) -> torch.Tensor:
+        """Embed command-line items as the model reads them: image paths, texts, or rows
+        given as JSON objects (a record model also takes Ditto's ``COL attr VAL value``)."""
+        raw = [self.adapter.parse(x) for x in items]
+        return self.embed_batch(self.adapter.prepare(raw, names))
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:
+        """Embed images given as paths or bytes."""
         names = names or [str(s) if not isinstance(s, bytes) else f"item {i}"
                           for i, s in enumerate(sources)]
         return self.embed([self.load(s, n) for s, n in zip(sources, names, strict=True)])
+
+    def load_dataset(self, path: str, **options: Any) -> ImageDataset:
+        """A labelled data set as the model reads it: a folder per class, a table file, or
+        ``sklearn:digits`` (options: ``group_depth``, ``drawer_pattern``, ``use_cache``)."""
+        return self.adapter.load_dataset(path, **options)
+
+    def embed_dataset(self, data: ImageDataset, progress: Any = None) -> torch.Tensor:
+        """Embeddings of a data set from :meth:`load_dataset` -> (N, D)."""
+        with self._lock:
+            return self.adapter.embed_dataset(self.model, data, progress)
+
+    def embed_pairs(self, pairs: TextPairs) -> torch.Tensor:
+        """Embeddings of a pair file's items (texts, or records for a record model)."""
+        with self._lock:
+            return self.adapter.embed_pairs(self.model, pairs)
+
+    # ---- scores and decisions
 
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Scores of row-aligned embedding pairs (model convention)."""
@@ -147,3 +161,17 @@ class Embedder:
         if t is None:
             return None
         return score >= t if self.higher_is_closer else score <= t
+
+    # ---- galleries
+
+    def open_gallery(self, path: str | Path, create: bool = False, **options: Any) -> Gallery:
+        """The gallery in folder ``path`` for this model (created when ``create`` and
+        missing); refuses one built with another model. ``options``: ``backend``,
+        ``backend_args``, ``class_score``."""
+        path = Path(path)
+        if (path / DB).is_file():
+            return Gallery.open(path, model_id=self.model_id, **options)
+        if not create:
+            raise GalleryError(f"no gallery in {path}: enroll classes first")
+        return Gallery.create(path, self.dim, metric=metric_of(self.model),
+                              model_id=self.model_id, **options)

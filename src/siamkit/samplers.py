@@ -1,4 +1,5 @@
-"""Batch samplers: P classes x K examples, balanced pairs, and N-way K-shot episodes.
+"""Batch samplers: P classes x K examples, balanced pairs, N-way K-shot episodes, and
+batches drawn from a list of pairs.
 
 Samplers work on integer label arrays (one label per dataset item) and yield dataset
 indices; they never touch the data. Each takes a seed and is deterministic.
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PKSampler", "BalancedPairSampler", "EpisodeSampler", "Episode", "PairBatch"]
+__all__ = ["PKSampler", "BalancedPairSampler", "EpisodeSampler", "Episode", "PairBatch",
+           "PairDrawer"]
 
 logger = logging.getLogger(__name__)
 
@@ -307,3 +309,45 @@ class EpisodeSampler:
                 query_labels=np.repeat(np.arange(self.n_way), self.n_query),
                 classes=classes,
             )
+
+
+class PairDrawer:
+    """Batches of pairs drawn from a pool of labelled or graded pairs (indices into a pair
+    list): uniformly without replacement, or with ``pos_fraction`` of each batch positive
+    (each side drawn without replacement while it lasts).
+
+    Args:
+        pool: pair indices to draw from.
+        batch_size: pairs per batch (at most the pool's size).
+        same: the label of every pair of the list (needed with ``pos_fraction``).
+        pos_fraction: positives per batch, in (0, 1); None draws as the pool comes.
+        seed: random seed, or a numpy Generator to share.
+    """
+
+    def __init__(self, pool: np.ndarray, batch_size: int, same: np.ndarray | None = None,
+                 pos_fraction: float | None = None,
+                 seed: int | np.random.Generator = 0) -> None:
+        self.pool = np.asarray(pool, dtype=np.int64)
+        if len(self.pool) < 2:
+            raise ValueError(f"{len(self.pool)} pairs to draw from: a batch needs at least 2")
+        self.size = min(batch_size, len(self.pool))
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.pos = self.neg = None
+        if pos_fraction is not None:
+            if same is None:
+                raise ValueError("pos_fraction needs labelled pairs (same)")
+            if not 0.0 < pos_fraction < 1.0:
+                raise ValueError(f"pos_fraction must be in (0, 1), got {pos_fraction}")
+            self.pos, self.neg = self.pool[same[self.pool]], self.pool[~same[self.pool]]
+            if len(self.pos) == 0 or len(self.neg) == 0:
+                raise ValueError("pos_fraction needs both positive and negative pairs")
+            self.n_pos = min(self.size - 1, max(1, round(self.size * pos_fraction)))
+
+    def __call__(self) -> np.ndarray:
+        """The pair indices of the next batch."""
+        if self.pos is None:
+            return self.rng.choice(self.pool, self.size, replace=False)
+        n_neg = self.size - self.n_pos
+        return np.concatenate([
+            self.rng.choice(self.pos, self.n_pos, replace=self.n_pos > len(self.pos)),
+            self.rng.choice(self.neg, n_neg, replace=n_neg > len(self.neg))])

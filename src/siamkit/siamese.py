@@ -1,13 +1,30 @@
-"""The Siamese network: one encoder applied to both inputs, and a way to score the pair."""
+"""The Siamese network: one encoder applied to both inputs, and a way to score the pair.
+
+A network saves itself (:meth:`SiameseNetwork.save`) as ``model.safetensors`` plus a JSON
+card that describes how to rebuild it (:meth:`SiameseNetwork.describe`: the encoder's spec,
+the distance, the head) and how it reads its inputs (``input_spec``); saving refuses a card
+that does not rebuild the network it saves.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
-from .distances import Distance, EuclideanDistance
+from .atomic import atomic_write, atomic_write_text
+from .distances import Distance, EuclideanDistance, create_distance, distance_spec
+from .encoders import build_encoder, encoder_spec
 
-__all__ = ["LearnedHead", "SiameseNetwork"]
+__all__ = ["LearnedHead", "SiameseNetwork", "WEIGHTS", "CARD", "CARD_FORMAT"]
+
+WEIGHTS = "model.safetensors"
+CARD = "config.json"
+CARD_FORMAT = 2  # cards with a "model" section; format 1 (no section) rebuilt from the config
 
 
 class LearnedHead(nn.Module):
@@ -28,7 +45,7 @@ class LearnedHead(nn.Module):
         super().__init__()
         if features not in ("abs", "sbert"):
             raise ValueError(f"head features must be 'abs' or 'sbert', got {features!r}")
-        self.features = features
+        self.dim, self.features, self.hidden = dim, features, hidden
         if features == "abs":
             self.linear = nn.Linear(dim, 1)
         else:
@@ -80,11 +97,92 @@ class SiameseNetwork(nn.Module):
         encoder: nn.Module,
         distance: Distance | None = None,
         head: LearnedHead | None = None,
+        input_spec: Any = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.distance = distance if distance is not None else EuclideanDistance()
         self.head = head
+        self.input_spec = input_spec  # an InputSpec: how files and rows become inputs
+        self._checked: str | None = None  # the description last proven to rebuild this
+        self._dim: int | None = None  # the embedding size, when the encoder does not say
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size D of the embeddings: the encoder's ``output_dim``, or what was measured."""
+        dim = getattr(self.encoder, "output_dim", None)
+        if isinstance(dim, int):
+            return dim
+        if self._dim is None:
+            raise AttributeError(f"{type(self.encoder).__qualname__} has no integer output_dim "
+                                 f"and no embedding was measured: set self.output_dim")
+        return self._dim
+
+    def set_embedding_dim(self, dim: int) -> None:
+        """Record the embedding size of an encoder that does not say it (measured)."""
+        self._dim = int(dim)
+
+    def describe(self, encoder_args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """How to rebuild this network: the encoder's spec, the distance, the head."""
+        head = self.head
+        return {"encoder": encoder_spec(self.encoder, encoder_args),
+                "distance": distance_spec(self.distance),
+                "head": None if head is None else {"dim": head.dim, "features": head.features,
+                                                   "hidden": head.hidden},
+                "embedding_dim": self.embedding_dim}
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any], input_spec: Any = None
+                         ) -> SiameseNetwork:
+        """A fresh (untrained) network built as :meth:`describe` says."""
+        head = description.get("head")
+        net = cls(build_encoder(description["encoder"]),
+                  create_distance(description.get("distance", "euclidean")),
+                  LearnedHead(**head) if head else None, input_spec)
+        if description.get("embedding_dim") is not None:
+            net.set_embedding_dim(description["embedding_dim"])
+        return net
+
+    def _check_rebuilds(self, description: dict[str, Any]) -> None:
+        """Refuse a description that does not rebuild this network's parameters."""
+        key = json.dumps(description, sort_keys=True)
+        if key == self._checked:
+            return
+        try:
+            fresh = SiameseNetwork.from_description(description)
+        except ValueError as exc:
+            raise ValueError(f"the model card cannot rebuild this model: {exc}") from None
+        ours = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+        if ours != theirs:
+            diff = sorted(set(ours.items()) ^ set(theirs.items()))[:3]
+            raise ValueError(f"the model card does not describe this model: built from it, "
+                             f"the parameters differ ({diff}); pass the encoder's constructor "
+                             f"arguments (encoder_args) or give it get_config()")
+        self._checked = key
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None,
+             encoder_args: dict[str, Any] | None = None) -> Path:
+        """Write ``model.safetensors`` and the card ``config.json`` into the folder ``path``.
+
+        The card holds :meth:`describe`, ``input_spec`` and the ``extra`` facts (a
+        threshold, a training config, ...). Refuses (ValueError, nothing written) when the
+        card would not rebuild this network. Each file is replaced atomically.
+        """
+        description = self.describe(encoder_args)
+        self._check_rebuilds(description)
+        card: dict[str, Any] = {"format": CARD_FORMAT, "model": description}
+        if self.input_spec is not None:
+            card["input"] = self.input_spec.to_dict()
+        card.update(extra or {})
+        text = json.dumps(card, indent=2)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(path / WEIGHTS, lambda tmp: save_file(state, str(tmp),
+                                                           metadata={"format": "siamkit"}))
+        atomic_write_text(path / CARD, text)
+        return path
 
     @property
     def higher_is_closer(self) -> bool:

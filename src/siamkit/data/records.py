@@ -31,7 +31,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecordFeaturizer", "featurizer_from_card", "NUMERIC_SCALINGS"]
+__all__ = ["RecordFeaturizer", "NUMERIC_SCALINGS"]
 
 NUMERIC_SCALINGS = ("log", "standard", "none")
 
@@ -198,10 +198,3 @@ class RecordFeaturizer:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecordFeaturizer:
         return cls(**d)
-
-
-def featurizer_from_card(card: dict[str, Any]) -> RecordFeaturizer | None:
-    """The record featuriser of an MLP twin trained on record pairs (from its model card),
-    else None."""
-    inp = card.get("input", {})
-    return RecordFeaturizer.from_dict(inp["featurizer"]) if inp.get("kind") == "records" else None

@@ -1,11 +1,11 @@
 """Data-parallel training under ``torchrun``: process group, batch shards, global batches.
 
-``siamkit train`` runs unchanged under ``torchrun --nproc-per-node N``: every rank draws
-the same global P x K batch (same sampler seed) and embeds its own contiguous share of
-whole classes; with ``optim.gather_embeddings`` the embeddings of all ranks are gathered
-(gradients flow to each rank's own part), so miners and losses see the global batch.
-DistributedDataParallel averages gradients, and the loss is scaled by the world size so
-the update equals a single process's on the global batch.
+Every run (``siamkit train``, ``fit``) runs unchanged under ``torchrun --nproc-per-node N``:
+every rank draws the same global batch (same seed) and embeds its own contiguous share (whole
+classes of a P x K batch, or a slice of a batch of pairs); with ``gather_embeddings`` the
+embeddings of all ranks are gathered (gradients flow to each rank's own part), so miners
+and losses see the global batch. DistributedDataParallel averages gradients, and the loss
+is scaled by the world size so the update equals a single process's on the global batch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "shard", "gather_with_grad", "broadcast_floats", "cleanup"]
+__all__ = ["DistInfo", "setup", "shard", "shard_bounds", "gather_with_grad", "broadcast_floats",
+           "average_gradients", "barrier", "cleanup"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +60,31 @@ def shard(indices: list[int], info: DistInfo) -> list[int]:
     return indices[info.rank * n : (info.rank + 1) * n]
 
 
+def shard_bounds(n: int, info: DistInfo) -> list[tuple[int, int]]:
+    """(start, stop) of every rank's contiguous share of ``n`` items, as even as can be (the
+    first ``n % world_size`` ranks take one more)."""
+    base, extra = divmod(n, info.world_size)
+    bounds, start = [], 0
+    for r in range(info.world_size):
+        stop = start + base + (r < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Concatenate ``x`` of every rank in rank order; only this rank's part has gradients."""
+    """Concatenate ``x`` (n_r, ...) of every rank in rank order; only this rank's part has
+    gradients. Ranks may hold different numbers of rows."""
     if not info.enabled:
         return x
-    parts = [torch.empty_like(x) for _ in range(info.world_size)]
-    dist.all_gather(parts, x.detach().contiguous())
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(info.world_size)]
+    dist.all_gather(sizes, torch.tensor([len(x)]))
+    longest = int(max(s.item() for s in sizes))
+    padded = x.detach().new_zeros((longest, *x.shape[1:]))
+    padded[: len(x)] = x.detach()
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    parts = [p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)]
     parts[info.rank] = x
     return torch.cat(parts)
 
