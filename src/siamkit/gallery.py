@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sqlite3
 import tempfile
@@ -29,20 +28,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from .topk import blocked_topk
+from .search import (
+    METRICS,
+    ExactIndex,
+    FaissIndex,
+    GalleryError,
+    Search,
+    create_search,
+    higher_is_closer,
+)
 
-__all__ = ["Gallery", "GalleryError", "Match", "ExactIndex", "FaissIndex", "METRICS",
-           "metric_of"]
+__all__ = ["Gallery", "GalleryError", "Match", "Search", "ExactIndex", "FaissIndex",
+           "METRICS", "create_search", "metric_of"]
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("cosine", "dot", "euclidean", "sqeuclidean")
 DB = "gallery.sqlite"
 UNKNOWN = "unknown"
-
-
-class GalleryError(RuntimeError):
-    """A gallery cannot do what was asked (wrong model, bad label, damaged folder)."""
 
 
 @dataclass(frozen=True)
@@ -64,177 +66,6 @@ def metric_of(model: Any) -> str:
     if name in ("cosine", "dot"):
         return name
     raise GalleryError(f"no gallery metric for distance {name!r}")
-
-
-def _higher_is_closer(metric: str) -> bool:
-    return metric in ("cosine", "dot")
-
-
-# ---------------------------------------------------------------- search backends
-
-
-class ExactIndex:
-    """Exact top-k by blocked matrix products (torch, float32; :func:`blocked_topk`).
-
-    Memory stays at about ``chunk`` x ``query_chunk`` scores whatever the number of
-    references (fewer queries score proportionally more references at a time).
-    Euclidean scores of the returned neighbours are recomputed from differences, so an
-    item's distance to itself is exactly 0.
-    """
-
-    def __init__(self, metric: str, chunk: int = 2048, query_chunk: int = 1024) -> None:
-        if metric not in METRICS:
-            raise GalleryError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
-        self.metric, self.chunk, self.query_chunk = metric, chunk, query_chunk
-        self._refs = torch.zeros(0, 0)
-        self._sq = torch.zeros(0)
-
-    def build(self, vectors: np.ndarray) -> None:
-        self._refs = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-        self._sq = (self._refs * self._refs).sum(1)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities (Q, k), indices (Q, k)); higher similarity is closer."""
-        q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        n = len(self._refs)
-        k = min(k, n)
-        sims_out, idx_out = [], []
-        euclid = self.metric in ("euclidean", "sqeuclidean")
-        neg_sq = -self._sq
-        refs = self._refs
-
-        def scores(q: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-            r = refs[start:stop]
-            if euclid:  # 2 q.r - ||r||^2, fused: -||q - r||^2 up to ||q||^2
-                return torch.addmm(neg_sq[start:stop], q, r.T, alpha=2.0)
-            return q @ r.T
-
-        with torch.no_grad():
-            for qs in range(0, len(q_all), self.query_chunk):
-                q = q_all[qs : qs + self.query_chunk]
-                # blocks of about chunk x query_chunk scores: fewer queries take more
-                # references at a time (a single query: 2M), so per-block overhead stays small
-                block = self.chunk * max(1, self.query_chunk // len(q))
-                best_s, best_i = blocked_topk(q, n, k, scores, block=block)
-                if euclid:  # exact values for the few neighbours kept
-                    d2 = ((q[:, None, :] - self._refs[best_i]) ** 2).sum(-1)
-                    best_s = -(d2 if self.metric == "sqeuclidean" else d2.sqrt())
-                    order = best_s.argsort(dim=1, descending=True, stable=True)
-                    best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
-                sims_out.append(best_s.numpy())
-                idx_out.append(best_i.numpy())
-        if not sims_out:
-            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        return np.concatenate(sims_out), np.concatenate(idx_out)
-
-    def pairs_above(self, min_similarity: float, block: int = 2048,
-                    on_block: Callable[[int], None] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pair ``i < j`` of the references with similarity >= ``min_similarity``
-        (a range self-join): (i, j, similarity). Only ``block`` x ``block`` scores exist at
-        a time; the upper triangle of blocks is visited once. ``on_block(rows)`` reports
-        progress after each block row of ``rows`` references."""
-        refs, n = self._refs, len(self._refs)
-        euclid = self.metric in ("euclidean", "sqeuclidean")
-        out_i, out_j, out_s = [], [], []
-        with torch.no_grad():
-            for qs in range(0, n, block):
-                q = refs[qs : qs + block]
-                for rs in range(qs, n, block):
-                    r = refs[rs : rs + block]
-                    if euclid:  # -||q - r||^2 from one fused product, clamped at 0
-                        s = torch.addmm(self._sq[rs : rs + block], q, r.T, alpha=-2.0)
-                        s = -(s + self._sq[qs : qs + block, None]).clamp_min(0)
-                        if self.metric == "euclidean":
-                            s = -(-s).sqrt()
-                    else:
-                        s = q @ r.T
-                    if rs == qs:  # the diagonal block: only j > i
-                        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).tril(),
-                                          -math.inf)
-                    hit = (s >= min_similarity).nonzero()
-                    if len(hit):
-                        out_i.append(hit[:, 0].numpy() + qs)
-                        out_j.append(hit[:, 1].numpy() + rs)
-                        out_s.append(s[hit[:, 0], hit[:, 1]].numpy())
-                if on_block is not None:
-                    on_block(len(q))
-        if not out_i:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
-
-
-class FaissIndex:
-    """FAISS search (``pip install faiss-cpu``): ``flat`` (exact), ``ivf`` or ``hnsw``.
-
-    Args:
-        metric: the gallery metric (cosine vectors are stored normalised, so inner product).
-        kind: ``flat``, ``ivf`` or ``hnsw``.
-        nlist: IVF cells (capped at the number of references when building).
-        nprobe: IVF cells visited per query.
-        m: HNSW neighbours per node.
-        ef_search, ef_construction: HNSW search and build breadth.
-    """
-
-    def __init__(self, metric: str, kind: str = "flat", nlist: int = 1024, nprobe: int = 16,
-                 m: int = 32, ef_search: int = 64, ef_construction: int = 80) -> None:
-        try:
-            import faiss
-        except ImportError:  # pragma: no cover - depends on the optional extra
-            raise GalleryError("the faiss backend needs faiss-cpu: pip install "
-                               "'siamkit[faiss]'") from None
-        if kind not in ("flat", "ivf", "hnsw"):
-            raise GalleryError(f"unknown faiss index {kind!r}; known: flat, ivf, hnsw")
-        if metric not in METRICS:
-            raise GalleryError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
-        self.faiss, self.metric, self.kind = faiss, metric, kind
-        self.nlist, self.nprobe, self.m = nlist, nprobe, m
-        self.ef_search, self.ef_construction = ef_search, ef_construction
-        self._index: Any = None
-
-    def build(self, vectors: np.ndarray) -> None:
-        faiss = self.faiss
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        d = x.shape[1] if x.ndim == 2 and x.shape[1] else 1
-        ip = _higher_is_closer(self.metric)
-        mt = faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2
-        if self.kind == "flat":
-            index = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
-        elif self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, self.m, mt)
-            index.hnsw.efConstruction = self.ef_construction
-            index.hnsw.efSearch = self.ef_search
-        else:
-            nlist = max(1, min(self.nlist, len(x) // 39 if len(x) >= 39 else 1))
-            quantizer = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
-            if len(x):
-                index.train(x)
-            index.nprobe = min(self.nprobe, nlist)
-            self._quantizer = quantizer  # keep it alive beside the index
-        if len(x):
-            index.add(x)
-        self._index = index
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        k = min(k, self._index.ntotal)
-        scores, idx = self._index.search(q, k)
-        if self.metric == "euclidean":
-            scores = np.sqrt(np.maximum(scores, 0))
-        if not _higher_is_closer(self.metric):
-            scores = -scores
-        return scores, idx
-
-
-def _make_index(metric: str, backend: str, args: dict[str, Any]) -> ExactIndex | FaissIndex:
-    kinds = {"exact": ExactIndex, "faiss": FaissIndex}
-    if backend not in kinds:
-        raise GalleryError(f"unknown gallery backend {backend!r}; known: exact, faiss")
-    try:
-        return kinds[backend](metric, **args)
-    except TypeError as exc:
-        raise GalleryError(f"bad options for the {backend} backend: {exc}") from None
 
 
 # ---------------------------------------------------------------- the gallery
@@ -279,11 +110,11 @@ class Gallery:
         self._index: Any = None  # built lazily; None = stale
         self._index_rows: np.ndarray | None = None  # prototype mode: code of each row
         self._db: sqlite3.Connection | None = None
-        _make_index(metric, backend, self.backend_args)  # fail early on bad options
+        create_search(backend, metric, **self.backend_args)  # fail early on bad options
 
     @property
     def higher_is_closer(self) -> bool:
-        return _higher_is_closer(self.metric)
+        return higher_is_closer(self.metric)
 
     # ---- persistence
 
@@ -518,7 +349,7 @@ class Gallery:
 
     # ---- search
 
-    def _search_state(self) -> tuple[Any, np.ndarray, list[str], int]:
+    def _search_state(self) -> tuple[Search, np.ndarray, list[str], int]:
         """(index, label code of each index row, labels, max references per class)."""
         with self._lock:
             if self._index is None:
@@ -532,7 +363,7 @@ class Gallery:
                     if self.metric == "cosine":
                         means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
                     vectors, codes = means, present
-                index = _make_index(self.metric, self.backend, self.backend_args)
+                index = create_search(self.backend, self.metric, **self.backend_args)
                 index.build(vectors)
                 per_class = int(np.bincount(codes).max()) if len(codes) else 0
                 self._index = (index, codes, per_class)
@@ -544,15 +375,15 @@ class Gallery:
         if k < 1:
             raise GalleryError("k must be at least 1")
         q = self._prepare(queries)
-        # FAISS indexes are not safe to search while another thread rebuilds them; the
-        # exact index is immutable once built, so only its construction takes the lock
+        # an index that allows concurrent searches is immutable once built, so only its
+        # construction takes the lock; others (FAISS) are searched under the lock
         with self._lock:
             index, codes, labels, per_class = self._search_state()
             if len(codes) == 0:
                 return [[] for _ in range(len(q))]
-            if self.backend != "exact":
+            if not index.concurrent_search:
                 sims, rows = index.search(q, min(len(codes), k * per_class))
-        if self.backend == "exact":
+        if index.concurrent_search:
             sims, rows = index.search(q, min(len(codes), k * per_class))
         sign = 1.0 if self.higher_is_closer else -1.0
         out = []
