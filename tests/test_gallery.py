@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from siamkit.gallery import ExactIndex, Gallery, GalleryError, Match, metric_of
+from siamkit.gallery import ExactIndex, Gallery, GalleryError, Match, check_label, metric_of
 
 
 def _points():
@@ -223,3 +223,77 @@ def test_metric_of_follows_the_model_distance():
     assert metric_of(SiameseNetwork(enc, CosineSimilarity())) == "cosine"
     with pytest.raises(GalleryError, match="learned similarity head"):
         metric_of(SiameseNetwork(enc, head=LearnedHead(3)))
+
+
+# ---------------------------------------------------------------- the label rule
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("", "non-empty"), ("  \u3000 ", "non-empty"), ("unknown", "reserved"),
+    ("x" * 257, "257 characters"), ("tab\tlabel", "U\\+0009"), ("nul\x00", "U\\+0000"),
+    ("del\x7f", "U\\+007F"), ("next line\x85", "U\\+0085"), ("csi\x9b", "U\\+009B"),
+    ("s\u200b5", "U\\+200B"), ("s\u200d5", "U\\+200D"), ("rtl\u200f", "U\\+200F"),
+    ("a\u202eb", "U\\+202E"), ("a\u202ab", "U\\+202A"), ("a\u2066b", "U\\+2066"),
+    ("a\u2069b", "U\\+2069"), ("a\u2060b", "U\\+2060"), ("\ufeffbom", "U\\+FEFF"),
+    ("soft\u00adhyphen", "U\\+00AD"), ("line\u2028sep", "U\\+2028"),
+    ("lone\ud800", "UTF-8"), (7, "not int"), (None, "not NoneType"), (b"bytes", "not bytes"),
+])
+def test_check_label_refuses_what_cannot_be_a_label(bad, why):
+    with pytest.raises(GalleryError, match=why):
+        check_label(bad)
+    g = Gallery(2)
+    with pytest.raises(GalleryError, match=why):
+        g.enroll(bad, np.zeros((1, 2)))
+    with pytest.raises(GalleryError, match=why):
+        g.enroll_many(["fine", bad], np.zeros((2, 2)))
+    assert len(g) == 0
+
+
+def test_check_label_names_the_hidden_character_and_normalises_to_nfc():
+    with pytest.raises(GalleryError) as err:
+        check_label("s\u200b5")
+    # the error spells the invisible character out instead of printing "s5"
+    assert "'s\\u200b5'" in str(err.value) and "ZERO WIDTH SPACE" in str(err.value)
+    assert check_label("cafe\u0301") == "caf\u00e9"  # e + combining acute -> one character
+    assert check_label("a/b") == "a/b" and check_label("../../etc/passwd") == "../../etc/passwd"
+    assert check_label("x" * 256) == "x" * 256
+    # counted once normalised: 256 characters in NFC, 512 as given
+    assert check_label("e\u0301" * 256) == "\u00e9" * 256
+    hello = "\U0001f600 \u0928\u092e\u0938\u094d\u0924\u0947"  # an emoji, Devanagari
+    assert check_label(hello) == hello
+
+
+def test_labels_are_stored_normalised_and_removed_by_the_same_rule(tmp_path):
+    g = Gallery.create(tmp_path / "g", 2, metric="euclidean")
+    nfd = "Nan\u0303du\u0301"
+    nfc = check_label(nfd)
+    assert nfc == "Na\u00f1d\u00fa"
+    assert g.enroll(nfd, np.zeros((1, 2))) == 1
+    assert g.labels() == [nfc] and nfd in g and nfc in g
+    for label in ("a/b", "../../etc/passwd"):
+        g.enroll(label, np.ones((1, 2)))
+    g.close()
+    g = Gallery.open(tmp_path / "g")
+    assert g.labels() == sorted([nfc, "a/b", "../../etc/passwd"])
+    assert g.remove(nfd) == 1 and nfc not in g  # removed by the form it was enrolled with
+    assert g.remove("a/b") == 1 and g.remove("../../etc/passwd") == 1
+    with pytest.raises(GalleryError, match="U\\+200B"):
+        g.remove("s\u200b5")  # the rule, not a silent KeyError
+    with pytest.raises(KeyError):
+        g.remove("s5")
+    g.close()
+    g = Gallery.open(tmp_path / "g")
+    assert len(g) == 0  # the removals were persisted
+
+
+def test_a_label_stored_by_an_older_version_can_still_be_removed(tmp_path):
+    Gallery.create(tmp_path / "g", 2).close()
+    con = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    with con:  # enrolled before the rule refused DEL and zero-width spaces
+        con.executemany("INSERT INTO refs (label, embedding) VALUES (?, ?)",
+                        [("old\x7f", np.ones(2, np.float32).tobytes()),
+                         ("s\u200b5", np.ones(2, np.float32).tobytes())])
+    con.close()
+    g = Gallery.open(tmp_path / "g")
+    assert g.counts() == {"old\x7f": 1, "s\u200b5": 1}
+    assert g.remove("old\x7f") == 1 and g.remove("s\u200b5") == 1 and len(g) == 0

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,38 @@ def test_bad_input_gets_4xx_and_changes_nothing(server, alphabets):
     assert r.status_code == 404 and "no-such-class" in r.json()["error"]
     assert c.get("/classes", headers=H).json() == before
     assert c.get("/health").status_code == 200
+
+
+def test_any_label_that_can_be_enrolled_can_be_removed(server, alphabets):
+    img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
+    c = httpx.Client(base_url=server.url, timeout=30)
+    before = c.get("/classes", headers=H).json()["classes"]
+    labels = ["a/b", "../../etc/passwd", "\u00e9t\u00e9 \U0001f600", "Nan\u0303du\u0301",
+              "100%", "a?b#c&d=e", "x+y z", "/"]
+    stored = [unicodedata.normalize("NFC", lab) for lab in labels]
+    for label, name in zip(labels, stored, strict=True):
+        r = c.post("/enroll", data={"label": label}, files=img, headers=A)
+        assert r.status_code == 200 and r.json()["label"] == name, (label, r.text)
+    assert set(stored) <= set(c.get("/classes", headers=H).json()["classes"])
+    # the path form cannot carry a '/': a 404, and the class stays
+    assert c.delete("/classes/a%2Fb", headers=A).status_code == 404
+    assert "a/b" in c.get("/classes", headers=H).json()["classes"]
+    for label in labels:  # the query form takes any label, as given (NFD too)
+        r = c.delete("/classes", params={"label": label}, headers=A)
+        assert r.status_code == 200 and r.json() == {"label": label, "removed": 1}, label
+    assert c.get("/classes", headers=H).json()["classes"] == before
+    # the one label rule, for enrolling and removing alike
+    for bad, why in (("s\u200b5", "U+200B"), ("del\x7f", "U+007F"), ("nel\x85", "U+0085"),
+                     ("a\u202eb", "U+202E")):
+        r = c.post("/enroll", data={"label": bad}, files=img, headers=A)
+        assert r.status_code == 400 and why in r.json()["error"], (bad, r.text)
+        r = c.delete("/classes", params={"label": bad}, headers=A)
+        assert r.status_code == 400 and why in r.json()["error"], (bad, r.text)
+    r = c.delete("/classes", params={"label": "no such class"}, headers=A)
+    assert r.status_code == 404 and "no such class" in r.json()["error"]
+    assert c.delete("/classes", headers=A).status_code == 400  # no label given
+    assert c.delete("/classes", params={"label": "x"}, headers=H).status_code == 403
+    assert c.get("/classes", headers=H).json()["classes"] == before
 
 
 def test_concurrent_enroll_and_identify_lose_nothing(server, alphabets):

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +40,72 @@ from .search import (
 )
 
 __all__ = ["Gallery", "GalleryError", "Match", "Search", "ExactIndex", "FaissIndex",
-           "METRICS", "create_search", "metric_of"]
+           "METRICS", "MAX_LABEL_CHARS", "check_label", "create_search", "metric_of"]
 
 logger = logging.getLogger(__name__)
 
 DB = "gallery.sqlite"
 UNKNOWN = "unknown"
+MAX_LABEL_CHARS = 256
+
+# characters that are invisible or reorder text, so that a label holding one can pose as
+# another ("s\u200b5" shows as "s5"): soft hyphen, Arabic letter mark, Mongolian vowel
+# separator, zero-width spaces and joiners, directional marks, line and paragraph
+# separators, bidirectional embeddings / overrides / isolates, word joiner and invisible
+# operators, byte order mark
+_INVISIBLE = frozenset([0x00AD, 0x061C, 0x180E, *range(0x200B, 0x2010), 0x2028, 0x2029,
+                        *range(0x202A, 0x202F), *range(0x2060, 0x2065), *range(0x2066, 0x206A),
+                        0xFEFF])
+
+
+def _show(label: str) -> str:
+    """A label quoted for an error message, hidden characters spelled out, cut at 40."""
+    cut = label[:40]
+    shown = "".join(ch if ch.isprintable() and ord(ch) not in _INVISIBLE else ascii(ch)[1:-1]
+                    for ch in cut)
+    return f"'{shown}'" + ("..." if len(label) > 40 else "")
+
+
+def check_label(label: Any) -> str:
+    """The class label as stored (NFC-normalised), or a GalleryError saying what is wrong.
+
+    The one label rule, for enrolling and removing alike: a ``str`` that is valid UTF-8
+    (no lone surrogates), not empty or only spaces, at most :data:`MAX_LABEL_CHARS`
+    characters once normalised, not the reserved ``unknown``, without control characters
+    (C0, DEL, C1) and without invisible or direction-changing characters (zero-width
+    spaces and joiners, bidirectional overrides and isolates, byte order marks...), so no
+    label can pose as another.
+
+        >>> check_label("cafe\u0301")  # a decomposed e-acute becomes one character
+        'café'
+    """
+    if not isinstance(label, str):
+        raise GalleryError(f"a class label must be a string, not {type(label).__name__}")
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise GalleryError(f"class label {_show(label)}: not valid UTF-8 (a lone surrogate "
+                           f"at character {exc.start}); send the label as UTF-8 text") from None
+    label = unicodedata.normalize("NFC", label)
+    if not label.strip():
+        raise GalleryError("a class label must be a non-empty string (not only spaces)")
+    if label == UNKNOWN:
+        raise GalleryError(f"{UNKNOWN!r} is reserved for open-set rejections; choose "
+                           f"another label")
+    if len(label) > MAX_LABEL_CHARS:
+        raise GalleryError(f"class label {_show(label)} ({len(label)} characters): a label "
+                           f"must be at most {MAX_LABEL_CHARS} printable characters")
+    for i, ch in enumerate(label):
+        if unicodedata.category(ch) == "Cc":
+            raise GalleryError(f"class label {_show(label)}: control character "
+                               f"U+{ord(ch):04X} at character {i}; a label must be "
+                               f"printable text")
+        if ord(ch) in _INVISIBLE:
+            name = unicodedata.name(ch, "format character")
+            raise GalleryError(f"class label {_show(label)}: U+{ord(ch):04X} ({name}) at "
+                               f"character {i} is invisible or changes the text direction, "
+                               f"so the label could pose as another; remove it")
+    return label
 
 
 @dataclass(frozen=True)
@@ -260,8 +321,11 @@ class Gallery:
             return {self._labels[c]: int(k) for c, k in zip(codes, n, strict=True)}
 
     def __contains__(self, label: object) -> bool:
+        """Whether the class ``label`` (compared in NFC form) has references."""
+        if not isinstance(label, str):
+            return False
         with self._lock:
-            code = self._code_of.get(str(label))
+            code = self._code_of.get(unicodedata.normalize("NFC", label))
             return code is not None and bool((self._codes == code).any())
 
     def _prepare(self, items: Any) -> np.ndarray:
@@ -292,22 +356,13 @@ class Gallery:
         self._codes = np.concatenate([self._codes, np.array(codes, dtype=np.int64)])
         self._index = None
 
-    @staticmethod
-    def _check_label(label: Any) -> str:
-        if not isinstance(label, str) or not label.strip():
-            raise GalleryError("a class label must be a non-empty string")
-        if label == UNKNOWN:
-            raise GalleryError(f"{UNKNOWN!r} is reserved for open-set rejections")
-        if len(label) > 256 or any(ord(ch) < 32 for ch in label):
-            raise GalleryError(f"class label {label[:40]!r}{'...' if len(label) > 40 else ''} "
-                               f"({len(label)} characters): a label must be at most 256 "
-                               f"printable characters")
-        return label
+    # siamkit.cli still calls this private name; it is the public check_label
+    _check_label = staticmethod(check_label)
 
     def enroll(self, label: str, items: Any, sources: Sequence[str] | None = None) -> int:
         """Add references (items, or embeddings without an embedder) for ``label``; a new
         label is a new class. Returns how many were added. Persisted before it returns."""
-        label = self._check_label(label)
+        label = check_label(label)
         x = self._prepare(items)
         if len(x) == 0:
             raise GalleryError("nothing to enroll")
@@ -319,7 +374,7 @@ class Gallery:
         """Enroll items of several classes at once (one label per item), in one
         transaction."""
         x = self._prepare(items)
-        labels = [self._check_label(lab) for lab in labels]
+        labels = [check_label(lab) for lab in labels]
         if len(labels) != len(x):
             raise GalleryError(f"{len(labels)} labels for {len(x)} items")
         return self._add(labels, x, None)
@@ -334,9 +389,19 @@ class Gallery:
         return len(x)
 
     def remove(self, label: str) -> int:
-        """Remove a class and all its references; returns how many. Unknown labels raise
-        KeyError."""
+        """Remove a class and all its references; returns how many.
+
+        The label is checked and normalised as for enrolling (:func:`check_label`), so
+        whatever was enrolled can be removed by the label it was enrolled with; a label
+        stored by an older version under looser rules is removed by its exact text.
+
+        Raises:
+            KeyError: no class ``label`` in the gallery.
+            GalleryError: ``label`` breaks the label rule (and is not stored as it is).
+        """
         with self._lock:
+            if not (isinstance(label, str) and label in self._code_of):
+                label = check_label(label)
             code = self._code_of.get(label)
             keep = self._codes != code if code is not None else None
             if keep is None or keep.all():

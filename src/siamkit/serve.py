@@ -164,7 +164,7 @@ class ApiKeyAuth:
             return
         admin = self.admin_key is not None and (
             (scope["method"] == "POST" and scope["path"] == "/enroll")
-            or (scope["method"] == "DELETE" and scope["path"].startswith("/classes/")))
+            or scope["method"] == "DELETE")
         wanted = self.admin_key if admin else self.api_key
         given = dict(scope.get("headers") or []).get(b"x-api-key")
         if given is None:
@@ -189,7 +189,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving one model and its gallery."""
     from .data.download import DatasetError
-    from .gallery import Gallery, GalleryError, metric_of
+    from .gallery import Gallery, GalleryError, check_label, metric_of
     from .inference import Embedder
 
     s = settings or ServeSettings()
@@ -283,7 +283,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
 
     def enroll_embeddings(label: str, emb_fn: Any, sources: list[str]) -> dict:
         try:
-            Gallery._check_label(label)
+            label = check_label(label)  # before embedding: a bad label costs nothing
             added = gallery.enroll(label, emb_fn(), sources=sources)
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
@@ -390,14 +390,26 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return enroll_embeddings(label, lambda: embedder.embed(images),
                                      [f.filename or "" for f in files])
 
-    @app.delete("/classes/{label}")
-    def delete_class(label: str) -> dict:
-        """Remove a class and all its references."""
+    def remove_class(label: str) -> dict:
         try:
             removed = gallery.remove(label)
+        except GalleryError as exc:
+            raise HTTPException(400, str(exc)) from None
         except KeyError:
             raise HTTPException(404, f"no class {label!r} in the gallery") from None
         return {"label": label, "removed": removed}
+
+    @app.delete("/classes/{label}")
+    def delete_class(label: str) -> dict:
+        """Remove a class and all its references (a label that a URL path cannot hold, such
+        as one with '/', is removed with ``DELETE /classes?label=...``)."""
+        return remove_class(label)
+
+    @app.delete("/classes")
+    def delete_class_by_query(label: Annotated[str, Query()]) -> dict:
+        """Remove a class and all its references, the label in the query string
+        (percent-encoded UTF-8): any label that can be enrolled can be removed this way."""
+        return remove_class(label)
 
     @app.get("/classes")
     def classes() -> dict:
