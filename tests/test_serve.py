@@ -317,6 +317,21 @@ def test_sigkill_during_enrolls_keeps_every_acknowledged_one(model_dir, alphabet
         again.stop()
 
 
+def test_serve_recreates_an_empty_gallery_left_by_an_interrupted_create(model_dir, alphabets,
+                                                                       tmp_path):
+    gallery = tmp_path / "g"
+    gallery.mkdir()
+    (gallery / "gallery.sqlite").write_bytes(b"")  # an older version killed in create
+    srv = Server(model_dir, gallery)  # used to fail: no such table: meta
+    try:
+        img = _files([next(iter(_images(alphabets).values()))[0]])
+        r = httpx.post(srv.url + "/enroll", data={"label": "x"}, files=img, headers=A)
+        assert r.status_code == 200 and r.json()["added"] == 1
+    finally:
+        srv.stop()
+    assert "creating the gallery anew" in srv.proc.stdout.read().decode()
+
+
 def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabets):
     imgs = _images(alphabets, 4)  # an alphabet the model never saw
     c = httpx.Client(base_url=server.url, timeout=60)

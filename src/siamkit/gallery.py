@@ -18,16 +18,22 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import threading
 import unicodedata
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: creates are not serialised across processes
+    fcntl = None  # type: ignore[assignment]
 
 from .search import (
     METRICS,
@@ -129,6 +135,53 @@ def metric_of(model: Any) -> str:
     raise GalleryError(f"no gallery metric for distance {name!r}")
 
 
+# ---------------------------------------------------------------- the folder
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Serialise creating and replacing the database of ``folder`` across processes (an
+    exclusive ``flock`` on the folder itself; no lock where ``fcntl`` is missing)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    if fcntl is None:  # pragma: no cover - Windows cannot open a folder
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _probe(db: Path) -> str:
+    """``missing`` (no file), ``empty`` (0 bytes or SQLite without tables: an interrupted
+    create of an older version) or ``present`` (a gallery, or a file open() refuses)."""
+    if not db.exists():
+        return "missing"
+    if not db.is_file():
+        return "present"
+    try:
+        con = sqlite3.connect(db)  # replays a committed -wal, as opening the gallery would
+        try:
+            tables = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return "present"
+    return "present" if tables else "empty"
+
+
 # ---------------------------------------------------------------- the gallery
 
 
@@ -180,14 +233,36 @@ class Gallery:
     # ---- persistence
 
     @classmethod
+    def exists(cls, path: str | Path) -> bool:
+        """Whether the folder ``path`` holds a gallery (a database that is not empty).
+
+        An empty database (0 bytes, or SQLite without tables), which older versions left
+        when killed while creating a gallery, counts as none: :meth:`create` replaces it.
+        A damaged database counts as a gallery, for :meth:`open` to refuse with the reason.
+        """
+        return _probe(Path(path) / DB) == "present"
+
+    @classmethod
     def create(cls, path: str | Path, dim: int, **kwargs: Any) -> Gallery:
-        """A new, empty gallery kept in ``path`` (created; must not hold a gallery)."""
+        """A new, empty gallery kept in ``path`` (created; must not hold a gallery).
+
+        Crash-safe: the database is built aside (a temporary file in ``path``, schema
+        committed and fsynced) and renamed into place, so a kill at any moment leaves
+        either no database or a complete, empty gallery. An empty database left by an
+        older version is replaced with a warning. ``kwargs`` are those of the constructor.
+        """
         path = Path(path)
-        if (path / DB).exists():
-            raise GalleryError(f"{path} already holds a gallery; open it instead")
+        g = cls(dim, path=path, **kwargs)  # options are checked before the disk is touched
         path.mkdir(parents=True, exist_ok=True)
-        g = cls(dim, path=path, **kwargs)
-        g._connect(new=True)
+        with _folder_lock(path):
+            state = _probe(path / DB)
+            if state == "present":
+                raise GalleryError(f"{path} already holds a gallery; open it instead")
+            if state == "empty":
+                logger.warning("%s is empty (an interrupted create of an older version): "
+                               "creating the gallery anew", path / DB)
+            g._write_database(path, [])
+        g._connect()
         return g
 
     @classmethod
@@ -196,12 +271,18 @@ class Gallery:
         """Open the gallery kept in ``path``; refuses it when ``model_id`` differs from its
         model's. ``overrides`` may change the search backend (not the metric or model)."""
         path = Path(path)
-        if not (path / DB).is_file():
+        state = _probe(path / DB)
+        if state == "missing":
             raise GalleryError(f"no gallery in {path} (expected {path / DB})")
+        if state == "empty":
+            raise GalleryError(f"no gallery in {path}: {DB} is empty (an interrupted create "
+                               f"of an older version); creating the gallery replaces it")
         try:
             con = sqlite3.connect(path / DB)
-            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-            con.close()
+            try:
+                meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            finally:
+                con.close()
             info = json.loads(meta["info"])
         except (sqlite3.DatabaseError, KeyError, json.JSONDecodeError) as exc:
             raise GalleryError(f"{path / DB}: not a readable gallery ({exc})") from None
@@ -215,8 +296,21 @@ class Gallery:
                                                                    "class_score")})
         g = cls(info["dim"], model_id=info.get("model_id"), embedder=embedder, path=path,
                 **kwargs)
-        g._connect(new=False)
+        g._connect()
         return g
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, dim: int, metric: str,
+                       model_id: str | None = None,
+                       embedder: Callable[[Any], Any] | None = None,
+                       **kwargs: Any) -> Gallery:
+        """The gallery in ``path`` if it holds one (opened as by :meth:`open`), else a new one
+        (as by :meth:`create`, ``kwargs`` its other options): what a service or an enroll
+        command wants."""
+        if cls.exists(path):
+            return cls.open(path, model_id=model_id, embedder=embedder, **kwargs)
+        return cls.create(path, dim, metric=metric, model_id=model_id, embedder=embedder,
+                          **kwargs)
 
     def _info(self) -> dict[str, Any]:
         return {"version": 1, "dim": self.dim, "metric": self.metric, "model_id": self.model_id,
@@ -231,6 +325,37 @@ class Gallery:
         con.execute("CREATE INDEX refs_label ON refs(label)")
         con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(self._info()),))
 
+    def _write_database(self, folder: Path, rows: list[tuple]) -> None:
+        """Build a complete database aside (a temporary file in ``folder``: schema and
+        ``rows`` (label, source, embedding) committed and fsynced) and rename it over
+        ``folder / DB``. The caller holds :func:`_folder_lock` on ``folder``."""
+        for stale in folder.glob(f".{DB}.*"):  # left by a create or save that was killed
+            stale.unlink(missing_ok=True)
+        # SQLite creates the file, with the usual permissions (mkstemp's would be 0600)
+        tmp = folder / f".{DB}.{uuid.uuid4().hex}"
+        try:
+            con = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                con.execute("PRAGMA journal_mode=DELETE")  # no -wal file to carry along
+                con.execute("PRAGMA synchronous=FULL")
+                con.execute("BEGIN")
+                self._create_schema(con)
+                con.executemany("INSERT INTO refs (label, source, embedding) VALUES (?, ?, ?)",
+                                rows)
+                con.execute("COMMIT")
+            finally:
+                con.close()
+            with open(tmp, "rb+") as f:  # the rename must not land before the data
+                os.fsync(f.fileno())
+            # logs beside a database being replaced belong to the old one: replayed into
+            # the new one they would corrupt it
+            for suffix in ("-wal", "-shm", "-journal"):
+                Path(f"{folder / DB}{suffix}").unlink(missing_ok=True)
+            os.replace(tmp, folder / DB)
+            _fsync_dir(folder)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def _write(self, statement: str, rows: list[tuple]) -> None:
         """Run one statement over ``rows`` as a single committed transaction (no-op for a
         gallery without a folder). The caller holds the lock."""
@@ -244,51 +369,39 @@ class Gallery:
             self._db.execute("ROLLBACK")
             raise
 
-    def _connect(self, new: bool) -> None:
+    def _connect(self) -> None:
+        """Open the folder's database and load its references."""
         assert self.path is not None
         con = sqlite3.connect(self.path / DB, check_same_thread=False, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
-        if new:
-            with con:
-                con.execute("BEGIN")
-                self._create_schema(con)
-        else:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
             rows = con.execute("SELECT label, embedding FROM refs ORDER BY id").fetchall()
-            bad = [lab for lab, blob in rows if len(blob) != 4 * self.dim]
-            if bad:
-                raise GalleryError(f"{self.path / DB}: {len(bad)} references have the wrong "
-                                   f"size (e.g. class {bad[0]!r})")
-            if rows:
-                vecs = np.frombuffer(b"".join(b for _, b in rows), dtype=np.float32)
-                self._append([lab for lab, _ in rows], vecs.reshape(-1, self.dim).copy())
+        except BaseException:
+            con.close()
+            raise
+        bad = [lab for lab, blob in rows if len(blob) != 4 * self.dim]
+        if bad:
+            con.close()
+            raise GalleryError(f"{self.path / DB}: {len(bad)} references have the wrong "
+                               f"size (e.g. class {bad[0]!r})")
+        if rows:
+            vecs = np.frombuffer(b"".join(b for _, b in rows), dtype=np.float32)
+            self._append([lab for lab, _ in rows], vecs.reshape(-1, self.dim).copy())
         self._db = con
 
     def save(self, path: str | Path) -> Path:
         """Write a copy of the gallery to the folder ``path`` (atomically: a temporary
-        database, fsynced, then renamed into place)."""
+        database, fsynced, then renamed into place, replacing any gallery there)."""
         path = Path(path)
+        if self.path is not None and path.resolve() == self.path.resolve():
+            raise GalleryError(f"{path} is this gallery's own folder: save to another one")
         path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{DB}.")
-        os.close(fd)
-        try:
-            with self._lock:
-                con = sqlite3.connect(tmp, isolation_level=None)
-                con.execute("PRAGMA journal_mode=DELETE")
-                con.execute("BEGIN")
-                self._create_schema(con)
-                con.executemany("INSERT INTO refs (label, embedding) VALUES (?, ?)",
-                                [(self._labels[c], v.tobytes())
-                                 for c, v in zip(self._codes, self._vectors, strict=True)])
-                con.execute("COMMIT")
-                con.close()
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            for suffix in ("-wal", "-shm"):
-                Path(str(path / DB) + suffix).unlink(missing_ok=True)
-            os.replace(tmp, path / DB)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with self._lock:
+            rows = [(self._labels[c], None, v.tobytes())
+                    for c, v in zip(self._codes, self._vectors, strict=True)]
+        with _folder_lock(path):
+            self._write_database(path, rows)
         return path
 
     @classmethod

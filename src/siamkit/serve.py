@@ -194,12 +194,8 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
 
     s = settings or ServeSettings()
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
-    gdir = Path(gallery_dir)
-    if (gdir / "gallery.sqlite").is_file():
-        gallery = Gallery.open(gdir, model_id=embedder.model_id)
-    else:
-        gallery = Gallery.create(gdir, embedder.dim, metric=metric_of(embedder.model),
-                                 model_id=embedder.model_id)
+    gallery = Gallery.open_or_create(gallery_dir, embedder.dim, metric=metric_of(embedder.model),
+                                     model_id=embedder.model_id)
     app = FastAPI(title="siamkit", version="0.1.0",
                   description="Siamese-network verification and one-shot identification.")
     app.state.embedder, app.state.gallery = embedder, gallery
