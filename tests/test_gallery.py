@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -15,7 +17,16 @@ import pytest
 import torch
 
 import siamkit
-from siamkit.gallery import ExactIndex, Gallery, GalleryError, Match, check_label, metric_of
+from siamkit.gallery import (
+    ExactIndex,
+    Gallery,
+    GalleryError,
+    IdempotencyConflict,
+    Match,
+    check_label,
+    content_hash,
+    metric_of,
+)
 
 
 def _points():
@@ -427,3 +438,128 @@ def test_concurrent_creates_of_one_folder_make_one_gallery(tmp_path):
     made[0].enroll("a", np.zeros((1, 2)))  # the one made is the one in place
     made[0].close()
     assert Gallery.open(tmp_path / "g").counts() == {"a": 1}
+
+
+# ---------------------------------------------------------------- duplicates, idempotency
+
+
+def test_skip_duplicates_leaves_out_stored_and_repeated_references_hand_computed():
+    g = Gallery(2, metric="euclidean")
+    first = g.enroll("a", np.array([[0.0, 0.0], [1.0, 0.0]]))
+    assert first == 2 and (first.added, first.skipped, first.replayed) == (2, 0, False)
+    # (1, 0) is stored, (2, 0) is new and given twice: one added, two skipped
+    r = g.enroll("a", np.array([[1.0, 0.0], [2.0, 0.0], [2.0, 0.0]]), skip_duplicates=True)
+    assert (r.added, r.skipped) == (1, 2) and g.counts() == {"a": 3}
+    assert g.enroll("b", np.array([[0.0, 0.0]]), skip_duplicates=True) == 1  # another label
+    assert g.enroll("a", np.array([[0.0, 0.0]])) == 1  # the default keeps duplicates
+    assert g.counts() == {"a": 4, "b": 1}
+    r = g.enroll_many(["a", "c", "c"], np.array([[2.0, 0.0], [5.0, 5.0], [5.0, 5.0]]),
+                      skip_duplicates=True)
+    assert (r.added, r.skipped) == (1, 2) and g.counts() == {"a": 4, "b": 1, "c": 1}
+    g.remove("c")  # a removed class's references are no longer duplicates
+    assert g.enroll("c", np.array([[5.0, 5.0]]), skip_duplicates=True) == 1
+    # callers that used the int still can: printed, compared, in JSON it is the number added
+    assert f"{r} added" == "1 added" and json.dumps({"added": r}) == '{"added": 1}'
+    assert repr(r) == "Enrolled(added=1, skipped=2, replayed=False)"
+
+
+def test_content_hash_is_of_the_label_and_the_stored_float32_bytes(tmp_path):
+    e = np.array([3.0, 4.0], np.float32)
+    expected = hashlib.sha256(b"a\0" + e.tobytes()).hexdigest()
+    assert content_hash("a", e) == expected == content_hash("a", e.tobytes())
+    assert content_hash("b", e) != expected
+    cos = Gallery.create(tmp_path / "g", 2, metric="cosine")
+    cos.enroll("a", np.array([[3.0, 4.0]]))  # stored normalised: (0.6, 0.8)
+    assert cos.enroll("a", np.array([[6.0, 8.0]]), skip_duplicates=True).skipped == 1
+    cos.close()
+    con = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    (stored,) = con.execute("SELECT hash FROM refs").fetchone()
+    assert stored == content_hash("a", np.array([0.6, 0.8], np.float32))
+    again = Gallery.open(tmp_path / "g")  # hashes come back with the references
+    r = again.enroll("a", np.array([[0.6, 0.8], [0.0, 1.0]]), skip_duplicates=True)
+    assert (r.added, r.skipped) == (1, 1)
+
+
+def _v1_gallery(folder: Path, rows) -> None:
+    """A database exactly as version 1 wrote it: no hash column, no enroll_keys table."""
+    folder.mkdir()
+    con = sqlite3.connect(folder / "gallery.sqlite")
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    con.execute("CREATE TABLE refs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL)")
+    con.execute("CREATE INDEX refs_label ON refs(label)")
+    info = {"version": 1, "dim": 2, "metric": "euclidean", "model_id": "m",
+            "class_score": "nearest", "backend": "exact", "backend_args": {}}
+    con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(info),))
+    con.executemany("INSERT INTO refs (label, source, embedding) VALUES (?, ?, ?)",
+                    [(lab, None, np.array(v, np.float32).tobytes()) for lab, v in rows])
+    con.commit()
+    con.close()
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    _v1_gallery(tmp_path / "g", [("a", [0.0, 0.0]), ("a", [1.0, 0.0]), ("b", [9.0, 9.0])])
+    g = Gallery.open(tmp_path / "g", model_id="m")
+    assert g.counts() == {"a": 2, "b": 1}
+    r = g.enroll("a", np.array([[1.0, 0.0], [3.0, 0.0]]), skip_duplicates=True)
+    assert (r.added, r.skipped) == (1, 1)  # the old (1, 0) is known by its hash
+    assert g.enroll("b", np.zeros((1, 2)), idempotency_key="k") == 1
+    g.close()
+    con = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    hashes = con.execute("SELECT label, embedding, hash FROM refs ORDER BY id").fetchall()
+    assert all(h == content_hash(lab, blob) for lab, blob, h in hashes) and len(hashes) == 5
+    info = json.loads(con.execute("SELECT value FROM meta").fetchone()[0])
+    assert info["version"] == 2
+    assert con.execute("SELECT key, label, added FROM enroll_keys").fetchall() == [("k", "b", 1)]
+    # an older version writing into the upgraded file leaves a NULL hash: filled on open
+    con.execute("INSERT INTO refs (label, embedding) VALUES ('b', ?)",
+                (np.array([7.0, 7.0], np.float32).tobytes(),))
+    con.commit()
+    con.close()
+    g = Gallery.open(tmp_path / "g")
+    assert g.enroll("b", np.array([[7.0, 7.0]]), skip_duplicates=True).skipped == 1
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_an_enroll_retried_with_its_idempotency_key_adds_nothing(tmp_path, on_disk):
+    g = (Gallery.create(tmp_path / "g", 2, metric="euclidean") if on_disk
+         else Gallery(2, metric="euclidean"))
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    first = g.enroll("a", x, idempotency_key="req-1", skip_duplicates=True)
+    assert (first.added, first.skipped, first.replayed) == (2, 1, False)
+    retry = g.enroll("a", x, idempotency_key="req-1", skip_duplicates=True)
+    assert (retry.added, retry.skipped, retry.replayed) == (2, 1, True)
+    assert g.enroll("a", x[:1], idempotency_key="req-1").replayed  # the key decides
+    assert g.counts() == {"a": 2}
+    with pytest.raises(IdempotencyConflict, match="'req-1' was used to enroll class 'a'"):
+        g.enroll("b", x, idempotency_key="req-1")
+    assert issubclass(IdempotencyConflict, GalleryError) and "b" not in g
+    assert g.enroll("a", x[:1], idempotency_key="req-2") == 1  # a new key is a new enroll
+    for bad in ("", "x" * 256, "line\nbreak", 7):
+        with pytest.raises(GalleryError, match="idempotency key"):
+            g.enroll("a", x, idempotency_key=bad)
+    assert g.counts() == {"a": 3}
+    g.save(tmp_path / "copy")  # keys travel with a copy
+    assert Gallery.open(tmp_path / "copy").enroll("a", x, idempotency_key="req-1").replayed
+    if on_disk:  # and survive a restart
+        g.close()
+        g = Gallery.open(tmp_path / "g")
+        assert g.enroll("a", x, idempotency_key="req-1") == 2 and g.counts() == {"a": 3}
+        g.remove("a")  # a late retry of an enroll whose class was removed adds nothing
+        assert g.enroll("a", x, idempotency_key="req-2").replayed and "a" not in g
+
+
+def test_references_and_their_idempotency_key_commit_together(tmp_path):
+    g = Gallery.create(tmp_path / "g", 2, metric="euclidean")
+    con = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    con.execute("CREATE TRIGGER fail BEFORE INSERT ON enroll_keys "
+                "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    con.commit()
+    with pytest.raises(GalleryError, match="the write failed and changed nothing.*disk on fire"):
+        g.enroll("a", np.zeros((2, 2)), idempotency_key="k")
+    assert len(g) == 0  # neither in memory
+    assert con.execute("SELECT COUNT(*) FROM refs").fetchone()[0] == 0  # nor on disk
+    con.execute("DROP TRIGGER fail")
+    con.commit()
+    assert g.enroll("a", np.zeros((2, 2)), idempotency_key="k") == 2  # the retry works
+    assert con.execute("SELECT COUNT(*) FROM refs").fetchone()[0] == 2

@@ -14,11 +14,13 @@ distance for Euclidean models, a similarity for cosine ones); ``higher_is_closer
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import sqlite3
 import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -45,12 +47,18 @@ from .search import (
     higher_is_closer,
 )
 
-__all__ = ["Gallery", "GalleryError", "Match", "Search", "ExactIndex", "FaissIndex",
-           "METRICS", "MAX_LABEL_CHARS", "check_label", "create_search", "metric_of"]
+__all__ = ["Gallery", "GalleryError", "IdempotencyConflict", "Enrolled", "Match", "Search",
+           "ExactIndex", "FaissIndex", "METRICS", "MAX_LABEL_CHARS", "check_label",
+           "content_hash", "create_search", "metric_of"]
 
 logger = logging.getLogger(__name__)
 
 DB = "gallery.sqlite"
+# 1: meta, refs (label, source, embedding); 2: refs.hash (content_hash), enroll_keys
+SCHEMA_VERSION = 2
+_KEYS_TABLE = ("CREATE TABLE IF NOT EXISTS enroll_keys (key TEXT PRIMARY KEY, "
+               "label TEXT NOT NULL, added INTEGER NOT NULL, skipped INTEGER NOT NULL, "
+               "created REAL NOT NULL)")
 UNKNOWN = "unknown"
 MAX_LABEL_CHARS = 256
 
@@ -112,6 +120,57 @@ def check_label(label: Any) -> str:
                                f"character {i} is invisible or changes the text direction, "
                                f"so the label could pose as another; remove it")
     return label
+
+
+class IdempotencyConflict(GalleryError):
+    """An idempotency key already used for an enroll of another class label."""
+
+
+class Enrolled(int):
+    """What an enroll did: an ``int``, the number of references added (so ``added =
+    gallery.enroll(...)`` reads as before), carrying ``skipped`` (references left out as
+    duplicates of stored ones, with ``skip_duplicates``) and ``replayed`` (True when an
+    earlier enroll with the same idempotency key had done the work: the numbers are that
+    enroll's, and nothing was added now).
+
+        >>> r = gallery.enroll("a", x, skip_duplicates=True)
+        >>> (r.added, r.skipped, r.replayed)
+        (2, 1, False)
+    """
+
+    skipped: int
+    replayed: bool
+
+    def __new__(cls, added: int, skipped: int = 0, replayed: bool = False) -> Enrolled:
+        self = super().__new__(cls, added)
+        self.skipped, self.replayed = int(skipped), bool(replayed)
+        return self
+
+    @property
+    def added(self) -> int:
+        """References added (the int value itself)."""
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"Enrolled(added={int(self)}, skipped={self.skipped}, replayed={self.replayed})"
+
+    __str__ = int.__repr__  # printed, it is the number
+
+
+def content_hash(label: str, embedding: np.ndarray | bytes) -> str:
+    """The content hash of a reference: SHA-256 (hex) of the UTF-8 label, a NUL byte and
+    the float32 embedding bytes as stored (cosine galleries store them normalised). Two
+    references are duplicates when their hashes are equal."""
+    blob = embedding if isinstance(embedding, bytes) else np.ascontiguousarray(
+        embedding, dtype=np.float32).tobytes()
+    return hashlib.sha256(label.encode("utf-8") + b"\0" + blob).hexdigest()
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str) or not 1 <= len(key) <= 255 or not key.isprintable():
+        shown = _show(key) if isinstance(key, str) else type(key).__name__
+        raise GalleryError(f"idempotency key {shown}: must be 1 to 255 printable characters")
+    return key
 
 
 @dataclass(frozen=True)
@@ -221,6 +280,9 @@ class Gallery:
         self._codes = np.zeros(0, np.int64)  # label code of every reference
         self._labels: list[str] = []  # code -> label
         self._code_of: dict[str, int] = {}
+        self._hashes = np.zeros(0, "S64")  # content_hash of every reference (hex, ASCII)
+        self._hash_set: set[bytes] | None = None  # built when first needed
+        self._keys: dict[str, tuple[str, int, int, float]] = {}  # idempotency, no folder
         self._index: Any = None  # built lazily; None = stale
         self._index_rows: np.ndarray | None = None  # prototype mode: code of each row
         self._db: sqlite3.Connection | None = None
@@ -313,22 +375,26 @@ class Gallery:
                           **kwargs)
 
     def _info(self) -> dict[str, Any]:
-        return {"version": 1, "dim": self.dim, "metric": self.metric, "model_id": self.model_id,
-                "class_score": self.class_score, "backend": self.backend,
+        return {"version": SCHEMA_VERSION, "dim": self.dim, "metric": self.metric,
+                "model_id": self.model_id, "class_score": self.class_score, "backend": self.backend,
                 "backend_args": self.backend_args}
 
     def _create_schema(self, con: sqlite3.Connection) -> None:
         """Tables of a new gallery database, inside the caller's transaction."""
         con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         con.execute("CREATE TABLE refs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                    "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL)")
+                    "label TEXT NOT NULL, source TEXT, embedding BLOB NOT NULL, hash TEXT)")
         con.execute("CREATE INDEX refs_label ON refs(label)")
+        con.execute("CREATE INDEX refs_hash ON refs(hash)")
+        con.execute(_KEYS_TABLE)
         con.execute("INSERT INTO meta VALUES ('info', ?)", (json.dumps(self._info()),))
 
-    def _write_database(self, folder: Path, rows: list[tuple]) -> None:
-        """Build a complete database aside (a temporary file in ``folder``: schema and
-        ``rows`` (label, source, embedding) committed and fsynced) and rename it over
-        ``folder / DB``. The caller holds :func:`_folder_lock` on ``folder``."""
+    def _write_database(self, folder: Path, rows: list[tuple],
+                        keys: list[tuple] | None = None) -> None:
+        """Build a complete database aside (a temporary file in ``folder``: schema,
+        ``rows`` (label, source, embedding, hash) and idempotency ``keys`` committed and
+        fsynced) and rename it over ``folder / DB``. The caller holds :func:`_folder_lock`
+        on ``folder``."""
         for stale in folder.glob(f".{DB}.*"):  # left by a create or save that was killed
             stale.unlink(missing_ok=True)
         # SQLite creates the file, with the usual permissions (mkstemp's would be 0600)
@@ -340,8 +406,9 @@ class Gallery:
                 con.execute("PRAGMA synchronous=FULL")
                 con.execute("BEGIN")
                 self._create_schema(con)
-                con.executemany("INSERT INTO refs (label, source, embedding) VALUES (?, ?, ?)",
-                                rows)
+                con.executemany("INSERT INTO refs (label, source, embedding, hash) "
+                                "VALUES (?, ?, ?, ?)", rows)
+                con.executemany("INSERT INTO enroll_keys VALUES (?, ?, ?, ?, ?)", keys or [])
                 con.execute("COMMIT")
             finally:
                 con.close()
@@ -356,38 +423,84 @@ class Gallery:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _write(self, statement: str, rows: list[tuple]) -> None:
-        """Run one statement over ``rows`` as a single committed transaction (no-op for a
-        gallery without a folder). The caller holds the lock."""
-        if self._db is None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection | None]:
+        """One committed write transaction on the folder's database (None for a gallery
+        without a folder); rolled back if anything fails. The caller holds the lock."""
+        con = self._db
+        if con is None:
+            yield None
             return
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(statement, rows)
-            self._db.execute("COMMIT")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:  # disk full, read-only, locked too long...
+            raise GalleryError(f"{self.path / DB}: the write failed and changed nothing "
+                               f"({exc})") from None
+
+    @staticmethod
+    def _migrate(con: sqlite3.Connection, db: Path) -> None:
+        """Bring a database of an older schema up to :data:`SCHEMA_VERSION` in place, in one
+        transaction: the ``hash`` column (filled with :func:`content_hash`) and the
+        ``enroll_keys`` table."""
+        columns = {row[1] for row in con.execute("PRAGMA table_info(refs)")}
+        keys_table = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'enroll_keys'")
+        if ("hash" in columns and keys_table.fetchone() is not None and
+                con.execute("SELECT 1 FROM refs WHERE hash IS NULL LIMIT 1").fetchone() is None):
+            return
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if "hash" not in columns:
+                con.execute("ALTER TABLE refs ADD COLUMN hash TEXT")
+            # rows written by an older version (also after this upgrade) have no hash
+            rows = con.execute("SELECT id, label, embedding FROM refs WHERE hash IS NULL")
+            con.executemany("UPDATE refs SET hash = ? WHERE id = ?",
+                            [(content_hash(lab, bytes(blob)), i) for i, lab, blob in rows])
+            con.execute("CREATE INDEX IF NOT EXISTS refs_hash ON refs(hash)")
+            con.execute(_KEYS_TABLE)
+            info = json.loads(con.execute("SELECT value FROM meta WHERE key = 'info'")
+                              .fetchone()[0])
+            old = info.get("version")
+            info["version"] = max(SCHEMA_VERSION, old if isinstance(old, int) else 0)
+            con.execute("UPDATE meta SET value = ? WHERE key = 'info'", (json.dumps(info),))
+            con.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if con.in_transaction:
+                con.execute("ROLLBACK")
             raise
+        logger.info("%s: upgraded from gallery schema %s to %s", db, old, SCHEMA_VERSION)
 
     def _connect(self) -> None:
-        """Open the folder's database and load its references."""
+        """Open the folder's database (upgrading an older schema) and load its references."""
         assert self.path is not None
-        con = sqlite3.connect(self.path / DB, check_same_thread=False, isolation_level=None)
+        db = self.path / DB
+        con = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
-            rows = con.execute("SELECT label, embedding FROM refs ORDER BY id").fetchall()
+            self._migrate(con, db)
+            rows = con.execute("SELECT label, embedding, hash FROM refs ORDER BY id").fetchall()
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise GalleryError(f"{db}: cannot open the gallery ({exc})") from None
         except BaseException:
             con.close()
             raise
-        bad = [lab for lab, blob in rows if len(blob) != 4 * self.dim]
+        bad = [lab for lab, blob, _ in rows if len(blob) != 4 * self.dim]
         if bad:
             con.close()
-            raise GalleryError(f"{self.path / DB}: {len(bad)} references have the wrong "
+            raise GalleryError(f"{db}: {len(bad)} references have the wrong "
                                f"size (e.g. class {bad[0]!r})")
         if rows:
-            vecs = np.frombuffer(b"".join(b for _, b in rows), dtype=np.float32)
-            self._append([lab for lab, _ in rows], vecs.reshape(-1, self.dim).copy())
+            vecs = np.frombuffer(b"".join(b for _, b, _ in rows), dtype=np.float32)
+            self._append([lab for lab, _, _ in rows], vecs.reshape(-1, self.dim).copy(),
+                         [h for _, _, h in rows])
         self._db = con
 
     def save(self, path: str | Path) -> Path:
@@ -398,10 +511,13 @@ class Gallery:
             raise GalleryError(f"{path} is this gallery's own folder: save to another one")
         path.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            rows = [(self._labels[c], None, v.tobytes())
-                    for c, v in zip(self._codes, self._vectors, strict=True)]
+            rows = [(self._labels[c], None, v.tobytes(), h.decode())
+                    for c, v, h in zip(self._codes, self._vectors, self._hashes, strict=True)]
+            keys = (self._db.execute("SELECT * FROM enroll_keys").fetchall()
+                    if self._db is not None else
+                    [(k, *v) for k, v in self._keys.items()])
         with _folder_lock(path):
-            self._write_database(path, rows)
+            self._write_database(path, rows, keys)
         return path
 
     @classmethod
@@ -457,49 +573,120 @@ class Gallery:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(x)
 
-    def _append(self, labels: Sequence[str], vectors: np.ndarray) -> None:
+    def _append(self, labels: Sequence[str], vectors: np.ndarray,
+                hashes: Sequence[str | None]) -> None:
         codes = []
         for lab in labels:
             if lab not in self._code_of:
                 self._code_of[lab] = len(self._labels)
                 self._labels.append(lab)
             codes.append(self._code_of[lab])
+        hashed = np.array([h if h is not None else content_hash(lab, v)
+                           for h, lab, v in zip(hashes, labels, vectors, strict=True)], "S64")
         # new arrays, never writes into old ones: a search holding the old arrays is unharmed
         self._vectors = np.concatenate([self._vectors, vectors])
         self._codes = np.concatenate([self._codes, np.array(codes, dtype=np.int64)])
+        self._hashes = np.concatenate([self._hashes, hashed])
+        if self._hash_set is not None:
+            self._hash_set.update(hashed.tolist())
         self._index = None
 
     # siamkit.cli still calls this private name; it is the public check_label
     _check_label = staticmethod(check_label)
 
-    def enroll(self, label: str, items: Any, sources: Sequence[str] | None = None) -> int:
+    def enroll(self, label: str, items: Any, sources: Sequence[str] | None = None, *,
+               skip_duplicates: bool = False, idempotency_key: str | None = None) -> Enrolled:
         """Add references (items, or embeddings without an embedder) for ``label``; a new
-        label is a new class. Returns how many were added. Persisted before it returns."""
+        label is a new class. Persisted before it returns.
+
+        Args:
+            label: the class label (:func:`check_label`; stored normalised).
+            items: what the embedder takes, or embeddings (N, dim) without one.
+            sources: one name per item, stored beside each reference (file names...).
+            skip_duplicates: leave out references already stored for ``label`` (equal
+                :func:`content_hash`: same label, same embedding bytes), and repeats
+                within ``items``.
+            idempotency_key: a retried enroll with the same key adds nothing and returns
+                the first one's result (``replayed`` set). Keys are stored in the database
+                in the same transaction as the references, so they survive restarts.
+
+        Returns:
+            :class:`Enrolled`: the number added (an int), with ``skipped`` and ``replayed``.
+
+        Raises:
+            IdempotencyConflict: ``idempotency_key`` was used for another label.
+            GalleryError: a bad label, key or embeddings.
+        """
         label = check_label(label)
+        if idempotency_key is not None:
+            idempotency_key = _check_key(idempotency_key)
         x = self._prepare(items)
         if len(x) == 0:
             raise GalleryError("nothing to enroll")
         if sources is not None and len(sources) != len(x):
             raise GalleryError("give one source per item")
-        return self._add([label] * len(x), x, sources)
+        return self._add([label] * len(x), x, sources, skip_duplicates, idempotency_key)
 
-    def enroll_many(self, labels: Sequence[str], items: Any) -> int:
+    def enroll_many(self, labels: Sequence[str], items: Any, *,
+                    skip_duplicates: bool = False) -> Enrolled:
         """Enroll items of several classes at once (one label per item), in one
-        transaction."""
+        transaction; ``skip_duplicates`` as for :meth:`enroll`."""
         x = self._prepare(items)
         labels = [check_label(lab) for lab in labels]
         if len(labels) != len(x):
             raise GalleryError(f"{len(labels)} labels for {len(x)} items")
-        return self._add(labels, x, None)
+        return self._add(labels, x, None, skip_duplicates, None)
 
-    def _add(self, labels: list[str], x: np.ndarray, sources: Sequence[str] | None) -> int:
-        """Persist, then publish, checked references."""
-        rows = [(lab, None if sources is None else str(sources[i]), x[i].tobytes())
-                for i, lab in enumerate(labels)]
+    def _add(self, labels: list[str], x: np.ndarray, sources: Sequence[str] | None,
+             skip_duplicates: bool, key: str | None) -> Enrolled:
+        """Persist, then publish, checked references (and the idempotency key)."""
+        hashes = [content_hash(lab, v) for lab, v in zip(labels, x, strict=True)]
         with self._lock:
-            self._write("INSERT INTO refs (label, source, embedding) VALUES (?, ?, ?)", rows)
-            self._append(labels, x)
-        return len(x)
+            with self._transaction() as con:
+                if key is not None:
+                    done = self._key_result(con, key, labels[0])
+                    if done is not None:
+                        return done
+                keep = list(range(len(x)))
+                if skip_duplicates:
+                    if self._hash_set is None:
+                        self._hash_set = set(self._hashes.tolist())
+                    seen = self._hash_set.copy()
+                    keep = []
+                    for i, h in enumerate(hashes):
+                        if h.encode() not in seen:
+                            seen.add(h.encode())
+                            keep.append(i)
+                result = Enrolled(len(keep), len(x) - len(keep))
+                if con is not None:
+                    con.executemany("INSERT INTO refs (label, source, embedding, hash) "
+                                    "VALUES (?, ?, ?, ?)",
+                                    [(labels[i], None if sources is None else str(sources[i]),
+                                      x[i].tobytes(), hashes[i]) for i in keep])
+                    if key is not None:
+                        con.execute("INSERT INTO enroll_keys VALUES (?, ?, ?, ?, ?)",
+                                    (key, labels[0], result.added, result.skipped, time.time()))
+            if key is not None and con is None:
+                self._keys[key] = (labels[0], result.added, result.skipped, time.time())
+            if keep:
+                self._append([labels[i] for i in keep], x[keep], [hashes[i] for i in keep])
+        return result
+
+    def _key_result(self, con: sqlite3.Connection | None, key: str,
+                    label: str) -> Enrolled | None:
+        """The stored result of the enroll made with ``key`` (None: the key is new)."""
+        if con is not None:
+            row = con.execute("SELECT label, added, skipped FROM enroll_keys WHERE key = ?",
+                              (key,)).fetchone()
+        else:
+            row = self._keys.get(key)
+        if row is None:
+            return None
+        if row[0] != label:
+            raise IdempotencyConflict(f"idempotency key {_show(key)} was used to enroll class "
+                                      f"{_show(row[0])}, not {_show(label)}; use a new key "
+                                      f"for a new enroll")
+        return Enrolled(row[1], row[2], replayed=True)
 
     def remove(self, label: str) -> int:
         """Remove a class and all its references; returns how many.
@@ -507,6 +694,7 @@ class Gallery:
         The label is checked and normalised as for enrolling (:func:`check_label`), so
         whatever was enrolled can be removed by the label it was enrolled with; a label
         stored by an older version under looser rules is removed by its exact text.
+        Idempotency keys of its enrolls are kept: a late retry of one adds nothing.
 
         Raises:
             KeyError: no class ``label`` in the gallery.
@@ -519,9 +707,13 @@ class Gallery:
             keep = self._codes != code if code is not None else None
             if keep is None or keep.all():
                 raise KeyError(label)
-            self._write("DELETE FROM refs WHERE label = ?", [(label,)])
+            with self._transaction() as con:
+                if con is not None:
+                    con.execute("DELETE FROM refs WHERE label = ?", (label,))
             removed = int((~keep).sum())
             self._vectors, self._codes = self._vectors[keep], self._codes[keep]
+            self._hashes = self._hashes[keep]
+            self._hash_set = None  # rebuilt when next needed
             self._index = None
             return removed
 
