@@ -245,6 +245,29 @@ def test_any_label_that_can_be_enrolled_can_be_removed(server, alphabets):
     assert c.get("/classes", headers=H).json()["classes"] == before
 
 
+def test_a_retried_enroll_with_its_idempotency_key_is_added_once(server, alphabets):
+    paths = next(iter(_images(alphabets).values()))[:2]
+    c = httpx.Client(base_url=server.url, timeout=30)
+    keyed = {**A, "Idempotency-Key": "enroll-idem-1"}
+    first = c.post("/enroll", data={"label": "idem"}, files=_files(paths), headers=keyed)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"label": "idem", "added": 2, "references": 2}
+    assert "idempotent-replayed" not in first.headers
+    # the answer was lost; the client sends the same request again
+    again = c.post("/enroll", data={"label": "idem"}, files=_files(paths), headers=keyed)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert c.get("/classes", headers=H).json()["classes"]["idem"] == 2
+    r = c.post("/enroll", data={"label": "other"}, files=_files(paths), headers=keyed)
+    assert r.status_code == 409 and "enroll-idem-1" in r.json()["error"]
+    r = c.post("/enroll", data={"label": "idem"}, files=_files(paths),
+               headers={**A, "Idempotency-Key": "k" * 300})
+    assert r.status_code == 400 and "idempotency key" in r.json()["error"]
+    classes = c.get("/classes", headers=H).json()["classes"]
+    assert classes["idem"] == 2 and "other" not in classes
+    assert c.delete("/classes/idem", headers=A).json()["removed"] == 2
+
+
 def test_concurrent_enroll_and_identify_lose_nothing(server, alphabets):
     imgs = _images(alphabets, 1)
     paths = [p for v in imgs.values() for p in v[:1]]
@@ -330,6 +353,24 @@ def test_serve_recreates_an_empty_gallery_left_by_an_interrupted_create(model_di
     finally:
         srv.stop()
     assert "creating the gallery anew" in srv.proc.stdout.read().decode()
+
+
+def test_idempotency_keys_survive_a_restart(model_dir, alphabets, tmp_path):
+    img = _files([next(iter(_images(alphabets).values()))[0]])
+    keyed = {**A, "Idempotency-Key": "before-the-crash"}
+    srv = Server(model_dir, tmp_path / "g")
+    try:
+        r = httpx.post(srv.url + "/enroll", data={"label": "x"}, files=img, headers=keyed)
+        assert r.status_code == 200 and r.json()["added"] == 1
+    finally:
+        srv.stop(signal.SIGKILL)
+    again = Server(model_dir, tmp_path / "g")
+    try:
+        r = httpx.post(again.url + "/enroll", data={"label": "x"}, files=img, headers=keyed)
+        assert r.status_code == 200 and r.headers["Idempotent-Replayed"] == "true"
+        assert r.json() == {"label": "x", "added": 1, "references": 1}
+    finally:
+        again.stop()
 
 
 def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabets):
@@ -457,6 +498,12 @@ def test_table_model_serves_json_rows(tmp_path):
         assert r.status_code == 400
         r = c.post("/embed", headers=H, files=[("files", ("a.png", _png(), "image/png"))])
         assert r.status_code == 415 and "rows" in r.json()["error"]
+        keyed = {**A, "Idempotency-Key": "rows-1"}  # JSON enrolls take the key too
+        for _ in range(2):
+            r = c.post("/enroll", headers=keyed, json={"label": "seven", "rows": [fives[1]]})
+            assert r.status_code == 200 and r.json()["references"] == 1
+        assert r.headers["Idempotent-Replayed"] == "true"
+        assert c.delete("/classes/seven", headers=A).json()["removed"] == 1
         assert c.get("/classes", headers=H).json()["classes"] == {"five": 1, "six": 1}
     finally:
         srv.stop()

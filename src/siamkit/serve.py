@@ -31,7 +31,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 try:  # the serve extra; names at module level so FastAPI can resolve the annotations
-    from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+    from fastapi import (
+        FastAPI,
+        File,
+        Form,
+        Header,
+        HTTPException,
+        Query,
+        Request,
+        Response,
+        UploadFile,
+    )
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel
@@ -189,7 +199,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving one model and its gallery."""
     from .data.download import DatasetError
-    from .gallery import Gallery, GalleryError, check_label, metric_of
+    from .gallery import Gallery, GalleryError, IdempotencyConflict, check_label, metric_of
     from .inference import Embedder
 
     s = settings or ServeSettings()
@@ -277,13 +287,19 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         return {"results": results, "threshold": threshold,
                 "higher_is_closer": gallery.higher_is_closer}
 
-    def enroll_embeddings(label: str, emb_fn: Any, sources: list[str]) -> dict:
+    def enroll_embeddings(label: str, emb_fn: Any, sources: list[str], key: str | None,
+                          response: Response) -> dict:
         try:
             label = check_label(label)  # before embedding: a bad label costs nothing
-            added = gallery.enroll(label, emb_fn(), sources=sources)
+            done = gallery.enroll(label, emb_fn(), sources=sources, idempotency_key=key)
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, str(exc)) from None
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
-        return {"label": label, "added": added, "references": gallery.counts().get(label, 0)}
+        if done.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return {"label": label, "added": done.added,
+                "references": gallery.counts().get(label, 0)}
 
     @app.get("/health")
     def health() -> dict:
@@ -338,11 +354,12 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return identify_embeddings(texts, embedder.embed_texts(texts), k)
 
         @app.post("/enroll")
-        def enroll_texts(body: TextEnroll) -> dict:
+        def enroll_texts(body: TextEnroll, response: Response,
+                         idempotency_key: Annotated[str | None, Header()] = None) -> dict:
             """Add reference texts for a class label (a new label is a new class)."""
             texts = check_texts(body.texts)
             return enroll_embeddings(body.label, lambda: embedder.embed_texts(texts),
-                                     [t[:200] for t in texts])
+                                     [t[:200] for t in texts], idempotency_key, response)
     elif row_model:
         @app.post("/verify")
         def verify_rows(body: RowPair) -> dict:
@@ -356,10 +373,12 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return identify_embeddings(list(range(len(body.rows))), embed_rows(body.rows), k)
 
         @app.post("/enroll")
-        def enroll_rows(body: RowEnroll) -> dict:
+        def enroll_rows(body: RowEnroll, response: Response,
+                        idempotency_key: Annotated[str | None, Header()] = None) -> dict:
             """Add reference rows for a class label (a new label is a new class)."""
             return enroll_embeddings(body.label, lambda: embed_rows(body.rows),
-                                     [json.dumps(r)[:200] for r in body.rows])
+                                     [json.dumps(r)[:200] for r in body.rows],
+                                     idempotency_key, response)
     else:
         @app.post("/verify")
         def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()]
@@ -379,12 +398,14 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                                        embedder.embed(read_files(files)), k)
 
         @app.post("/enroll")
-        def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()]
-                   ) -> dict:
+        def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
+                   response: Response,
+                   idempotency_key: Annotated[str | None, Header()] = None) -> dict:
             """Add reference images for a class label (a new label is a new class)."""
             images = read_files(files)
             return enroll_embeddings(label, lambda: embedder.embed(images),
-                                     [f.filename or "" for f in files])
+                                     [f.filename or "" for f in files], idempotency_key,
+                                     response)
 
     def remove_class(label: str) -> dict:
         try:
