@@ -268,6 +268,43 @@ def test_a_retried_enroll_with_its_idempotency_key_is_added_once(server, alphabe
     assert c.delete("/classes/idem", headers=A).json()["removed"] == 2
 
 
+def test_smaller_bad_inputs_get_the_promised_4xx(server, alphabets):
+    c = httpx.Client(base_url=server.url, timeout=60)
+    before = c.get("/classes", headers=H).json()
+    json_h = {**H, "content-type": "application/json"}
+    r = c.post("/embed", headers=json_h, content=b"[" * 10**6)  # was a 500 (RecursionError)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+
+    def chunks(head: bytes, total: int):  # no Content-Length: Transfer-Encoding: chunked
+        yield head
+        for _ in range(total // 2**16):
+            yield b"0" * 2**16
+
+    head = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    form_h = {"content-type": "multipart/form-data; boundary=b"}
+    for path, key in (("/embed", H), ("/identify", H), ("/enroll", A)):  # 2 MB limit
+        r = c.post(path, headers={**key, **form_h}, content=chunks(head, 2**21 + 2**18))
+        assert r.status_code == 413 and "over" in r.json()["error"], (path, r.text)
+    r = c.post("/embed", headers=json_h, content=chunks(b'{"texts": ["', 2**21 + 2**18))
+    assert r.status_code == 413, r.text
+    # JSON to an image model: 415, as documented (was a 400 about missing form fields)
+    for path, key, body in (("/identify", H, {"texts": ["a"]}),
+                            ("/verify", H, {"a": "x", "b": "y"}),
+                            ("/enroll", A, {"label": "x", "texts": ["a"]}),
+                            ("/identify", H, [[[[]]]])):
+        r = c.post(path, headers=key, json=body)
+        assert r.status_code == 415 and "multipart" in r.json()["error"], (path, r.text)
+    r = c.post("/identify", headers={**H, "content-type": "text/plain"}, content=b"hello")
+    assert r.status_code == 415
+    # error texts never carry a repr with a memory address
+    r = c.post("/identify", headers=H, files=[("files", ("x.png", b"not an image", "image/png"))])
+    assert r.status_code == 400 and "not a readable image" in r.json()["error"]
+    assert " at 0x" not in r.text and "BytesIO" not in r.text, r.text
+    assert c.get("/classes", headers=H).json() == before
+    assert c.get("/health").status_code == 200
+
+
 def test_concurrent_enroll_and_identify_lose_nothing(server, alphabets):
     imgs = _images(alphabets, 1)
     paths = [p for v in imgs.values() for p in v[:1]]

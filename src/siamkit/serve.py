@@ -26,12 +26,14 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 try:  # the serve extra; names at module level so FastAPI can resolve the annotations
     from fastapi import (
+        Depends,
         FastAPI,
         File,
         Form,
@@ -117,7 +119,13 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: answer 413 to bodies over ``limit`` bytes (declared or streamed)."""
+    """ASGI middleware: answer 413 to bodies over ``limit`` bytes (declared or streamed).
+
+    A streamed (chunked) body is counted as it is read; once over the limit the answer is
+    413 whatever the application makes of the interrupted read (FastAPI's form parser
+    calls it a 400). The rest of the body, up to another ``limit`` bytes, is read and
+    dropped first, so that the client, still sending, gets the answer instead of a reset.
+    """
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -136,28 +144,52 @@ class BodyLimit:
             await _send_error(send, 413, f"request body over {self.limit} bytes")
             return
         seen = 0
-        started = False
+        over = ended = started = False
 
         async def limited() -> dict:
-            nonlocal seen
+            nonlocal seen, over, ended
+            if over:  # an application reading on after the overflow
+                raise _TooLarge
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                ended = not message.get("more_body", False)
                 if seen > self.limit:
+                    over = True
                     raise _TooLarge
+            else:
+                ended = True
             return message
 
-        async def tracking_send(message: dict) -> None:
+        async def refuse() -> None:
+            nonlocal started, ended
+            if started:
+                return
+            started = True
+            dropped = 0
+            while not ended and dropped <= self.limit:
+                message = await receive()
+                dropped += len(message.get("body", b""))
+                ended = message["type"] != "http.request" or not message.get("more_body")
+            await _send_error(send, 413, f"request body over {self.limit} bytes")
+
+        async def guarded_send(message: dict) -> None:
             nonlocal started
+            if over:  # whatever the application answers to a body it could not read
+                if message["type"] == "http.response.start":
+                    await refuse()
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, f"request body over {self.limit} bytes")
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await refuse()
 
 
 class ApiKeyAuth:
@@ -187,8 +219,18 @@ class ApiKeyAuth:
         await self.app(scope, receive, send)
 
 
+_ADDRESS = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
+
+
+def _public(message: str) -> str:
+    """An error text fit for a client: no ``<... object at 0x...>`` (a memory address, and
+    noise), as some libraries put in their messages (PIL: 'cannot identify image file
+    <_io.BytesIO object at 0x7f...>')."""
+    return _ADDRESS.sub("", message)
+
+
 async def _send_error(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps({"error": _public(message)}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
@@ -212,13 +254,13 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"error": _public(str(exc.detail))}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
                              for e in exc.errors()[:5])
-        return JSONResponse({"error": f"bad request: {problems}"}, status_code=400)
+        return JSONResponse({"error": _public(f"bad request: {problems}")}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -315,6 +357,8 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                 payload = await request.json()
             except ValueError:  # JSONDecodeError, UnicodeDecodeError, over-long integers
                 raise HTTPException(400, "malformed JSON body") from None
+            except RecursionError:  # [[[[... a million deep
+                raise HTTPException(400, "malformed JSON body: nested too deeply") from None
             if row_model and isinstance(payload, dict) and "texts" not in payload:
                 if not isinstance(payload.get("rows"), list):
                     raise HTTPException(400, 'expected {"rows": [{"column": value}, ...]}')
@@ -380,7 +424,15 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                                      [json.dumps(r)[:200] for r in body.rows],
                                      idempotency_key, response)
     else:
-        @app.post("/verify")
+        def form_only(request: Request) -> None:
+            """415 before the body is parsed: JSON (or anything but a form) to an image
+            model would otherwise be a 400 about missing form fields."""
+            ctype = request.headers.get("content-type", "")
+            if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+                raise HTTPException(415, "this model embeds images: send them as "
+                                         "multipart/form-data files")
+
+        @app.post("/verify", dependencies=[Depends(form_only)])
         def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()]
                    ) -> dict:
             """Are two images of the same class? Score, decision at the calibrated
@@ -388,7 +440,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             ea, eb = embedder.embed(read_files([a, b])).split(1)
             return verify_embeddings(ea, eb)
 
-        @app.post("/identify")
+        @app.post("/identify", dependencies=[Depends(form_only)])
         def identify(files: Annotated[list[UploadFile], File()],
                      k: Annotated[int, Query(ge=1)] = 5) -> dict:
             """Ranked gallery classes for each uploaded image, and the open-set decision."""
@@ -397,7 +449,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return identify_embeddings([f.filename for f in files],
                                        embedder.embed(read_files(files)), k)
 
-        @app.post("/enroll")
+        @app.post("/enroll", dependencies=[Depends(form_only)])
         def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
                    response: Response,
                    idempotency_key: Annotated[str | None, Header()] = None) -> dict:
