@@ -563,3 +563,65 @@ def test_references_and_their_idempotency_key_commit_together(tmp_path):
     con.commit()
     assert g.enroll("a", np.zeros((2, 2)), idempotency_key="k") == 2  # the retry works
     assert con.execute("SELECT COUNT(*) FROM refs").fetchone()[0] == 2
+
+
+# ---------------------------------------------------------------- what open refuses
+
+
+def _edit_settings(folder: Path, **changes) -> None:
+    con = sqlite3.connect(folder / "gallery.sqlite")
+    info = json.loads(con.execute("SELECT value FROM meta WHERE key = 'info'").fetchone()[0])
+    info.update(changes)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'info'", (json.dumps(info),))
+    con.commit()
+    con.close()
+
+
+def test_open_refuses_a_gallery_that_does_not_fit_the_caller(tmp_path):
+    g = Gallery.create(tmp_path / "g", 3, metric="euclidean")  # no model id
+    g.enroll("a", np.ones((1, 3)))
+    g.close()
+    assert Gallery.open(tmp_path / "g", dim=3, metric="euclidean").counts() == {"a": 1}
+    with pytest.raises(GalleryError, match="embeddings of size 3, this model makes embeddings "
+                                           "of size 4"):
+        Gallery.open(tmp_path / "g", dim=4)
+    with pytest.raises(GalleryError, match="a euclidean gallery, this model scores with cosine"):
+        Gallery.open(tmp_path / "g", metric="cosine")
+    with pytest.raises(GalleryError, match="size 3.*size 4"):  # as a service opens it
+        Gallery.open_or_create(tmp_path / "g", 4, metric="euclidean", model_id="m")
+    _edit_settings(tmp_path / "g", metric="dot")  # edited by hand
+    with pytest.raises(GalleryError, match="a dot gallery, this model scores with euclidean"):
+        Gallery.open(tmp_path / "g", metric="euclidean")
+    assert Gallery.open(tmp_path / "g").metric == "dot"  # a caller expecting nothing
+
+
+@pytest.mark.parametrize("changes, why", [
+    ({"metric": "manhattan"}, "stored metric 'manhattan' is not one of"),
+    ({"metric": None}, "stored metric None"),
+    ({"dim": 0}, "stored embedding size 0"), ({"dim": "3"}, "stored embedding size '3'"),
+    ({"dim": True}, "stored embedding size True"),
+    ({"backend_args": [1]}, "backend options \\[1\\]"),
+    ({"class_score": "vote"}, "opening .*class_score must be"),
+    ({"backend": "annoy"}, "opening .*unknown gallery backend 'annoy'"),
+])
+def test_open_refuses_settings_that_are_not_valid(tmp_path, changes, why):
+    Gallery.create(tmp_path / "g", 3, metric="euclidean").close()
+    _edit_settings(tmp_path / "g", **changes)
+    with pytest.raises(GalleryError, match=why):
+        Gallery.open(tmp_path / "g")
+
+
+def test_open_refuses_stored_references_that_are_not_finite_naming_the_class(tmp_path):
+    g = Gallery.create(tmp_path / "g", 2, metric="cosine")
+    g.enroll("fine", np.ones((1, 2)))
+    g.close()
+    con = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    con.executemany("INSERT INTO refs (label, embedding) VALUES (?, ?)",
+                    [("broken", np.array([np.nan, 1.0], np.float32).tobytes()),
+                     ("also broken", np.array([np.inf, 0.0], np.float32).tobytes())])
+    con.commit()
+    con.close()
+    # before, every query was answered "unknown" with a NaN score
+    with pytest.raises(GalleryError, match="2 stored references are not finite.*class 'also "
+                                           "broken' and 1 more"):
+        Gallery.open(tmp_path / "g")

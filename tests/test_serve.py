@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -408,6 +409,36 @@ def test_idempotency_keys_survive_a_restart(model_dir, alphabets, tmp_path):
         assert r.json() == {"label": "x", "added": 1, "references": 1}
     finally:
         again.stop()
+
+
+def test_the_service_refuses_a_gallery_that_does_not_fit_its_model(model_dir, tmp_path):
+    import numpy as np
+
+    from siamkit.gallery import Gallery, GalleryError, metric_of
+    from siamkit.inference import Embedder
+    from siamkit.serve import ServeSettings, create_app
+
+    model = Embedder(model_dir)
+    settings = ServeSettings(api_key=KEY)
+    Gallery.create(tmp_path / "small", 3, metric=metric_of(model.model)).close()  # no model id
+    with pytest.raises(GalleryError, match=f"size 3, this model makes embeddings of size "
+                                           f"{model.dim}"):
+        create_app(model_dir, tmp_path / "small", settings)
+    other = "dot" if metric_of(model.model) != "dot" else "cosine"
+    Gallery.create(tmp_path / "metric", model.dim, metric=other).close()
+    with pytest.raises(GalleryError, match=f"a {other} gallery, this model scores with "
+                                           f"{metric_of(model.model)}"):
+        create_app(model_dir, tmp_path / "metric", settings)
+    g = Gallery.create(tmp_path / "nan", model.dim, metric=metric_of(model.model),
+                       model_id=model.model_id)
+    g.close()
+    con = sqlite3.connect(tmp_path / "nan" / "gallery.sqlite")
+    con.execute("INSERT INTO refs (label, embedding) VALUES ('ghost', ?)",
+                (np.full(model.dim, np.nan, np.float32).tobytes(),))
+    con.commit()
+    con.close()
+    with pytest.raises(GalleryError, match="not finite.*class 'ghost'"):  # was: unknown (nan)
+        create_app(model_dir, tmp_path / "nan", settings)
 
 
 def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabets):

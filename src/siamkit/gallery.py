@@ -329,35 +329,82 @@ class Gallery:
 
     @classmethod
     def open(cls, path: str | Path, model_id: str | None = None,
-             embedder: Callable[[Any], Any] | None = None, **overrides: Any) -> Gallery:
-        """Open the gallery kept in ``path``; refuses it when ``model_id`` differs from its
-        model's. ``overrides`` may change the search backend (not the metric or model)."""
+             embedder: Callable[[Any], Any] | None = None, *, metric: str | None = None,
+             dim: int | None = None, backend: str | None = None,
+             backend_args: dict[str, Any] | None = None,
+             class_score: str | None = None) -> Gallery:
+        """Open the gallery kept in ``path``, refusing one that does not fit the caller.
+
+        Args:
+            path: the gallery's folder.
+            model_id: refuse the gallery if it was built with another model.
+            embedder: as for the constructor.
+            metric, dim: refuse the gallery unless its metric and embedding size are these
+                (a service passes its model's: a gallery whose settings were edited, or one
+                built without a model id for a model of another size, is refused instead
+                of being searched with the wrong geometry).
+            backend, backend_args, class_score: search differently this time (the stored
+                settings are kept).
+
+        Raises:
+            GalleryError: no gallery, a damaged one, stored settings that are not valid
+                (an unknown metric, a bad size), stored references that are not finite, or
+                a gallery that does not fit ``model_id``, ``metric`` or ``dim``.
+        """
         path = Path(path)
-        state = _probe(path / DB)
+        db = path / DB
+        state = _probe(db)
         if state == "missing":
-            raise GalleryError(f"no gallery in {path} (expected {path / DB})")
+            raise GalleryError(f"no gallery in {path} (expected {db})")
         if state == "empty":
             raise GalleryError(f"no gallery in {path}: {DB} is empty (an interrupted create "
                                f"of an older version); creating the gallery replaces it")
         try:
-            con = sqlite3.connect(path / DB)
+            con = sqlite3.connect(db)
             try:
                 meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
             finally:
                 con.close()
             info = json.loads(meta["info"])
-        except (sqlite3.DatabaseError, KeyError, json.JSONDecodeError) as exc:
-            raise GalleryError(f"{path / DB}: not a readable gallery ({exc})") from None
-        if model_id is not None and info.get("model_id") not in (None, model_id):
+            if not isinstance(info, dict):
+                raise ValueError("its settings are not a JSON object")
+        except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
+            raise GalleryError(f"{db}: not a readable gallery ({exc})") from None
+        stored_id = info.get("model_id")
+        if model_id is not None and stored_id not in (None, model_id):
             raise GalleryError(
-                f"{path} was built with another model (model id {info['model_id'][:12]}, "
+                f"{path} was built with another model (model id {str(stored_id)[:12]}, "
                 f"this model is {model_id[:12]}): its embeddings are not comparable; enroll "
                 f"into a new gallery")
-        kwargs = {k: info[k] for k in ("metric", "class_score", "backend", "backend_args")}
-        kwargs.update({k: v for k, v in overrides.items() if k in ("backend", "backend_args",
-                                                                   "class_score")})
-        g = cls(info["dim"], model_id=info.get("model_id"), embedder=embedder, path=path,
-                **kwargs)
+        size, kind = info.get("dim"), info.get("metric")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise GalleryError(f"{db}: the stored embedding size {size!r} is not a positive "
+                               f"integer (edited or damaged settings); rebuild the gallery")
+        if kind not in METRICS:
+            raise GalleryError(f"{db}: the stored metric {kind!r} is not one of "
+                               f"{', '.join(METRICS)} (edited or damaged settings); rebuild "
+                               f"the gallery")
+        if dim is not None and size != dim:
+            raise GalleryError(f"{path} holds embeddings of size {size}, this model makes "
+                               f"embeddings of size {dim}: they are not comparable; enroll "
+                               f"into a new gallery")
+        if metric is not None and kind != metric:
+            raise GalleryError(f"{path} is a {kind} gallery, this model scores with {metric}: "
+                               f"its scores and threshold would not apply; enroll into a new "
+                               f"gallery (or restore the gallery's settings)")
+        settings = {"class_score": class_score or info.get("class_score", "nearest"),
+                    "backend": backend or info.get("backend", "exact"),
+                    "backend_args": (backend_args if backend_args is not None
+                                     else info.get("backend_args") or {})}
+        if not isinstance(settings["backend_args"], dict):
+            raise GalleryError(f"{db}: the stored backend options "
+                               f"{settings['backend_args']!r} are not a JSON object (edited "
+                               f"or damaged settings); rebuild the gallery")
+        try:
+            g = cls(size, metric=kind, model_id=stored_id, embedder=embedder, path=path,
+                    **settings)
+        except GalleryError as exc:
+            raise GalleryError(f"opening {db}: {exc}") from None
         g._connect()
         return g
 
@@ -366,11 +413,17 @@ class Gallery:
                        model_id: str | None = None,
                        embedder: Callable[[Any], Any] | None = None,
                        **kwargs: Any) -> Gallery:
-        """The gallery in ``path`` if it holds one (opened as by :meth:`open`), else a new one
-        (as by :meth:`create`, ``kwargs`` its other options): what a service or an enroll
-        command wants."""
+        """The gallery in ``path`` if it holds one, else a new one: what a service or an
+        enroll command wants.
+
+        An existing gallery is opened as by :meth:`open` with ``model_id``, ``metric`` and
+        ``dim`` as expectations (so a gallery of another model, metric or size is refused),
+        ``kwargs`` (``class_score``, ``backend``, ``backend_args``) as overrides; a new one
+        is created as by :meth:`create` with all of them.
+        """
         if cls.exists(path):
-            return cls.open(path, model_id=model_id, embedder=embedder, **kwargs)
+            return cls.open(path, model_id=model_id, embedder=embedder, metric=metric, dim=dim,
+                            **kwargs)
         return cls.create(path, dim, metric=metric, model_id=model_id, embedder=embedder,
                           **kwargs)
 
@@ -499,8 +552,19 @@ class Gallery:
                                f"size (e.g. class {bad[0]!r})")
         if rows:
             vecs = np.frombuffer(b"".join(b for _, b, _ in rows), dtype=np.float32)
-            self._append([lab for lab, _, _ in rows], vecs.reshape(-1, self.dim).copy(),
-                         [h for _, _, h in rows])
+            vecs = vecs.reshape(-1, self.dim).copy()
+            # enroll refuses them; only another program (or damage) stores them, and a NaN
+            # reference would answer every query "unknown (nan)"
+            finite = np.isfinite(vecs).all(axis=1)
+            if not finite.all():
+                con.close()
+                bad = sorted({rows[i][0] for i in np.flatnonzero(~finite)})
+                more = f" and {len(bad) - 1} more classes" if len(bad) > 1 else ""
+                raise GalleryError(
+                    f"{db}: {int((~finite).sum())} stored references are not finite (NaN or "
+                    f"infinity), of class {_show(bad[0])}{more}: the database was damaged "
+                    f"or written by other software; delete those rows or rebuild the gallery")
+            self._append([lab for lab, _, _ in rows], vecs, [h for _, _, h in rows])
         self._db = con
 
     def save(self, path: str | Path) -> Path:
