@@ -156,6 +156,53 @@ def test_keys(server, alphabets):
     assert c.get("/health").status_code == 200
 
 
+def test_the_admin_key_may_do_everything_the_api_key_may(server, alphabets):
+    img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
+    c = httpx.Client(base_url=server.url, timeout=30)
+    assert c.get("/classes", headers=A).status_code == 200  # was 403
+    assert c.post("/identify", files=img, headers=A).status_code == 200
+    assert c.post("/embed", files=img, headers=A).status_code == 200
+    # and the API key still may not write
+    assert c.post("/enroll", data={"label": "x"}, files=img, headers=H).status_code == 403
+    assert c.delete("/classes", params={"label": "x"}, headers=H).status_code == 403
+
+
+def test_no_auth_only_on_loopback_and_never_without_the_admin_key(model_dir, alphabets,
+                                                                  tmp_path, monkeypatch):
+    import uvicorn
+    from starlette.testclient import TestClient
+
+    from siamkit.serve import ServeSettings, create_app, run
+
+    for host in ("0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "example.org"):
+        with pytest.raises(ValueError, match=f"--no-auth with --host {host}: a service "
+                                             f"without a key must listen on this machine"):
+            run(str(model_dir), str(tmp_path / "g"), host=host, no_auth=True)
+    assert not (tmp_path / "g").exists()  # refused before anything was made
+    with pytest.raises(ValueError, match="no API key"):  # the library refuses it too
+        create_app(model_dir, tmp_path / "g")
+    with pytest.raises(ValueError, match="api_key is empty"):
+        create_app(model_dir, tmp_path / "g", ServeSettings(api_key=" "))
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw["host"]))
+    monkeypatch.delenv("SIAMKIT_API_KEY", raising=False)
+    for host in ("127.0.0.2", "::1"):  # loopback: allowed
+        run(str(model_dir), str(tmp_path / "g"), host=host, no_auth=True)
+    assert started == ["127.0.0.2", "::1"]
+    # without an API key reads are open, but a configured admin key still guards writes
+    img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
+    app = create_app(model_dir, tmp_path / "g", ServeSettings(admin_key=ADMIN, no_auth=True))
+    with TestClient(app) as c:
+        assert c.get("/classes").status_code == 200
+        assert c.post("/identify", files=img).status_code == 200
+        assert c.post("/enroll", data={"label": "x"}, files=img).status_code == 401
+        r = c.post("/enroll", data={"label": "x"}, files=img, headers=H)
+        assert r.status_code == 403 and "admin" in r.json()["error"]
+        assert c.post("/enroll", data={"label": "x"}, files=img, headers=A).status_code == 200
+        assert c.delete("/classes/x").status_code == 401
+        assert c.delete("/classes", params={"label": "x"}, headers=A).json()["removed"] == 1
+
+
 def _png(size=(20, 20), mode="L") -> bytes:
     from PIL import Image
 

@@ -22,6 +22,7 @@ acknowledged, so a crash never loses an acknowledged enroll.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -103,7 +104,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ServeSettings:
-    """Limits and keys of the service."""
+    """Limits and keys of the service. Without ``api_key`` the service only starts with
+    ``no_auth`` (and :func:`run` only on a loopback address); an ``admin_key`` is enforced
+    for enrolling and deleting either way."""
 
     api_key: str | None = None
     admin_key: str | None = None
@@ -112,6 +115,7 @@ class ServeSettings:
     max_files: int = 64
     max_k: int = 100
     max_text_chars: int = 10_000
+    no_auth: bool = False  # serve without an API key (a trusted local test)
 
 
 class _TooLarge(Exception):
@@ -193,26 +197,40 @@ class BodyLimit:
 
 
 class ApiKeyAuth:
-    """ASGI middleware: the ``X-API-Key`` header must hold the key (the admin key, when one
-    is set, for enrolling and deleting) before anything of the request is read.
-    ``/health`` is open."""
+    """ASGI middleware: the ``X-API-Key`` header must hold a key that may do the request,
+    checked before anything of the request is read. ``/health`` is open.
+
+    Enrolling (``POST /enroll``) and deleting (any ``DELETE``) need the admin key when one
+    is set, else the API key; everything else takes the API key or the admin key (the
+    admin key may do all the API key may). Without an API key (``no_auth``) everything but
+    enrolling and deleting is open, and those still need the admin key if one is set.
+    """
 
     def __init__(self, app: Any, api_key: str | None, admin_key: str | None = None) -> None:
         self.app, self.api_key, self.admin_key = app, api_key, admin_key
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/health" or self.api_key is None:
+        if scope["type"] != "http" or scope.get("path") == "/health":
             await self.app(scope, receive, send)
             return
-        admin = self.admin_key is not None and (
-            (scope["method"] == "POST" and scope["path"] == "/enroll")
-            or scope["method"] == "DELETE")
-        wanted = self.admin_key if admin else self.api_key
+        writes = scope["method"] == "DELETE" or (scope["method"] == "POST"
+                                                 and scope["path"] == "/enroll")
+        if writes and self.admin_key is not None:
+            accepted = [self.admin_key]
+        elif self.api_key is None:  # no_auth: open, but for writes under an admin key
+            await self.app(scope, receive, send)
+            return
+        else:
+            accepted = [k for k in (self.api_key, self.admin_key) if k is not None]
         given = dict(scope.get("headers") or []).get(b"x-api-key")
         if given is None:
             await _send_error(send, 401, "missing API key (X-API-Key header)")
             return
-        if not hmac.compare_digest(given, wanted.encode()):
+        ok = False
+        for key in accepted:  # every key compared, each in constant time
+            ok |= hmac.compare_digest(given, key.encode())
+        if not ok:
+            admin = writes and self.admin_key is not None
             await _send_error(send, 403, "wrong API key" + (" (enrolling and deleting need the "
                                                              "admin key)" if admin else ""))
             return
@@ -245,6 +263,12 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
     from .inference import Embedder
 
     s = settings or ServeSettings()
+    for name, key in (("api_key", s.api_key), ("admin_key", s.admin_key)):
+        if key is not None and not key.strip():
+            raise ValueError(f"{name} is empty: give a key, or None")
+    if s.api_key is None and not s.no_auth:
+        raise ValueError("no API key: set ServeSettings.api_key (or no_auth=True for a "
+                         "trusted local test)")
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
     gallery = Gallery.open_or_create(gallery_dir, embedder.dim, metric=metric_of(embedder.model),
                                      model_id=embedder.model_id)
@@ -503,10 +527,29 @@ def _read_key(env: str, path: str | None) -> str | None:
     return key or None
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is an address of this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve anywhere
+        return False
+
+
 def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8000,
         api_key_file: str | None = None, admin_key_file: str | None = None,
         no_auth: bool = False, settings: ServeSettings | None = None) -> None:
-    """Start the service (blocks). Refuses to start without an API key unless ``no_auth``."""
+    """Start the service (blocks).
+
+    Refuses (ValueError) to start without an API key unless ``no_auth``, and ``no_auth``
+    on any address but a loopback one (127.0.0.0/8, ::1, localhost). An admin key is
+    enforced for enrolling and deleting under ``no_auth`` too.
+    """
+    if no_auth and not _loopback(host):
+        raise ValueError(f"--no-auth with --host {host}: a service without a key must listen "
+                         f"on this machine only (127.0.0.1, ::1 or localhost); set an API key "
+                         f"(SIAMKIT_API_KEY or --api-key-file) to listen on {host}")
     try:
         import uvicorn
     except ImportError:  # pragma: no cover - depends on the optional extra
@@ -514,10 +557,13 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
     s = settings or ServeSettings()
     s.api_key = _read_key("SIAMKIT_API_KEY", api_key_file)
     s.admin_key = _read_key("SIAMKIT_ADMIN_KEY", admin_key_file)
+    s.no_auth = no_auth
     if s.api_key is None and not no_auth:
         raise ValueError("no API key: set SIAMKIT_API_KEY or --api-key-file (or --no-auth "
                          "for a trusted local test)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if no_auth and s.api_key is not None:
+        logger.warning("--no-auth, but an API key is configured: the key is still required")
+    if not _loopback(host):
         logger.warning("listening on %s: reachable from other machines", host)
     app = create_app(model_dir, gallery_dir, s)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
