@@ -204,6 +204,20 @@ def test_bad_backend_and_metric_options():
         Gallery(2, metric="manhattan")
     with pytest.raises(GalleryError, match="class_score"):
         Gallery(2, class_score="vote")
+    for dim in (0, -3, 2.5, "2", True):
+        with pytest.raises(GalleryError, match="embedding size must be a positive integer"):
+            Gallery(dim)
+
+
+def test_a_closed_gallery_refuses_changes_instead_of_losing_them(tmp_path):
+    g = Gallery.create(tmp_path / "g", 2)
+    g.enroll("a", np.ones((1, 2)))
+    g.close()
+    with pytest.raises(GalleryError, match="is closed"):
+        g.enroll("b", np.ones((1, 2)))
+    with pytest.raises(GalleryError, match="is closed"):
+        g.remove("a")
+    assert g.counts() == {"a": 1} and Gallery.open(tmp_path / "g").counts() == {"a": 1}
 
 
 def test_concurrent_enrolls_are_all_kept(tmp_path):

@@ -2,14 +2,34 @@
 
 Adding a class is adding its reference embeddings, never retraining. The gallery keeps
 the references in memory for search and, when it has a folder, in a SQLite database in
-it: every enroll or removal is one transaction (journal + fsync), so a crash at any moment
-leaves the last acknowledged state readable. The folder also records the model's identity
-(a hash of its weights and config); opening it with another model is refused.
+it (``gallery.sqlite``, readable by anything). The folder also records the model's
+identity (a hash of its weights and config), metric and embedding size; opening it with
+another model, or expecting another metric or size, is refused.
 
-Search backends share one interface: ``exact`` (default; chunked matrix products, memory
-bounded by ``chunk`` x references) and ``faiss`` (optional extra ``faiss-cpu``: ``flat``,
-``ivf`` and ``hnsw`` indexes). Scores are reported in the model's own convention (a
-distance for Euclidean models, a similarity for cosine ones); ``higher_is_closer`` says which.
+What survives a crash (SIGKILL, power loss) at any moment:
+
+* creating: the database is built aside and renamed into place, so the folder holds
+  either no gallery or a complete, empty one (an empty database left by older versions
+  counts as none and is replaced with a warning);
+* enroll and remove: each is one transaction (WAL journal, fsync), committed before it
+  returns, so the last acknowledged state is what opens next time;
+* save: a temporary database, fsynced, renamed over the copy.
+
+The label rule (:func:`check_label`, for enrolling and removing alike): a string, valid
+UTF-8, stored in NFC, not empty, at most 256 characters, not ``unknown``, without control
+characters or invisible / direction-changing ones, so no label can pose as another.
+
+Duplicates and retries: every reference stores :func:`content_hash` (SHA-256 of the label
+and the stored float32 embedding bytes); ``skip_duplicates=True`` leaves out references
+already stored. An enroll with an ``idempotency_key`` records the key in the same
+transaction as its references: a retry adds nothing and returns the first result.
+Databases of schema version 1 are upgraded in place, in one transaction, when opened.
+
+Search goes through :class:`~siamkit.search.Search` (:func:`create_search`): ``exact``
+(default; chunked matrix products, memory bounded by ``chunk`` x references) or ``faiss``
+(optional extra ``faiss-cpu``: ``flat``, ``ivf`` and ``hnsw`` indexes). Scores are reported
+in the model's own convention (a distance for Euclidean models, a similarity for cosine
+ones); ``higher_is_closer`` says which.
 """
 
 from __future__ import annotations
@@ -267,6 +287,8 @@ class Gallery:
     ) -> None:
         if metric not in METRICS:
             raise GalleryError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
+            raise GalleryError(f"the embedding size must be a positive integer, not {dim!r}")
         if class_score not in ("nearest", "prototype"):
             raise GalleryError(f"class_score must be 'nearest' or 'prototype', not "
                                f"{class_score!r}")
@@ -290,6 +312,7 @@ class Gallery:
 
     @property
     def higher_is_closer(self) -> bool:
+        """Whether a larger score is closer (similarities) or not (distances)."""
         return higher_is_closer(self.metric)
 
     # ---- persistence
@@ -482,6 +505,9 @@ class Gallery:
         without a folder); rolled back if anything fails. The caller holds the lock."""
         con = self._db
         if con is None:
+            if self.path is not None:  # never change memory alone: it would not persist
+                raise GalleryError(f"the gallery in {self.path} is closed; open it again "
+                                   f"to change it")
             yield None
             return
         try:
@@ -590,6 +616,7 @@ class Gallery:
         return cls.open(path, **kwargs)
 
     def close(self) -> None:
+        """Close the folder's database (the gallery stays searchable in memory)."""
         with self._lock:
             if self._db is not None:
                 self._db.close()
