@@ -4,7 +4,9 @@
 documents itself at ``/docs`` (OpenAPI). Every endpoint but ``/health`` needs the API key
 in the ``X-API-Key`` header (from ``SIAMKIT_API_KEY`` or ``--api-key-file``); with an
 admin key configured (``SIAMKIT_ADMIN_KEY`` / ``--admin-key-file``) enrolling and deleting
-need that one instead. Keys are compared in constant time.
+need that one instead, and the admin key may also do everything the API key may. Keys
+are compared in constant time. ``--no-auth`` (no API key) is only allowed on a loopback
+address, and a configured admin key still guards enrolling and deleting under it.
 
 Image models take images as multipart files; text models take JSON (``/embed`` and
 ``/identify``: ``{"texts": [...]}``, ``/verify``: ``{"a": ..., "b": ...}``, ``/enroll``:
@@ -12,11 +14,22 @@ Image models take images as multipart files; text models take JSON (``/embed`` a
 rows as JSON objects the same way (``{"rows": [{"column": value, ...}, ...]}``, ``/verify``:
 ``{"a": {...}, "b": {...}}``); each answers 415 to another kind.
 
+Classes: a label follows the gallery's one rule (:func:`siamkit.gallery.check_label`:
+stored in NFC, no control or invisible characters, at most 256 characters). ``DELETE
+/classes/{label}`` removes a class with a simple label; ``DELETE /classes?label=...``
+removes any label that can be enrolled (``a/b`` included).
+
 Bad input gets a 4xx answer with a JSON ``{"error": ...}`` and changes nothing: unreadable
 or truncated images, images over the pixel limit (checked from the header, before
-decoding), bodies over the size limit, too many files, bad labels, unknown labels,
-malformed JSON. Enrolls are committed to the gallery's database before they are
-acknowledged, so a crash never loses an acknowledged enroll.
+decoding), bodies over the size limit (413, declared or chunked), too many files, bad
+labels, unknown labels, malformed or too deeply nested JSON. Error texts never carry
+object reprs or memory addresses.
+
+Enrolls are committed to the gallery's database before they are acknowledged, so a crash
+never loses an acknowledged enroll. ``POST /enroll`` takes an ``Idempotency-Key`` header:
+a retry with the same key (its answer lost) adds nothing and gets the first answer again,
+marked ``Idempotent-Replayed: true``; the same key for another label is 409. Keys are
+stored in the gallery database with the references, so they survive restarts.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ try:  # the serve extra; names at module level so FastAPI can resolve the annota
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile as FormFile
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the HTTP service needs the serve extra: pip install "
@@ -403,7 +417,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise HTTPException(415, "send images as multipart/form-data field 'files'")
         form = await request.form(max_files=s.max_files + 1, max_fields=16)
-        files = [f for f in form.getlist("files") if hasattr(f, "read")]
+        files = [f for f in form.getlist("files") if isinstance(f, FormFile)]
         images = await run_in_threadpool(read_files, files)
         emb = await run_in_threadpool(embedder.embed, images)
         return {"embeddings": emb.tolist(), "dim": embedder.dim}
