@@ -110,7 +110,7 @@ def check_label(label: Any) -> str:
     spaces and joiners, bidirectional overrides and isolates, byte order marks...), so no
     label can pose as another.
 
-        >>> check_label("cafe\u0301")  # a decomposed e-acute becomes one character
+        >>> check_label("cafe\\u0301")  # a decomposed e-acute becomes one character
         'café'
     """
     if not isinstance(label, str):
@@ -226,7 +226,10 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some network mounts)
+            logger.debug("%s: no folder lock (%s)", folder, exc)
         yield
     finally:
         os.close(fd)  # releases the lock
