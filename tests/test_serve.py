@@ -7,10 +7,12 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -154,6 +156,53 @@ def test_keys(server, alphabets):
     assert c.get("/health").status_code == 200
 
 
+def test_the_admin_key_may_do_everything_the_api_key_may(server, alphabets):
+    img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
+    c = httpx.Client(base_url=server.url, timeout=30)
+    assert c.get("/classes", headers=A).status_code == 200  # was 403
+    assert c.post("/identify", files=img, headers=A).status_code == 200
+    assert c.post("/embed", files=img, headers=A).status_code == 200
+    # and the API key still may not write
+    assert c.post("/enroll", data={"label": "x"}, files=img, headers=H).status_code == 403
+    assert c.delete("/classes", params={"label": "x"}, headers=H).status_code == 403
+
+
+def test_no_auth_only_on_loopback_and_never_without_the_admin_key(model_dir, alphabets,
+                                                                  tmp_path, monkeypatch):
+    import uvicorn
+    from starlette.testclient import TestClient
+
+    from siamkit.serve import ServeSettings, create_app, run
+
+    for host in ("0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "example.org"):
+        with pytest.raises(ValueError, match=f"--no-auth with --host {host}: a service "
+                                             f"without a key must listen on this machine"):
+            run(str(model_dir), str(tmp_path / "g"), host=host, no_auth=True)
+    assert not (tmp_path / "g").exists()  # refused before anything was made
+    with pytest.raises(ValueError, match="no API key"):  # the library refuses it too
+        create_app(model_dir, tmp_path / "g")
+    with pytest.raises(ValueError, match="api_key is empty"):
+        create_app(model_dir, tmp_path / "g", ServeSettings(api_key=" "))
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw["host"]))
+    monkeypatch.delenv("SIAMKIT_API_KEY", raising=False)
+    for host in ("127.0.0.2", "::1"):  # loopback: allowed
+        run(str(model_dir), str(tmp_path / "g"), host=host, no_auth=True)
+    assert started == ["127.0.0.2", "::1"]
+    # without an API key reads are open, but a configured admin key still guards writes
+    img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
+    app = create_app(model_dir, tmp_path / "g", ServeSettings(admin_key=ADMIN, no_auth=True))
+    with TestClient(app) as c:
+        assert c.get("/classes").status_code == 200
+        assert c.post("/identify", files=img).status_code == 200
+        assert c.post("/enroll", data={"label": "x"}, files=img).status_code == 401
+        r = c.post("/enroll", data={"label": "x"}, files=img, headers=H)
+        assert r.status_code == 403 and "admin" in r.json()["error"]
+        assert c.post("/enroll", data={"label": "x"}, files=img, headers=A).status_code == 200
+        assert c.delete("/classes/x").status_code == 401
+        assert c.delete("/classes", params={"label": "x"}, headers=A).json()["removed"] == 1
+
+
 def _png(size=(20, 20), mode="L") -> bytes:
     from PIL import Image
 
@@ -208,6 +257,98 @@ def test_bad_input_gets_4xx_and_changes_nothing(server, alphabets):
                   ).status_code == 400
     r = c.delete("/classes/no-such-class", headers=A)
     assert r.status_code == 404 and "no-such-class" in r.json()["error"]
+    assert c.get("/classes", headers=H).json() == before
+    assert c.get("/health").status_code == 200
+
+
+def test_any_label_that_can_be_enrolled_can_be_removed(server, alphabets):
+    img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
+    c = httpx.Client(base_url=server.url, timeout=30)
+    before = c.get("/classes", headers=H).json()["classes"]
+    labels = ["a/b", "../../etc/passwd", "\u00e9t\u00e9 \U0001f600", "Nan\u0303du\u0301",
+              "100%", "a?b#c&d=e", "x+y z", "/"]
+    stored = [unicodedata.normalize("NFC", lab) for lab in labels]
+    for label, name in zip(labels, stored, strict=True):
+        r = c.post("/enroll", data={"label": label}, files=img, headers=A)
+        assert r.status_code == 200 and r.json()["label"] == name, (label, r.text)
+    assert set(stored) <= set(c.get("/classes", headers=H).json()["classes"])
+    # the path form cannot carry a '/': a 404, and the class stays
+    assert c.delete("/classes/a%2Fb", headers=A).status_code == 404
+    assert "a/b" in c.get("/classes", headers=H).json()["classes"]
+    for label in labels:  # the query form takes any label, as given (NFD too)
+        r = c.delete("/classes", params={"label": label}, headers=A)
+        assert r.status_code == 200 and r.json() == {"label": label, "removed": 1}, label
+    assert c.get("/classes", headers=H).json()["classes"] == before
+    # the one label rule, for enrolling and removing alike
+    for bad, why in (("s\u200b5", "U+200B"), ("del\x7f", "U+007F"), ("nel\x85", "U+0085"),
+                     ("a\u202eb", "U+202E")):
+        r = c.post("/enroll", data={"label": bad}, files=img, headers=A)
+        assert r.status_code == 400 and why in r.json()["error"], (bad, r.text)
+        r = c.delete("/classes", params={"label": bad}, headers=A)
+        assert r.status_code == 400 and why in r.json()["error"], (bad, r.text)
+    r = c.delete("/classes", params={"label": "no such class"}, headers=A)
+    assert r.status_code == 404 and "no such class" in r.json()["error"]
+    assert c.delete("/classes", headers=A).status_code == 400  # no label given
+    assert c.delete("/classes", params={"label": "x"}, headers=H).status_code == 403
+    assert c.get("/classes", headers=H).json()["classes"] == before
+
+
+def test_a_retried_enroll_with_its_idempotency_key_is_added_once(server, alphabets):
+    paths = next(iter(_images(alphabets).values()))[:2]
+    c = httpx.Client(base_url=server.url, timeout=30)
+    keyed = {**A, "Idempotency-Key": "enroll-idem-1"}
+    first = c.post("/enroll", data={"label": "idem"}, files=_files(paths), headers=keyed)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"label": "idem", "added": 2, "references": 2}
+    assert "idempotent-replayed" not in first.headers
+    # the answer was lost; the client sends the same request again
+    again = c.post("/enroll", data={"label": "idem"}, files=_files(paths), headers=keyed)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert c.get("/classes", headers=H).json()["classes"]["idem"] == 2
+    r = c.post("/enroll", data={"label": "other"}, files=_files(paths), headers=keyed)
+    assert r.status_code == 409 and "enroll-idem-1" in r.json()["error"]
+    r = c.post("/enroll", data={"label": "idem"}, files=_files(paths),
+               headers={**A, "Idempotency-Key": "k" * 300})
+    assert r.status_code == 400 and "idempotency key" in r.json()["error"]
+    classes = c.get("/classes", headers=H).json()["classes"]
+    assert classes["idem"] == 2 and "other" not in classes
+    assert c.delete("/classes/idem", headers=A).json()["removed"] == 2
+
+
+def test_smaller_bad_inputs_get_the_promised_4xx(server, alphabets):
+    c = httpx.Client(base_url=server.url, timeout=60)
+    before = c.get("/classes", headers=H).json()
+    json_h = {**H, "content-type": "application/json"}
+    r = c.post("/embed", headers=json_h, content=b"[" * 10**6)  # was a 500 (RecursionError)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+
+    def chunks(head: bytes, total: int):  # no Content-Length: Transfer-Encoding: chunked
+        yield head
+        for _ in range(total // 2**16):
+            yield b"0" * 2**16
+
+    head = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    form_h = {"content-type": "multipart/form-data; boundary=b"}
+    for path, key in (("/embed", H), ("/identify", H), ("/enroll", A)):  # 2 MB limit
+        r = c.post(path, headers={**key, **form_h}, content=chunks(head, 2**21 + 2**18))
+        assert r.status_code == 413 and "over" in r.json()["error"], (path, r.text)
+    r = c.post("/embed", headers=json_h, content=chunks(b'{"texts": ["', 2**21 + 2**18))
+    assert r.status_code == 413, r.text
+    # JSON to an image model: 415, as documented (was a 400 about missing form fields)
+    for path, key, body in (("/identify", H, {"texts": ["a"]}),
+                            ("/verify", H, {"a": "x", "b": "y"}),
+                            ("/enroll", A, {"label": "x", "texts": ["a"]}),
+                            ("/identify", H, [[[[]]]])):
+        r = c.post(path, headers=key, json=body)
+        assert r.status_code == 415 and "multipart" in r.json()["error"], (path, r.text)
+    r = c.post("/identify", headers={**H, "content-type": "text/plain"}, content=b"hello")
+    assert r.status_code == 415
+    # error texts never carry a repr with a memory address
+    r = c.post("/identify", headers=H, files=[("files", ("x.png", b"not an image", "image/png"))])
+    assert r.status_code == 400 and "not a readable image" in r.json()["error"]
+    assert " at 0x" not in r.text and "BytesIO" not in r.text, r.text
     assert c.get("/classes", headers=H).json() == before
     assert c.get("/health").status_code == 200
 
@@ -282,6 +423,69 @@ def test_sigkill_during_enrolls_keeps_every_acknowledged_one(model_dir, alphabet
         assert r.status_code == 200 and r.json()["results"][0]["matches"]
     finally:
         again.stop()
+
+
+def test_serve_recreates_an_empty_gallery_left_by_an_interrupted_create(model_dir, alphabets,
+                                                                       tmp_path):
+    gallery = tmp_path / "g"
+    gallery.mkdir()
+    (gallery / "gallery.sqlite").write_bytes(b"")  # an older version killed in create
+    srv = Server(model_dir, gallery)  # used to fail: no such table: meta
+    try:
+        img = _files([next(iter(_images(alphabets).values()))[0]])
+        r = httpx.post(srv.url + "/enroll", data={"label": "x"}, files=img, headers=A)
+        assert r.status_code == 200 and r.json()["added"] == 1
+    finally:
+        srv.stop()
+    assert "creating the gallery anew" in srv.proc.stdout.read().decode()
+
+
+def test_idempotency_keys_survive_a_restart(model_dir, alphabets, tmp_path):
+    img = _files([next(iter(_images(alphabets).values()))[0]])
+    keyed = {**A, "Idempotency-Key": "before-the-crash"}
+    srv = Server(model_dir, tmp_path / "g")
+    try:
+        r = httpx.post(srv.url + "/enroll", data={"label": "x"}, files=img, headers=keyed)
+        assert r.status_code == 200 and r.json()["added"] == 1
+    finally:
+        srv.stop(signal.SIGKILL)
+    again = Server(model_dir, tmp_path / "g")
+    try:
+        r = httpx.post(again.url + "/enroll", data={"label": "x"}, files=img, headers=keyed)
+        assert r.status_code == 200 and r.headers["Idempotent-Replayed"] == "true"
+        assert r.json() == {"label": "x", "added": 1, "references": 1}
+    finally:
+        again.stop()
+
+
+def test_the_service_refuses_a_gallery_that_does_not_fit_its_model(model_dir, tmp_path):
+    import numpy as np
+
+    from siamkit.gallery import Gallery, GalleryError, metric_of
+    from siamkit.inference import Embedder
+    from siamkit.serve import ServeSettings, create_app
+
+    model = Embedder(model_dir)
+    settings = ServeSettings(api_key=KEY)
+    Gallery.create(tmp_path / "small", 3, metric=metric_of(model.model)).close()  # no model id
+    with pytest.raises(GalleryError, match=f"size 3, this model makes embeddings of size "
+                                           f"{model.dim}"):
+        create_app(model_dir, tmp_path / "small", settings)
+    other = "dot" if metric_of(model.model) != "dot" else "cosine"
+    Gallery.create(tmp_path / "metric", model.dim, metric=other).close()
+    with pytest.raises(GalleryError, match=f"a {other} gallery, this model scores with "
+                                           f"{metric_of(model.model)}"):
+        create_app(model_dir, tmp_path / "metric", settings)
+    g = Gallery.create(tmp_path / "nan", model.dim, metric=metric_of(model.model),
+                       model_id=model.model_id)
+    g.close()
+    con = sqlite3.connect(tmp_path / "nan" / "gallery.sqlite")
+    con.execute("INSERT INTO refs (label, embedding) VALUES ('ghost', ?)",
+                (np.full(model.dim, np.nan, np.float32).tobytes(),))
+    con.commit()
+    con.close()
+    with pytest.raises(GalleryError, match="not finite.*class 'ghost'"):  # was: unknown (nan)
+        create_app(model_dir, tmp_path / "nan", settings)
 
 
 def test_one_shot_identification_of_held_out_omniglot_characters(server, alphabets):
@@ -409,6 +613,12 @@ def test_table_model_serves_json_rows(tmp_path):
         assert r.status_code == 400
         r = c.post("/embed", headers=H, files=[("files", ("a.png", _png(), "image/png"))])
         assert r.status_code == 415 and "rows" in r.json()["error"]
+        keyed = {**A, "Idempotency-Key": "rows-1"}  # JSON enrolls take the key too
+        for _ in range(2):
+            r = c.post("/enroll", headers=keyed, json={"label": "seven", "rows": [fives[1]]})
+            assert r.status_code == 200 and r.json()["references"] == 1
+        assert r.headers["Idempotent-Replayed"] == "true"
+        assert c.delete("/classes/seven", headers=A).json()["removed"] == 1
         assert c.get("/classes", headers=H).json()["classes"] == {"five": 1, "six": 1}
     finally:
         srv.stop()

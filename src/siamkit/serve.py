@@ -4,7 +4,9 @@
 documents itself at ``/docs`` (OpenAPI). Every endpoint but ``/health`` needs the API key
 in the ``X-API-Key`` header (from ``SIAMKIT_API_KEY`` or ``--api-key-file``); with an
 admin key configured (``SIAMKIT_ADMIN_KEY`` / ``--admin-key-file``) enrolling and deleting
-need that one instead. Keys are compared in constant time.
+need that one instead, and the admin key may also do everything the API key may. Keys
+are compared in constant time. ``--no-auth`` (no API key) is only allowed on a loopback
+address, and a configured admin key still guards enrolling and deleting under it.
 
 Image models take images as multipart files; text models take JSON (``/embed`` and
 ``/identify``: ``{"texts": [...]}``, ``/verify``: ``{"a": ..., "b": ...}``, ``/enroll``:
@@ -12,30 +14,55 @@ Image models take images as multipart files; text models take JSON (``/embed`` a
 rows as JSON objects the same way (``{"rows": [{"column": value, ...}, ...]}``, ``/verify``:
 ``{"a": {...}, "b": {...}}``); each answers 415 to another kind.
 
+Classes: a label follows the gallery's one rule (:func:`siamkit.gallery.check_label`:
+stored in NFC, no control or invisible characters, at most 256 characters). ``DELETE
+/classes/{label}`` removes a class with a simple label; ``DELETE /classes?label=...``
+removes any label that can be enrolled (``a/b`` included).
+
 Bad input gets a 4xx answer with a JSON ``{"error": ...}`` and changes nothing: unreadable
 or truncated images, images over the pixel limit (checked from the header, before
-decoding), bodies over the size limit, too many files, bad labels, unknown labels,
-malformed JSON. Enrolls are committed to the gallery's database before they are
-acknowledged, so a crash never loses an acknowledged enroll.
+decoding), bodies over the size limit (413, declared or chunked), too many files, bad
+labels, unknown labels, malformed or too deeply nested JSON. Error texts never carry
+object reprs or memory addresses.
+
+Enrolls are committed to the gallery's database before they are acknowledged, so a crash
+never loses an acknowledged enroll. ``POST /enroll`` takes an ``Idempotency-Key`` header:
+a retry with the same key (its answer lost) adds nothing and gets the first answer again,
+marked ``Idempotent-Replayed: true``; the same key for another label is 409. Keys are
+stored in the gallery database with the references, so they survive restarts.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 try:  # the serve extra; names at module level so FastAPI can resolve the annotations
-    from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+    from fastapi import (
+        Depends,
+        FastAPI,
+        File,
+        Form,
+        Header,
+        HTTPException,
+        Query,
+        Request,
+        Response,
+        UploadFile,
+    )
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile as FormFile
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the HTTP service needs the serve extra: pip install "
@@ -91,7 +118,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ServeSettings:
-    """Limits and keys of the service."""
+    """Limits and keys of the service. Without ``api_key`` the service only starts with
+    ``no_auth`` (and :func:`run` only on a loopback address); an ``admin_key`` is enforced
+    for enrolling and deleting either way."""
 
     api_key: str | None = None
     admin_key: str | None = None
@@ -100,6 +129,7 @@ class ServeSettings:
     max_files: int = 64
     max_k: int = 100
     max_text_chars: int = 10_000
+    no_auth: bool = False  # serve without an API key (a trusted local test)
 
 
 class _TooLarge(Exception):
@@ -107,7 +137,13 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: answer 413 to bodies over ``limit`` bytes (declared or streamed)."""
+    """ASGI middleware: answer 413 to bodies over ``limit`` bytes (declared or streamed).
+
+    A streamed (chunked) body is counted as it is read; once over the limit the answer is
+    413 whatever the application makes of the interrupted read (FastAPI's form parser
+    calls it a 400). The rest of the body, up to another ``limit`` bytes, is read and
+    dropped first, so that the client, still sending, gets the answer instead of a reset.
+    """
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -126,59 +162,107 @@ class BodyLimit:
             await _send_error(send, 413, f"request body over {self.limit} bytes")
             return
         seen = 0
-        started = False
+        over = ended = started = False
 
         async def limited() -> dict:
-            nonlocal seen
+            nonlocal seen, over, ended
+            if over:  # an application reading on after the overflow
+                raise _TooLarge
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                ended = not message.get("more_body", False)
                 if seen > self.limit:
+                    over = True
                     raise _TooLarge
+            else:
+                ended = True
             return message
 
-        async def tracking_send(message: dict) -> None:
+        async def refuse() -> None:
+            nonlocal started, ended
+            if started:
+                return
+            started = True
+            dropped = 0
+            while not ended and dropped <= self.limit:
+                message = await receive()
+                dropped += len(message.get("body", b""))
+                ended = message["type"] != "http.request" or not message.get("more_body")
+            await _send_error(send, 413, f"request body over {self.limit} bytes")
+
+        async def guarded_send(message: dict) -> None:
             nonlocal started
+            if over:  # whatever the application answers to a body it could not read
+                if message["type"] == "http.response.start":
+                    await refuse()
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, f"request body over {self.limit} bytes")
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await refuse()
 
 
 class ApiKeyAuth:
-    """ASGI middleware: the ``X-API-Key`` header must hold the key (the admin key, when one
-    is set, for enrolling and deleting) before anything of the request is read.
-    ``/health`` is open."""
+    """ASGI middleware: the ``X-API-Key`` header must hold a key that may do the request,
+    checked before anything of the request is read. ``/health`` is open.
+
+    Enrolling (``POST /enroll``) and deleting (any ``DELETE``) need the admin key when one
+    is set, else the API key; everything else takes the API key or the admin key (the
+    admin key may do all the API key may). Without an API key (``no_auth``) everything but
+    enrolling and deleting is open, and those still need the admin key if one is set.
+    """
 
     def __init__(self, app: Any, api_key: str | None, admin_key: str | None = None) -> None:
         self.app, self.api_key, self.admin_key = app, api_key, admin_key
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/health" or self.api_key is None:
+        if scope["type"] != "http" or scope.get("path") == "/health":
             await self.app(scope, receive, send)
             return
-        admin = self.admin_key is not None and (
-            (scope["method"] == "POST" and scope["path"] == "/enroll")
-            or (scope["method"] == "DELETE" and scope["path"].startswith("/classes/")))
-        wanted = self.admin_key if admin else self.api_key
+        writes = scope["method"] == "DELETE" or (scope["method"] == "POST"
+                                                 and scope["path"] == "/enroll")
+        if writes and self.admin_key is not None:
+            accepted = [self.admin_key]
+        elif self.api_key is None:  # no_auth: open, but for writes under an admin key
+            await self.app(scope, receive, send)
+            return
+        else:
+            accepted = [k for k in (self.api_key, self.admin_key) if k is not None]
         given = dict(scope.get("headers") or []).get(b"x-api-key")
         if given is None:
             await _send_error(send, 401, "missing API key (X-API-Key header)")
             return
-        if not hmac.compare_digest(given, wanted.encode()):
+        ok = False
+        for key in accepted:  # every key compared, each in constant time
+            ok |= hmac.compare_digest(given, key.encode())
+        if not ok:
+            admin = writes and self.admin_key is not None
             await _send_error(send, 403, "wrong API key" + (" (enrolling and deleting need the "
                                                              "admin key)" if admin else ""))
             return
         await self.app(scope, receive, send)
 
 
+_ADDRESS = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
+
+
+def _public(message: str) -> str:
+    """An error text fit for a client: no ``<... object at 0x...>`` (a memory address, and
+    noise), as some libraries put in their messages (PIL: 'cannot identify image file
+    <_io.BytesIO object at 0x7f...>')."""
+    return _ADDRESS.sub("", message)
+
+
 async def _send_error(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps({"error": _public(message)}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
@@ -189,30 +273,32 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving one model and its gallery."""
     from .data.download import DatasetError
-    from .gallery import Gallery, GalleryError, metric_of
+    from .gallery import Gallery, GalleryError, IdempotencyConflict, check_label, metric_of
     from .inference import Embedder
 
     s = settings or ServeSettings()
+    for name, key in (("api_key", s.api_key), ("admin_key", s.admin_key)):
+        if key is not None and not key.strip():
+            raise ValueError(f"{name} is empty: give a key, or None")
+    if s.api_key is None and not s.no_auth:
+        raise ValueError("no API key: set ServeSettings.api_key (or no_auth=True for a "
+                         "trusted local test)")
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
-    gdir = Path(gallery_dir)
-    if (gdir / "gallery.sqlite").is_file():
-        gallery = Gallery.open(gdir, model_id=embedder.model_id)
-    else:
-        gallery = Gallery.create(gdir, embedder.dim, metric=metric_of(embedder.model),
-                                 model_id=embedder.model_id)
+    gallery = Gallery.open_or_create(gallery_dir, embedder.dim, metric=metric_of(embedder.model),
+                                     model_id=embedder.model_id)
     app = FastAPI(title="siamkit", version="0.1.0",
                   description="Siamese-network verification and one-shot identification.")
     app.state.embedder, app.state.gallery = embedder, gallery
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"error": _public(str(exc.detail))}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
                              for e in exc.errors()[:5])
-        return JSONResponse({"error": f"bad request: {problems}"}, status_code=400)
+        return JSONResponse({"error": _public(f"bad request: {problems}")}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -281,13 +367,19 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         return {"results": results, "threshold": threshold,
                 "higher_is_closer": gallery.higher_is_closer}
 
-    def enroll_embeddings(label: str, emb_fn: Any, sources: list[str]) -> dict:
+    def enroll_embeddings(label: str, emb_fn: Any, sources: list[str], key: str | None,
+                          response: Response) -> dict:
         try:
-            Gallery._check_label(label)
-            added = gallery.enroll(label, emb_fn(), sources=sources)
+            label = check_label(label)  # before embedding: a bad label costs nothing
+            done = gallery.enroll(label, emb_fn(), sources=sources, idempotency_key=key)
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, str(exc)) from None
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
-        return {"label": label, "added": added, "references": gallery.counts().get(label, 0)}
+        if done.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return {"label": label, "added": done.added,
+                "references": gallery.counts().get(label, 0)}
 
     @app.get("/health")
     def health() -> dict:
@@ -303,6 +395,8 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                 payload = await request.json()
             except ValueError:  # JSONDecodeError, UnicodeDecodeError, over-long integers
                 raise HTTPException(400, "malformed JSON body") from None
+            except RecursionError:  # [[[[... a million deep
+                raise HTTPException(400, "malformed JSON body: nested too deeply") from None
             if row_model and isinstance(payload, dict) and "texts" not in payload:
                 if not isinstance(payload.get("rows"), list):
                     raise HTTPException(400, 'expected {"rows": [{"column": value}, ...]}')
@@ -323,7 +417,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise HTTPException(415, "send images as multipart/form-data field 'files'")
         form = await request.form(max_files=s.max_files + 1, max_fields=16)
-        files = [f for f in form.getlist("files") if hasattr(f, "read")]
+        files = [f for f in form.getlist("files") if isinstance(f, FormFile)]
         images = await run_in_threadpool(read_files, files)
         emb = await run_in_threadpool(embedder.embed, images)
         return {"embeddings": emb.tolist(), "dim": embedder.dim}
@@ -342,11 +436,12 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return identify_embeddings(texts, embedder.embed_texts(texts), k)
 
         @app.post("/enroll")
-        def enroll_texts(body: TextEnroll) -> dict:
+        def enroll_texts(body: TextEnroll, response: Response,
+                         idempotency_key: Annotated[str | None, Header()] = None) -> dict:
             """Add reference texts for a class label (a new label is a new class)."""
             texts = check_texts(body.texts)
             return enroll_embeddings(body.label, lambda: embedder.embed_texts(texts),
-                                     [t[:200] for t in texts])
+                                     [t[:200] for t in texts], idempotency_key, response)
     elif row_model:
         @app.post("/verify")
         def verify_rows(body: RowPair) -> dict:
@@ -360,12 +455,22 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return identify_embeddings(list(range(len(body.rows))), embed_rows(body.rows), k)
 
         @app.post("/enroll")
-        def enroll_rows(body: RowEnroll) -> dict:
+        def enroll_rows(body: RowEnroll, response: Response,
+                        idempotency_key: Annotated[str | None, Header()] = None) -> dict:
             """Add reference rows for a class label (a new label is a new class)."""
             return enroll_embeddings(body.label, lambda: embed_rows(body.rows),
-                                     [json.dumps(r)[:200] for r in body.rows])
+                                     [json.dumps(r)[:200] for r in body.rows],
+                                     idempotency_key, response)
     else:
-        @app.post("/verify")
+        def form_only(request: Request) -> None:
+            """415 before the body is parsed: JSON (or anything but a form) to an image
+            model would otherwise be a 400 about missing form fields."""
+            ctype = request.headers.get("content-type", "")
+            if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+                raise HTTPException(415, "this model embeds images: send them as "
+                                         "multipart/form-data files")
+
+        @app.post("/verify", dependencies=[Depends(form_only)])
         def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()]
                    ) -> dict:
             """Are two images of the same class? Score, decision at the calibrated
@@ -373,7 +478,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             ea, eb = embedder.embed(read_files([a, b])).split(1)
             return verify_embeddings(ea, eb)
 
-        @app.post("/identify")
+        @app.post("/identify", dependencies=[Depends(form_only)])
         def identify(files: Annotated[list[UploadFile], File()],
                      k: Annotated[int, Query(ge=1)] = 5) -> dict:
             """Ranked gallery classes for each uploaded image, and the open-set decision."""
@@ -382,22 +487,36 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return identify_embeddings([f.filename for f in files],
                                        embedder.embed(read_files(files)), k)
 
-        @app.post("/enroll")
-        def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()]
-                   ) -> dict:
+        @app.post("/enroll", dependencies=[Depends(form_only)])
+        def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
+                   response: Response,
+                   idempotency_key: Annotated[str | None, Header()] = None) -> dict:
             """Add reference images for a class label (a new label is a new class)."""
             images = read_files(files)
             return enroll_embeddings(label, lambda: embedder.embed(images),
-                                     [f.filename or "" for f in files])
+                                     [f.filename or "" for f in files], idempotency_key,
+                                     response)
 
-    @app.delete("/classes/{label}")
-    def delete_class(label: str) -> dict:
-        """Remove a class and all its references."""
+    def remove_class(label: str) -> dict:
         try:
             removed = gallery.remove(label)
+        except GalleryError as exc:
+            raise HTTPException(400, str(exc)) from None
         except KeyError:
             raise HTTPException(404, f"no class {label!r} in the gallery") from None
         return {"label": label, "removed": removed}
+
+    @app.delete("/classes/{label}")
+    def delete_class(label: str) -> dict:
+        """Remove a class and all its references (a label that a URL path cannot hold, such
+        as one with '/', is removed with ``DELETE /classes?label=...``)."""
+        return remove_class(label)
+
+    @app.delete("/classes")
+    def delete_class_by_query(label: Annotated[str, Query()]) -> dict:
+        """Remove a class and all its references, the label in the query string
+        (percent-encoded UTF-8): any label that can be enrolled can be removed this way."""
+        return remove_class(label)
 
     @app.get("/classes")
     def classes() -> dict:
@@ -422,10 +541,29 @@ def _read_key(env: str, path: str | None) -> str | None:
     return key or None
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is an address of this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve anywhere
+        return False
+
+
 def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8000,
         api_key_file: str | None = None, admin_key_file: str | None = None,
         no_auth: bool = False, settings: ServeSettings | None = None) -> None:
-    """Start the service (blocks). Refuses to start without an API key unless ``no_auth``."""
+    """Start the service (blocks).
+
+    Refuses (ValueError) to start without an API key unless ``no_auth``, and ``no_auth``
+    on any address but a loopback one (127.0.0.0/8, ::1, localhost). An admin key is
+    enforced for enrolling and deleting under ``no_auth`` too.
+    """
+    if no_auth and not _loopback(host):
+        raise ValueError(f"--no-auth with --host {host}: a service without a key must listen "
+                         f"on this machine only (127.0.0.1, ::1 or localhost); set an API key "
+                         f"(SIAMKIT_API_KEY or --api-key-file) to listen on {host}")
     try:
         import uvicorn
     except ImportError:  # pragma: no cover - depends on the optional extra
@@ -433,10 +571,13 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
     s = settings or ServeSettings()
     s.api_key = _read_key("SIAMKIT_API_KEY", api_key_file)
     s.admin_key = _read_key("SIAMKIT_ADMIN_KEY", admin_key_file)
+    s.no_auth = no_auth
     if s.api_key is None and not no_auth:
         raise ValueError("no API key: set SIAMKIT_API_KEY or --api-key-file (or --no-auth "
                          "for a trusted local test)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if no_auth and s.api_key is not None:
+        logger.warning("--no-auth, but an API key is configured: the key is still required")
+    if not _loopback(host):
         logger.warning("listening on %s: reachable from other machines", host)
     app = create_app(model_dir, gallery_dir, s)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

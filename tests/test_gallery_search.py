@@ -1,0 +1,89 @@
+"""The Search interface of the gallery (siamkit.search): backends, registry, options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import siamkit.gallery as gallery_module
+from siamkit.gallery import ExactIndex, FaissIndex, Gallery, GalleryError
+from siamkit.search import SEARCH_BACKENDS, Search, create_search
+
+
+def test_create_search_makes_each_backend_behind_one_interface():
+    assert gallery_module.ExactIndex is SEARCH_BACKENDS["exact"]  # old import path kept
+    assert gallery_module.FaissIndex is SEARCH_BACKENDS["faiss"]
+    index = create_search("exact", "euclidean", chunk=1)
+    assert isinstance(index, ExactIndex) and isinstance(index, Search)
+    assert index.concurrent_search and index.metric == "euclidean" and index.chunk == 1
+    # references (0, 0) and (3, 4); the query (0, 0): distances 0 and 5, as -d
+    index.build(np.array([[0.0, 0.0], [3.0, 4.0]]))
+    scores, rows = index.search(np.array([[0.0, 0.0]]), k=5)
+    np.testing.assert_array_equal(rows, [[0, 1]])
+    np.testing.assert_allclose(scores, [[0.0, -5.0]])
+    sq = create_search("exact", "sqeuclidean")
+    sq.build(np.array([[0.0, 0.0], [3.0, 4.0]]))
+    np.testing.assert_allclose(sq.search(np.array([[3.0, 4.0]]), k=2)[0], [[0.0, -25.0]])
+
+
+def test_faiss_backend_answers_like_exact_through_the_interface():
+    pytest.importorskip("faiss")
+    flat = create_search("faiss", "euclidean")
+    assert isinstance(flat, FaissIndex) and isinstance(flat, Search)
+    assert not flat.concurrent_search  # the gallery serialises its searches
+    flat.build(np.array([[0.0, 0.0], [3.0, 4.0]]))
+    scores, rows = flat.search(np.array([[0.0, 0.0]]), k=2)
+    np.testing.assert_array_equal(rows, [[0, 1]])
+    np.testing.assert_allclose(scores, [[0.0, -5.0]])
+
+
+def test_unknown_backend_metric_and_option_are_named():
+    with pytest.raises(GalleryError, match="unknown gallery backend 'annoy'"):
+        create_search("annoy", "cosine")
+    with pytest.raises(GalleryError, match="unknown metric 'manhattan'"):
+        create_search("exact", "manhattan")
+    with pytest.raises(GalleryError, match="bad options for the exact backend"):
+        create_search("exact", "cosine", nlist=4)
+
+
+@pytest.mark.parametrize("backend, option, value", [
+    ("exact", "chunk", 0), ("exact", "query_chunk", -1), ("exact", "chunk", 2.5),
+    ("faiss", "nlist", 0), ("faiss", "nprobe", -1), ("faiss", "m", 0), ("faiss", "m", 1),
+    ("faiss", "ef_search", 0), ("faiss", "ef_construction", 0), ("faiss", "nlist", True),
+    ("faiss", "nlist", "8"),
+])
+def test_bad_backend_option_values_are_a_gallery_error_naming_the_option(backend, option,
+                                                                         value):
+    # FAISS itself answers nlist=0 with a bare RuntimeError at build time, and m=0 worse
+    with pytest.raises(GalleryError, match=f"{option}={value!r}: must be an integer"):
+        create_search(backend, "euclidean", **{option: value})
+    with pytest.raises(GalleryError, match=f"{option}={value!r}"):
+        Gallery(2, metric="euclidean", backend=backend, backend_args={option: value})
+
+
+def test_a_gallery_uses_any_search_through_the_interface_only():
+    # a backend that is not concurrent-safe is searched under the gallery's lock; the
+    # gallery needs nothing but build / search / concurrent_search from it
+    class Brute(Search):
+        concurrent_search = False
+
+        def __init__(self, metric: str) -> None:
+            self.metric = metric
+
+        def build(self, vectors: np.ndarray) -> None:
+            self.refs = np.asarray(vectors, np.float32)
+
+        def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            d = -np.linalg.norm(queries[:, None] - self.refs[None], axis=2)
+            rows = np.argsort(-d, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(d, rows, 1), rows
+
+    SEARCH_BACKENDS["brute"] = Brute
+    try:
+        g = Gallery(2, metric="euclidean", backend="brute")
+        g.enroll("a", np.array([[0.0, 0.0]]))
+        g.enroll("b", np.array([[3.0, 4.0]]))
+        (m,) = g.identify(np.array([[0.0, 1.0]]), k=2)
+        assert [(x.label, x.score) for x in m] == [("a", 1.0), ("b", pytest.approx(np.sqrt(18)))]
+    finally:
+        del SEARCH_BACKENDS["brute"]
