@@ -412,3 +412,106 @@ def test_field_wise_text_encoder_joins_weighted_field_cosines(
     with pytest.raises(ExportError, match="field-wise"):
         export.export_onnx(tmp_path / "run", out)
     assert not out.exists()  # refused before anything was written
+
+
+class Bottleneck(nn.Module):
+    """A user's encoder whose ``dim`` is stored under another name: rebuilt from its card it
+    would take the default size."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.size = dim
+        self.fc = nn.Linear(4, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+class Configured(nn.Module):
+    """A user's encoder that says its own constructor arguments."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self._hidden = hidden
+        self.fc = nn.Linear(4, hidden)
+        self.output_dim = hidden
+
+    def get_config(self) -> dict:
+        return {"hidden": self._hidden}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def test_encoder_specs_record_names_import_paths_and_arguments():
+    from siamkit.encoders import build_encoder, encoder_spec
+
+    enc = create_encoder("mlp", in_features=5, hidden=[3], embedding_dim=2)
+    spec = encoder_spec(enc)
+    assert spec == {"name": "mlp", "args": {"in_features": 5, "hidden": [3],
+                                            "embedding_dim": 2}}
+    assert isinstance(build_encoder(spec), MLPEncoder)
+    assert encoder_spec(Configured(6)) == {"class": "test_encoders:Configured",
+                                           "args": {"hidden": 6}}
+    rebuilt = build_encoder(encoder_spec(Configured(6)))
+    assert rebuilt.fc.out_features == 6
+    # a parameter named like an argument (Linear's bias) is not an argument's value: the
+    # default stands, and saving checks that the rebuilt module has the same parameters
+    assert encoder_spec(nn.Linear(3, 2))["args"] == {"in_features": 3, "out_features": 2}
+
+    class Local(nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="defined inside a function"):
+        encoder_spec(Local())
+
+    class NoAttr(nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+
+    NoAttr.__qualname__ = "NoAttr"  # as if at module level: the argument is the problem
+    with pytest.raises(ValueError, match="keeps no attribute 'width'"):
+        encoder_spec(NoAttr(3))
+
+
+def test_saving_refuses_a_card_that_does_not_rebuild_the_model(tmp_path):
+    from siamkit.siamese import SiameseNetwork
+
+    net = SiameseNetwork(Bottleneck(dim=16))
+    net.set_embedding_dim(16)
+    with pytest.raises(ValueError, match="does not describe this model"):
+        net.save(tmp_path / "run")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    net.save(tmp_path / "ok", encoder_args={"dim": 16})  # said explicitly: it rebuilds
+
+
+def test_encoders_registered_by_an_installed_package_load_by_name(tmp_path, monkeypatch):
+    """A package's entry point in the siamkit.encoders group names an encoder for
+    create_encoder, list_encoders and model cards, in any process."""
+    import importlib
+    import sys
+
+    pkg = tmp_path / "site"
+    (pkg / "myencoders").mkdir(parents=True)
+    (pkg / "myencoders" / "__init__.py").write_text(
+        "from torch import nn\n"
+        "class Tiny(nn.Module):\n"
+        "    def __init__(self, dim=3):\n"
+        "        super().__init__()\n"
+        "        self.dim, self.output_dim = dim, dim\n"
+        "        self.fc = nn.Linear(2, dim)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n")
+    dist = pkg / "myencoders-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myencoders\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[siamkit.encoders]\ntiny = myencoders:Tiny\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    importlib.invalidate_caches()
+    assert "tiny" in list_encoders()
+    enc = create_encoder("tiny", dim=5)
+    from siamkit.encoders import encoder_spec
+
+    assert encoder_spec(enc) == {"name": "tiny", "args": {"dim": 5}}
+    monkeypatch.delitem(encoders._REGISTRY, "tiny")
+    sys.modules.pop("myencoders", None)

@@ -79,9 +79,12 @@ def update_card(run_dir: str | Path, extra: dict[str, Any]) -> None:
     atomic_write_text(Path(run_dir) / CARD, json.dumps(card, indent=2))
 
 
-def input_spec_of(card: dict[str, Any], config: Config | None) -> InputSpec:
+def input_spec_of(card: dict[str, Any], config: Config | None) -> InputSpec | None:
     """The card's :class:`InputSpec`; what an older card left out comes from its training
-    config (``data.size``, ``data.channels``, ``data.invert``, ``eval.tta``)."""
+    config (``data.size``, ``data.channels``, ``data.invert``, ``eval.tta``). None for a
+    model saved without one (it embeds tensors from Python, not files)."""
+    if "input" not in card and config is None:
+        return None
     defaults: dict[str, Any] = {}
     if config is not None:
         d, m = config.data, config.model

@@ -385,6 +385,25 @@ class EnsembleEncoder(nn.Module):
         return bool(getattr(self.members[0], "join_codes", False))
 
     @property
+    def tokenizer(self) -> Any:
+        """The first text member's tokenizer (members share one base model)."""
+        if not self.is_text:
+            raise AttributeError("tokenizer: not a text ensemble")
+        return self.members[0].tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.members[0].max_seq_length
+
+    @property
+    def do_lower_case(self) -> bool:
+        return self.members[0].do_lower_case
+
+    def tokenize(self, texts: Sequence[str]) -> Any:
+        """Texts -> the members' shared token inputs."""
+        return self.members[0].tokenize(texts)
+
+    @property
     def fields(self) -> list[str]:
         """The first text member's fields (members share the config); [] otherwise."""
         return list(getattr(self.members[0], "fields", []))
@@ -404,7 +423,7 @@ class EnsembleEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
         if self.is_text:
-            return self.encode_features(self.members[0].tokenize(x))
+            return self.encode_features(self.tokenize(x))
         return self._join([m(x) for m in self.members])
 
 
@@ -503,6 +522,21 @@ class TextEncoder(nn.Module):
             self._field_start = re.compile(
                 r"(?:^|;\s*)(" + "|".join(re.escape(f) for f in self.fields) + r"):\s*")
             self.output_dim = len(self.fields) * self.output_dim
+
+    @property
+    def tokenizer(self) -> Any:
+        """The transformer's (fast) tokenizer."""
+        return self.st[0].tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens per text; longer texts are cut."""
+        return int(self.st.max_seq_length)
+
+    @property
+    def do_lower_case(self) -> bool:
+        """Whether texts are lowercased before tokenising."""
+        return bool(getattr(self.st[0], "do_lower_case", False))
 
     def split_fields(self, text: str) -> list[str]:
         """A serialised record -> each field's ``attr: value`` text, in ``fields`` order

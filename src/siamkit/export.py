@@ -222,24 +222,35 @@ SAMPLE_TEXTS = [
 
 def _text_tokenizer(model: nn.Module) -> Any:
     """The fast tokenizer a text model's export ships; refuses what does not export (before
-    anything is written)."""
-    if getattr(model.encoder, "fields", None):  # a text ensemble: its members' fields
+    anything is written).
+
+    A text encoder exports when it follows siamkit's text protocol, as ``TextEncoder``
+    does: ``tokenize(texts)`` gives the transformer's inputs (``input_ids``,
+    ``attention_mask``), ``encode_features(features)`` embeds them, ``tokenizer`` is a fast
+    (Rust) Hugging Face tokenizer and ``max_seq_length`` cuts texts."""
+    enc = model.encoder
+    if getattr(enc, "fields", None):  # a text ensemble: its members' fields
         raise ExportError("a field-wise text encoder (encoder_args.fields) does not export to "
                           "ONNX yet: it takes one token sequence per field")
-    tokenizer = getattr(model.encoder.st[0], "tokenizer", None)
+    missing = [n for n in ("tokenize", "encode_features") if not callable(getattr(enc, n, None))]
+    if missing or not isinstance(getattr(enc, "max_seq_length", None), int):
+        raise ExportError(f"{type(enc).__qualname__} does not export to ONNX: a text encoder "
+                          f"exports when it has tokenize(texts), encode_features(features) and "
+                          f"max_seq_length (missing: {missing or ['max_seq_length']})")
+    tokenizer = getattr(enc, "tokenizer", None)
     if getattr(tokenizer, "backend_tokenizer", None) is None:
-        raise ExportError("this text model has no fast (Rust) tokenizer to ship with the export")
+        raise ExportError("this text model has no fast (Rust) tokenizer (its encoder's "
+                          "tokenizer) to ship with the export")
     return tokenizer
 
 
 def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | None
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the text encoder, verifier and tokenizer; (input spec, files)."""
-    st = model.encoder.st
-    first = st[0]
+    enc = model.encoder
     tokenizer = _text_tokenizer(model)
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
-    features = (getattr(st, "preprocess", None) or st.tokenize)(SAMPLE_TEXTS[:2])
+    features = enc.tokenize(SAMPLE_TEXTS[:2])
     ids, mask = features["input_ids"], features["attention_mask"]
     _export(_TextEncoder(model), (ids, mask), out / "encoder.onnx",
             ["input_ids", "attention_mask"], ["embeddings"], opset, seq_axis=True)
@@ -250,8 +261,8 @@ def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | Non
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     joined = getattr(model.encoder, "join_codes", False)
     spec = {"kind": "text", "tokenizer": "tokenizer.json",
-            "max_seq_length": int(st.max_seq_length), "pad_id": int(pad),
-            "lowercase": bool(getattr(first, "do_lower_case", False)),
+            "max_seq_length": int(enc.max_seq_length), "pad_id": int(pad),
+            "lowercase": bool(getattr(enc, "do_lower_case", False)),
             "join_codes": CODE_TOKEN.pattern if joined else None,
             "dtype": "int64"}
     return spec, {"tokenizer": "tokenizer.json"}

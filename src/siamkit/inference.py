@@ -45,7 +45,7 @@ class Embedder:
         self.run_dir = Path(run_dir)
         self.model, self.config, self.card = load_model(run_dir)
         self.spec = self.model.input_spec
-        if self.spec.kind == "tabular" and self.spec.featurizer is None:
+        if self.spec is not None and self.spec.kind == "tabular" and self.spec.featurizer is None:
             raise DatasetError(f"{run_dir}: a tabular model on raw feature vectors; the "
                                f"Embedder (and the HTTP service) takes image and text models "
                                f"and MLP twins trained on tables or records")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..data.download import DatasetError
 from .base import InputAdapter
 from .image import ImageInput
 from .rows import RowInput, VectorInput
@@ -18,9 +19,12 @@ __all__ = ["InputSpec", "KINDS", "InputAdapter", "ImageInput", "TextInput", "Row
            "VectorInput", "adapter_for"]
 
 
-def adapter_for(spec: InputSpec, **limits: Any) -> InputAdapter:
+def adapter_for(spec: InputSpec | None, **limits: Any) -> InputAdapter:
     """The adapter that reads ``spec``'s kind of input (``limits``: an image adapter's
     ``max_pixels`` and ``max_side``)."""
+    if spec is None:
+        raise DatasetError("this model's card does not say how it reads its inputs: save it "
+                           "with an input_spec (siamkit.InputSpec) to load files or rows")
     if spec.kind == "image":
         return ImageInput(spec, **limits)
     if spec.kind == "text":

@@ -14,11 +14,12 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "shard", "shard_bounds", "gather_with_grad", "broadcast_floats",
-           "average_gradients", "barrier", "cleanup"]
+__all__ = ["DistInfo", "setup", "shard", "shard_bounds", "pair_rows", "gather_with_grad",
+           "broadcast_floats", "average_gradients", "barrier", "cleanup"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,17 @@ def shard_bounds(n: int, info: DistInfo) -> list[tuple[int, int]]:
         bounds.append((start, stop))
         start = stop
     return bounds
+
+
+def pair_rows(bounds: list[tuple[int, int]]) -> np.ndarray:
+    """Where each row of a gathered pair batch belongs. Rank r embeds its pairs' left sides
+    then right sides (pairs ``bounds[r]``); gathered in rank order, indexing with this
+    gives every left side, then every right side, in pair order."""
+    offsets = np.cumsum([0] + [2 * (b - a) for a, b in bounds[:-1]])
+    spans = list(zip(offsets, bounds, strict=True))
+    lefts = [o + np.arange(b - a) for o, (a, b) in spans]
+    rights = [o + (b - a) + np.arange(b - a) for o, (a, b) in spans]
+    return np.concatenate(lefts + rights)
 
 
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -28,7 +28,7 @@ from ..embedding import too_large
 from ..miners import Miner, Pairs, corpus_hard_negatives, row_pairs
 from ..samplers import BalancedPairSampler, PairBatch, PairDrawer, PKSampler
 from ..siamese import SiameseNetwork
-from .distributed import DistInfo, gather_with_grad, shard, shard_bounds
+from .distributed import DistInfo, gather_with_grad, pair_rows, shard, shard_bounds
 from .items import ClassData, PairData
 from .state import prefixed, unprefixed
 
@@ -260,12 +260,7 @@ class PairBatches(Objective):
             mine = np.concatenate([left[start:stop], right[start:stop]])
             emb = _embed(encode, d.items.take(mine))
             if gather:  # back to the global batch: every left side, then every right side
-                emb = gather_with_grad(emb, info)
-                offsets = np.cumsum([0] + [2 * (b - a) for a, b in bounds[:-1]])
-                lefts = [o + np.arange(b - a) for o, (a, b) in zip(offsets, bounds, strict=True)]
-                rights = [o + (b - a) + np.arange(b - a)
-                          for o, (a, b) in zip(offsets, bounds, strict=True)]
-                emb = emb[torch.from_numpy(np.concatenate(lefts + rights))]
+                emb = gather_with_grad(emb, info)[torch.from_numpy(pair_rows(bounds))]
             else:
                 left, right = left[start:stop], right[start:stop]
                 same = same[start:stop] if same is not None else None

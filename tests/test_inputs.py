@@ -1,0 +1,98 @@
+"""InputSpec: one typed record of how a model reads inputs, round-tripped through the card;
+the adapters that read each kind."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from siamkit.data.download import DatasetError
+from siamkit.inputs import ImageInput, InputSpec, RowInput, TextInput, VectorInput, adapter_for
+
+
+def test_spec_round_trips_through_the_card_form():
+    spec = InputSpec(kind="image", size=(16, 32), channels=3, invert=True, keep_aspect=True,
+                     mean=[0.5, 0.4, 0.3], std=(0.2, 0.2, 0.2), tta=2)
+    d = spec.to_dict()
+    assert d == {"kind": "image", "channels": 3, "size": [16, 32], "invert": True,
+                 "keep_aspect": True, "tta": 2, "mean": [0.5, 0.4, 0.3],
+                 "std": [0.2, 0.2, 0.2]}
+    assert InputSpec.from_dict(d) == spec and spec.shape == (3, 16, 32)
+    assert InputSpec(kind="text").to_dict() == {"kind": "text"}
+    table = InputSpec(kind="tabular", features=5, featurizer={"numeric": {}},
+                      label_column="y", feature_columns=["a"])
+    assert InputSpec.from_dict(table.to_dict()) == table and table.is_table
+
+
+def test_older_cards_fill_what_they_left_out_from_defaults():
+    # a card written before kinds: channels and size only; tta from the training config
+    spec = InputSpec.from_dict({"channels": 1, "size": 28, "invert": True}, {"tta": 4,
+                                                                           "size": 105})
+    assert spec.kind == "image" and spec.size == 28 and spec.tta == 4 and spec.invert
+    # image defaults do not leak into other kinds
+    assert InputSpec.from_dict({"kind": "text"}, {"size": 28}).size is None
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    ({"kind": "audio"}, "input kind must be one of"),
+    ({"kind": "image"}, "needs its size"),
+    ({"size": "big"}, "a side or \\[height, width\\]"),
+    ({"size": 8, "channels": 2}, "channels must be 1 or 3"),
+    ({"size": 8, "invert": "yes"}, "invert must be true or false"),
+    ({"size": 8, "mean": [0.5, 0.5]}, "one number per channel"),
+    ({"size": 8, "mean": [0.5], "std": [0.0]}, "std must be positive"),
+    ({"size": 8, "tta": -1}, "tta must be a whole number"),
+    ({"kind": "records"}, "needs its fitted featurizer"),
+    ({"size": 8, "colour": 1}, "unknown input field 'colour'"),
+])
+def test_bad_specs_name_the_field(values, needle):
+    with pytest.raises(ValueError, match=needle):
+        InputSpec.from_dict(values)
+
+
+def test_one_adapter_per_kind():
+    assert isinstance(adapter_for(InputSpec(size=8)), ImageInput)
+    assert isinstance(adapter_for(InputSpec(kind="text")), TextInput)
+    assert isinstance(adapter_for(InputSpec(kind="tabular", features=3)), VectorInput)
+    assert isinstance(adapter_for(InputSpec(kind="records", featurizer={})), RowInput)
+    with pytest.raises(DatasetError, match="does not say how it reads"):
+        adapter_for(None)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_adapter_reads_bytes_as_the_spec_says():
+    white = np.full((20, 40), 255, dtype=np.uint8)
+    x = ImageInput(InputSpec(size=(10, 10), invert=True)).prepare([_png(white)])
+    assert x.shape == (1, 1, 10, 10) and x.dtype == torch.uint8 and int(x.max()) == 0
+    padded = ImageInput(InputSpec(size=(10, 10), keep_aspect=True)).prepare([_png(white)])
+    assert int(padded[0, 0, 0, 0]) == 0 and int(padded[0, 0, 5, 5]) == 255  # letterboxed
+    limited = ImageInput(InputSpec(size=8), max_pixels=100)
+    with pytest.raises(DatasetError, match="over the limits"):
+        limited.prepare([_png(white)], names=["big.png"])
+    with pytest.raises(DatasetError, match="junk.png: not a readable image"):
+        limited.prepare([b"not an image"], names=["junk.png"])
+
+
+def test_text_and_row_adapters_check_their_items():
+    with pytest.raises(DatasetError, match="text 1 is empty"):
+        TextInput(InputSpec(kind="text")).prepare(["fine", " "])
+    from siamkit.data.records import RecordFeaturizer
+
+    f = RecordFeaturizer().fit([{"price": str(p), "brand": b} for p, b in
+                                [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "a")]])
+    rows = RowInput(InputSpec(kind="tabular", featurizer=f.to_dict(), label_column="kind"))
+    x = rows.prepare([rows.parse('{"price": 2, "brand": "a", "kind": "ignored"}')])
+    assert x.shape == (1, f.dim)
+    with pytest.raises(DatasetError, match="row 0: .*colour"):
+        rows.prepare([{"colour": "red"}])
+    with pytest.raises(DatasetError, match="a table model takes rows as JSON objects"):
+        rows.parse("price 2")
