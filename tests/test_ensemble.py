@@ -166,3 +166,39 @@ def test_text_runs_with_validation_carved_by_seed_get_no_threshold(text_runs, tm
         out = ensemble_runs(runs, tmp_path / "ens")
     assert "carved out of the training pairs" in caplog.text
     assert "threshold" not in load_model(out)[2]
+
+
+class _Proj(torch.nn.Module):
+    """A user's encoder for runs trained from Python."""
+
+    def __init__(self, dim: int = 3) -> None:
+        super().__init__()
+        self.dim = dim
+        self.fc = torch.nn.Linear(4, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def test_runs_trained_from_python_join_by_their_cards(tmp_path):
+    """fit runs of one user encoder (seeds 0 and 1) join: the ensemble's embedding is the
+    members' side by side; another encoder size is refused."""
+    import siamkit
+    from siamkit.inputs import InputSpec
+
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(4, generator=g) + c, c) for c in range(4) for _ in range(6)]
+    spec = InputSpec(kind="tabular", features=4)
+    for seed in (0, 1):
+        net = siamkit.fit(_Proj(), data, steps=3, seed=seed, input_spec=spec)
+        net.save(tmp_path / f"s{seed}")
+    other = siamkit.fit(_Proj(dim=2), data, steps=1, input_spec=spec)
+    other.save(tmp_path / "other")
+    with pytest.raises(RunError, match="another model"):
+        ensemble_runs([tmp_path / "s0", tmp_path / "other"], tmp_path / "bad")
+    ensemble_runs([tmp_path / "s0", tmp_path / "s1"], tmp_path / "ens")
+    ens, config, card = load_model(tmp_path / "ens")
+    assert config is None and "threshold" not in card and ens.embedding_dim == 6
+    x = torch.randn(5, 4)
+    parts = [load_model(tmp_path / f"s{s}")[0].embed(x) for s in (0, 1)]
+    torch.testing.assert_close(ens.embed(x), torch.cat(parts, dim=1))

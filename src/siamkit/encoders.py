@@ -349,26 +349,34 @@ class EnsembleEncoder(nn.Module):
     Args:
         members: how many encoders.
         member: the registered encoder each member is (``conv4``, ``koch``, ``mlp``,
-            ``text``).
+            ``text``), or any encoder's spec (:func:`encoder_spec`: a user's own class).
         normalize_members: scale each member's embedding to norm ``1 / sqrt(members)``.
+        member_dim: each member's embedding size, for members that do not say it
+            (``output_dim``).
         **member_args: the options of every member, e.g. ``width`` or ``embedding_dim``.
 
     Shape: (B, ...) (or B strings, for text) -> (B, members * member output_dim).
     """
 
-    def __init__(self, members: int = 3, member: str = "conv4",
-                 normalize_members: bool = False, **member_args: object) -> None:
+    def __init__(self, members: int = 3, member: str | dict[str, Any] = "conv4",
+                 normalize_members: bool = False, member_dim: int | None = None,
+                 **member_args: object) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
-        if member == "ensemble":
+        if member == "ensemble" or (isinstance(member, dict) and member.get("name") == "ensemble"):
             raise ValueError("an ensemble's members cannot be ensembles")
-        self.members = nn.ModuleList(create_encoder(member, **member_args)
-                                     for _ in range(members))
-        self.member_dims = [m.output_dim for m in self.members]
+        spec = member if isinstance(member, dict) else {"name": member, "args": member_args}
+        self.members = nn.ModuleList(build_encoder(spec) for _ in range(members))
+        dims = [getattr(m, "output_dim", member_dim) for m in self.members]
+        if not all(isinstance(d, int) for d in dims):
+            raise ValueError("the members do not say their embedding size (output_dim): give "
+                             "member_dim")
+        self.member_dims = dims
         self.output_dim = sum(self.member_dims)
         self.normalize_members = normalize_members
-        self.is_text = member == "text"
+        # text members (the text protocol) tokenise once and share the tokens
+        self.is_text = callable(getattr(self.members[0], "tokenize", None))
         for attr in ("in_channels", "input_size", "in_features"):
             if hasattr(self.members[0], attr):
                 setattr(self, attr, getattr(self.members[0], attr))

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import torch
 
-from .builders import build_model
 from .checkpoint import RunError, load_model, save_model
 from .config import PAIR_DATASETS, config_to_dict
 from .data.records import RecordFeaturizer
+from .distances import CosineSimilarity, create_distance, distance_spec
+from .encoders import EnsembleEncoder, create_encoder, encoder_spec
+from .siamese import SiameseNetwork
 from .training import (
     ClassData,
     PairData,
@@ -53,6 +55,43 @@ def _comparable(config: object) -> dict:
     return d
 
 
+def _check_members(runs: Sequence[str | Path], loaded: list[tuple]) -> None:
+    """Refuse runs that are not one model trained with other seeds."""
+    model0, config0, card0 = loaded[0]
+    if model0.head is not None or isinstance(model0.encoder, EnsembleEncoder):
+        raise RunError(f"{runs[0]}: only models with a fixed distance join an ensemble "
+                       f"(not an ensemble or a learned head)")
+    spec0 = model0.input_spec
+    for run, (model, config, card) in zip(runs[1:], loaded[1:], strict=True):
+        spec = model.input_spec
+        if config0 is None or config is None:  # trained from Python: the cards must agree
+            if config is not config0 or card.get("model") != card0.get("model") or spec != spec0:
+                raise RunError(f"{run} is another model than {runs[0]}: an ensemble joins "
+                               f"runs of one model and data that differ only in seed")
+            continue
+        same_config = _comparable(config) == _comparable(config0)
+        if same_config and spec != spec0 and spec.featurizer != spec0.featurizer:
+            raise RunError(f"{run} featurises its table's rows otherwise than {runs[0]}: "
+                           "table runs join when they trained on the same rows (one "
+                           "data.split_file), so their featurisers agree")
+        if not same_config or spec != spec0:
+            raise RunError(f"{run} was trained with another config than {runs[0]}: an "
+                           "ensemble joins runs of one config that differ only in seed")
+
+
+def _join(models: list[SiameseNetwork]) -> SiameseNetwork:
+    """The members' encoders side by side (their weights copied), scored as they were."""
+    m0 = models[0]
+    cosine = isinstance(m0.distance, CosineSimilarity)
+    encoder = create_encoder("ensemble", members=len(models), member=encoder_spec(m0.encoder),
+                             normalize_members=cosine, member_dim=m0.embedding_dim)
+    joined = SiameseNetwork(encoder, create_distance(distance_spec(m0.distance)),
+                            input_spec=m0.input_spec)
+    for member, model in zip(encoder.members, models, strict=True):
+        member.load_state_dict(model.encoder.state_dict())
+    return joined.eval()
+
+
 def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool = True,
                   overwrite: bool = False) -> Path:
     """Join the trained runs ``runs`` (one config, other seeds) into the run folder ``out``.
@@ -61,53 +100,42 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     split as training does (its target: EER for images, ``eval.calibrate_target`` for
     labelled pairs), but only where every member held out the same validation data (a
     ``data.split_file``, or a validation pair file); otherwise the card has no threshold.
-    Text members (one base model) are joined like the others; with a cosine distance each
-    member's embedding is normalised, so the joined cosine is the mean of theirs.
+    Runs trained from Python (``fit``) join when their cards describe one model; they have
+    no config to calibrate from (use ``siamkit calibrate``). Text members (one base model)
+    are joined like the others; with a cosine distance each member's embedding is
+    normalised, so the joined cosine is the mean of theirs.
     """
     if len(runs) < 2:
         raise RunError("an ensemble needs at least two trained runs")
     loaded = [load_model(r) for r in runs]
-    model0, config0, card0 = loaded[0]
-    if config0 is None:
-        raise RunError(f"{runs[0]}: an ensemble joins runs trained from a config (siamkit "
-                       f"train), which says how to rebuild and calibrate them")
-    if config0.model.encoder == "ensemble" or model0.head is not None:
-        raise RunError(f"{runs[0]}: only models with a fixed distance join an ensemble "
-                       f"(not an ensemble or a learned head)")
-    spec0 = model0.input_spec
-    for run, (model, config, _) in zip(runs[1:], loaded[1:], strict=True):
-        spec = model.input_spec
-        same_config = config is not None and _comparable(config) == _comparable(config0)
-        if same_config and spec != spec0 and spec.featurizer != spec0.featurizer:
-            raise RunError(f"{run} featurises its table's rows otherwise than {runs[0]}: "
-                           "table runs join when they trained on the same rows (one "
-                           "data.split_file), so their featurisers agree")
-        if not same_config or spec != spec0:
-            raise RunError(f"{run} was trained with another config than {runs[0]}: an "
-                           "ensemble joins runs of one config that differ only in seed")
-    seeds = [c.seed for _, c, _ in loaded]
-    if len(set(seeds)) < len(seeds):
+    _check_members(runs, loaded)
+    config0 = loaded[0][1]
+    seeds = [c.seed if c is not None else None for _, c, _ in loaded]
+    if config0 is not None and len(set(seeds)) < len(seeds):
         logger.warning("members share a seed (%s): they may be the same model", seeds)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise RunError(f"{out} exists and is not empty (overwrite=True replaces it)")
         shutil.rmtree(out)
+    joined = _join([m for m, _, _ in loaded])
+    facts = {"members": [{"run": str(r), "seed": s} for r, s in zip(runs, seeds, strict=True)]}
+    if config0 is None:
+        joined.save(out, facts)
+        if calibrate:
+            logger.warning("members trained from Python have no config to calibrate from: "
+                           "no threshold (siamkit calibrate it on validation pairs)")
+        return out
     config = copy.deepcopy(config0)
     config.model.encoder = "ensemble"
     config.model.encoder_args = {"members": len(runs), "member": config0.model.encoder,
                                  "normalize_members": config0.model.distance == "cosine",
                                  **config0.model.encoder_args}
-    joined = build_model(config.model, spec0.channels, spec0.size or config.data.size)
-    joined.input_spec = spec0
-    for member, (model, _, _) in zip(joined.encoder.members, loaded, strict=True):
-        member.load_state_dict(model.encoder.state_dict())
-    joined.eval()
-    save_model(out, joined, config, {"members": [
-        {"run": str(r), "seed": s} for r, s in zip(runs, seeds, strict=True)]})
+    save_model(out, joined, config, facts)
     logger.info("joined %d runs (seeds %s) into %s", len(runs), seeds, out)
     if not calibrate:
         return out
+    spec0 = joined.input_spec
     pairs = config.data.dataset in PAIR_DATASETS
     if len(set(seeds)) > 1 and (val_is_seeded(config) if pairs
                                 else not config.data.split_file):
