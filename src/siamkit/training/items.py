@@ -172,8 +172,9 @@ def _label_ids(raw: list[Any], what: str) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor([code[k] for k in keys], dtype=torch.int64), names
 
 
-def _rows(data: Any, what: str) -> list[tuple]:
-    """Every row of a map-style dataset or sequence, checked to be a tuple."""
+def _rows(data: Any, what: str, width: int) -> list[tuple]:
+    """Every row of a map-style dataset or sequence, checked to be a tuple of ``width``
+    values."""
     try:
         n = len(data)
     except TypeError:
@@ -188,6 +189,11 @@ def _rows(data: Any, what: str) -> list[tuple]:
             raise TypeError(f"{what}[{i}] is a {type(row).__name__}: each item must be a "
                             f"tuple (input, label) or (a, b, label | score)")
         rows.append(tuple(row))
+    if any(len(r) != width for r in rows):
+        n = next(len(r) for r in rows if len(r) != width)
+        kind = ("class data yields (input, label)" if width == 2
+                else "pair data yields (a, b, label | score)")
+        raise ValueError(f"{what}: items of {n} values; {kind}")
     return rows
 
 
@@ -198,10 +204,7 @@ def class_data(data: Any, what: str = "data") -> ClassData:
         return data
     if isinstance(data, ImageDataset):
         return ClassData.from_dataset(data)
-    rows = _rows(data, what)
-    if any(len(r) != 2 for r in rows):
-        n = next(len(r) for r in rows if len(r) != 2)
-        raise ValueError(f"{what}: items of {n} values; class data yields (input, label)")
+    rows = _rows(data, what, 2)
     labels, names = _label_ids([r[1] for r in rows], what)
     values = _stack([_as_input(r[0]) for r in rows], what)
     return ClassData(Items(values), labels, names)
@@ -214,10 +217,7 @@ def pair_data(data: Any, what: str = "data") -> PairData:
         return data
     if isinstance(data, TextPairs):
         return PairData.from_text_pairs(data)
-    rows = _rows(data, what)
-    if any(len(r) != 3 for r in rows):
-        n = next(len(r) for r in rows if len(r) != 3)
-        raise ValueError(f"{what}: items of {n} values; pair data yields (a, b, label | score)")
+    rows = _rows(data, what, 3)
     try:
         targets = np.array([float(r[2]) for r in rows])
     except (TypeError, ValueError):
