@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_text_run
-from siamkit.dedupe import connected_components
+from siamkit.data.splits import connected_components
 from siamkit.gallery import ExactIndex
 
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -1,6 +1,6 @@
 """Duplicate detection at corpus scale: embed a corpus, find every pair above a threshold
 with a range self-join of the gallery's exact index (never an N x N matrix), and group the
-pairs into duplicate clusters (connected components, union-find).
+pairs into duplicate clusters (connected components of the graph of pairs).
 
     >>> result = find_duplicates(model, texts, threshold=0.8)
     >>> result.clusters  # cluster id per text; singletons keep their own id
@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .data.splits import connected_components
 from .gallery import ExactIndex, metric_of
 
-__all__ = ["DuplicateResult", "find_duplicates", "connected_components"]
+__all__ = ["DuplicateResult", "find_duplicates"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +40,6 @@ class DuplicateResult:
         """Sizes of the clusters with at least two items, largest first."""
         sizes = np.bincount(self.clusters)
         return np.sort(sizes[sizes > 1])[::-1]
-
-
-def connected_components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Component id per node (0..n-1) of the graph with edges ``left[k]-right[k]``; ids are
-    numbered by each component's first node."""
-    parent = np.arange(n)
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in zip(left.tolist(), right.tolist(), strict=True):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    _, ids = np.unique(roots, return_inverse=True)
-    return ids
 
 
 def find_duplicates(model: Any, texts: list[str], threshold: float, batch_size: int = 128,

@@ -21,6 +21,7 @@ __all__ = [
     "split_groups",
     "overlap",
     "group_of",
+    "connected_components",
     "positive_pair_groups",
     "image_hash",
     "hamming",
@@ -117,6 +118,17 @@ def overlap(train: list[str], other: list[str]) -> list[str]:
     return sorted(set(train) & set(other))
 
 
+def connected_components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Component id of every node 0..n-1 of the graph with edges ``left[k] - right[k]``;
+    ids are numbered in the order of each component's first node (scipy's csgraph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as components
+
+    left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
+    return components(graph, directed=False)[1].astype(np.int64)
+
+
 def positive_pair_groups(n_items: int, left: np.ndarray, right: np.ndarray,
                          same: np.ndarray) -> np.ndarray:
     """Group id of every item: connected components of the graph of positive pairs.
@@ -124,21 +136,8 @@ def positive_pair_groups(n_items: int, left: np.ndarray, right: np.ndarray,
     When only pair labels exist (duplicate questions, matching records), items joined by a
     chain of "same" pairs are one group and must stay on one side of a split.
     """
-    parent = np.arange(n_items)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(np.asarray(left)[same], np.asarray(right)[same], strict=True):
-        ra, rb = find(int(a)), find(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n_items)])
-    _, ids = np.unique(roots, return_inverse=True)
-    return ids
+    same = np.asarray(same, dtype=bool)
+    return connected_components(n_items, np.asarray(left)[same], np.asarray(right)[same])
 
 
 # ---------------------------------------------------------------- near-duplicates
