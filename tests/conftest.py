@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# No test may fetch a model from a hub: sentence-transformers and transformers stay offline
+# (siamkit itself never sets this for a process; the tests do, for themselves and the
+# processes they start).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # /work/main/tests/conftest.py -> /work/shared/datasets
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

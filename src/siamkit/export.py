@@ -40,7 +40,7 @@ from .checkpoint import calibrator_of, load_model, model_identity
 from .encoders import CODE_TOKEN
 from .inputs import InputSpec
 
-__all__ = ["export_onnx", "check_parity", "ExportError"]
+__all__ = ["export_onnx", "export_sentence_transformers", "check_parity", "ExportError"]
 
 logger = logging.getLogger(__name__)
 
@@ -344,4 +344,41 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
     shutil.copyfile(Path(__file__).with_name("onnx_predict.py"), out / "predict.py")
     if not parity["ok"]:
         raise ExportError(f"ONNX Runtime does not match PyTorch: {parity}")
+    return manifest
+
+
+def export_sentence_transformers(run_dir: str | Path, out_dir: str | Path,
+                                 texts: list[str] | None = None, atol: float = 1e-5
+                                 ) -> dict[str, Any]:
+    """Write a text twin as a sentence-transformers folder: ``SentenceTransformer(out_dir)``
+    loads it (and a model hub takes it) and embeds exactly as siamkit does, the projection
+    and normalisation included. Parity with siamkit is checked on ``texts`` (default: a few
+    built-in sentences) and recorded in ``siamkit_export.json``; over ``atol`` it raises."""
+    model, _, card = load_model(run_dir)
+    to_st = getattr(model.encoder, "to_sentence_transformer", None)
+    if model.input_spec is None or model.input_spec.kind != "text" or not callable(to_st):
+        raise ExportError("only a text twin (model.encoder=text) exports as a "
+                          "sentence-transformers model")
+    try:
+        st = to_st()
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    st.save(str(out))
+    from sentence_transformers import SentenceTransformer
+
+    texts = list(texts or SAMPLE_TEXTS)
+    with torch.no_grad():
+        ours = model.eval().embed(texts).float().numpy()
+    theirs = SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_numpy=True)
+    diff = float(np.abs(ours - theirs).max())
+    manifest = {"format": "sentence-transformers", "model_id": model_identity(run_dir),
+                "threshold": _threshold(card), "higher_is_closer": model.higher_is_closer,
+                "distance": model.distance.name,
+                "parity": {"texts": len(texts), "max_embedding_diff": diff, "tolerance": atol,
+                           "ok": diff <= atol}}
+    (out / "siamkit_export.json").write_text(json.dumps(manifest, indent=2))
+    if diff > atol:
+        raise ExportError(f"sentence-transformers embeds otherwise than siamkit ({diff:.2e})")
     return manifest
