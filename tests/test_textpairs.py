@@ -146,3 +146,26 @@ def test_ditto_parser_on_missing_values_and_odd_attributes(tmp_path):
         f.write_text(bad)
         with pytest.raises(DatasetError, match=needle):
             read_ditto(f)
+
+
+def test_a_second_label_must_read_as_different(tmp_path):
+    """A two-valued label column whose other value is not a 'different' label (a typo such
+    as 'maybe') is refused, for text and image pair files alike; numbers and the usual
+    words pass."""
+    from siamkit.data.download import DatasetError
+    from siamkit.data.pairs import read_pair_csv
+    from siamkit.data.textpairs import read_text_pairs
+
+    f = tmp_path / "p.csv"
+    f.write_text("a,b,label\nx,y,1\nz,w,maybe\n")
+    with pytest.raises(DatasetError, match=r"pair 2: label 'maybe' .* neither '1'"):
+        read_text_pairs(f)
+    for other in ("0", "no", "False", "different", "-1"):
+        f.write_text(f"a,b,label\nx,y,1\nz,w,{other}\n")
+        assert read_text_pairs(f).same.tolist() == [True, False]
+    (tmp_path / "i1.png").write_bytes(b"")
+    (tmp_path / "i2.png").write_bytes(b"")
+    g = tmp_path / "img.csv"
+    g.write_text("i1.png,i2.png,1\ni2.png,i1.png,maybe\n")
+    with pytest.raises(DatasetError, match="label 'maybe'"):
+        read_pair_csv(g, tmp_path)

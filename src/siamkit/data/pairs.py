@@ -10,7 +10,48 @@ import numpy as np
 
 from .download import DatasetError
 
-__all__ = ["PairList", "all_pairs", "skilled_pairs", "read_pair_csv"]
+__all__ = ["PairList", "all_pairs", "skilled_pairs", "read_pair_csv", "same_from_labels",
+           "NEGATIVE_LABELS"]
+
+# What a pair file may write for "different" (besides numbers other than the positive one)
+NEGATIVE_LABELS = ("0", "false", "no", "n", "f", "different", "diff", "negative", "neg",
+                   "non-match", "nonmatch", "mismatch", "not_duplicate", "not_same")
+
+
+def same_from_labels(path: str | Path, raw: list[str], positive_label: str = "1",
+                     column: str = "label") -> np.ndarray:
+    """Labels as written -> "same" booleans. Refuses an empty label, a missing positive
+    label, more than two values, and a second value that does not read as "different"
+    (a number other than the positive label, or one of :data:`NEGATIVE_LABELS`): a typo
+    such as ``maybe`` must not silently count as "different"."""
+    if positive_label not in raw:
+        raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "
+                           f"(labels found: {sorted(set(raw))[:5]})")
+    values = sorted(set(raw))
+    if "" in values:
+        raise DatasetError(f"{path}, pair {raw.index('') + 1}: empty label in column "
+                           f"{column!r}")
+    if len(values) > 2:
+        odd = [v for v in values if v != positive_label]
+        counts = {v: raw.count(v) for v in odd}
+        rare = min(odd, key=lambda v: counts[v])
+        raise DatasetError(f"{path}: label column {column!r} has {len(values)} values "
+                           f"{values[:6]}, expected two ({positive_label!r} for same and "
+                           f"one other); pair {raw.index(rare) + 1} has {rare!r}")
+    for v in values:
+        if v != positive_label and not _reads_as_different(v):
+            raise DatasetError(f"{path}, pair {raw.index(v) + 1}: label {v!r} in column "
+                               f"{column!r} is neither {positive_label!r} (same) nor a "
+                               f"'different' label (0, false, no, different, ...)")
+    return np.array([v == positive_label for v in raw])
+
+
+def _reads_as_different(value: str) -> bool:
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return value.strip().lower() in NEGATIVE_LABELS
 
 
 @dataclass
@@ -97,10 +138,7 @@ def read_pair_csv(path: str | Path, root: str | Path, positive_label: str = "1")
         if not rows:
             raise DatasetError(f"{path}: no pairs ({first[0].strip()!r} not found under {root}, "
                                f"so the only row was read as a header)")
-    labels = [r[2].strip() for r in rows]
-    if positive_label not in labels:
-        raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "
-                           f"(labels found: {sorted(set(labels))[:5]})")
+    same = same_from_labels(path, [r[2].strip() for r in rows], positive_label)
     index: dict[str, int] = {}
     left, right = [], []
     for r in rows:
@@ -111,5 +149,4 @@ def read_pair_csv(path: str | Path, root: str | Path, positive_label: str = "1")
                 index[name] = len(index)
             side.append(index[name])
     paths = [str(root / p) for p in index]
-    return PairList(paths, np.array(left), np.array(right),
-                    np.array([v == positive_label for v in labels]))
+    return PairList(paths, np.array(left), np.array(right), same)

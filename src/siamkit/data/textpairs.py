@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .download import DatasetError
+from .pairs import same_from_labels
 
 __all__ = ["TextPairs", "read_text_pairs", "read_scores", "write_text_pairs", "pair_format",
            "parse_ditto_record", "serialize_record", "read_texts", "read_ditto", "load_mrpc",
@@ -195,31 +196,10 @@ def read_text_pairs(
                                    f"number") from None
             if not np.isfinite(scores[-1]):
                 raise DatasetError(f"{path}, pair {n}: missing score in column {score!r}")
-    same = None if label is None else _same_from_labels(path, raw, positive_label, label)
+    same = None if label is None else same_from_labels(path, raw, positive_label, label)
     return TextPairs(list(index), np.array(left, dtype=int), np.array(right, dtype=int), same,
                      np.array(scores) if score is not None else None,
                      raw if label is not None else None)
-
-
-def _same_from_labels(path: Path, raw: list[str], positive_label: str, label: str
-                      ) -> np.ndarray:
-    """Labels as written -> "same" booleans; refuses an empty label, a missing positive
-    label and more than two values (a typo must not silently become "different")."""
-    if positive_label not in raw:
-        raise DatasetError(f"{path}: no pair has the positive label {positive_label!r} "
-                           f"(labels found: {sorted(set(raw))[:5]})")
-    values = sorted(set(raw))
-    if "" in values:
-        raise DatasetError(f"{path}, pair {raw.index('') + 1}: empty label in column "
-                           f"{label!r}")
-    if len(values) > 2:
-        odd = [v for v in values if v != positive_label]
-        counts = {v: raw.count(v) for v in odd}
-        rare = min(odd, key=lambda v: counts[v])
-        raise DatasetError(f"{path}: label column {label!r} has {len(values)} values "
-                           f"{values[:6]}, expected two ({positive_label!r} for same and "
-                           f"one other); pair {raw.index(rare) + 1} has {rare!r}")
-    return np.array([v == positive_label for v in raw])
 
 
 def read_scores(path: str | Path, positive_label: str = "1") -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +221,7 @@ def read_scores(path: str | Path, positive_label: str = "1") -> tuple[np.ndarray
                                f"number") from None
         if not np.isfinite(scores[-1]):
             raise DatasetError(f"{path}, pair {n}: the score must be a finite number")
-    same = _same_from_labels(path, [(r.get("label") or "").strip() for r in rows],
+    same = same_from_labels(path, [(r.get("label") or "").strip() for r in rows],
                              positive_label, "label")
     if same.all():
         raise DatasetError(f"{path}: every pair is 'same' ({positive_label!r}); calibrating "
