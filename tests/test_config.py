@@ -184,3 +184,17 @@ def test_faces_refit_split_keeps_the_test_subjects_out():
     assert refit["test"] == tuned["test"] and not refit["val"]
     assert sorted(refit["train"]) == sorted(tuned["train"] + tuned["val"])
     assert not set(refit["train"]) & set(refit["test"])
+
+
+def test_packaged_configs_load_by_name_and_find_their_split_files(tmp_path, monkeypatch):
+    from siamkit.config import config_path, packaged_configs
+
+    assert {"omniglot", "att_faces", "signatures", "stsb"} <= set(packaged_configs())
+    monkeypatch.chdir(tmp_path)  # anywhere: the packaged config and its split file are found
+    config = load_config("att_faces")
+    split = Path(config.data.split_file)
+    assert split.is_absolute() and split.is_file() and split.name == "att_faces.json"
+    assert config_path("omniglot").name == "omniglot.yaml"
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml; packaged "
+                                          "configs: abt_buy"):
+        load_config("nope.yaml")

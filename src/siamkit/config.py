@@ -21,6 +21,8 @@ __all__ = [
     "EvalConfig",
     "Config",
     "load_config",
+    "config_path",
+    "packaged_configs",
     "check_config",
     "apply_overrides",
     "config_to_dict",
@@ -252,13 +254,49 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def packaged_configs() -> list[str]:
+    """Names of the worked-example configs that ship inside the package (``omniglot``,
+    ``att_faces``, ``signatures``, ``stsb``...), for ``--config NAME``."""
+    from importlib import resources
+
+    folder = resources.files("siamkit") / "configs"
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: the path given, or the packaged config of that name (``omniglot``
+    finds ``siamkit/configs/omniglot.yaml``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    from importlib import resources
+
+    packaged = resources.files("siamkit") / "configs" / f"{p.name.removesuffix('.yaml')}.yaml"
+    if p.parent == Path(".") and packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"config file not found: {p}; packaged configs: "
+                      f"{', '.join(packaged_configs())}")
+
+
+def _beside(config: Config, folder: Path) -> Config:
+    """A relative ``data.split_file`` that is not found from the current directory is read
+    relative to the config file's folder (the packaged configs name their split files so)."""
+    split = config.data.split_file
+    if split and not Path(split).is_absolute() and not Path(split).exists():
+        candidate = folder / split
+        if candidate.is_file():
+            config.data.split_file = str(candidate.resolve())
+    return config
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML (or JSON) config and apply ``key=value`` overrides, e.g. ``optim.lr=3e-4``."""
+    """Read a YAML (or JSON) config and apply ``key=value`` overrides, e.g. ``optim.lr=3e-4``.
+
+    ``path`` may name a packaged config (``omniglot``); a relative ``data.split_file`` is
+    found from the current directory or, failing that, beside the config file."""
     values: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+        p = config_path(path)
         try:
             text = p.read_text()
             values = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
@@ -268,6 +306,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
+        return _beside(apply_overrides(config_from_dict(values), overrides or []), p.parent)
     return apply_overrides(config_from_dict(values), overrides or [])
 
 
