@@ -12,6 +12,9 @@ import pytest
 # processes they start).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Models are served with PyTorch in the tests unless a test asks for ONNX Runtime (which
+# exports each new model once: seconds per model, and the tests make many models).
+os.environ.setdefault("SIAMKIT_ENGINE", "torch")
 
 # /work/main/tests/conftest.py -> /work/shared/datasets
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

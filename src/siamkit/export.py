@@ -51,13 +51,14 @@ class ExportError(RuntimeError):
 
 class _Encoder(nn.Module):
     """Inputs in [0, 1] -> embeddings, normalised first as the input spec says (a
-    pretrained backbone's mean and std), so the graph takes what siamkit loads."""
+    pretrained backbone's mean and std), so the graph takes what siamkit loads; with
+    ``normalize=False`` the encoder alone (for callers that normalise themselves)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, normalize: bool = True) -> None:
         super().__init__()
         self.model = model
         spec = model.input_spec
-        self.normalize = spec.kind == "image" and spec.mean is not None
+        self.normalize = normalize and spec.kind == "image" and spec.mean is not None
         if self.normalize:
             self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1))
             self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1))

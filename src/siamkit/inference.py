@@ -7,6 +7,7 @@ both embed through it.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from .data.download import DatasetError
 from .data.images import ImageDataset
 from .data.records import RecordFeaturizer
 from .data.textpairs import TextPairs
+from .engine import resolve_engine
 from .gallery import DB, Gallery, GalleryError, metric_of
 from .inputs import ImageInput, RowInput, adapter_for
 
@@ -33,6 +35,10 @@ class Embedder:
         run_dir: a trained model's run folder.
         max_pixels, max_side: refuse images with more pixels, or a longer side, before
             decoding them (a decompression bomb is refused from its header alone).
+        engine: where the encoder runs: ``torch``, ``onnx`` (ONNX Runtime, exported once
+            and checked against PyTorch at start-up) or ``auto`` (ONNX Runtime when the
+            onnx extra is installed and the model runs there, else PyTorch); default
+            ``$SIAMKIT_ENGINE``, else ``auto``.
 
     Example:
         >>> e = Embedder("runs/faces")
@@ -41,7 +47,7 @@ class Embedder:
     """
 
     def __init__(self, run_dir: str | Path, max_pixels: int = 40_000_000,
-                 max_side: int = 16384) -> None:
+                 max_side: int = 16384, engine: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.model, self.config, self.card = load_model(run_dir)
         self.spec = self.model.input_spec
@@ -51,6 +57,9 @@ class Embedder:
                                f"and MLP twins trained on tables or records")
         self.adapter = adapter_for(self.spec, max_pixels=max_pixels, max_side=max_side)
         self.model_id = model_identity(run_dir)
+        engine = engine or os.environ.get("SIAMKIT_ENGINE", "auto")
+        self.runner = resolve_engine(self.model, self.model_id, engine)  # embeds
+        self.engine = "torch" if self.runner is self.model else "onnx"
         self.calibrator = calibrator_of(self.card)
         self.dim = self.model.embedding_dim
         self._lock = threading.Lock()  # one forward pass at a time keeps CPU threads sane
@@ -98,7 +107,7 @@ class Embedder:
     def embed_batch(self, batch: Any) -> torch.Tensor:
         """Embed what the adapter prepared (images, texts, feature vectors) -> (N, D)."""
         with self._lock, torch.no_grad():
-            return self.adapter.embed(self.model, batch)
+            return self.adapter.embed(self.runner, batch)
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """Embed texts with a text model -> (N, D)."""
@@ -141,12 +150,12 @@ class Embedder:
     def embed_dataset(self, data: ImageDataset, progress: Any = None) -> torch.Tensor:
         """Embeddings of a data set from :meth:`load_dataset` -> (N, D)."""
         with self._lock:
-            return self.adapter.embed_dataset(self.model, data, progress)
+            return self.adapter.embed_dataset(self.runner, data, progress)
 
     def embed_pairs(self, pairs: TextPairs) -> torch.Tensor:
         """Embeddings of a pair file's items (texts, or records for a record model)."""
         with self._lock:
-            return self.adapter.embed_pairs(self.model, pairs)
+            return self.adapter.embed_pairs(self.runner, pairs)
 
     # ---- scores and decisions
 
