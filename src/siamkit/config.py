@@ -125,6 +125,9 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine or constant
     channels_last: bool = True
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    # auto: bf16 autocast of the encoder where the CPU computes bf16 natively (AMX,
+    # AVX512-BF16), fp32 elsewhere; fp32; bf16
+    precision: str = "auto"
     # under torchrun: losses and miners see the embeddings of every rank (global batch)
     gather_embeddings: bool = True
 
@@ -419,6 +422,8 @@ def check_config(config: Config) -> None:
         create_distance(m.distance)
     except ValueError as exc:
         raise ConfigError(f"model.distance: {exc}") from None
+    need(o.precision in ("auto", "fp32", "bf16"),
+         f"optim.precision must be auto, fp32 or bf16, got {o.precision!r}")
     need(o.schedule in ("cosine", "constant"),
          f"unknown optim.schedule {o.schedule!r}; expected cosine or constant")
     need(o.sampler in ("pk", "pairs"), f"unknown optim.sampler {o.sampler!r}; expected pk or "

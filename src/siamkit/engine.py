@@ -30,9 +30,11 @@ from .export import (
     _session,
     _TextEncoder,
 )
+from .precision import autocast, resolve_precision
 from .siamese import SiameseNetwork
 
-__all__ = ["ENGINES", "OnnxEncoder", "onnx_encoder", "onnx_available", "resolve_engine"]
+__all__ = ["ENGINES", "Autocast", "OnnxEncoder", "onnx_encoder", "onnx_available",
+           "resolve_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +48,13 @@ def onnx_available() -> bool:
     return all(find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))
 
 
-class OnnxEncoder(nn.Module):
-    """A model whose encoder runs in ONNX Runtime: ``embed`` goes through the session, the
-    scores through the model's own distance or head (cheap, and exact)."""
+class _Runner(nn.Module):
+    """A model whose encoder runs elsewhere (another engine, another precision): ``embed``
+    is the subclass's, the scores go through the model's own distance or head."""
 
-    def __init__(self, model: SiameseNetwork, session: Any, text: bool) -> None:
+    def __init__(self, model: SiameseNetwork) -> None:
         super().__init__()
-        self.model, self.session, self.text = model, session, text
+        self.model = model
         self.input_spec, self.distance, self.head = model.input_spec, model.distance, model.head
         self.encoder = model.encoder  # what callers read settings from (tokenizer, dim)
 
@@ -64,6 +66,28 @@ class OnnxEncoder(nn.Module):
     def embedding_dim(self) -> int:
         return self.model.embedding_dim
 
+    def score_embeddings(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        return self.model.score_embeddings(e1, e2)
+
+    def pairwise_scores(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return self.model.pairwise_scores(q, r)
+
+
+class Autocast(_Runner):
+    """The model in PyTorch, its encoder under bf16 autocast; embeddings float32."""
+
+    def embed(self, x: Any) -> torch.Tensor:
+        with autocast("bf16"):
+            return self.model.embed(x).float()
+
+
+class OnnxEncoder(_Runner):
+    """A model whose encoder runs in ONNX Runtime."""
+
+    def __init__(self, model: SiameseNetwork, session: Any, text: bool) -> None:
+        super().__init__(model)
+        self.session, self.text = session, text
+
     def embed(self, x: Any) -> torch.Tensor:
         """Embed a batch: float (B, ...) tensors, or B texts."""
         if self.text:
@@ -73,12 +97,6 @@ class OnnxEncoder(nn.Module):
         else:
             feeds = {"inputs": np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)}
         return torch.from_numpy(self.session.run(None, feeds)[0])
-
-    def score_embeddings(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
-        return self.model.score_embeddings(e1, e2)
-
-    def pairwise_scores(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return self.model.pairwise_scores(q, r)
 
 
 def _write(model: SiameseNetwork, folder: Path, opset: int = 18) -> None:
@@ -152,15 +170,17 @@ def onnx_encoder(model: SiameseNetwork, model_id: str, atol: float = 1e-5,
     return fast
 
 
-def resolve_engine(model: SiameseNetwork, model_id: str, engine: str = "auto"
-                   ) -> SiameseNetwork | OnnxEncoder:
-    """The module to embed with: ``torch`` (the model itself), ``onnx`` (ONNX Runtime,
-    errors if it cannot run the model), or ``auto`` (ONNX Runtime when the onnx extra is
-    installed and the model runs there, else torch, saying why)."""
+def resolve_engine(model: SiameseNetwork, model_id: str, engine: str = "auto",
+                   precision: str = "fp32") -> nn.Module:
+    """The module to embed with: ``torch`` (the model itself; under bf16 autocast when
+    ``precision`` resolves to bf16), ``onnx`` (ONNX Runtime, fp32; errors if it cannot run
+    the model), or ``auto`` (ONNX Runtime when the onnx extra is installed and the model
+    runs there, else torch, saying why)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if engine == "torch" or (engine == "auto" and not onnx_available()):
-        return model
+    bf16 = resolve_precision(precision) == "bf16"
+    if engine == "torch" or (engine == "auto" and (bf16 or not onnx_available())):
+        return Autocast(model) if bf16 else model
     try:
         return onnx_encoder(model, model_id)
     except ExportError as exc:

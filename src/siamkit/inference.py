@@ -20,7 +20,7 @@ from .data.download import DatasetError
 from .data.images import ImageDataset
 from .data.records import RecordFeaturizer
 from .data.textpairs import TextPairs
-from .engine import resolve_engine
+from .engine import OnnxEncoder, resolve_engine
 from .gallery import DB, Gallery, GalleryError, metric_of
 from .inputs import ImageInput, RowInput, adapter_for
 
@@ -39,6 +39,9 @@ class Embedder:
             and checked against PyTorch at start-up) or ``auto`` (ONNX Runtime when the
             onnx extra is installed and the model runs there, else PyTorch); default
             ``$SIAMKIT_ENGINE``, else ``auto``.
+        precision: the torch engine's precision: ``auto`` (bf16 autocast where the CPU
+            computes bf16 natively), ``fp32`` or ``bf16``; default ``$SIAMKIT_PRECISION``,
+            else ``auto``. ONNX Runtime runs fp32.
 
     Example:
         >>> e = Embedder("runs/faces")
@@ -47,7 +50,8 @@ class Embedder:
     """
 
     def __init__(self, run_dir: str | Path, max_pixels: int = 40_000_000,
-                 max_side: int = 16384, engine: str | None = None) -> None:
+                 max_side: int = 16384, engine: str | None = None,
+                 precision: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.model, self.config, self.card = load_model(run_dir)
         self.spec = self.model.input_spec
@@ -58,8 +62,9 @@ class Embedder:
         self.adapter = adapter_for(self.spec, max_pixels=max_pixels, max_side=max_side)
         self.model_id = model_identity(run_dir)
         engine = engine or os.environ.get("SIAMKIT_ENGINE", "auto")
-        self.runner = resolve_engine(self.model, self.model_id, engine)  # embeds
-        self.engine = "torch" if self.runner is self.model else "onnx"
+        precision = precision or os.environ.get("SIAMKIT_PRECISION", "auto")
+        self.runner = resolve_engine(self.model, self.model_id, engine, precision)  # embeds
+        self.engine = "onnx" if isinstance(self.runner, OnnxEncoder) else "torch"
         self.calibrator = calibrator_of(self.card)
         self.dim = self.model.embedding_dim
         self._lock = threading.Lock()  # one forward pass at a time keeps CPU threads sane

@@ -62,7 +62,8 @@ def settings_from_config(config: Config) -> TrainSettings:
                          schedule=o.schedule, time_limit_minutes=o.time_limit_minutes,
                          eval_every=config.eval.every,
                          validate_first=config.data.dataset in PAIR_DATASETS,
-                         threads=o.threads, gather_embeddings=o.gather_embeddings)
+                         threads=o.threads, precision=o.precision,
+                         gather_embeddings=o.gather_embeddings)
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = False,

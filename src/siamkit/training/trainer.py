@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..checkpoint import RunError
+from ..precision import in_precision, resolve_precision
 from ..siamese import WEIGHTS, SiameseNetwork
 from .distributed import (
     DistInfo,
@@ -92,7 +93,10 @@ class TrainSettings:
         eval_every: steps between validations (and at the end).
         validate_first: also validate before the first step (a pretrained encoder's
             starting point, which fine-tuning must beat).
-        channels_last, threads: CPU speed knobs (``threads``: torch's intra-op threads).
+        threads: torch's intra-op threads (None: torch's default).
+        precision: ``auto`` (bf16 autocast of the encoder where the CPU computes bf16
+            natively, AMX or AVX512-BF16; else fp32), ``fp32`` or ``bf16``. Embeddings,
+            losses and miners stay float32.
         gather_embeddings: under torchrun, losses and miners see every rank's embeddings.
     """
 
@@ -106,9 +110,11 @@ class TrainSettings:
     eval_every: int = 500
     validate_first: bool = False
     threads: int | None = None
+    precision: str = "auto"
     gather_embeddings: bool = True
 
     def __post_init__(self) -> None:
+        resolve_precision(self.precision)  # refuses an unknown name
         for name, low in (("steps", 1), ("eval_every", 1), ("warmup_steps", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -217,6 +223,9 @@ class Trainer:
             optimiser = make_optimiser(model, s.lr, s.weight_decay, s.head_lr,
                                        objective.parameters())
             encode, outside_ddp = self._encoder(info, optimiser)
+            precision = resolve_precision(s.precision)
+            encode = in_precision(encode, precision)
+            logger.info("training in %s (precision %s)", precision, s.precision)
             gather = info.enabled and s.gather_embeddings
             start, elapsed = self._restore(optimiser) if self.resume else (0, 0.0)
             bar = self._bar(start, info)
