@@ -11,18 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 from siamkit.checkpoint import load_model
 from siamkit.config import load_config
 from siamkit.data.omniglot import load_lake_runs
 from siamkit.evaluate import evaluate_runs
+from siamkit.machine import describe
 from siamkit.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run_one(c, args.overrides, args.runs_dir) for c in configs]
     report = {
         "benchmark": "Omniglot, Lake et al. (2015) 20 within-alphabet 20-way one-shot runs",
-        "machine": {"cpus": torch.get_num_threads(), "processor": platform.processor(),
-                    "torch": torch.__version__},
+        "machine": describe(),
         "published_error_percent": PUBLISHED,
         "results": rows,
     }

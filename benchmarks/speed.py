@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -225,24 +223,9 @@ SEARCH_CASES = 4
 # ---------------------------------------------------------------- 4. training throughput
 
 
-def peak_gflops() -> dict:
-    """cores x clock x FLOPs per cycle: AVX2 with two FMA units = 2 x 8 fp32 lanes x 2."""
-    mhz = 0.0
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("cpu MHz"):
-                mhz = float(line.split(":")[1])
-                break
-    flags = open("/proc/cpuinfo").read()
-    lanes = 16 if " avx512f" in flags else 8 if " avx2" in flags else 4
-    per_cycle = 2 * lanes * 2  # two FMA pipes, a fused multiply-add counts as 2 FLOPs
-    cores = len(os.sched_getaffinity(0))
-    return {"cores": cores, "mhz": mhz, "fp32_lanes": lanes, "flops_per_cycle": per_cycle,
-            "peak_gflops": cores * mhz * 1e-3 * per_cycle,
-            "how": "cores x clock (MHz from /proc/cpuinfo) x 2 FMA units x SIMD fp32 lanes x 2"}
-
-
-def training_case(steps: int) -> dict:
+def training_case(steps: int, precision: str = "fp32") -> dict:
+    """A training step of the demo config (channels-last, the loss of its config) in
+    ``precision`` (``auto`` resolves as training does: bf16 only on native-bf16 CPUs)."""
     from importlib import resources
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -250,10 +233,15 @@ def training_case(steps: int) -> dict:
     from siamkit.builders import build_loss, build_model
     from siamkit.config import load_config
     from siamkit.embedding import to_float
+    from siamkit.machine import peak_gflops
+    from siamkit.precision import in_precision, resolve_precision
 
     cfg = load_config(Path(str(resources.files("siamkit") / "presets" / "omniglot_demo.yaml")))
+    torch.manual_seed(0)
     model = build_model(cfg.model, 1, cfg.data.size)
     model = model.to(memory_format=torch.channels_last)
+    resolved = resolve_precision(precision)
+    embed = in_precision(model.embed, resolved)
     loss_fn = build_loss(cfg, model, num_classes=100)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     b = cfg.optim.p * cfg.optim.k
@@ -262,7 +250,7 @@ def training_case(steps: int) -> dict:
     y = torch.arange(cfg.optim.p).repeat_interleave(cfg.optim.k)
 
     def step() -> None:
-        loss = loss_fn(model.embed(x), y)
+        loss = loss_fn(embed(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -273,9 +261,10 @@ def training_case(steps: int) -> dict:
     t = _median_time(lambda: [step() for _ in range(steps)], 3) / steps
     peak = peak_gflops()
     achieved = flops / t / 1e9
-    return {"batch": b, "input": cfg.data.size, "images_per_second": b / t,
-            "flops_per_image": flops / b, "achieved_gflops": achieved, **peak,
-            "fraction_of_peak": achieved / peak["peak_gflops"]}
+    top = peak["bf16_peak_gflops"] if resolved == "bf16" else peak["fp32_peak_gflops"]
+    return {"precision": precision, "resolved": resolved, "batch": b, "input": cfg.data.size,
+            "images_per_second": b / t, "flops_per_image": flops / b,
+            "achieved_gflops": achieved, **peak, "fraction_of_peak": achieved / top}
 
 
 # ---------------------------------------------------------------- 5. embedding throughput
@@ -337,6 +326,12 @@ def embedding_case(n: int, repeats: int) -> list[dict]:
 # ---------------------------------------------------------------- driver
 
 
+def _median_by(rounds: list[dict], key: str, field: str) -> dict:
+    """The round's ``key`` entry whose ``field`` is the median of the rounds."""
+    ok = sorted((r[key] for r in rounds if field in r[key]), key=lambda r: r[field])
+    return ok[len(ok) // 2] if ok else rounds[0][key]
+
+
 def _median_row(rows: list[dict]) -> dict:
     """The round whose queries per second is the median of the rounds (errors kept)."""
     ok = [r for r in rows if "queries_per_second" in r]
@@ -366,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         elif kind == "search":
             out = search_case(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         elif kind == "training":
-            out = training_case(int(rest[0]))
+            out = training_case(int(rest[0]), rest[1] if len(rest) > 1 else "fp32")
         else:
             out = embedding_case(int(rest[0]), int(rest[1]))
         print(json.dumps(out))
@@ -387,13 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-refs", type=int, default=1_000_000)
     parser.add_argument("--search-queries", type=int, default=1000)
     parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--train-rounds", type=int, default=3,
+                        help="alternating rounds of fp32 and auto-precision training steps")
     parser.add_argument("--embed-n", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         "speed.json")
     args = parser.parse_args(argv)
-    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
-                                          "processor": platform.processor(),
-                                          "torch": torch.__version__}}
+    from siamkit.machine import describe
+
+    report: dict[str, Any] = {"machine": describe()}
     if "mining" in args.only:
         rows = []
         for algo in args.algos:
@@ -464,11 +461,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"  recall@10 {r.get('recall_at_10', float('nan')):.4f} {r.get('error', '')}",
                   flush=True)
     if "training" in args.only:
-        r = _subprocess(["training", str(args.train_steps)])
-        report["training"] = r
-        print(f"training: {r.get('images_per_second', 0):.0f} img/s, "
-              f"{r.get('achieved_gflops', 0):.1f} GFLOP/s of {r.get('peak_gflops', 0):.0f} "
-              f"peak ({100 * r.get('fraction_of_peak', 0):.1f}%)", flush=True)
+        # fp32 and auto take turns (the machine's speed drifts); the medians are kept
+        rounds = [{p: _subprocess(["training", str(args.train_steps), p])
+                   for p in ("fp32", "auto")} for _ in range(args.train_rounds)]
+        report["training"] = {p: _median_by(rounds, p, "images_per_second")
+                              for p in ("fp32", "auto")}
+        fp32, auto = report["training"]["fp32"], report["training"]["auto"]
+        report["training"]["auto_speedup"] = (auto.get("images_per_second", 0)
+                                              / max(fp32.get("images_per_second", 0), 1e-9))
+        report["training"]["rounds"] = rounds
+        for p in ("fp32", "auto"):
+            r = report["training"][p]
+            print(f"training {p:<5} ({r.get('resolved', '?')}): "
+                  f"{r.get('images_per_second', 0):.0f} img/s, "
+                  f"{r.get('achieved_gflops', 0):.1f} GFLOP/s "
+                  f"({100 * r.get('fraction_of_peak', 0):.1f}% of its peak) "
+                  f"{r.get('error', '')}", flush=True)
+        print(f"training auto / fp32: x{report['training']['auto_speedup']:.2f}", flush=True)
     if "embedding" in args.only:
         rows = _subprocess(["embedding", str(args.embed_n), str(args.repeats)])
         report["embedding"] = rows

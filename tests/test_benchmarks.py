@@ -59,14 +59,18 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
                        "--retrieval-n", "600", "--retrieval-rounds", "2",
                        "--retrieval-classes", "20", "--search-refs", "3000",
                        "--search-queries", "20", "--search-rounds", "2", "--train-steps", "1",
-                       "--embed-n", "16", "--only", "mining", "retrieval", "search", "training",
-                       "--out", str(out)]) == 0
+                       "--train-rounds", "1", "--embed-n", "16", "--only", "mining",
+                       "retrieval", "search", "training", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert all(row["loss_equal"] for row in r["mining"])  # same losses as PML
     assert r["retrieval"]["values_equal"] and len(r["retrieval"]["rounds"]) == 2
     assert r["search"][0]["recall_at_10"] == 1.0 and r["search"][1]["recall_at_10"] == 1.0
     assert len(r["search_rounds"]) == 2 and r["search"][0]["rounds"] == 2
-    assert 0 < r["training"]["fraction_of_peak"] < 1
+    for precision in ("fp32", "auto"):
+        assert 0 < r["training"][precision]["fraction_of_peak"] < 1
+    assert r["training"]["auto"]["resolved"] in ("fp32", "bf16")
+    assert r["training"]["auto_speedup"] > 0
+    assert r["machine"]["cpu"] and "versions" in r["machine"]  # names its machine
     assert "mining" in capsys.readouterr().out
 
 

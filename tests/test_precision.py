@@ -18,7 +18,7 @@ def test_auto_is_fp32_without_native_bf16_and_bf16_with_it(monkeypatch):
     assert resolve_precision("auto", {"avx512f", "amx_bf16"}) == "bf16"  # a Xeon with AMX
     assert native_bf16({"avx512_bf16"}) and not native_bf16({"avx512f"})
     # the flags this machine reports decide auto, through the one reader
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"sse4_2", "avx2"}))
+    monkeypatch.setattr(precision.machine, "cpu_flags", lambda: frozenset({"sse4_2", "avx2"}))
     assert resolve_precision("auto") == "fp32"
     assert resolve_precision("fp32", {"amx_bf16"}) == "fp32"
     assert resolve_precision("bf16", set()) == "bf16"

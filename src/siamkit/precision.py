@@ -8,36 +8,23 @@ and thresholds always work in full precision.
 from __future__ import annotations
 
 import contextlib
-import functools
 import platform
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "cpu_flags", "native_bf16", "resolve_precision", "autocast",
-           "in_precision"]
+from . import machine
+
+__all__ = ["PRECISIONS", "native_bf16", "resolve_precision", "autocast", "in_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's instruction-set flags (Linux: /proc/cpuinfo); empty where unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def native_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
     """True when the CPU computes bf16 natively (AMX or AVX512-BF16)."""
-    flags = cpu_flags() if flags is None else flags
+    flags = machine.cpu_flags() if flags is None else flags
     return platform.machine().lower() in ("x86_64", "amd64") and any(f in flags
                                                                      for f in BF16_FLAGS)
 
