@@ -198,3 +198,15 @@ def test_packaged_configs_load_by_name_and_find_their_split_files(tmp_path, monk
     with pytest.raises(ConfigError, match="config file not found: nope.yaml; packaged "
                                           "configs: abt_buy"):
         load_config("nope.yaml")
+
+
+def test_the_configuration_reference_in_docs_is_the_generated_one():
+    """docs/configuration.md lists every key with its type, default and meaning, as the
+    dataclasses say today (regenerate: python -m siamkit.config_reference)."""
+    from siamkit.config_reference import reference_markdown, reference_rows
+
+    rows = reference_rows()
+    assert all(meaning for _, _, _, meaning in rows), [r[0] for r in rows if not r[3]]
+    assert ("optim.lr", "float", "0.001", "peak learning rate (AdamW)") in rows
+    docs = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert docs.read_text() == reference_markdown()

@@ -47,7 +47,7 @@ class DataConfig:
     group_depth: int = 0  # 1: root/<group>/<class>/ (e.g. alphabets)
     size: int = 28  # images are resized to size x size (or size x width)
     width: int | None = None  # for wide images, e.g. signatures
-    channels: int = 1
+    channels: int = 1  # 1: grayscale, 3: RGB
     invert: bool = False  # 255 - pixel (dark ink on white paper); Omniglot always inverts
     val_groups: int = 4  # groups (or, without groups, classes) held out for validation
     val_fraction: float = 0.0  # if > 0, hold out this fraction of groups/classes instead
@@ -62,8 +62,8 @@ class DataConfig:
 class ModelConfig:
     """The encoder and how a pair is scored."""
 
-    encoder: str = "conv4"
-    encoder_args: dict[str, Any] = field(default_factory=dict)
+    encoder: str = "conv4"  # conv4, koch, mlp, text, or an encoder a package registers
+    encoder_args: dict[str, Any] = field(default_factory=dict)  # the encoder's own options
     distance: str = "euclidean"  # euclidean, squared_euclidean, cosine, dot
     head: bool = False  # learned similarity head (Koch) instead of a fixed distance
     head_features: str = "abs"  # abs: |u - v| (Koch); sbert: [u, v, |u - v|, u * v]
@@ -94,21 +94,21 @@ class LossConfig:
 class AugmentConfig:
     """Random affine distortions during training (Koch et al. 2015)."""
 
-    enabled: bool = True
+    enabled: bool = True  # distort training images (images only)
     hflip: float = 0.0  # probability of a mirror image (faces: yes; characters: no)
     brightness: float = 0.0  # random contrast/brightness change of up to this fraction
-    rotation: float = 10.0
-    shear: float = 0.3
-    scale: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    rotation: float = 10.0  # largest rotation, degrees
+    shear: float = 0.3  # largest shear
+    scale: list[float] = field(default_factory=lambda: [0.8, 1.2])  # [min, max] zoom
     translate: float = 2.0  # pixels at the training size
-    p: float = 0.5
+    p: float = 0.5  # probability that an image is distorted
 
 
 @dataclass
 class OptimConfig:
     """Optimiser, schedule and the length of training."""
 
-    steps: int = 2000
+    steps: int = 2000  # optimiser steps
     time_limit_minutes: float | None = None  # stop early (checkpointing) when reached
     p: int = 20  # classes per batch (ways of a training episode)
     k: int = 5  # examples per class
@@ -116,14 +116,14 @@ class OptimConfig:
     whole_groups: bool = False  # batches of whole groups (a writer's genuine + forgeries)
     sampler: str = "pk"  # pk: P classes x K examples; pairs: balanced pairs (contrastive, bce)
     pair_batch: int = 128  # pairs per batch, with sampler=pairs
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak learning rate (AdamW)
     # learning rate of what starts untrained beside a pretrained encoder: the learned head,
     # a field-wise text encoder's field weights (None: lr)
     head_lr: float | None = None
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    warmup_steps: int = 100  # linear warm-up, then optim.schedule
     schedule: str = "cosine"  # cosine or constant
-    channels_last: bool = True
+    channels_last: bool = True  # channels-last memory order (faster CPU convolutions)
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     # auto: bf16 autocast of the encoder where the CPU computes bf16 natively (AMX,
     # AVX512-BF16), fp32 elsewhere; fp32; bf16
@@ -137,10 +137,10 @@ class EvalConfig:
     """Validation during training, on held-out groups of the training data."""
 
     every: int = 500  # steps between validations (and at the end)
-    episodes: int = 200
-    way: int = 20
-    shot: int = 1
-    queries: int = 1
+    episodes: int = 200  # validation episodes (the same ones at every validation)
+    way: int = 20  # classes per episode (N), capped by what validation holds
+    shot: int = 1  # support examples per class (K)
+    queries: int = 1  # queries per class
     within_group: bool = True  # episodes inside one group, as Lake's runs are
     tta: int = 0  # evaluation commands: extra distorted views averaged into each embedding
     calibrate_on: str = "all_pairs"  # after training: all_pairs, skilled_pairs or none
@@ -155,10 +155,10 @@ class PairsConfig:
     val: str | None = None  # its validation file; None carves val_fraction out of train
     format: str | None = None  # csv, tsv, jsonl, ditto (default: from the suffix)
     a: str = "a"  # first text column (name, or 0-based position)
-    b: str = "b"
+    b: str = "b"  # second text column
     label: str | None = "label"  # label column (None for graded files)
     score: str | None = None  # graded-score column (STS-B style)
-    positive_label: str = "1"
+    positive_label: str = "1"  # the label value meaning "same"
     val_fraction: float = 0.1  # by duplicate groups, when there is no validation file
     max_score: float = 5.0  # graded scores are divided by this for the cosine loss
     pos_fraction: float | None = None  # labelled pairs: positives per batch (None: as drawn)
@@ -166,14 +166,14 @@ class PairsConfig:
     # and one of that text's `hard_negatives` closest training texts outside its duplicate
     # group (0: off), mined by the model itself every `mine_every` steps
     hard_negatives: int = 0
-    mine_every: int = 250
+    mine_every: int = 250  # steps between two mining passes (pairs.hard_negatives)
 
 
 @dataclass
 class Config:
     """Everything a training run needs."""
 
-    seed: int = 0
+    seed: int = 0  # weights, splits, batches and augmentation
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
