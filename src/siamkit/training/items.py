@@ -72,12 +72,15 @@ class Items:
 @dataclass
 class ClassData:
     """Items with a class each (ids ``0..len(class_names)-1``), optionally grouped (the
-    alphabet of a character, the writer of a signature: ``groups[class]``)."""
+    alphabet of a character, the writer of a signature: ``groups[class]``) and with the
+    drawer (writer, session) of each item (``drawers[item]``: episodes then take support
+    and queries from different drawers)."""
 
     items: Items
     labels: torch.Tensor  # (N,) int64
     class_names: list[str]
     groups: np.ndarray | None = None
+    drawers: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.items):
@@ -86,13 +89,15 @@ class ClassData:
     @classmethod
     def from_dataset(cls, data: ImageDataset) -> ClassData:
         """siamkit's in-memory data sets (image folders, Omniglot, tables)."""
-        return cls(Items(data.images), data.labels, list(data.class_names), data.groups)
+        return cls(Items(data.images), data.labels, list(data.class_names), data.groups,
+                   data.drawers)
 
     def as_dataset(self) -> ImageDataset:
         """The in-memory data set evaluators take (tensor items only)."""
         if not isinstance(self.items.values, torch.Tensor):
             raise TypeError("as_dataset needs items held as one tensor")
-        return ImageDataset(self.items.values, self.labels, self.class_names, groups=self.groups)
+        return ImageDataset(self.items.values, self.labels, self.class_names, groups=self.groups,
+                            drawers=self.drawers)
 
 
 @dataclass

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 class EpisodeValidator:
     """N-way K-shot episodes over held-out classes: the accuracy of one-shot recognition on
     classes the model never trained on (within one group per episode when ``within_group``
-    and the classes have groups). Fixed episodes: every call draws the same ones.
+    and the classes have groups; support and queries by different drawers when the items
+    have drawers, as in Lake's protocol). Fixed episodes: every call draws the same ones.
 
     ``way`` shrinks to what the validation classes (or the largest group) hold; fewer than
     two classes there is refused, naming what to change.
@@ -54,7 +55,8 @@ class EpisodeValidator:
         emb = self.data.items.embed_all(model)
         return episode_accuracy(model, emb, self.data.labels.numpy(), self.way, self.shot,
                                 self.queries, self.episodes, groups=self.groups,
-                                class_names=self.data.class_names, seed=self.seed)
+                                drawers=self.data.drawers, class_names=self.data.class_names,
+                                seed=self.seed)
 
 
 class PairValidator:
