@@ -15,6 +15,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Models are served with PyTorch in the tests unless a test asks for ONNX Runtime (which
 # exports each new model once: seconds per model, and the tests make many models).
 os.environ.setdefault("SIAMKIT_ENGINE", "torch")
+# ... in fp32, so embeddings compare exactly with the model's own (precision auto would use
+# bf16 on a CPU with native bf16; tests/test_precision.py covers it)
+os.environ.setdefault("SIAMKIT_PRECISION", "fp32")
 
 # /work/main/tests/conftest.py -> /work/shared/datasets
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

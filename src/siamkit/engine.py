@@ -179,7 +179,7 @@ def resolve_engine(model: SiameseNetwork, model_id: str, engine: str = "auto",
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     bf16 = resolve_precision(precision) == "bf16"
-    if engine == "torch" or (engine == "auto" and (bf16 or not onnx_available())):
+    if engine == "torch" or (engine == "auto" and not onnx_available()):
         return Autocast(model) if bf16 else model
     try:
         return onnx_encoder(model, model_id)

@@ -22,6 +22,7 @@ from .encoders import build_encoder, encoder_spec
 
 __all__ = ["LearnedHead", "SiameseNetwork", "WEIGHTS", "CARD", "CARD_FORMAT"]
 
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 WEIGHTS = "model.safetensors"
 CARD = "config.json"
 CARD_FORMAT = 2  # cards with a "model" section; format 1 (no section) rebuilt from the config
@@ -86,6 +87,10 @@ class SiameseNetwork(nn.Module):
     The pair is scored either by a fixed ``distance`` (Euclidean, cosine, ...) or by a
     :class:`LearnedHead`. ``higher_is_closer`` tells which way the score points.
 
+    A frozen part stays frozen: in training mode, BatchNorm layers whose parameters are all
+    frozen (``requires_grad=False``) stay in eval mode, so a frozen pretrained backbone
+    keeps its running statistics too.
+
     Example:
         >>> from siamkit.encoders import create_encoder
         >>> net = SiameseNetwork(create_encoder("conv4"))
@@ -106,6 +111,16 @@ class SiameseNetwork(nn.Module):
         self.input_spec = input_spec  # an InputSpec: how files and rows become inputs
         self._checked: str | None = None  # the description last proven to rebuild this
         self._dim: int | None = None  # the embedding size, when the encoder does not say
+
+    def train(self, mode: bool = True) -> SiameseNetwork:
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, _NORMS):
+                    params = list(m.parameters(recurse=False))
+                    if params and not any(p.requires_grad for p in params):
+                        m.eval()  # frozen: its running statistics are frozen too
+        return self
 
     @property
     def embedding_dim(self) -> int:
