@@ -7,15 +7,17 @@ import hashlib
 import io
 import logging
 import re
+import struct
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from siamkit.data import (
     DatasetError,
@@ -29,6 +31,7 @@ from siamkit.data import (
     mirror_dir,
     scan_folder,
 )
+from siamkit.data.images import check_formats
 from siamkit.data.omniglot import OMNIGLOT_FILES
 
 
@@ -378,6 +381,93 @@ def test_load_non_image_names_the_file(tmp_path):
         load_image(cut, None)
     with pytest.raises(DatasetError, match=r"missing\.png"):
         load_image(tmp_path / "missing.png", None)
+
+
+def _encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (12, 10), **kw) -> bytes:
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    img = Image.fromarray(((x * 20 + y * 7) % 256).astype(np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("DDS", "RGBA"), ("QOI", "RGBA"), ("ICO", "RGBA"),
+                                           ("SGI", "RGB"), ("PCX", "RGB")])
+def test_load_image_opens_only_the_accepted_formats(tmp_path, fmt, mode):
+    path = tmp_path / "looks.png"
+    path.write_bytes(_encoded(fmt, mode))
+    with pytest.raises(DatasetError, match=rf"looks\.png: format {fmt} is not accepted "
+                                           rf"\(accepted: PNG, JPEG, BMP, TIFF, GIF, WEBP, PPM\)"):
+        load_image(path, 8)
+    assert load_image(path, 8, formats=("png", fmt.lower())).shape == (1, 8, 8)
+    with pytest.raises(DatasetError, match="format PNG is not accepted"):
+        load_image(_save(tmp_path / "a.png", np.zeros((4, 4))), 8, formats="jpg, tif")
+
+
+def test_default_formats_read_every_allowed_kind(tmp_path):
+    for fmt, mode, kw in [("PNG", "L", {}), ("PNG", "P", {}), ("JPEG", "RGB", {}),
+                          ("BMP", "RGB", {}), ("TIFF", "L", {"compression": "tiff_lzw"}),
+                          ("GIF", "P", {}), ("WEBP", "RGB", {}), ("PPM", "1", {}),
+                          ("PPM", "L", {}), ("MPO", "RGB", {"save_all": True})]:
+        path = tmp_path / f"x.{fmt.lower()}"
+        path.write_bytes(_encoded(fmt, mode, **kw))
+        assert load_image(path, (5, 6)).shape == (1, 5, 6), (fmt, mode)
+
+
+def test_check_formats_names_an_unknown_format():
+    assert check_formats("png, JPG,pgm,tif") == ("PNG", "JPEG", "PPM", "TIFF")
+    assert check_formats(["PBM", "PPM"]) == ("PPM",)
+    with pytest.raises(ValueError, match="image format 'HEIC' is not one Pillow opens"):
+        check_formats(["PNG", "HEIC"])
+    with pytest.raises(ValueError, match="no image format given"):
+        check_formats([])
+
+
+@pytest.mark.parametrize("fmt", ["QOI", "DDS"])
+def test_a_truncated_file_of_an_accepted_format_is_a_dataset_error(tmp_path, fmt):
+    # Pillow's QOI and DDS decoders raise ValueError ("not enough image data") on these
+    good = _encoded(fmt, "RGBA", (40, 40))
+    path = tmp_path / "cut.img"
+    path.write_bytes(good[: len(good) * 2 // 3])
+    with pytest.raises(DatasetError, match=r"cut\.img: not a readable image"):
+        load_image(path, 8, formats=(fmt,))
+
+
+@pytest.mark.parametrize("error", [
+    ValueError("not enough image data"), RuntimeError("decoder"), NotImplementedError("mode"),
+    AttributeError("'NoneType' object has no attribute 'read'"), struct.error("unpack"),
+    IndexError("list index out of range"), TypeError("bad"), MemoryError(), EOFError(),
+    zlib.error("Error -3 while decompressing data"), SyntaxError("broken"),
+    OSError("line one\nline two"),
+])
+def test_every_decoder_failure_is_one_dataset_error_naming_the_file(tmp_path, monkeypatch,
+                                                                     caplog, error):
+    path = _save(tmp_path / "odd.png", np.zeros((4, 4)))
+
+    def fail(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with caplog.at_level(logging.DEBUG), \
+            pytest.raises(DatasetError, match=r"odd\.png: not a readable image") as info:
+        load_image(path, 8)
+    assert "\n" not in str(info.value) and info.value.__cause__ is None
+    ours = [r for r in caplog.records if r.name.startswith("siamkit")]
+    assert len(ours) <= 1 and all(r.exc_info is None and "\n" not in r.getMessage()
+                                  for r in ours)
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
+def test_interrupts_pass_through_the_decode_boundary(tmp_path, monkeypatch, error):
+    path = _save(tmp_path / "a.png", np.zeros((4, 4)))
+
+    def stop(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", stop)
+    with pytest.raises(error):
+        load_image(path, 8)
 
 
 def test_load_bad_channels(tmp_path):

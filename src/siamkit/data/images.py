@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -18,12 +19,17 @@ from PIL import Image, UnidentifiedImageError
 from .download import DatasetError, cache_dir
 
 __all__ = ["ImageDataset", "scan_folder", "load_image", "load_images", "load_image_folder",
-           "with_groups_from_names", "IMAGE_EXTENSIONS"]
+           "with_groups_from_names", "check_formats", "IMAGE_EXTENSIONS", "DEFAULT_FORMATS"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff",
                     ".gif", ".webp"}
+
+#: The image formats read by default (Pillow's names; ``PPM`` covers PGM and PBM too).
+DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+_FORMAT_ALIASES = {"JPG": "JPEG", "MPO": "JPEG", "TIF": "TIFF", "PGM": "PPM", "PBM": "PPM",
+                   "PNM": "PPM"}
 
 
 @dataclass
@@ -98,21 +104,90 @@ class ImageDataset:
                                     if int(self.groups[c]) in wanted])
 
 
+def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """Image format names as Pillow spells them, checked: ``("png", "jpg")`` -> ``("PNG", "JPEG")``.
+
+    Takes a sequence or a comma-separated string. PGM and PBM are Pillow's ``PPM``; JPG and TIF
+    are JPEG and TIFF. Raises ValueError naming a format Pillow cannot open, or for none.
+    """
+    Image.init()
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    checked: list[str] = []
+    for name in names:
+        fmt = _FORMAT_ALIASES.get(str(name).strip().upper(), str(name).strip().upper())
+        if fmt not in Image.OPEN:
+            raise ValueError(f"image format {name!r} is not one Pillow opens (known: "
+                             f"{', '.join(sorted(Image.OPEN))})")
+        if fmt not in checked:
+            checked.append(fmt)
+    if not checked:
+        raise ValueError(f"no image format given (e.g. {', '.join(DEFAULT_FORMATS)})")
+    return tuple(checked)
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as a short line for a message or a log: Pillow's texts run long or
+    say nothing (a bare ``struct.error``, an empty ``MemoryError``)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sniff(path: str | Path | BinaryIO) -> str | None:
+    """The format whose signature a file starts with, by Pillow's own signature checks (they
+    read the first 16 bytes, as :func:`PIL.Image.open` does; no decoder runs), or None."""
+    try:
+        if isinstance(path, str | Path):
+            with open(path, "rb") as f:
+                prefix = f.read(16)
+        else:
+            path.seek(0)
+            prefix = path.read(16)
+        for fmt in Image.ID:
+            accept = Image.OPEN[fmt][1]
+            if accept is not None and accept(prefix):
+                return fmt
+    except Exception:  # naming the format is a courtesy: never the reason a load fails
+        return None
+    return None
+
+
+def _accepted(fmt: str | None, formats: tuple[str, ...]) -> bool:
+    # Pillow names a JPEG holding several pictures (phones' depth maps, Ultra HDR) MPO;
+    # the JPEG decoder reads its first picture
+    return fmt in formats or (fmt == "MPO" and "JPEG" in formats)
+
+
 def load_image(
-    path: str | Path, size: int | tuple[int, int] | None, channels: int = 1,
-    invert: bool = False, keep_aspect: bool = False,
+    path: str | Path | BinaryIO, size: int | tuple[int, int] | None, channels: int = 1,
+    invert: bool = False, keep_aspect: bool = False, *,
+    formats: str | Sequence[str] = DEFAULT_FORMATS, name: str | None = None,
 ) -> torch.Tensor:
     """Read one image file as a (C, H, W) uint8 tensor, resized to ``size`` (antialiased).
 
     ``size`` is a side (square) or (height, width); None keeps the file's size. With
     ``keep_aspect`` the image is scaled to fit and centred on background (white when
     ``invert``, as for ink on paper, else black), never distorted.
-    Raises :class:`DatasetError` naming the file when it is not a readable image.
+
+    Only the ``formats`` (Pillow's names, see :func:`check_formats`) are opened: other
+    decoders never run, and a file of another format is refused as such. Any failure to
+    read the file (missing, not an image, damaged, truncated, another format) raises
+    :class:`DatasetError` naming it (``name``, default the path), whatever Pillow raised.
+
+    Example:
+        >>> load_image("a.png", 28).shape
+        torch.Size([1, 28, 28])
+        >>> load_image(io.BytesIO(upload), 28, formats=("PNG",), name="upload.png")
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    formats = check_formats(formats)
+    name = name or str(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=formats) as img:
+            if not _accepted(img.format, formats):
+                raise DatasetError(f"{name}: format {img.format} is not accepted (accepted: "
+                                   f"{', '.join(formats)})")
             img = img.convert("L" if channels == 1 else "RGB")
             if size is not None:
                 h, w = (size, size) if isinstance(size, int) else size
@@ -127,8 +202,21 @@ def load_image(
                 elif img.size != (w, h):
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: not a readable image ({exc})") from None
+    except DatasetError:
+        raise
+    except UnidentifiedImageError:
+        fmt = _sniff(path)
+        if fmt is not None and not _accepted(fmt, formats):
+            raise DatasetError(f"{name}: format {fmt} is not accepted (accepted: "
+                               f"{', '.join(formats)})") from None
+        raise DatasetError(f"{name}: not a readable image (damaged, or not one of the "
+                           f"accepted formats: {', '.join(formats)})") from None
+    except Exception as exc:
+        # The decode boundary: Pillow's decoders raise ValueError, struct.error, EOFError,
+        # zlib.error, IndexError, MemoryError... on damaged files, each meaning "this file
+        # cannot be read". KeyboardInterrupt and SystemExit are not Exceptions: they pass.
+        logger.debug("%s: %s while decoding", name, type(exc).__name__)
+        raise DatasetError(f"{name}: not a readable image ({_one_line(exc)})") from None
     if invert:
         arr = 255 - arr
     t = torch.from_numpy(arr.copy())
@@ -137,12 +225,14 @@ def load_image(
 
 def load_images(
     paths: Sequence[str | Path], size: int | tuple[int, int] | None, channels: int = 1,
-    invert: bool = False, keep_aspect: bool = False,
+    invert: bool = False, keep_aspect: bool = False, *,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
 ) -> list[torch.Tensor]:
     """:func:`load_image` for many files, decoded on a few threads (PIL releases the GIL)."""
+    formats = check_formats(formats)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda p: load_image(p, size, channels, invert, keep_aspect),
-                             paths))
+        return list(pool.map(lambda p: load_image(p, size, channels, invert, keep_aspect,
+                                                  formats=formats), paths))
 
 
 def scan_folder(root: str | Path, group_depth: int = 0) -> list[tuple[str, str, str | None]]:
@@ -174,9 +264,11 @@ def scan_folder(root: str | Path, group_depth: int = 0) -> list[tuple[str, str, 
     return items
 
 
-def _cache_key(items: list, size: object, channels: int, invert: bool) -> str:
+def _cache_key(items: list, size: object, channels: int, invert: bool,
+               formats: tuple[str, ...]) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([size, channels, invert, 2]).encode())
+    # a file of a format no longer accepted must be refused, not served from the cache
+    h.update(json.dumps([size, channels, invert, list(formats), 2]).encode())
     for path, name, group in items:
         st = Path(path).stat()
         h.update(f"{path}|{name}|{group}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -193,6 +285,7 @@ def load_image_folder(
     min_per_class: int = 1,
     use_cache: bool = True,
     keep_aspect: bool = False,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
 ) -> ImageDataset:
     """Load a folder-per-class image tree into memory.
 
@@ -208,7 +301,11 @@ def load_image_folder(
         min_per_class: classes with fewer images are dropped with a warning.
         use_cache: keep the decoded tensor in ``$SIAMKIT_DATA/tensors`` for the next load.
         keep_aspect: fit and pad instead of stretching (see :func:`load_image`).
+        formats: the image formats read (Pillow's names, see :func:`check_formats`); a file
+            of another format, or one that cannot be decoded, raises :class:`DatasetError`
+            naming it.
     """
+    formats = check_formats(formats)
     items = scan_folder(root, group_depth)
     counts: dict[str, int] = {}
     for _, name, _ in items:
@@ -218,7 +315,7 @@ def load_image_folder(
         logger.warning("dropping %d classes with fewer than %d images (e.g. %s)",
                        len(small), min_per_class, small[0])
         items = [it for it in items if counts[it[1]] >= min_per_class]
-    key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert)
+    key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert, formats)
     cache_file = cache_dir() / "tensors" / f"{key}.pt"
     images = None
     if use_cache and cache_file.is_file():
@@ -228,7 +325,8 @@ def load_image_folder(
         except Exception:  # a damaged cache is rebuilt, never trusted
             images = None
     if images is None:
-        tensors = load_images([it[0] for it in items], size, channels, invert, keep_aspect)
+        tensors = load_images([it[0] for it in items], size, channels, invert, keep_aspect,
+                              formats=formats)
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise DatasetError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; "
