@@ -470,6 +470,81 @@ def test_interrupts_pass_through_the_decode_boundary(tmp_path, monkeypatch, erro
         load_image(path, 8)
 
 
+def _scene(w: int, h: int) -> Image.Image:
+    """A smooth picture with an edge: what a resize must keep."""
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    a = 128 + 100 * np.sin(6 * x + 3 * y) * np.cos(4 * y)
+    a[(x - 0.3) ** 2 + (y - 0.25) ** 2 < 0.02] = 20
+    return Image.fromarray(a.clip(0, 255).astype(np.uint8)).convert("RGB")
+
+
+@pytest.mark.parametrize(("fmt", "decoded"), [("JPEG", (200, 150)), ("PNG", (1600, 1200))])
+def test_a_large_image_is_decoded_small_and_looks_the_same(tmp_path, monkeypatch, fmt, decoded):
+    path = tmp_path / f"big.{fmt.lower()}"
+    _scene(1600, 1200).save(path, fmt, quality=95)
+    loaded, resized = [], []
+    real_load, real_resize = ImageFile.ImageFile.load, Image.Image.resize
+
+    def load(self):
+        loaded.append(self.size)
+        return real_load(self)
+
+    def resize(self, size, *args, **kwargs):
+        resized.append(self.size)
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    got = load_image(path, 48)[0].numpy().astype(float)
+    monkeypatch.undo()
+    # JPEG decodes at 1/8 (still over twice 48), PNG cannot; both are box-averaged to
+    # between 2 and 4 times the output before the antialiased resize
+    assert max(loaded) == decoded
+    assert len(resized) == 1 and all(96 <= side < 192 for side in resized[0]), resized
+    with Image.open(path) as img:
+        full = img.convert("L").resize((48, 48), Image.Resampling.BILINEAR)  # the old path
+    assert np.abs(got - np.asarray(full, dtype=float)).mean() < 2
+
+
+def test_a_large_image_keeps_its_aspect_when_decoded_small(tmp_path):
+    path = tmp_path / "wide.jpg"
+    _scene(1600, 800).save(path, quality=95)
+    got = load_image(path, 48, keep_aspect=True)[0].numpy().astype(float)
+    assert (got[:12] == 0).all() and (got[36:] == 0).all() and got[12:36].min() > 0
+    with Image.open(path) as img:
+        full = np.asarray(img.convert("L").resize((48, 24), Image.Resampling.BILINEAR))
+    assert np.abs(got[12:36] - full).mean() < 2
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(env, tmp_path, monkeypatch):
+    root = _flat_tree(tmp_path / "root")
+    Image.new("1", (12000, 12000)).save(root / "b" / "bomb.png")  # 144 M pixels, 18 kB
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        assert self.size[0] * self.size[1] < 10**6, f"decoded a {self.size} image"
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    with pytest.raises(DatasetError, match=r"bomb\.png: 12000 x 12000 pixels is over the "
+                                           r"limits \(40000000 pixels, 16384 a side\)"):
+        load_image_folder(root, size=6)
+    (root / "b" / "bomb.png").unlink()
+    with pytest.raises(DatasetError, match=r"0001_01\.png: 6 x 6 pixels is over the limits "
+                                           r"\(35 pixels"):
+        load_image_folder(root, max_pixels=35)
+    with pytest.raises(DatasetError, match=r"6 x 6 pixels is over the limits .* 5 a side"):
+        load_image_folder(root, max_side=5, use_cache=False)
+    assert len(load_image_folder(root, max_pixels=36, max_side=6)) == 9
+
+
+@pytest.mark.parametrize("size", [0, (4, -1), (4,), "28", (2.5, 3)])
+def test_load_image_names_a_bad_size(tmp_path, size):
+    path = _save(tmp_path / "a.png", np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="size must be a positive side or"):
+        load_image(path, size)
+
+
 def test_load_bad_channels(tmp_path):
     path = _save(tmp_path / "a.png", np.zeros((2, 2)))
     with pytest.raises(ValueError, match="channels must be 1 or 3, got 2"):

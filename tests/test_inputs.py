@@ -112,6 +112,19 @@ def test_image_adapter_reads_only_its_formats(tmp_path):
     assert len(both.load_dataset(str(tmp_path), use_cache=False)) == 2
 
 
+def test_image_adapter_limits_hold_for_folders_too(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "wide.png").write_bytes(_encoded("PNG", (40, 20)))
+    with pytest.raises(DatasetError, match=r"wide\.png: 40 x 20 pixels is over the limits "
+                                           r"\(100 pixels, 16384 a side\)"):
+        ImageInput(InputSpec(size=8), max_pixels=100).load_dataset(str(tmp_path),
+                                                                   use_cache=False)
+    with pytest.raises(DatasetError, match=r"wide\.png: 40 x 20 pixels is over the limits"):
+        ImageInput(InputSpec(size=8), max_side=39).prepare([str(tmp_path / "a" / "wide.png")])
+    fine = ImageInput(InputSpec(size=8), max_pixels=800, max_side=40)
+    assert len(fine.load_dataset(str(tmp_path), use_cache=False)) == 1
+
+
 def test_text_and_row_adapters_check_their_items():
     with pytest.raises(DatasetError, match="text 1 is empty"):
         TextInput(InputSpec(kind="text")).prepare(["fine", " "])

@@ -26,10 +26,13 @@ labels, unknown labels, malformed or too deeply nested JSON. Error texts never c
 object reprs or memory addresses.
 
 Images: only the formats of ``ServeSettings.image_formats`` are opened (default PNG, JPEG,
-BMP, TIFF, GIF, WebP, PGM/PPM/PBM; Pillow's other decoders never run). An upload of another
-format (400: "format X is not accepted (accepted: ...)"), or one that cannot be decoded,
-whatever the decoder raised (400: "not a readable image"), is answered with an error naming
-the upload, and logs no traceback.
+BMP, TIFF, GIF, WebP, PGM/PPM/PBM; Pillow's other decoders never run), and only up to
+``ServeSettings.max_pixels`` pixels (default 4 M), checked from the header before any
+decoding; large images are decoded at a reduced size where the format allows (JPEG). An
+upload of another format (400: "format X is not accepted (accepted: ...)"), over the pixel
+limit (400: "W x H pixels is over the limits (...)"), or that cannot be decoded, whatever
+the decoder raised (400: "not a readable image"), is answered with an error naming the
+upload, and logs no traceback.
 
 Enrolls are committed to the gallery's database before they are acknowledged, so a crash
 never loses an acknowledged enroll. ``POST /enroll`` takes an ``Idempotency-Key`` header:
@@ -131,12 +134,21 @@ class ServeSettings:
     ``no_auth`` (and :func:`run` only on a loopback address); an ``admin_key`` is enforced
     for enrolling and deleting either way. ``image_formats`` are the image formats read
     (Pillow's names, or ``"png,jpg"``; see :func:`siamkit.data.images.check_formats`): an
-    unknown name stops :func:`create_app`, an upload of another format gets a 400."""
+    unknown name stops :func:`create_app`, an upload of another format gets a 400.
+
+    ``max_pixels`` (default 4 M, e.g. 2000 x 2000) bounds the decoding cost of an upload:
+    it is checked from the image's header, and an image over it gets a 400 naming it
+    ("... pixels is over the limits"), like any other image the service cannot use (413
+    stays for bodies and counts over their limits). A PNG costs about 10 ns of CPU a pixel
+    to decode whatever the model reads, so ``max_files`` PNGs at the limit cost about
+    ``max_files x max_pixels x 10 ns`` a request (2.6 s at the defaults; 26 s at the
+    library's 40 M); a JPEG is decoded at 1/2 to 1/8 of its size and costs much less.
+    ``benchmarks/serve.py`` measures it."""
 
     api_key: str | None = None
     admin_key: str | None = None
     max_body_bytes: int = 32 * 2**20
-    max_pixels: int = 40_000_000
+    max_pixels: int = 4_000_000  # a model reading 28..224 pixels a side needs no more
     max_files: int = 64
     max_k: int = 100
     max_text_chars: int = 10_000

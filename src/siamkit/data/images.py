@@ -1,10 +1,26 @@
-"""Folder-per-class image datasets, held in memory as uint8 tensors."""
+"""Folder-per-class image datasets, held in memory as uint8 tensors, and the image decoder
+every image path goes through (:func:`load_image`).
+
+Guarantees, for single files, folders and uploaded bytes alike:
+
+* only the accepted formats are opened (``formats``, default :data:`DEFAULT_FORMATS`: PNG,
+  JPEG, BMP, TIFF, GIF, WebP, PGM/PPM/PBM); Pillow's other decoders never run, and a file of
+  another format is refused as "format X is not accepted (accepted: ...)";
+* an image over ``max_pixels`` pixels (default :data:`MAX_PIXELS`, 40 M) or ``max_side`` a
+  side (16384) is refused from its header, before it is decoded;
+* a large image is decoded at a reduced size where the format allows (JPEG) and shrunk by
+  box averages to no less than twice the output size before the final antialiased resize;
+* any image that cannot be read (missing, empty, damaged, truncated, another format, too
+  large) raises one :class:`DatasetError` naming the file, whatever the decoder raised;
+  KeyboardInterrupt and SystemExit pass through, and nothing logs a traceback.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import numbers
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +35,8 @@ from PIL import Image, UnidentifiedImageError
 from .download import DatasetError, cache_dir
 
 __all__ = ["ImageDataset", "scan_folder", "load_image", "load_images", "load_image_folder",
-           "with_groups_from_names", "check_formats", "IMAGE_EXTENSIONS", "DEFAULT_FORMATS"]
+           "with_groups_from_names", "check_formats", "IMAGE_EXTENSIONS", "DEFAULT_FORMATS",
+           "MAX_PIXELS", "MAX_SIDE"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +45,10 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".bmp", ".t
 
 #: The image formats read by default (Pillow's names; ``PPM`` covers PGM and PBM too).
 DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+#: The default pixel limit and longest side (decompression bombs are refused from their header).
+MAX_PIXELS = 40_000_000
+MAX_SIDE = 16384
+_MARGIN = 2  # reduced decoding keeps at least twice the output size
 _FORMAT_ALIASES = {"JPG": "JPEG", "MPO": "JPEG", "TIF": "TIFF", "PGM": "PPM", "PBM": "PPM",
                    "PNM": "PPM"}
 
@@ -158,10 +179,55 @@ def _accepted(fmt: str | None, formats: tuple[str, ...]) -> bool:
     return fmt in formats or (fmt == "MPO" and "JPEG" in formats)
 
 
+def _target(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``size`` as (height, width), checked."""
+    if size is None:
+        return None
+    hw = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(v, numbers.Integral) and v > 0 for v in hw):
+        raise ValueError(f"size must be a positive side or (height, width), got {size!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def _shrink(img: Image.Image, fit: tuple[int, int]) -> Image.Image:
+    """Box-average by whole factors while ``_MARGIN`` x the output size remains: one cheap
+    pass that leaves the antialiased resize a small image instead of a huge one."""
+    factor = (max(1, img.size[0] // (fit[0] * _MARGIN)), max(1, img.size[1] // (fit[1] * _MARGIN)))
+    return img.reduce(factor) if factor != (1, 1) else img
+
+
+def _decode(img: Image.Image, target: tuple[int, int] | None, channels: int, invert: bool,
+            keep_aspect: bool) -> np.ndarray:
+    """Decode an opened image at the size it is wanted: (H, W) or (H, W, 3) uint8."""
+    mode = "L" if channels == 1 else "RGB"
+    if target is None:
+        return np.asarray(img.convert(mode), dtype=np.uint8)
+    h, w = target
+    fit = (w, h)
+    if keep_aspect:
+        scale = min(w / img.size[0], h / img.size[1])
+        fit = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+    # JPEG decodes at 1/2, 1/4 or 1/8 of its size when asked to (other formats ignore it);
+    # never below _MARGIN x the output, so that the final resize still averages
+    img.draft(None, (fit[0] * _MARGIN, fit[1] * _MARGIN))
+    if img.mode in ("L", "RGB"):  # shrunk before the conversion, which then has less to do
+        img = _shrink(img, fit)
+    img = _shrink(img.convert(mode), fit)  # palette, 1-bit, alpha, 16-bit: converted first
+    if img.size != fit:
+        img = img.resize(fit, Image.Resampling.BILINEAR)
+    if fit != (w, h):
+        fill = 255 if invert else 0
+        canvas = Image.new(mode, (w, h), fill if channels == 1 else (fill,) * 3)
+        canvas.paste(img, ((w - fit[0]) // 2, (h - fit[1]) // 2))
+        img = canvas
+    return np.asarray(img, dtype=np.uint8)
+
+
 def load_image(
     path: str | Path | BinaryIO, size: int | tuple[int, int] | None, channels: int = 1,
     invert: bool = False, keep_aspect: bool = False, *,
-    formats: str | Sequence[str] = DEFAULT_FORMATS, name: str | None = None,
+    formats: str | Sequence[str] = DEFAULT_FORMATS, max_pixels: int = MAX_PIXELS,
+    max_side: int = MAX_SIDE, name: str | None = None,
 ) -> torch.Tensor:
     """Read one image file as a (C, H, W) uint8 tensor, resized to ``size`` (antialiased).
 
@@ -170,9 +236,15 @@ def load_image(
     ``invert``, as for ink on paper, else black), never distorted.
 
     Only the ``formats`` (Pillow's names, see :func:`check_formats`) are opened: other
-    decoders never run, and a file of another format is refused as such. Any failure to
-    read the file (missing, not an image, damaged, truncated, another format) raises
-    :class:`DatasetError` naming it (``name``, default the path), whatever Pillow raised.
+    decoders never run, and a file of another format is refused as such. An image with more
+    than ``max_pixels`` pixels, or a side longer than ``max_side``, is refused from its
+    header, before it is decoded. A large image is decoded at a reduced size where the
+    format allows (JPEG at 1/2, 1/4 or 1/8) and box-averaged down to twice ``size`` before
+    the final resize (other formats, PNG among them, must still be decoded whole: their
+    cost is bounded by ``max_pixels``).
+    Any failure to read the file (missing, not an image, damaged, truncated, another
+    format, too large) raises :class:`DatasetError` naming it (``name``, default the path),
+    whatever Pillow raised.
 
     Example:
         >>> load_image("a.png", 28).shape
@@ -181,27 +253,20 @@ def load_image(
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    target = _target(size)
     formats = check_formats(formats)
     name = name or str(path)
+    limits = f"{max_pixels} pixels, {max_side} a side"
     try:
         with Image.open(path, formats=formats) as img:
             if not _accepted(img.format, formats):
                 raise DatasetError(f"{name}: format {img.format} is not accepted (accepted: "
                                    f"{', '.join(formats)})")
-            img = img.convert("L" if channels == 1 else "RGB")
-            if size is not None:
-                h, w = (size, size) if isinstance(size, int) else size
-                if keep_aspect and img.size != (w, h):
-                    scale = min(w / img.size[0], h / img.size[1])
-                    fit = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
-                    fill = 255 if invert else 0
-                    canvas = Image.new(img.mode, (w, h), fill if channels == 1 else (fill,) * 3)
-                    canvas.paste(img.resize(fit, Image.Resampling.BILINEAR),
-                                 ((w - fit[0]) // 2, (h - fit[1]) // 2))
-                    img = canvas
-                elif img.size != (w, h):
-                    img = img.resize((w, h), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
+            w, h = img.size
+            if w * h > max_pixels or max(w, h) > max_side:
+                raise DatasetError(f"{name}: {w} x {h} pixels is over the limits ({limits}); "
+                                   f"send a smaller image, or raise the limit")
+            arr = _decode(img, target, channels, invert, keep_aspect)
     except DatasetError:
         raise
     except UnidentifiedImageError:
@@ -211,6 +276,8 @@ def load_image(
                                f"{', '.join(formats)})") from None
         raise DatasetError(f"{name}: not a readable image (damaged, or not one of the "
                            f"accepted formats: {', '.join(formats)})") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, checked on opening
+        raise DatasetError(f"{name}: over the limits ({limits}): {_one_line(exc)}") from None
     except Exception as exc:
         # The decode boundary: Pillow's decoders raise ValueError, struct.error, EOFError,
         # zlib.error, IndexError, MemoryError... on damaged files, each meaning "this file
@@ -226,13 +293,15 @@ def load_image(
 def load_images(
     paths: Sequence[str | Path], size: int | tuple[int, int] | None, channels: int = 1,
     invert: bool = False, keep_aspect: bool = False, *,
-    formats: str | Sequence[str] = DEFAULT_FORMATS,
+    formats: str | Sequence[str] = DEFAULT_FORMATS, max_pixels: int = MAX_PIXELS,
+    max_side: int = MAX_SIDE,
 ) -> list[torch.Tensor]:
     """:func:`load_image` for many files, decoded on a few threads (PIL releases the GIL)."""
     formats = check_formats(formats)
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(lambda p: load_image(p, size, channels, invert, keep_aspect,
-                                                  formats=formats), paths))
+                                                  formats=formats, max_pixels=max_pixels,
+                                                  max_side=max_side), paths))
 
 
 def scan_folder(root: str | Path, group_depth: int = 0) -> list[tuple[str, str, str | None]]:
@@ -264,11 +333,11 @@ def scan_folder(root: str | Path, group_depth: int = 0) -> list[tuple[str, str, 
     return items
 
 
-def _cache_key(items: list, size: object, channels: int, invert: bool,
-               formats: tuple[str, ...]) -> str:
+def _cache_key(items: list, size: object, channels: int, invert: bool, limits: list) -> str:
     h = hashlib.sha1()
-    # a file of a format no longer accepted must be refused, not served from the cache
-    h.update(json.dumps([size, channels, invert, list(formats), 2]).encode())
+    # a file no longer accepted (format, pixels) must be refused, not served from the cache;
+    # version 3: large images are decoded at a reduced size
+    h.update(json.dumps([size, channels, invert, limits, 3]).encode())
     for path, name, group in items:
         st = Path(path).stat()
         h.update(f"{path}|{name}|{group}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -286,6 +355,8 @@ def load_image_folder(
     use_cache: bool = True,
     keep_aspect: bool = False,
     formats: str | Sequence[str] = DEFAULT_FORMATS,
+    max_pixels: int = MAX_PIXELS,
+    max_side: int = MAX_SIDE,
 ) -> ImageDataset:
     """Load a folder-per-class image tree into memory.
 
@@ -304,6 +375,8 @@ def load_image_folder(
         formats: the image formats read (Pillow's names, see :func:`check_formats`); a file
             of another format, or one that cannot be decoded, raises :class:`DatasetError`
             naming it.
+        max_pixels, max_side: refuse an image with more pixels, or a longer side, from its
+            header (a :class:`DatasetError` naming it).
     """
     formats = check_formats(formats)
     items = scan_folder(root, group_depth)
@@ -315,7 +388,8 @@ def load_image_folder(
         logger.warning("dropping %d classes with fewer than %d images (e.g. %s)",
                        len(small), min_per_class, small[0])
         items = [it for it in items if counts[it[1]] >= min_per_class]
-    key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert, formats)
+    key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert,
+                     [formats, max_pixels, max_side])
     cache_file = cache_dir() / "tensors" / f"{key}.pt"
     images = None
     if use_cache and cache_file.is_file():
@@ -326,7 +400,7 @@ def load_image_folder(
             images = None
     if images is None:
         tensors = load_images([it[0] for it in items], size, channels, invert, keep_aspect,
-                              formats=formats)
+                              formats=formats, max_pixels=max_pixels, max_side=max_side)
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise DatasetError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; "

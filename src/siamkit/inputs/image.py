@@ -1,11 +1,13 @@
 """Image inputs: files or uploaded bytes, decoded, resized and scaled as the card says.
 
-Guarantees of :class:`ImageInput` (files and uploaded bytes alike): only the
+Guarantees of :class:`ImageInput` (files, folders and uploaded bytes alike): only the
 accepted formats are opened (default :data:`~siamkit.data.images.DEFAULT_FORMATS`: PNG, JPEG,
 BMP, TIFF, GIF, WebP, PGM/PPM/PBM); an image with more pixels, or a longer side, than the
-limits is refused from its header, before it is decoded; and any image that cannot be read
-(another format, damaged, truncated, empty) raises one :class:`DatasetError` naming it,
-whatever the decoder raised.
+limits (default 40 M pixels, 16384 a side) is refused from its header, before it is
+decoded; a large image is decoded at a reduced size where the format allows (JPEG) and
+shrunk cheaply before the final resize; and any image that cannot be read (another format,
+damaged, truncated, empty, too large) raises one :class:`DatasetError` naming it, whatever
+the decoder raised.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from ..data.download import DatasetError
 from ..data.images import (
     DEFAULT_FORMATS,
+    MAX_PIXELS,
+    MAX_SIDE,
     ImageDataset,
     check_formats,
     load_image,
@@ -46,8 +50,8 @@ class ImageInput(InputAdapter):
 
     takes = "images"
 
-    def __init__(self, spec: InputSpec, max_pixels: int = 40_000_000,
-                 max_side: int = 16384, formats: str | Sequence[str] = DEFAULT_FORMATS
+    def __init__(self, spec: InputSpec, max_pixels: int = MAX_PIXELS,
+                 max_side: int = MAX_SIDE, formats: str | Sequence[str] = DEFAULT_FORMATS
                  ) -> None:
         super().__init__(spec)
         self.max_pixels, self.max_side = max_pixels, max_side
@@ -64,26 +68,15 @@ class ImageInput(InputAdapter):
 
     def read(self, source: str | Path | bytes, name: str | None = None) -> torch.Tensor:
         """One image with the model's preprocessing: (C, H, W) uint8."""
-        from PIL import Image
-
         name = name or (str(source) if not isinstance(source, bytes | bytearray) else "image")
         if isinstance(source, bytes | bytearray):
             if not source:
                 raise DatasetError(f"{name}: empty upload")
             source = io.BytesIO(source)
-        try:
-            with Image.open(source, formats=self.formats) as img:
-                w, h = img.size
-        except Exception:  # load_image says why, with the same name
-            w = h = 0
-        if w * h > self.max_pixels or max(w, h) > self.max_side:
-            raise DatasetError(f"{name}: {w} x {h} pixels is over the limits "
-                               f"({self.max_pixels} pixels, {self.max_side} a side)")
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
         s = self.spec
         return load_image(source, s.size, s.channels, s.invert, s.keep_aspect,
-                          formats=self.formats, name=name)
+                          formats=self.formats, max_pixels=self.max_pixels,
+                          max_side=self.max_side, name=name)
 
     def prepare(self, items: Sequence[Any], names: Sequence[str] | None = None
                 ) -> torch.Tensor:
@@ -108,4 +101,5 @@ class ImageInput(InputAdapter):
         return load_image_folder(path, size=s.size, channels=s.channels, invert=s.invert,
                                  keep_aspect=s.keep_aspect, group_depth=group_depth,
                                  drawer_pattern=drawer_pattern, use_cache=use_cache,
-                                 formats=self.formats)
+                                 formats=self.formats, max_pixels=self.max_pixels,
+                                 max_side=self.max_side)
