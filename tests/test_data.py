@@ -707,6 +707,34 @@ def test_cache_is_rebuilt_when_damaged_or_files_change(env, tmp_path):
     assert 200 in _values(load_image_folder(root))
 
 
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda pt: pt.write_bytes(b"garbage"), "cannot read the cached images"),
+    (lambda pt: pt.write_bytes(b""), "cannot read the cached images"),
+    (lambda pt: torch.save({"images": 1}, pt), "hold a dict, not 9 images"),
+    (lambda pt: torch.save(torch.zeros(2, 1, 6, 6, dtype=torch.uint8), pt),
+     r"hold a (2, 1, 6, 6) torch.uint8 tensor, not 9 images"),
+], ids=["garbage", "empty", "dict", "too-few"])
+def test_a_damaged_cache_is_logged_in_one_line_and_rebuilt(env, tmp_path, caplog, damage,
+                                                           reason):
+    _, cache = env
+    root = _flat_tree(tmp_path / "root")
+    first = load_image_folder(root)
+    (pt,) = (cache / "tensors").glob("*.pt")
+    damage(pt)
+    with caplog.at_level(logging.INFO, logger="siamkit.data.images"):
+        again = load_image_folder(root)
+    assert torch.equal(again.images, first.images)
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    message = warning.getMessage()
+    assert reason in message and str(pt) in message and message.endswith("rebuilding them")
+    assert "\n" not in message and warning.exc_info is None
+    assert "loaded cached images" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="siamkit.data.images"):
+        assert torch.equal(load_image_folder(root).images, first.images)  # rebuilt: read
+    assert "loaded cached images" in caplog.text and "WARNING" not in caplog.text
+
+
 def test_no_cache_writes_nothing(env, tmp_path):
     _, cache = env
     load_image_folder(_flat_tree(tmp_path / "root"), use_cache=False)

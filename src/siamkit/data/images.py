@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import numbers
+import pickle
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -344,6 +345,30 @@ def _cache_key(items: list, size: object, channels: int, invert: bool, limits: l
     return h.hexdigest()[:20]
 
 
+def _load_cache(cache_file: Path, n: int) -> torch.Tensor | None:
+    """The cached (n, C, H, W) uint8 images, or None (with one warning line saying why) when
+    the file cannot be read or holds something else: the cache is then rebuilt."""
+    try:
+        images = torch.load(cache_file, weights_only=True)
+    except Exception as exc:  # a damaged cache is rebuilt, never trusted
+        # torch's unpickling message is a paragraph suggesting weights_only=False: not here
+        reason = ("not saved tensors" if isinstance(exc, pickle.UnpicklingError)
+                  else "the file is cut short" if isinstance(exc, EOFError)
+                  else _one_line(exc))
+        logger.warning("cannot read the cached images %s (%s: %s); rebuilding them",
+                       cache_file, type(exc).__name__, reason)
+        return None
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+            and images.ndim == 4 and len(images) == n):
+        what = (f"a {tuple(images.shape)} {images.dtype} tensor"
+                if isinstance(images, torch.Tensor) else f"a {type(images).__name__}")
+        logger.warning("the cached images %s hold %s, not %d images; rebuilding them",
+                       cache_file, what, n)
+        return None
+    logger.info("loaded cached images from %s", cache_file)
+    return images
+
+
 def load_image_folder(
     root: str | Path,
     size: int | tuple[int, int] | None = None,
@@ -393,11 +418,7 @@ def load_image_folder(
     cache_file = cache_dir() / "tensors" / f"{key}.pt"
     images = None
     if use_cache and cache_file.is_file():
-        try:
-            images = torch.load(cache_file, weights_only=True)
-            logger.info("loaded cached images from %s", cache_file)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            images = None
+        images = _load_cache(cache_file, len(items))
     if images is None:
         tensors = load_images([it[0] for it in items], size, channels, invert, keep_aspect,
                               formats=formats, max_pixels=max_pixels, max_side=max_side)
