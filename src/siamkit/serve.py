@@ -140,10 +140,10 @@ class ServeSettings:
     it is checked from the image's header, and an image over it gets a 400 naming it
     ("... pixels is over the limits"), like any other image the service cannot use (413
     stays for bodies and counts over their limits). A PNG costs about 10 ns of CPU a pixel
-    to decode whatever the model reads, so ``max_files`` PNGs at the limit cost about
-    ``max_files x max_pixels x 10 ns`` a request (2.6 s at the defaults; 26 s at the
-    library's 40 M); a JPEG is decoded at 1/2 to 1/8 of its size and costs much less.
-    ``benchmarks/serve.py`` measures it."""
+    to decode whatever the model reads, so a request of ``max_files`` PNGs at the limit
+    costs about ``max_files x max_pixels x 10 ns`` (measured on a 2-core machine: 2.4 s at
+    the defaults, 27 s at the library's 40 M); a JPEG is decoded at 1/2 to 1/8 of its size
+    and costs far less. ``benchmarks/serve.py`` measures it."""
 
     api_key: str | None = None
     admin_key: str | None = None
