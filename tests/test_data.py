@@ -7,15 +7,17 @@ import hashlib
 import io
 import logging
 import re
+import struct
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from siamkit.data import (
     DatasetError,
@@ -29,6 +31,7 @@ from siamkit.data import (
     mirror_dir,
     scan_folder,
 )
+from siamkit.data.images import check_formats
 from siamkit.data.omniglot import OMNIGLOT_FILES
 
 
@@ -380,6 +383,168 @@ def test_load_non_image_names_the_file(tmp_path):
         load_image(tmp_path / "missing.png", None)
 
 
+def _encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (12, 10), **kw) -> bytes:
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    img = Image.fromarray(((x * 20 + y * 7) % 256).astype(np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("DDS", "RGBA"), ("QOI", "RGBA"), ("ICO", "RGBA"),
+                                           ("SGI", "RGB"), ("PCX", "RGB")])
+def test_load_image_opens_only_the_accepted_formats(tmp_path, fmt, mode):
+    path = tmp_path / "looks.png"
+    path.write_bytes(_encoded(fmt, mode))
+    with pytest.raises(DatasetError, match=rf"looks\.png: format {fmt} is not accepted "
+                                           rf"\(accepted: PNG, JPEG, BMP, TIFF, GIF, WEBP, PPM\)"):
+        load_image(path, 8)
+    assert load_image(path, 8, formats=("png", fmt.lower())).shape == (1, 8, 8)
+    with pytest.raises(DatasetError, match="format PNG is not accepted"):
+        load_image(_save(tmp_path / "a.png", np.zeros((4, 4))), 8, formats="jpg, tif")
+
+
+def test_default_formats_read_every_allowed_kind(tmp_path):
+    for fmt, mode, kw in [("PNG", "L", {}), ("PNG", "P", {}), ("JPEG", "RGB", {}),
+                          ("BMP", "RGB", {}), ("TIFF", "L", {"compression": "tiff_lzw"}),
+                          ("GIF", "P", {}), ("WEBP", "RGB", {}), ("PPM", "1", {}),
+                          ("PPM", "L", {}), ("MPO", "RGB", {"save_all": True})]:
+        path = tmp_path / f"x.{fmt.lower()}"
+        path.write_bytes(_encoded(fmt, mode, **kw))
+        assert load_image(path, (5, 6)).shape == (1, 5, 6), (fmt, mode)
+
+
+def test_check_formats_names_an_unknown_format():
+    assert check_formats("png, JPG,pgm,tif") == ("PNG", "JPEG", "PPM", "TIFF")
+    assert check_formats(["PBM", "PPM"]) == ("PPM",)
+    with pytest.raises(ValueError, match="image format 'HEIC' is not one Pillow opens"):
+        check_formats(["PNG", "HEIC"])
+    with pytest.raises(ValueError, match="no image format given"):
+        check_formats([])
+
+
+@pytest.mark.parametrize("fmt", ["QOI", "DDS"])
+def test_a_truncated_file_of_an_accepted_format_is_a_dataset_error(tmp_path, fmt):
+    # Pillow's QOI and DDS decoders raise ValueError ("not enough image data") on these
+    good = _encoded(fmt, "RGBA", (40, 40))
+    path = tmp_path / "cut.img"
+    path.write_bytes(good[: len(good) * 2 // 3])
+    with pytest.raises(DatasetError, match=r"cut\.img: not a readable image"):
+        load_image(path, 8, formats=(fmt,))
+
+
+@pytest.mark.parametrize("error", [
+    ValueError("not enough image data"), RuntimeError("decoder"), NotImplementedError("mode"),
+    AttributeError("'NoneType' object has no attribute 'read'"), struct.error("unpack"),
+    IndexError("list index out of range"), TypeError("bad"), MemoryError(), EOFError(),
+    zlib.error("Error -3 while decompressing data"), SyntaxError("broken"),
+    OSError("line one\nline two"),
+])
+def test_every_decoder_failure_is_one_dataset_error_naming_the_file(tmp_path, monkeypatch,
+                                                                     caplog, error):
+    path = _save(tmp_path / "odd.png", np.zeros((4, 4)))
+
+    def fail(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with caplog.at_level(logging.DEBUG), \
+            pytest.raises(DatasetError, match=r"odd\.png: not a readable image") as info:
+        load_image(path, 8)
+    assert "\n" not in str(info.value) and info.value.__cause__ is None
+    ours = [r for r in caplog.records if r.name.startswith("siamkit")]
+    assert len(ours) <= 1 and all(r.exc_info is None and "\n" not in r.getMessage()
+                                  for r in ours)
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
+def test_interrupts_pass_through_the_decode_boundary(tmp_path, monkeypatch, error):
+    path = _save(tmp_path / "a.png", np.zeros((4, 4)))
+
+    def stop(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", stop)
+    with pytest.raises(error):
+        load_image(path, 8)
+
+
+def _scene(w: int, h: int) -> Image.Image:
+    """A smooth picture with an edge: what a resize must keep."""
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    a = 128 + 100 * np.sin(6 * x + 3 * y) * np.cos(4 * y)
+    a[(x - 0.3) ** 2 + (y - 0.25) ** 2 < 0.02] = 20
+    return Image.fromarray(a.clip(0, 255).astype(np.uint8)).convert("RGB")
+
+
+@pytest.mark.parametrize(("fmt", "decoded"), [("JPEG", (200, 150)), ("PNG", (1600, 1200))])
+def test_a_large_image_is_decoded_small_and_looks_the_same(tmp_path, monkeypatch, fmt, decoded):
+    path = tmp_path / f"big.{fmt.lower()}"
+    _scene(1600, 1200).save(path, fmt, quality=95)
+    loaded, resized = [], []
+    real_load, real_resize = ImageFile.ImageFile.load, Image.Image.resize
+
+    def load(self):
+        loaded.append(self.size)
+        return real_load(self)
+
+    def resize(self, size, *args, **kwargs):
+        resized.append(self.size)
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    got = load_image(path, 48)[0].numpy().astype(float)
+    monkeypatch.undo()
+    # JPEG decodes at 1/8 (still over twice 48), PNG cannot; both are box-averaged to
+    # between 2 and 4 times the output before the antialiased resize
+    assert max(loaded) == decoded
+    assert len(resized) == 1 and all(96 <= side < 192 for side in resized[0]), resized
+    with Image.open(path) as img:
+        full = img.convert("L").resize((48, 48), Image.Resampling.BILINEAR)  # the old path
+    assert np.abs(got - np.asarray(full, dtype=float)).mean() < 2
+
+
+def test_a_large_image_keeps_its_aspect_when_decoded_small(tmp_path):
+    path = tmp_path / "wide.jpg"
+    _scene(1600, 800).save(path, quality=95)
+    got = load_image(path, 48, keep_aspect=True)[0].numpy().astype(float)
+    assert (got[:12] == 0).all() and (got[36:] == 0).all() and got[12:36].min() > 0
+    with Image.open(path) as img:
+        full = np.asarray(img.convert("L").resize((48, 24), Image.Resampling.BILINEAR))
+    assert np.abs(got[12:36] - full).mean() < 2
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(env, tmp_path, monkeypatch):
+    root = _flat_tree(tmp_path / "root")
+    Image.new("1", (12000, 12000)).save(root / "b" / "bomb.png")  # 144 M pixels, 18 kB
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        assert self.size[0] * self.size[1] < 10**6, f"decoded a {self.size} image"
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    with pytest.raises(DatasetError, match=r"bomb\.png: 12000 x 12000 pixels is over the "
+                                           r"limits \(40000000 pixels, 16384 a side\)"):
+        load_image_folder(root, size=6)
+    (root / "b" / "bomb.png").unlink()
+    with pytest.raises(DatasetError, match=r"0001_01\.png: 6 x 6 pixels is over the limits "
+                                           r"\(35 pixels"):
+        load_image_folder(root, max_pixels=35)
+    with pytest.raises(DatasetError, match=r"6 x 6 pixels is over the limits .* 5 a side"):
+        load_image_folder(root, max_side=5, use_cache=False)
+    assert len(load_image_folder(root, max_pixels=36, max_side=6)) == 9
+
+
+@pytest.mark.parametrize("size", [0, (4, -1), (4,), "28", (2.5, 3)])
+def test_load_image_names_a_bad_size(tmp_path, size):
+    path = _save(tmp_path / "a.png", np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="size must be a positive side or"):
+        load_image(path, size)
+
+
 def test_load_bad_channels(tmp_path):
     path = _save(tmp_path / "a.png", np.zeros((2, 2)))
     with pytest.raises(ValueError, match="channels must be 1 or 3, got 2"):
@@ -540,6 +705,34 @@ def test_cache_is_rebuilt_when_damaged_or_files_change(env, tmp_path):
     # an edited image changes the key: the new pixels are loaded, not the stale cache
     _save(root / "a" / "0001_01.png", np.full((6, 6), 200))
     assert 200 in _values(load_image_folder(root))
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda pt: pt.write_bytes(b"garbage"), "cannot read the cached images"),
+    (lambda pt: pt.write_bytes(b""), "cannot read the cached images"),
+    (lambda pt: torch.save({"images": 1}, pt), "hold a dict, not 9 images"),
+    (lambda pt: torch.save(torch.zeros(2, 1, 6, 6, dtype=torch.uint8), pt),
+     r"hold a (2, 1, 6, 6) torch.uint8 tensor, not 9 images"),
+], ids=["garbage", "empty", "dict", "too-few"])
+def test_a_damaged_cache_is_logged_in_one_line_and_rebuilt(env, tmp_path, caplog, damage,
+                                                           reason):
+    _, cache = env
+    root = _flat_tree(tmp_path / "root")
+    first = load_image_folder(root)
+    (pt,) = (cache / "tensors").glob("*.pt")
+    damage(pt)
+    with caplog.at_level(logging.INFO, logger="siamkit.data.images"):
+        again = load_image_folder(root)
+    assert torch.equal(again.images, first.images)
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    message = warning.getMessage()
+    assert reason in message and str(pt) in message and message.endswith("rebuilding them")
+    assert "\n" not in message and warning.exc_info is None
+    assert "loaded cached images" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="siamkit.data.images"):
+        assert torch.equal(load_image_folder(root).images, first.images)  # rebuilt: read
+    assert "loaded cached images" in caplog.text and "WARNING" not in caplog.text
 
 
 def test_no_cache_writes_nothing(env, tmp_path):

@@ -82,6 +82,49 @@ def test_image_adapter_reads_bytes_as_the_spec_says():
         limited.prepare([b"not an image"], names=["junk.png"])
 
 
+def _encoded(fmt: str, size: tuple[int, int] = (20, 16), mode: str = "RGBA") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, (90, 120, 200, 255)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_image_adapter_reads_only_its_formats(tmp_path):
+    adapter = ImageInput(InputSpec(size=8))
+    assert adapter.formats == ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+    with pytest.raises(DatasetError, match=r"up\.png: format QOI is not accepted "
+                                           r"\(accepted: PNG, JPEG"):
+        adapter.prepare([_encoded("QOI")], names=["up.png"])
+    cut = _encoded("QOI", (64, 64))
+    adapter.formats = "png, qoi"
+    assert adapter.formats == ("PNG", "QOI")
+    assert adapter.prepare([_encoded("QOI")]).shape == (1, 1, 8, 8)
+    with pytest.raises(DatasetError, match=r"cut\.qoi: not a readable image"):
+        adapter.prepare([cut[: len(cut) // 2]], names=["cut.qoi"])  # was a ValueError
+    with pytest.raises(ValueError, match="'AVI' is not one Pillow opens"):
+        ImageInput(InputSpec(size=8), formats=("PNG", "AVI"))
+    # a folder of images goes through the same formats
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(_encoded("PNG"))
+    (tmp_path / "a" / "y.png").write_bytes(_encoded("DDS"))
+    with pytest.raises(DatasetError, match=r"y\.png: format DDS is not accepted"):
+        ImageInput(InputSpec(size=8)).load_dataset(str(tmp_path), use_cache=False)
+    both = ImageInput(InputSpec(size=8), formats=("PNG", "DDS"))
+    assert len(both.load_dataset(str(tmp_path), use_cache=False)) == 2
+
+
+def test_image_adapter_limits_hold_for_folders_too(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "wide.png").write_bytes(_encoded("PNG", (40, 20)))
+    with pytest.raises(DatasetError, match=r"wide\.png: 40 x 20 pixels is over the limits "
+                                           r"\(100 pixels, 16384 a side\)"):
+        ImageInput(InputSpec(size=8), max_pixels=100).load_dataset(str(tmp_path),
+                                                                   use_cache=False)
+    with pytest.raises(DatasetError, match=r"wide\.png: 40 x 20 pixels is over the limits"):
+        ImageInput(InputSpec(size=8), max_side=39).prepare([str(tmp_path / "a" / "wide.png")])
+    fine = ImageInput(InputSpec(size=8), max_pixels=800, max_side=40)
+    assert len(fine.load_dataset(str(tmp_path), use_cache=False)) == 1
+
+
 def test_text_and_row_adapters_check_their_items():
     with pytest.raises(DatasetError, match="text 1 is empty"):
         TextInput(InputSpec(kind="text")).prepare(["fine", " "])

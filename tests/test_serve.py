@@ -622,3 +622,51 @@ def test_table_model_serves_json_rows(tmp_path):
         assert c.get("/classes", headers=H).json()["classes"] == {"five": 1, "six": 1}
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def untrained_dir(tmp_path_factory) -> Path:
+    """A small untrained 28 x 28 image model: enough for what the service does to uploads."""
+    import torch
+
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import save_model
+    from siamkit.config import Config
+
+    config = Config()
+    config.data.size = 28
+    config.model.encoder_args = {"width": 8, "embedding_dim": 16}
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("untrained") / "run"
+    save_model(out, build_model(config.model, 1, 28), config,
+               {"input": {"channels": 1, "size": 28, "invert": True, "keep_aspect": False}})
+    return out
+
+
+def test_the_service_refuses_images_over_its_pixel_limit_before_decoding(untrained_dir,
+                                                                        tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+    from PIL import ImageFile
+
+    from siamkit.serve import ServeSettings, create_app
+
+    assert ServeSettings().max_pixels == 4_000_000
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        assert self.size[0] * self.size[1] <= 4_000_000, f"decoded a {self.size} image"
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    c = TestClient(create_app(untrained_dir, tmp_path / "g", ServeSettings(no_auth=True)))
+    big, fine = _png((2001, 2000), "1"), _png((2000, 2000), "1")
+    r = c.post("/embed", files=[("files", ("fine.png", fine)), ("files", ("big.png", big))])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == ("big.png: 2001 x 2000 pixels is over the limits (4000000 "
+                                 "pixels, 16384 a side); send a smaller image, or raise the "
+                                 "limit")
+    assert c.post("/embed", files=[("files", ("fine.png", fine))]).status_code == 200
+    c = TestClient(create_app(untrained_dir, tmp_path / "g",
+                              ServeSettings(no_auth=True, max_pixels=10**6)))
+    r = c.post("/embed", files=[("files", ("fine.png", fine))])
+    assert r.status_code == 400 and "fine.png: 2000 x 2000 pixels is over" in r.json()["error"]

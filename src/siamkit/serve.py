@@ -25,6 +25,15 @@ decoding), bodies over the size limit (413, declared or chunked), too many files
 labels, unknown labels, malformed or too deeply nested JSON. Error texts never carry
 object reprs or memory addresses.
 
+Images: only the formats of ``ServeSettings.image_formats`` are opened (default PNG, JPEG,
+BMP, TIFF, GIF, WebP, PGM/PPM/PBM; Pillow's other decoders never run), and only up to
+``ServeSettings.max_pixels`` pixels (default 4 M), checked from the header before any
+decoding; large images are decoded at a reduced size where the format allows (JPEG). An
+upload of another format (400: "format X is not accepted (accepted: ...)"), over the pixel
+limit (400: "W x H pixels is over the limits (...)"), or that cannot be decoded, whatever
+the decoder raised (400: "not a readable image"), is answered with an error naming the
+upload, and logs no traceback.
+
 Enrolls are committed to the gallery's database before they are acknowledged, so a crash
 never loses an acknowledged enroll. ``POST /enroll`` takes an ``Idempotency-Key`` header:
 a retry with the same key (its answer lost) adds nothing and gets the first answer again,
@@ -44,6 +53,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+
+from .data.images import DEFAULT_FORMATS
 
 try:  # the serve extra; names at module level so FastAPI can resolve the annotations
     from fastapi import (
@@ -67,6 +78,7 @@ try:  # the serve extra; names at module level so FastAPI can resolve the annota
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the HTTP service needs the serve extra: pip install "
                       "'siamkit[serve]'") from exc
+
 
 
 class TextPair(BaseModel):
@@ -120,16 +132,28 @@ logger = logging.getLogger(__name__)
 class ServeSettings:
     """Limits and keys of the service. Without ``api_key`` the service only starts with
     ``no_auth`` (and :func:`run` only on a loopback address); an ``admin_key`` is enforced
-    for enrolling and deleting either way."""
+    for enrolling and deleting either way. ``image_formats`` are the image formats read
+    (Pillow's names, or ``"png,jpg"``; see :func:`siamkit.data.images.check_formats`): an
+    unknown name stops :func:`create_app`, an upload of another format gets a 400.
+
+    ``max_pixels`` (default 4 M, e.g. 2000 x 2000) bounds the decoding cost of an upload:
+    it is checked from the image's header, and an image over it gets a 400 naming it
+    ("... pixels is over the limits"), like any other image the service cannot use (413
+    stays for bodies and counts over their limits). A PNG costs about 10 ns of CPU a pixel
+    to decode whatever the model reads, so a request of ``max_files`` PNGs at the limit
+    costs about ``max_files x max_pixels x 10 ns`` (measured on a 2-core machine: 2.4 s at
+    the defaults, 27 s at the library's 40 M); a JPEG is decoded at 1/2 to 1/8 of its size
+    and costs far less. ``benchmarks/serve.py`` measures it."""
 
     api_key: str | None = None
     admin_key: str | None = None
     max_body_bytes: int = 32 * 2**20
-    max_pixels: int = 40_000_000
+    max_pixels: int = 4_000_000  # a model reading 28..224 pixels a side needs no more
     max_files: int = 64
     max_k: int = 100
     max_text_chars: int = 10_000
     no_auth: bool = False  # serve without an API key (a trusted local test)
+    image_formats: tuple[str, ...] = DEFAULT_FORMATS
 
 
 class _TooLarge(Exception):
@@ -273,8 +297,10 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving one model and its gallery."""
     from .data.download import DatasetError
+    from .data.images import check_formats
     from .gallery import Gallery, GalleryError, IdempotencyConflict, check_label, metric_of
     from .inference import Embedder
+    from .inputs import ImageInput
 
     s = settings or ServeSettings()
     for name, key in (("api_key", s.api_key), ("admin_key", s.admin_key)):
@@ -283,7 +309,10 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
     if s.api_key is None and not s.no_auth:
         raise ValueError("no API key: set ServeSettings.api_key (or no_auth=True for a "
                          "trusted local test)")
+    formats = check_formats(s.image_formats)  # a bad name stops the start, not a request
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
+    if isinstance(embedder.adapter, ImageInput):  # the Embedder takes no formats itself
+        embedder.adapter.formats = formats
     gallery = Gallery.open_or_create(gallery_dir, embedder.dim, metric=metric_of(embedder.model),
                                      model_id=embedder.model_id)
     app = FastAPI(title="siamkit", version="0.1.0",

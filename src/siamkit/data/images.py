@@ -1,15 +1,33 @@
-"""Folder-per-class image datasets, held in memory as uint8 tensors."""
+"""Folder-per-class image datasets, held in memory as uint8 tensors, and the image decoder
+every image path goes through (:func:`load_image`).
+
+Guarantees, for single files, folders and uploaded bytes alike:
+
+* only the accepted formats are opened (``formats``, default :data:`DEFAULT_FORMATS`: PNG,
+  JPEG, BMP, TIFF, GIF, WebP, PGM/PPM/PBM); Pillow's other decoders never run, and a file of
+  another format is refused as "format X is not accepted (accepted: ...)";
+* an image over ``max_pixels`` pixels (default :data:`MAX_PIXELS`, 40 M) or ``max_side`` a
+  side (16384) is refused from its header, before it is decoded;
+* a large image is decoded at a reduced size where the format allows (JPEG) and shrunk by
+  box averages to no less than twice the output size before the final antialiased resize;
+* any image that cannot be read (missing, empty, damaged, truncated, another format, too
+  large) raises one :class:`DatasetError` naming the file, whatever the decoder raised;
+  KeyboardInterrupt and SystemExit pass through, and nothing logs a traceback.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import numbers
+import pickle
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -18,12 +36,22 @@ from PIL import Image, UnidentifiedImageError
 from .download import DatasetError, cache_dir
 
 __all__ = ["ImageDataset", "scan_folder", "load_image", "load_images", "load_image_folder",
-           "with_groups_from_names", "IMAGE_EXTENSIONS"]
+           "with_groups_from_names", "check_formats", "IMAGE_EXTENSIONS", "DEFAULT_FORMATS",
+           "MAX_PIXELS", "MAX_SIDE"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff",
                     ".gif", ".webp"}
+
+#: The image formats read by default (Pillow's names; ``PPM`` covers PGM and PBM too).
+DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+#: The default pixel limit and longest side (decompression bombs are refused from their header).
+MAX_PIXELS = 40_000_000
+MAX_SIDE = 16384
+_MARGIN = 2  # reduced decoding keeps at least twice the output size
+_FORMAT_ALIASES = {"JPG": "JPEG", "MPO": "JPEG", "TIF": "TIFF", "PGM": "PPM", "PBM": "PPM",
+                   "PNM": "PPM"}
 
 
 @dataclass
@@ -98,37 +126,165 @@ class ImageDataset:
                                     if int(self.groups[c]) in wanted])
 
 
+def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """Image format names as Pillow spells them, checked: ``("png", "jpg")`` -> ``("PNG", "JPEG")``.
+
+    Takes a sequence or a comma-separated string. PGM and PBM are Pillow's ``PPM``; JPG and TIF
+    are JPEG and TIFF. Raises ValueError naming a format Pillow cannot open, or for none.
+    """
+    Image.init()
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    checked: list[str] = []
+    for name in names:
+        fmt = _FORMAT_ALIASES.get(str(name).strip().upper(), str(name).strip().upper())
+        if fmt not in Image.OPEN:
+            raise ValueError(f"image format {name!r} is not one Pillow opens (known: "
+                             f"{', '.join(sorted(Image.OPEN))})")
+        if fmt not in checked:
+            checked.append(fmt)
+    if not checked:
+        raise ValueError(f"no image format given (e.g. {', '.join(DEFAULT_FORMATS)})")
+    return tuple(checked)
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as a short line for a message or a log: Pillow's texts run long or
+    say nothing (a bare ``struct.error``, an empty ``MemoryError``)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sniff(path: str | Path | BinaryIO) -> str | None:
+    """The format whose signature a file starts with, by Pillow's own signature checks (they
+    read the first 16 bytes, as :func:`PIL.Image.open` does; no decoder runs), or None."""
+    try:
+        if isinstance(path, str | Path):
+            with open(path, "rb") as f:
+                prefix = f.read(16)
+        else:
+            path.seek(0)
+            prefix = path.read(16)
+        for fmt in Image.ID:
+            accept = Image.OPEN[fmt][1]
+            if accept is not None and accept(prefix):
+                return fmt
+    except Exception:  # naming the format is a courtesy: never the reason a load fails
+        return None
+    return None
+
+
+def _accepted(fmt: str | None, formats: tuple[str, ...]) -> bool:
+    # Pillow names a JPEG holding several pictures (phones' depth maps, Ultra HDR) MPO;
+    # the JPEG decoder reads its first picture
+    return fmt in formats or (fmt == "MPO" and "JPEG" in formats)
+
+
+def _target(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``size`` as (height, width), checked."""
+    if size is None:
+        return None
+    hw = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(v, numbers.Integral) and v > 0 for v in hw):
+        raise ValueError(f"size must be a positive side or (height, width), got {size!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def _shrink(img: Image.Image, fit: tuple[int, int]) -> Image.Image:
+    """Box-average by whole factors while ``_MARGIN`` x the output size remains: one cheap
+    pass that leaves the antialiased resize a small image instead of a huge one."""
+    factor = (max(1, img.size[0] // (fit[0] * _MARGIN)), max(1, img.size[1] // (fit[1] * _MARGIN)))
+    return img.reduce(factor) if factor != (1, 1) else img
+
+
+def _decode(img: Image.Image, target: tuple[int, int] | None, channels: int, invert: bool,
+            keep_aspect: bool) -> np.ndarray:
+    """Decode an opened image at the size it is wanted: (H, W) or (H, W, 3) uint8."""
+    mode = "L" if channels == 1 else "RGB"
+    if target is None:
+        return np.asarray(img.convert(mode), dtype=np.uint8)
+    h, w = target
+    fit = (w, h)
+    if keep_aspect:
+        scale = min(w / img.size[0], h / img.size[1])
+        fit = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+    # JPEG decodes at 1/2, 1/4 or 1/8 of its size when asked to (other formats ignore it);
+    # never below _MARGIN x the output, so that the final resize still averages
+    img.draft(None, (fit[0] * _MARGIN, fit[1] * _MARGIN))
+    if img.mode in ("L", "RGB"):  # shrunk before the conversion, which then has less to do
+        img = _shrink(img, fit)
+    img = _shrink(img.convert(mode), fit)  # palette, 1-bit, alpha, 16-bit: converted first
+    if img.size != fit:
+        img = img.resize(fit, Image.Resampling.BILINEAR)
+    if fit != (w, h):
+        fill = 255 if invert else 0
+        canvas = Image.new(mode, (w, h), fill if channels == 1 else (fill,) * 3)
+        canvas.paste(img, ((w - fit[0]) // 2, (h - fit[1]) // 2))
+        img = canvas
+    return np.asarray(img, dtype=np.uint8)
+
+
 def load_image(
-    path: str | Path, size: int | tuple[int, int] | None, channels: int = 1,
-    invert: bool = False, keep_aspect: bool = False,
+    path: str | Path | BinaryIO, size: int | tuple[int, int] | None, channels: int = 1,
+    invert: bool = False, keep_aspect: bool = False, *,
+    formats: str | Sequence[str] = DEFAULT_FORMATS, max_pixels: int = MAX_PIXELS,
+    max_side: int = MAX_SIDE, name: str | None = None,
 ) -> torch.Tensor:
     """Read one image file as a (C, H, W) uint8 tensor, resized to ``size`` (antialiased).
 
     ``size`` is a side (square) or (height, width); None keeps the file's size. With
     ``keep_aspect`` the image is scaled to fit and centred on background (white when
     ``invert``, as for ink on paper, else black), never distorted.
-    Raises :class:`DatasetError` naming the file when it is not a readable image.
+
+    Only the ``formats`` (Pillow's names, see :func:`check_formats`) are opened: other
+    decoders never run, and a file of another format is refused as such. An image with more
+    than ``max_pixels`` pixels, or a side longer than ``max_side``, is refused from its
+    header, before it is decoded. A large image is decoded at a reduced size where the
+    format allows (JPEG at 1/2, 1/4 or 1/8) and box-averaged down to twice ``size`` before
+    the final resize (other formats, PNG among them, must still be decoded whole: their
+    cost is bounded by ``max_pixels``).
+    Any failure to read the file (missing, not an image, damaged, truncated, another
+    format, too large) raises :class:`DatasetError` naming it (``name``, default the path),
+    whatever Pillow raised.
+
+    Example:
+        >>> load_image("a.png", 28).shape
+        torch.Size([1, 28, 28])
+        >>> load_image(io.BytesIO(upload), 28, formats=("PNG",), name="upload.png")
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    target = _target(size)
+    formats = check_formats(formats)
+    name = name or str(path)
+    limits = f"{max_pixels} pixels, {max_side} a side"
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if size is not None:
-                h, w = (size, size) if isinstance(size, int) else size
-                if keep_aspect and img.size != (w, h):
-                    scale = min(w / img.size[0], h / img.size[1])
-                    fit = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
-                    fill = 255 if invert else 0
-                    canvas = Image.new(img.mode, (w, h), fill if channels == 1 else (fill,) * 3)
-                    canvas.paste(img.resize(fit, Image.Resampling.BILINEAR),
-                                 ((w - fit[0]) // 2, (h - fit[1]) // 2))
-                    img = canvas
-                elif img.size != (w, h):
-                    img = img.resize((w, h), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: not a readable image ({exc})") from None
+        with Image.open(path, formats=formats) as img:
+            if not _accepted(img.format, formats):
+                raise DatasetError(f"{name}: format {img.format} is not accepted (accepted: "
+                                   f"{', '.join(formats)})")
+            w, h = img.size
+            if w * h > max_pixels or max(w, h) > max_side:
+                raise DatasetError(f"{name}: {w} x {h} pixels is over the limits ({limits}); "
+                                   f"send a smaller image, or raise the limit")
+            arr = _decode(img, target, channels, invert, keep_aspect)
+    except DatasetError:
+        raise
+    except UnidentifiedImageError:
+        fmt = _sniff(path)
+        if fmt is not None and not _accepted(fmt, formats):
+            raise DatasetError(f"{name}: format {fmt} is not accepted (accepted: "
+                               f"{', '.join(formats)})") from None
+        raise DatasetError(f"{name}: not a readable image (damaged, or not one of the "
+                           f"accepted formats: {', '.join(formats)})") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, checked on opening
+        raise DatasetError(f"{name}: over the limits ({limits}): {_one_line(exc)}") from None
+    except Exception as exc:
+        # The decode boundary: Pillow's decoders raise ValueError, struct.error, EOFError,
+        # zlib.error, IndexError, MemoryError... on damaged files, each meaning "this file
+        # cannot be read". KeyboardInterrupt and SystemExit are not Exceptions: they pass.
+        logger.debug("%s: %s while decoding", name, type(exc).__name__)
+        raise DatasetError(f"{name}: not a readable image ({_one_line(exc)})") from None
     if invert:
         arr = 255 - arr
     t = torch.from_numpy(arr.copy())
@@ -137,12 +293,16 @@ def load_image(
 
 def load_images(
     paths: Sequence[str | Path], size: int | tuple[int, int] | None, channels: int = 1,
-    invert: bool = False, keep_aspect: bool = False,
+    invert: bool = False, keep_aspect: bool = False, *,
+    formats: str | Sequence[str] = DEFAULT_FORMATS, max_pixels: int = MAX_PIXELS,
+    max_side: int = MAX_SIDE,
 ) -> list[torch.Tensor]:
     """:func:`load_image` for many files, decoded on a few threads (PIL releases the GIL)."""
+    formats = check_formats(formats)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda p: load_image(p, size, channels, invert, keep_aspect),
-                             paths))
+        return list(pool.map(lambda p: load_image(p, size, channels, invert, keep_aspect,
+                                                  formats=formats, max_pixels=max_pixels,
+                                                  max_side=max_side), paths))
 
 
 def scan_folder(root: str | Path, group_depth: int = 0) -> list[tuple[str, str, str | None]]:
@@ -174,13 +334,39 @@ def scan_folder(root: str | Path, group_depth: int = 0) -> list[tuple[str, str, 
     return items
 
 
-def _cache_key(items: list, size: object, channels: int, invert: bool) -> str:
+def _cache_key(items: list, size: object, channels: int, invert: bool, limits: list) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([size, channels, invert, 2]).encode())
+    # a file no longer accepted (format, pixels) must be refused, not served from the cache;
+    # version 3: large images are decoded at a reduced size
+    h.update(json.dumps([size, channels, invert, limits, 3]).encode())
     for path, name, group in items:
         st = Path(path).stat()
         h.update(f"{path}|{name}|{group}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
+
+
+def _load_cache(cache_file: Path, n: int) -> torch.Tensor | None:
+    """The cached (n, C, H, W) uint8 images, or None (with one warning line saying why) when
+    the file cannot be read or holds something else: the cache is then rebuilt."""
+    try:
+        images = torch.load(cache_file, weights_only=True)
+    except Exception as exc:  # a damaged cache is rebuilt, never trusted
+        # torch's unpickling message is a paragraph suggesting weights_only=False: not here
+        reason = ("not saved tensors" if isinstance(exc, pickle.UnpicklingError)
+                  else "the file is cut short" if isinstance(exc, EOFError)
+                  else _one_line(exc))
+        logger.warning("cannot read the cached images %s (%s: %s); rebuilding them",
+                       cache_file, type(exc).__name__, reason)
+        return None
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+            and images.ndim == 4 and len(images) == n):
+        what = (f"a {tuple(images.shape)} {images.dtype} tensor"
+                if isinstance(images, torch.Tensor) else f"a {type(images).__name__}")
+        logger.warning("the cached images %s hold %s, not %d images; rebuilding them",
+                       cache_file, what, n)
+        return None
+    logger.info("loaded cached images from %s", cache_file)
+    return images
 
 
 def load_image_folder(
@@ -193,6 +379,9 @@ def load_image_folder(
     min_per_class: int = 1,
     use_cache: bool = True,
     keep_aspect: bool = False,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
+    max_pixels: int = MAX_PIXELS,
+    max_side: int = MAX_SIDE,
 ) -> ImageDataset:
     """Load a folder-per-class image tree into memory.
 
@@ -208,7 +397,13 @@ def load_image_folder(
         min_per_class: classes with fewer images are dropped with a warning.
         use_cache: keep the decoded tensor in ``$SIAMKIT_DATA/tensors`` for the next load.
         keep_aspect: fit and pad instead of stretching (see :func:`load_image`).
+        formats: the image formats read (Pillow's names, see :func:`check_formats`); a file
+            of another format, or one that cannot be decoded, raises :class:`DatasetError`
+            naming it.
+        max_pixels, max_side: refuse an image with more pixels, or a longer side, from its
+            header (a :class:`DatasetError` naming it).
     """
+    formats = check_formats(formats)
     items = scan_folder(root, group_depth)
     counts: dict[str, int] = {}
     for _, name, _ in items:
@@ -218,17 +413,15 @@ def load_image_folder(
         logger.warning("dropping %d classes with fewer than %d images (e.g. %s)",
                        len(small), min_per_class, small[0])
         items = [it for it in items if counts[it[1]] >= min_per_class]
-    key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert)
+    key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert,
+                     [formats, max_pixels, max_side])
     cache_file = cache_dir() / "tensors" / f"{key}.pt"
     images = None
     if use_cache and cache_file.is_file():
-        try:
-            images = torch.load(cache_file, weights_only=True)
-            logger.info("loaded cached images from %s", cache_file)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            images = None
+        images = _load_cache(cache_file, len(items))
     if images is None:
-        tensors = load_images([it[0] for it in items], size, channels, invert, keep_aspect)
+        tensors = load_images([it[0] for it in items], size, channels, invert, keep_aspect,
+                              formats=formats, max_pixels=max_pixels, max_side=max_side)
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise DatasetError(f"{root}: images have different sizes {sorted(shapes)[:3]}...; "

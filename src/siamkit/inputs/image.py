@@ -1,4 +1,14 @@
-"""Image inputs: files or uploaded bytes, decoded, resized and scaled as the card says."""
+"""Image inputs: files or uploaded bytes, decoded, resized and scaled as the card says.
+
+Guarantees of :class:`ImageInput` (files, folders and uploaded bytes alike): only the
+accepted formats are opened (default :data:`~siamkit.data.images.DEFAULT_FORMATS`: PNG, JPEG,
+BMP, TIFF, GIF, WebP, PGM/PPM/PBM); an image with more pixels, or a longer side, than the
+limits (default 40 M pixels, 16384 a side) is refused from its header, before it is
+decoded; a large image is decoded at a reduced size where the format allows (JPEG) and
+shrunk cheaply before the final resize; and any image that cannot be read (another format,
+damaged, truncated, empty, too large) raises one :class:`DatasetError` naming it, whatever
+the decoder raised.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +20,15 @@ from typing import Any
 import torch
 
 from ..data.download import DatasetError
-from ..data.images import ImageDataset, load_image, load_image_folder
+from ..data.images import (
+    DEFAULT_FORMATS,
+    MAX_PIXELS,
+    MAX_SIDE,
+    ImageDataset,
+    check_formats,
+    load_image,
+    load_image_folder,
+)
 from ..embedding import embed_images
 from ..siamese import SiameseNetwork
 from .base import InputAdapter, Progress
@@ -26,41 +44,39 @@ class ImageInput(InputAdapter):
         spec: the model's input spec (kind ``image``).
         max_pixels, max_side: refuse images with more pixels, or a longer side, from their
             header, before decoding them (decompression bombs).
+        formats: the image formats read (Pillow's names, see
+            :func:`~siamkit.data.images.check_formats`); others are refused unopened.
     """
 
     takes = "images"
 
-    def __init__(self, spec: InputSpec, max_pixels: int = 40_000_000,
-                 max_side: int = 16384) -> None:
+    def __init__(self, spec: InputSpec, max_pixels: int = MAX_PIXELS,
+                 max_side: int = MAX_SIDE, formats: str | Sequence[str] = DEFAULT_FORMATS
+                 ) -> None:
         super().__init__(spec)
         self.max_pixels, self.max_side = max_pixels, max_side
+        self.formats = formats
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The accepted image formats (Pillow's names); set from names, checked."""
+        return self._formats
+
+    @formats.setter
+    def formats(self, value: str | Sequence[str]) -> None:
+        self._formats = check_formats(value)
 
     def read(self, source: str | Path | bytes, name: str | None = None) -> torch.Tensor:
         """One image with the model's preprocessing: (C, H, W) uint8."""
-        from PIL import Image, UnidentifiedImageError
-
         name = name or (str(source) if not isinstance(source, bytes | bytearray) else "image")
         if isinstance(source, bytes | bytearray):
             if not source:
                 raise DatasetError(f"{name}: empty upload")
             source = io.BytesIO(source)
-        try:
-            with Image.open(source) as img:
-                w, h = img.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                Image.DecompressionBombError) as exc:
-            raise DatasetError(f"{name}: not a readable image ({exc})") from None
-        if w * h > self.max_pixels or max(w, h) > self.max_side:
-            raise DatasetError(f"{name}: {w} x {h} pixels is over the limits "
-                               f"({self.max_pixels} pixels, {self.max_side} a side)")
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
         s = self.spec
-        try:
-            return load_image(source, s.size, s.channels, s.invert, s.keep_aspect)
-        except DatasetError as exc:
-            reason = str(exc).split(": ", 1)[-1]
-            raise DatasetError(f"{name}: {reason}") from None
+        return load_image(source, s.size, s.channels, s.invert, s.keep_aspect,
+                          formats=self.formats, max_pixels=self.max_pixels,
+                          max_side=self.max_side, name=name)
 
     def prepare(self, items: Sequence[Any], names: Sequence[str] | None = None
                 ) -> torch.Tensor:
@@ -84,4 +100,6 @@ class ImageInput(InputAdapter):
         s = self.spec
         return load_image_folder(path, size=s.size, channels=s.channels, invert=s.invert,
                                  keep_aspect=s.keep_aspect, group_depth=group_depth,
-                                 drawer_pattern=drawer_pattern, use_cache=use_cache)
+                                 drawer_pattern=drawer_pattern, use_cache=use_cache,
+                                 formats=self.formats, max_pixels=self.max_pixels,
+                                 max_side=self.max_side)
