@@ -126,8 +126,8 @@ def test_own_encoder_on_a_plain_dataset_trains_saves_and_loads_anywhere(alphabet
     train, val, val_folder = alphabets
     spec = InputSpec(kind="image", size=28, channels=1, invert=True)
     net = siamkit.fit(TinyEncoder(width=16, dim=32), train, val, loss="contrastive",
-                      steps=150, batch=(8, 4), input_spec=spec,
-                      settings={"eval_every": 50, "warmup_steps": 5, "lr": 3e-3}, seed=0)
+                      steps=300, batch=(8, 4), input_spec=spec,
+                      settings={"eval_every": 100, "warmup_steps": 5, "lr": 3e-3}, seed=0)
     assert isinstance(net, siamkit.SiameseNetwork) and net.embedding_dim == 32
     run = net.save(tmp_path / "run")
     card = json.loads((run / "config.json").read_text())
@@ -140,7 +140,7 @@ def test_own_encoder_on_a_plain_dataset_trains_saves_and_loads_anywhere(alphabet
     # a fresh process: the CLI's verification on the unseen alphabet, export, the service
     r = _fresh("--quiet", "eval", "verification", "--model", str(run), "--data",
                str(val_folder), "--all-pairs", "--json")
-    assert json.loads(r.stdout)["auc"] > 0.7  # unseen characters, 150 steps
+    assert json.loads(r.stdout)["auc"] > 0.7  # unseen characters, 300 steps (0.74 seen)
     r = _fresh("--quiet", "export", "--model", str(run), "--out", str(tmp_path / "onnx"),
                "--data", str(val_folder), "--json")
     assert json.loads(r.stdout)["parity"]["ok"]
