@@ -100,11 +100,14 @@ def folder_config(root: str | Path, overrides: list[str] | None = None
     train_counts = sorted(per_class.values())
     k = int(min(5, max(2, np.percentile(train_counts, 10))))
     p = int(min(20, max(2, len(classes) - n_val)))
+    # about 30 passes over the training images, within 100..3000 steps (and 10 minutes)
+    steps = int(np.clip(30 * len(items) // (p * k), 100, 3000))
     values = ["data.dataset=folder", f"data.root={root}", f"data.size={size}",
               f"data.channels={channels}", f"data.invert={str(invert).lower()}",
               f"data.keep_aspect={str(keep_aspect).lower()}", f"data.val_groups={n_val}",
-              "data.val_fraction=0", f"optim.p={p}", f"optim.k={k}", "optim.steps=3000",
-              "optim.time_limit_minutes=10", "optim.lr=0.001", "eval.every=250",
+              "data.val_fraction=0", f"optim.p={p}", f"optim.k={k}", f"optim.steps={steps}",
+              f"optim.warmup_steps={steps // 20}", "optim.time_limit_minutes=10",
+              "optim.lr=0.001", f"eval.every={max(50, steps // 6)}",
               f"eval.way={max(2, min(20, n_val))}", "eval.within_group=false",
               "eval.episodes=300", "loss.name=prototypical", "model.encoder=conv4",
               "model.encoder_args={width: 64, embedding_dim: 128}",
@@ -121,8 +124,8 @@ def folder_config(root: str | Path, overrides: list[str] | None = None
         (f"validation: {n_val} whole classes held out (one-shot episodes over them pick "
          f"checkpoints; their pairs calibrate the threshold)" if n_val else
          "validation: none (fewer than 6 classes); the last model is kept, no threshold"),
-        f"batches: {p} classes x {k} images (optim.p, optim.k); prototypical loss, Conv-4 "
-        f"encoder, 10-minute time limit",
+        f"batches: {p} classes x {k} images (optim.p, optim.k); {steps} steps (about 30 "
+        f"passes over the images); prototypical loss, Conv-4 encoder, 10-minute time limit",
         *mixed,
     ]
     return config, notes
@@ -147,6 +150,7 @@ def pairs_config(path: str | Path, a: str = "a", b: str = "b", label: str | None
                            f"to pick checkpoints by: give one (--val FILE)")
     words = np.array([len(t.split()) for t in pairs.texts])
     seq = int(np.clip(16 * np.ceil(1.5 * np.percentile(words, 95) / 16), 32, 256))
+    steps = int(np.clip(3 * len(pairs) // 32, 20, 2000))  # about 3 passes over the pairs
     loss = "cosent" if graded else "online_contrastive"
     values = ["data.dataset=pairs", f"pairs.train={path}", f"pairs.a={a}", f"pairs.b={b}",
               f"pairs.label={label if not graded else 'null'}",
@@ -154,9 +158,9 @@ def pairs_config(path: str | Path, a: str = "a", b: str = "b", label: str | None
               f"pairs.positive_label={positive_label}",
               "model.encoder=text", f"model.encoder_args={{max_seq_length: {seq}}}",
               "model.distance=cosine", f"loss.name={loss}", "loss.margin=0.5",
-              "loss.scale=20", "optim.steps=2000", "optim.time_limit_minutes=10",
-              "optim.pair_batch=32", "optim.lr=0.00002", "optim.warmup_steps=100",
-              "eval.every=200", "eval.calibrate_target=eer"]
+              "loss.scale=20", f"optim.steps={steps}", "optim.time_limit_minutes=10",
+              "optim.pair_batch=32", "optim.lr=0.00002", f"optim.warmup_steps={steps // 10}",
+              f"eval.every={max(10, steps // 5)}", "eval.calibrate_target=eer"]
     if fmt:
         values.append(f"pairs.format={fmt}")
     if val is not None:
@@ -171,6 +175,7 @@ def pairs_config(path: str | Path, a: str = "a", b: str = "b", label: str | None
         f"loss: {loss}" + ("" if graded else " (margin 0.5)"),
         ("validation: " + (f"{val}" if val is not None else
                            "10% of the pairs, whole duplicate groups, held out")),
-        "batches of 32 pairs, learning rate 2e-5, 10-minute time limit",
+        f"{steps} steps of 32 pairs (about 3 passes), learning rate 2e-5, 10-minute time "
+        f"limit",
     ]
     return config, notes
