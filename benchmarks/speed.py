@@ -188,6 +188,7 @@ def search_case(n: int, queries: int, repeats: int, which: int, truth_path: str)
     cases: list[tuple[str, Any]] = [
         ("siamkit exact", lambda: ExactIndex("cosine")),
         ("faiss IndexFlatIP (direct)", None),
+        ("siamkit exact, torch kernel", lambda: ExactIndex("cosine", kernel="torch")),
         ("faiss hnsw via siamkit (M 16, ef 64)",
          lambda: FaissIndex("cosine", "hnsw", m=16, ef_search=64, ef_construction=40)),
         ("faiss ivf via siamkit (nprobe 32)",
@@ -217,7 +218,7 @@ def search_case(n: int, queries: int, repeats: int, which: int, truth_path: str)
             "queries_per_second": queries / t, "build_seconds": build, "recall_at_10": recall}
 
 
-SEARCH_CASES = 4
+SEARCH_CASES = 5
 
 
 # ---------------------------------------------------------------- 4. training throughput

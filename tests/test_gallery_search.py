@@ -87,3 +87,33 @@ def test_a_gallery_uses_any_search_through_the_interface_only():
         assert [(x.label, x.score) for x in m] == [("a", 1.0), ("b", pytest.approx(np.sqrt(18)))]
     finally:
         del SEARCH_BACKENDS["brute"]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean", "sqeuclidean"])
+def test_exact_kernels_agree(metric):
+    """FAISS's flat kernel and the blocked torch kernel return the same neighbours and
+    scores (distances recomputed exactly either way)."""
+    pytest.importorskip("faiss")
+    from siamkit.search import ExactIndex
+
+    rng = np.random.default_rng(0)
+    refs = rng.normal(size=(3000, 16)).astype(np.float32)
+    if metric == "cosine":
+        refs /= np.linalg.norm(refs, axis=1, keepdims=True)
+    queries = np.concatenate([refs[:5], rng.normal(size=(20, 16)).astype(np.float32)])
+    out = {}
+    for kernel in ("torch", "faiss"):
+        index = ExactIndex(metric, kernel=kernel)
+        index.build(refs)
+        out[kernel] = index.search(queries, 7)
+    np.testing.assert_array_equal(out["torch"][1], out["faiss"][1])
+    np.testing.assert_allclose(out["torch"][0], out["faiss"][0], rtol=1e-5, atol=1e-5)
+    if metric in ("euclidean", "sqeuclidean"):
+        assert (out["faiss"][0][:5, 0] == 0).all()  # an item's distance to itself: exactly 0
+
+
+def test_exact_kernel_option_is_checked():
+    from siamkit.search import ExactIndex
+
+    with pytest.raises(GalleryError, match="kernel='gpu'"):
+        ExactIndex("cosine", kernel="gpu")

@@ -83,27 +83,60 @@ class Search(ABC):
         """
 
 
-class ExactIndex(Search):
-    """Exact top-k by blocked matrix products (torch, float32; :func:`blocked_topk`).
+KERNELS = ("auto", "torch", "faiss")
 
-    Memory stays at about ``chunk`` x ``query_chunk`` scores whatever the number of
-    references (fewer queries score proportionally more references at a time).
-    Euclidean scores of the returned neighbours are recomputed from differences, so an
-    item's distance to itself is exactly 0.
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+class ExactIndex(Search):
+    """Exact top-k, by one of two kernels with the same results.
+
+    ``faiss``: FAISS's flat index (``IndexFlatIP`` / ``IndexFlatL2``), which dispatches its
+    kernels per CPU; ``torch``: blocked matrix products (float32, :func:`blocked_topk`),
+    memory at about ``chunk`` x ``query_chunk`` scores whatever the number of references.
+    ``auto`` (default) takes FAISS when it is installed: measured side by side on the CPUs
+    of this project it was the faster (``benchmarks/speed.py --only search``). The
+    references are held once (the torch kernel reads FAISS's storage). Euclidean scores of
+    the returned neighbours are recomputed from differences, so an item's distance to
+    itself is exactly 0.
     """
 
     concurrent_search = True  # immutable once built: searches need no lock
 
-    def __init__(self, metric: str, chunk: int = 2048, query_chunk: int = 1024) -> None:
+    def __init__(self, metric: str, chunk: int = 2048, query_chunk: int = 1024,
+                 kernel: str = "auto") -> None:
         self.metric = _check_metric(metric)
         self.chunk = _check_int("exact", "chunk", chunk, 1)
         self.query_chunk = _check_int("exact", "query_chunk", query_chunk, 1)
+        if kernel not in KERNELS:
+            raise GalleryError(f"exact option kernel={kernel!r}: must be one of "
+                               f"{', '.join(KERNELS)}")
+        self.kernel = kernel  # auto is decided at build: importing FAISS takes a moment
+        self._faiss_index: Any = None
         self._refs = torch.zeros(0, 0)
         self._sq = torch.zeros(0)
 
     def build(self, vectors: np.ndarray) -> None:
         """Index ``vectors`` (N, D)."""
-        self._refs = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        faiss = _faiss() if self.kernel != "torch" else None
+        if self.kernel == "faiss" and faiss is None:
+            raise GalleryError("exact option kernel='faiss' needs faiss-cpu: pip install "
+                               "'siamkit[faiss]'")
+        self._faiss_index = None
+        if faiss is not None and x.ndim == 2 and x.shape[1] > 0:
+            index = (faiss.IndexFlatIP if higher_is_closer(self.metric)
+                     else faiss.IndexFlatL2)(x.shape[1])
+            index.add(x)
+            x = faiss.rev_swig_ptr(index.get_xb(), x.size).reshape(x.shape)  # no copy
+            self._faiss_index = index
+        self._refs = torch.from_numpy(x)
         self._sq = (self._refs * self._refs).sum(1)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +144,9 @@ class ExactIndex(Search):
         q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
         n = len(self._refs)
         k = min(k, n)
+        if self._faiss_index is not None and n and k:
+            scores, rows = self._faiss_index.search(q_all.numpy(), k)
+            return self._exact_scores(q_all, torch.from_numpy(scores), torch.from_numpy(rows))
         sims_out, idx_out = [], []
         euclid = self.metric in ("euclidean", "sqeuclidean")
         neg_sq = -self._sq
@@ -129,16 +165,24 @@ class ExactIndex(Search):
                 # references at a time (a single query: 2M), so per-block overhead stays small
                 block = self.chunk * max(1, self.query_chunk // len(q))
                 best_s, best_i = blocked_topk(q, n, k, scores, block=block)
-                if euclid:  # exact values for the few neighbours kept
-                    d2 = ((q[:, None, :] - self._refs[best_i]) ** 2).sum(-1)
-                    best_s = -(d2 if self.metric == "sqeuclidean" else d2.sqrt())
-                    order = best_s.argsort(dim=1, descending=True, stable=True)
-                    best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
-                sims_out.append(best_s.numpy())
-                idx_out.append(best_i.numpy())
+                best_s, best_i = self._exact_scores(q, best_s, best_i)
+                sims_out.append(best_s)
+                idx_out.append(best_i)
         if not sims_out:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.concatenate(sims_out), np.concatenate(idx_out)
+
+    def _exact_scores(self, q: torch.Tensor, best_s: torch.Tensor, best_i: torch.Tensor
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores "higher is closer" of the neighbours kept; Euclidean ones recomputed from
+        differences (exact, an item's distance to itself 0) and reordered by them."""
+        if self.metric in ("euclidean", "sqeuclidean"):
+            with torch.no_grad():
+                d2 = ((q[:, None, :] - self._refs[best_i]) ** 2).sum(-1)
+            best_s = -(d2 if self.metric == "sqeuclidean" else d2.sqrt())
+            order = best_s.argsort(dim=1, descending=True, stable=True)
+            best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
+        return best_s.numpy(), best_i.numpy().astype(np.int64)
 
     def pairs_above(self, min_similarity: float, block: int = 2048,
                     on_block: Callable[[int], None] | None = None
