@@ -27,6 +27,7 @@ from .builders import build_model
 from .checkpoint import RunError, load_model, save_model
 from .config import PAIR_DATASETS, config_to_dict
 from .data.records import RecordFeaturizer
+from .progress import Progress, start
 from .training import (
     ClassData,
     PairData,
@@ -54,7 +55,7 @@ def _comparable(config: object) -> dict:
 
 
 def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool = True,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, progress: Progress | None = None) -> Path:
     """Join the trained runs ``runs`` (one config, other seeds) into the run folder ``out``.
 
     With ``calibrate``, the joined model's threshold is fitted on the config's validation
@@ -63,10 +64,15 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     ``data.split_file``, or a validation pair file); otherwise the card has no threshold.
     Text members (one base model) are joined like the others; with a cosine distance each
     member's embedding is normalised, so the joined cosine is the mean of theirs.
+    ``progress`` (:mod:`siamkit.progress`) counts the runs loaded, then the calibration.
     """
     if len(runs) < 2:
         raise RunError("an ensemble needs at least two trained runs")
-    loaded = [load_model(r) for r in runs]
+    tick = start(progress, "loading runs", len(runs))
+    loaded = []
+    for r in runs:
+        loaded.append(load_model(r))
+        tick(1)
     model0, config0, card0 = loaded[0]
     if config0 is None:
         raise RunError(f"{runs[0]}: an ensemble joins runs trained from a config (siamkit "
@@ -108,6 +114,7 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     logger.info("joined %d runs (seeds %s) into %s", len(runs), seeds, out)
     if not calibrate:
         return out
+    tick = start(progress, "calibrating", 1)
     pairs = config.data.dataset in PAIR_DATASETS
     if len(set(seeds)) > 1 and (val_is_seeded(config) if pairs
                                 else not config.data.split_file):
@@ -136,4 +143,5 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
             calibrate_classes(out, ClassData.from_dataset(td.val_set), config.seed,
                               skilled=config.eval.calibrate_on == "skilled_pairs",
                               group_names=td.val_set.group_names)
+    tick(1)
     return out

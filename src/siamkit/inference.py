@@ -123,8 +123,8 @@ class Embedder:
                     ) -> torch.Tensor:
         """Embed command-line items as the model reads them: image paths, texts, or rows
         given as JSON objects (a record model also takes Ditto's ``COL attr VAL value``)."""
-        raw = [self.adapter.parse(x) for x in items]
-        return self.embed_batch(self.adapter.prepare(raw, names))
+        with self._lock, torch.no_grad():
+            return self.adapter.embed_arguments(self.model, items, names)
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:

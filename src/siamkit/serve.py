@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+from .config import ConfigError
+
 try:  # the serve extra; names at module level so FastAPI can resolve the annotations
     from fastapi import (
         Depends,
@@ -279,9 +281,9 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
     s = settings or ServeSettings()
     for name, key in (("api_key", s.api_key), ("admin_key", s.admin_key)):
         if key is not None and not key.strip():
-            raise ValueError(f"{name} is empty: give a key, or None")
+            raise ConfigError(f"{name} is empty: give a key, or None")
     if s.api_key is None and not s.no_auth:
-        raise ValueError("no API key: set ServeSettings.api_key (or no_auth=True for a "
+        raise ConfigError("no API key: set ServeSettings.api_key (or no_auth=True for a "
                          "trusted local test)")
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
     gallery = Gallery.open_or_create(gallery_dir, embedder.dim, metric=metric_of(embedder.model),
@@ -533,11 +535,11 @@ def _read_key(env: str, path: str | None) -> str | None:
         try:
             key = Path(path).read_text().strip()
         except OSError as exc:
-            raise ValueError(f"cannot read key file {path}: {exc}") from None
+            raise ConfigError(f"cannot read key file {path}: {exc}") from None
     else:
         key = os.environ.get(env, "").strip()
     if path and not key:
-        raise ValueError(f"key file {path} is empty")
+        raise ConfigError(f"key file {path} is empty")
     return key or None
 
 
@@ -556,24 +558,25 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
         no_auth: bool = False, settings: ServeSettings | None = None) -> None:
     """Start the service (blocks).
 
-    Refuses (ValueError) to start without an API key unless ``no_auth``, and ``no_auth``
-    on any address but a loopback one (127.0.0.0/8, ::1, localhost). An admin key is
-    enforced for enrolling and deleting under ``no_auth`` too.
+    Refuses (:class:`~siamkit.config.ConfigError`, a ValueError) to start without an API
+    key unless ``no_auth``, and ``no_auth`` on any address but a loopback one (127.0.0.0/8,
+    ::1, localhost). An admin key is enforced for enrolling and deleting under ``no_auth``
+    too.
     """
     if no_auth and not _loopback(host):
-        raise ValueError(f"--no-auth with --host {host}: a service without a key must listen "
+        raise ConfigError(f"--no-auth with --host {host}: a service without a key must listen "
                          f"on this machine only (127.0.0.1, ::1 or localhost); set an API key "
                          f"(SIAMKIT_API_KEY or --api-key-file) to listen on {host}")
     try:
         import uvicorn
     except ImportError:  # pragma: no cover - depends on the optional extra
-        raise ValueError("serving needs the serve extra: pip install 'siamkit[serve]'") from None
+        raise ConfigError("serving needs the serve extra: pip install 'siamkit[serve]'") from None
     s = settings or ServeSettings()
     s.api_key = _read_key("SIAMKIT_API_KEY", api_key_file)
     s.admin_key = _read_key("SIAMKIT_ADMIN_KEY", admin_key_file)
     s.no_auth = no_auth
     if s.api_key is None and not no_auth:
-        raise ValueError("no API key: set SIAMKIT_API_KEY or --api-key-file (or --no-auth "
+        raise ConfigError("no API key: set SIAMKIT_API_KEY or --api-key-file (or --no-auth "
                          "for a trusted local test)")
     if no_auth and s.api_key is not None:
         logger.warning("--no-auth, but an API key is configured: the key is still required")
