@@ -275,8 +275,8 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving one model and its gallery."""
     from .data.download import DatasetError
-    from .gallery import Gallery, GalleryError, IdempotencyConflict, check_label, metric_of
-    from .inference import Embedder
+    from .gallery import GalleryError, IdempotencyConflict, check_label
+    from .inference import Embedder, identify_results
 
     s = settings or ServeSettings()
     for name, key in (("api_key", s.api_key), ("admin_key", s.admin_key)):
@@ -286,8 +286,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         raise ConfigError("no API key: set ServeSettings.api_key (or no_auth=True for a "
                          "trusted local test)")
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
-    gallery = Gallery.open_or_create(gallery_dir, embedder.dim, metric=metric_of(embedder.model),
-                                     model_id=embedder.model_id)
+    gallery = embedder.open_gallery(gallery_dir, create=True)
     app = FastAPI(title="siamkit", version="0.1.0",
                   description="Siamese-network verification and one-shot identification.")
     app.state.embedder, app.state.gallery = embedder, gallery
@@ -360,12 +359,9 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         threshold = embedder.threshold
         key = "text" if text_model else "row" if row_model else "file"
         try:
-            found = gallery.identify(emb, k=k)
+            results = identify_results(gallery, names, emb, k, threshold, key)
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
-        results = [{key: n, "decision": gallery.decide(m, threshold),
-                    "matches": [{"label": x.label, "score": x.score} for x in m]}
-                   for n, m in zip(names, found, strict=True)]
         return {"results": results, "threshold": threshold,
                 "higher_is_closer": gallery.higher_is_closer}
 
