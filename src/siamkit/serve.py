@@ -274,6 +274,7 @@ async def _send_error(send: Any, status: int, message: str) -> None:
 def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving one model and its gallery."""
+    from . import __version__
     from .data.download import DatasetError
     from .gallery import GalleryError, IdempotencyConflict, check_label
     from .inference import Embedder, identify_results
@@ -287,7 +288,7 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                          "trusted local test)")
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
     gallery = embedder.open_gallery(gallery_dir, create=True)
-    app = FastAPI(title="siamkit", version="0.1.0",
+    app = FastAPI(title="siamkit", version=__version__,
                   description="Siamese-network verification and one-shot identification.")
     app.state.embedder, app.state.gallery = embedder, gallery
 
