@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from siamkit.cli.common import progress_bars
     from siamkit.dedupe import find_duplicates
 
     texts, planted = build_corpus(args.n, min(args.planted, args.n // 2))
     model = _model(args.model, args.max_seq_length)
     t = time.perf_counter()
-    res = find_duplicates(model, texts, args.threshold, progress=args.progress)
+    with progress_bars(args.progress) as progress:
+        res = find_duplicates(model, texts, args.threshold, progress=progress)
     total = time.perf_counter() - t
     found = set(zip(res.left.tolist(), res.right.tolist(), strict=True))
     same_cluster = sum(res.clusters[a] == res.clusters[b] for a, b in planted)

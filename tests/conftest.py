@@ -67,3 +67,34 @@ def import_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def make_image_tree(root: Path, classes: int = 3, per_class: int = 4, size: int = 12) -> Path:
+    """A folder-per-class tree of small grey PNGs: class ``c`` is noise around its own grey
+    level, so even an untrained encoder tells the classes apart a little."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"c{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(40 + 80 * c + rng.normal(0, 8, (size, size)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return root
+
+
+def make_image_run(run: Path, threshold: float | None = None, size: int = 16) -> Path:
+    """A run folder holding a tiny untrained Conv-4 image twin (Euclidean) reading grey
+    images at ``size``, with a calibrated ``threshold`` when given."""
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import save_model, update_card
+    from siamkit.config import Config, apply_overrides
+
+    config = apply_overrides(Config(), ["model.encoder_args.width=4", f"data.size={size}"])
+    save_model(run, build_model(config.model, 1, size).eval(), config,
+               {"input": {"channels": 1, "size": size}})
+    if threshold is not None:
+        update_card(run, {"threshold": {"threshold_": threshold, "higher_is_closer": False}})
+    return run

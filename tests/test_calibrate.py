@@ -71,3 +71,20 @@ def test_parse_target():
                      ("far=2", "must be in"), ("eer=1", "takes no value")]:
         with pytest.raises(ValueError, match=msg):
             parse_target(bad)
+
+
+def test_bad_targets_are_config_errors():
+    from siamkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must be in"):
+        parse_target("far=7")
+
+
+def test_check_direction_refuses_scores_the_wrong_way_round():
+    from siamkit.calibrate import check_direction
+    from siamkit.data.download import DatasetError
+
+    check_direction(SCORES, LABELS, True, "s.csv")  # similarities for a similarity model
+    check_direction(-SCORES, LABELS, False, "s.csv")  # distances for a distance model
+    with pytest.raises(DatasetError, match=r"s.csv: .*\(lower is closer\): similarities"):
+        check_direction(SCORES, LABELS, False, "s.csv")

@@ -71,3 +71,16 @@ def test_text_twin_round_trips_through_a_run_folder(tmp_path):
     with torch.no_grad():  # the projection is random: equality shows the weights came back
         torch.testing.assert_close(again.embed(texts), model.embed(texts))
     assert config.model.encoder == "text" and card["input"] == {"kind": "text"}
+
+
+def test_stored_threshold_required_or_optional(tmp_path):
+    from siamkit.checkpoint import require_calibrator, threshold_of
+
+    assert threshold_of({}) is None
+    with pytest.raises(RunError, match="runs/x has no calibrated threshold: give --threshold"):
+        require_calibrator({}, "runs/x", "give --threshold")
+    card = {"threshold": {"threshold_": 0.25, "target": "eer", "source": "val"}}
+    assert threshold_of(card) == 0.25
+    assert require_calibrator(card, "runs/x").threshold_ == 0.25
+    with pytest.raises(RunError, match="finite number"):
+        threshold_of({"threshold": {"threshold_": float("nan")}})

@@ -461,3 +461,99 @@ def test_gallery_commands_refuse_bad_use(run_dir, alphabets, tmp_path, capsys):
     assert main(["identify", "--model", str(run_dir), "--gallery", str(tmp_path / "other"),
                  img]) == 1
     assert "another model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the CLI package's additions
+
+
+def test_remove_a_class_and_enroll_skips_what_the_gallery_holds(run_dir, alphabets, tmp_path,
+                                                                capsys):
+    data = one_alphabet(alphabets)
+    classes = sorted(p.name for p in data.iterdir() if p.is_dir())
+    gallery = str(tmp_path / "g")
+    enroll = ["--quiet", "enroll", "--model", str(run_dir), "--gallery", gallery,
+              "--from-folder", str(data), "--shots", "2", "--json"]
+    assert main(enroll) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["added"] == 2 * len(classes) and first["skipped"] == 0
+    assert main(enroll) == 0  # the same references again: nothing added
+    again = json.loads(capsys.readouterr().out)
+    assert again["added"] == 0 and again["skipped"] == 2 * len(classes)
+    assert again["references"] == first["references"]
+    assert main(enroll[:-1]) == 0
+    assert f"enrolled 0 references ({2 * len(classes)} already there skipped)" in (
+        capsys.readouterr().out)
+    assert main([*enroll, "--allow-duplicates"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 2 * len(classes)
+
+    assert main(["--quiet", "remove", "--model", str(run_dir), "--gallery", gallery,
+                 "--label", classes[0], "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["removed"] == 4 and res["classes"] == len(classes) - 1
+    assert main(["remove", "--model", str(run_dir), "--gallery", gallery, "--label",
+                 classes[0]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"no class '{classes[0]}'" in err and len(err.splitlines()) == 1
+    assert main(["remove", "--model", str(run_dir), "--gallery", str(tmp_path / "none"),
+                 "--label", "x"]) == 1
+    assert "no gallery in" in capsys.readouterr().err
+
+
+def test_version_and_defaults_in_help(capsys):
+    import siamkit
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == (
+        f"siamkit {siamkit.__version__}")
+    with pytest.raises(SystemExit):
+        main(["eval", "episodes", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 600)" in text and "(default: test)" in text
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 8000)" in text and "(default: 127.0.0.1)" in text
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["serve", "--model", "m", "--gallery", "g", "--port", "0"], "a port is 1 to 65535"),
+    (["serve", "--model", "m", "--gallery", "g", "--port", "70000"], "a port is 1 to 65535"),
+    (["serve", "--model", "m", "--gallery", "g", "--max-body-mb", "0"], "above 0"),
+    (["serve", "--model", "m", "--gallery", "g", "--max-body-mb", "nan"], "finite"),
+    (["identify", "--model", "m", "--gallery", "g", "x.png", "--threshold", "nan"], "finite"),
+])
+def test_values_argparse_refuses(argv, needle, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and needle in err.splitlines()[-1]
+
+
+def test_only_siamkits_own_errors_are_user_errors(monkeypatch, tmp_path, capsys):
+    """A bare ValueError or TypeError from inside is a bug: said so, with how to see it."""
+    import siamkit.checkpoint
+
+    def broken(run_dir):
+        raise ValueError("an internal slip")
+
+    monkeypatch.setattr(siamkit.checkpoint, "load_model", broken)
+    assert main(["eval", "omniglot-runs", "--model", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("siamkit: unexpected error (ValueError): an internal slip")
+    assert "--debug" in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match="internal slip"):
+        main(["--debug", "eval", "omniglot-runs", "--model", str(tmp_path)])
+
+
+def test_progress_bars_only_on_a_terminal(run_dir, alphabets, monkeypatch, capsys):
+    args = ["eval", "retrieval", "--model", str(run_dir), "--data",
+            str(one_alphabet(alphabets)), "--json"]
+    assert main(args) == 0
+    assert "embedding" not in capsys.readouterr().err  # stderr is not a terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(args) == 0
+    assert "embedding" in capsys.readouterr().err
+    for off in (["--quiet", *args], [*args, "--no-progress"]):
+        assert main(off) == 0
+        assert "embedding" not in capsys.readouterr().err

@@ -31,7 +31,7 @@ from siamkit.data import (
     mirror_dir,
     scan_folder,
 )
-from siamkit.data.images import check_formats
+from siamkit.data.images import ImageDataset, check_formats
 from siamkit.data.omniglot import OMNIGLOT_FILES
 
 
@@ -767,6 +767,27 @@ def test_subset_groups(env, tmp_path):
     flat = load_image_folder(_flat_tree(tmp_path / "flat"))
     with pytest.raises(ValueError, match="no groups"):
         flat.subset_groups([0])
+
+
+def test_first_items_take_a_tables_rows_in_row_order():
+    """Enrolling one shot a class takes each class's first row: t.csv#2 before t.csv#10
+    (moved from test_tabular, where it tested the CLI's private _first_shots)."""
+    data = ImageDataset(torch.zeros(4, 3), torch.tensor([0, 0, 1, 1]), ["a", "b"],
+                        ["t.csv#10", "t.csv#2", "t.csv#11", "t.csv#3"])
+    assert data.first_items(1) == [1, 3]
+    assert sorted(data.first_items(None)) == [0, 1, 2, 3]
+
+
+def test_first_items_of_image_files_go_by_path(env, tmp_path):
+    ds = load_image_folder(_flat_tree(tmp_path / "flat"))
+    firsts = ds.first_items(1)
+    assert sorted(ds.labels[firsts].tolist()) == list(range(ds.num_classes))
+    for i in firsts:  # each the first file (by path) of its class
+        own = [p for p, c in zip(ds.paths, ds.labels.tolist(), strict=True)
+               if c == int(ds.labels[i])]
+        assert ds.paths[i] == min(own)
+    two = ds.first_items(2)
+    assert len(two) == sum(min(2, int((ds.labels == c).sum())) for c in range(ds.num_classes))
 
 
 # ---------------------------------------------------------------- real data (the mirror)

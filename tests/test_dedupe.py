@@ -104,3 +104,55 @@ def test_dedupe_errors_are_clear(tmp_path, capsys):
     assert main(["dedupe", "--model", str(tmp_path / "none"), "--input", str(src), "--out",
                  str(tmp_path / "o.csv")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_write_duplicates_writes_rows_and_texts(tmp_path):
+    from siamkit.dedupe import DuplicateResult, write_duplicates
+
+    res = DuplicateResult(np.array([0, 1]), np.array([1, 2]), np.array([0.95, 0.9123456]),
+                          np.array([0, 0, 0, 3]), 0.9)
+    out = write_duplicates(res, ["a", "b", "c", "d"], [2, 3, 5, 7], tmp_path / "x" / "o.csv")
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["cluster", "row_a", "row_b", "score", "a", "b"],
+                    ["0", "2", "3", "0.95", "a", "b"], ["0", "3", "5", "0.912346", "b", "c"]]
+    assert res.cluster_sizes.tolist() == [3]
+
+
+def test_dedupe_file_summarises_and_reports_progress(tmp_path):
+    from siamkit.checkpoint import load_model
+    from siamkit.dedupe import dedupe_file
+
+    model = load_model(make_text_run(tmp_path / "run"))[0]
+    src = tmp_path / "c.csv"
+    src.write_text("id,text\n1,the cat sat on the mat\n2,\n3,the cat sat on the mat\n"
+                   "4,stocks fell\n")
+    stages = []
+    res = dedupe_file(model, src, tmp_path / "o.csv", 0.99, skip_empty=True,
+                      progress=lambda stage, n: stages.append((stage, n)) or (lambda k: None))
+    assert stages == [("embedding", 3), ("searching", 3)]
+    assert (res["texts"], res["pairs"], res["clusters"], res["largest_cluster"]) == (3, 1, 1, 2)
+    assert res["out"] == str(tmp_path / "o.csv") and set(res["seconds"]) == {
+        "embed_s", "search_s", "cluster_s"}
+    with open(tmp_path / "o.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["row_a"], row["row_b"]) == ("1", "3")  # rows of the file, the empty one too
+
+
+def test_find_duplicates_refuses_what_it_cannot_do(tmp_path):
+    from siamkit.builders import build_model
+    from siamkit.checkpoint import load_model
+    from siamkit.config import Config
+    from siamkit.data.download import DatasetError
+    from siamkit.dedupe import find_duplicates
+    from siamkit.inputs import InputSpec
+
+    image = build_model(Config().model, 1, 16)
+    image.input_spec = InputSpec(kind="image", size=16)
+    with pytest.raises(DatasetError, match="not a text model"):
+        find_duplicates(image, ["a"], 0.5)
+    with pytest.raises(DatasetError, match="no texts"):
+        find_duplicates(image, [], 0.5)
+    model = load_model(make_text_run(tmp_path / "run"))[0]
+    with pytest.raises(DatasetError, match="raise the threshold"):
+        find_duplicates(model, ["a b", "a c", "a d"], -1.0, max_pairs=1)

@@ -192,3 +192,76 @@ def test_similarity_correlations_hand_computed():
     with pytest.raises(ValueError, match="graded scores"):
         evaluate_similarity(model, TextPairs(texts, np.array([0]), np.array([1]),
                                              same=np.array([True])))
+
+
+def _counting() -> tuple[list, object]:
+    """A progress callback recording each stage and the items ticked in it."""
+    log: list = []
+
+    def progress(stage, total):
+        log.append([stage, total, 0])
+
+        def tick(n):
+            log[-1][2] += n
+
+        return tick
+
+    return log, progress
+
+
+def test_evaluators_report_progress_by_stage():
+    from siamkit.evaluate import evaluate_identification, evaluate_retrieval
+
+    data = ImageDataset(grey([c * 20 + d for c in range(3) for d in range(2)]),
+                        torch.arange(3).repeat_interleave(2), ["a", "b", "c"])
+    model = SiameseNetwork(MeanPixel(), EuclideanDistance())
+    log, progress = _counting()
+    evaluate_retrieval(model, data, ks=(1,), progress=progress)
+    assert log == [["embedding", 6, 6]]
+    log, progress = _counting()
+    evaluate_episodes(model, data, way=2, shot=1, episodes=3, progress=progress)
+    assert log == [["embedding", 6, 6]]
+    log, progress = _counting()
+    refs = data.subset_items([0, 2, 4])
+    evaluate_identification(model, refs, data.subset_items([1, 3, 5]), refs, progress=progress)
+    assert log == [["references", 3, 3], ["queries", 3, 3], ["unknown", 3, 3]]
+    log, progress = _counting()
+    run = OneShotRun("run01", grey([0, 100]), grey([10, 90]), torch.tensor([0, 1]))
+    evaluate_runs(model, [run, run, run], progress=progress)
+    assert log == [["runs", 3, 3]]
+
+
+def test_episodes_the_data_cannot_give_are_a_dataset_error():
+    from siamkit.data.download import DatasetError
+
+    data = ImageDataset(grey([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1]), ["a", "b"])
+    with pytest.raises(DatasetError, match="5-way episodes need 5 classes, found 2"):
+        evaluate_episodes(SiameseNetwork(MeanPixel()), data, way=5, shot=1)
+
+
+def test_similarity_refuses_a_model_that_is_not_a_text_model():
+    import numpy as np
+
+    from siamkit.data.download import DatasetError
+    from siamkit.data.textpairs import TextPairs
+    from siamkit.evaluate import evaluate_similarity
+    from siamkit.inputs import InputSpec
+
+    model = SiameseNetwork(MeanPixel())
+    model.input_spec = InputSpec(kind="image", size=4)
+    pairs = TextPairs(["a", "b"], np.array([0]), np.array([1]), score=np.array([1.0]))
+    with pytest.raises(DatasetError, match="not a text model"):
+        evaluate_similarity(model, pairs)
+
+
+def test_feature_vectors_too_large_to_compare_are_a_dataset_error():
+    from siamkit.data.download import DatasetError
+
+    class Scale(nn.Module):
+        output_dim = 1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :1] * 1e30
+
+    with pytest.raises(DatasetError, match="embed to values too large"):
+        embed_images(SiameseNetwork(Scale()), torch.full((3, 2), 1e20))

@@ -221,3 +221,31 @@ def test_a_text_twin_exports_as_a_sentence_transformers_folder(tmp_path):
     make_text_run(tmp_path / "fields", overrides=("model.encoder_args.fields=[title]",))
     with pytest.raises(ExportError, match="field-wise"):
         export_sentence_transformers(tmp_path / "fields", tmp_path / "st2")
+
+
+def test_parity_inputs_and_export_progress(tmp_path):
+    from conftest import make_image_run, make_image_tree
+    from siamkit.checkpoint import load_model
+    from siamkit.export import export_onnx, parity_inputs
+
+    run = make_image_run(tmp_path / "run", threshold=0.5)
+    model = load_model(run)[0]
+    tree = make_image_tree(tmp_path / "tree", classes=2, per_class=3)
+    x = parity_inputs(model, str(tree), n=4)
+    assert x.shape == (4, 1, 16, 16) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
+    np.testing.assert_array_equal(parity_inputs(model, str(tree), n=4), x)  # seeded
+    assert len(parity_inputs(model, str(tree))) == 6  # all there are
+    done = []
+    manifest = export_onnx(run, tmp_path / "onnx", parity_inputs=x,
+                           progress=lambda stage, n: done.append((stage, n)) or done.append)
+    assert done == [("exporting", 2), 1, 1] and manifest["parity"]["real_inputs"]
+
+
+def test_parity_inputs_of_a_text_model_are_texts_of_its_pair_file(tmp_path):
+    from siamkit.checkpoint import load_model
+    from siamkit.export import parity_inputs
+
+    model = load_model(make_text_run(tmp_path / "run"))[0]
+    f = tmp_path / "p.tsv"
+    f.write_text("a\tb\tlabel\none\ttwo\t1\nthree\tfour\t0\n")
+    assert sorted(parity_inputs(model, str(f))) == ["four", "one", "three", "two"]

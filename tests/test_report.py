@@ -89,3 +89,34 @@ def test_report_without_threshold_or_embeddings_and_with_text_items(tmp_path):
     text = build_report(metrics, scores, same, False, items)
     assert "none calibrated" in text and "No threshold" in text
     assert "<b>learn</b>" not in text  # text items are escaped
+
+
+def test_pair_report_shows_image_pairs_and_text_pairs_and_refuses_table_rows():
+    import pytest
+    import torch
+
+    from siamkit.data.download import DatasetError
+    from siamkit.data.pairs import PairList
+    from siamkit.data.textpairs import TextPairs
+    from siamkit.pairsets import PairScores
+    from siamkit.report import pair_report
+
+    left, right = np.array([0, 0, 1, 2]), np.array([1, 2, 3, 3])
+    same = np.array([True, False, False, True])
+    scores = np.array([0.1, 0.9, 0.8, 0.2])  # distances: the same pairs are closer
+    emb = torch.tensor([[0.0, 0.0], [0.1, 0.0], [1.0, 0.3], [1.2, 0.2]])
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    pairs = PairList(["r/a/1.png", "r/a/2.png", "r/b/1.png", "r/b/2.png"], left, right, same)
+    cal = ThresholdCalibrator("eer", higher_is_closer=False).fit(scores, same)
+    metrics, text = pair_report(PairScores(scores, same, pairs, emb, images), False, cal,
+                                title="pairs")
+    assert metrics == verification_report(scores, same, False, cal)
+    parsed = Sections()
+    parsed.feed(text)
+    assert set(SECTIONS) <= set(parsed.images) and parsed.images["errors"] == 0  # no errors
+    assert "Embedding map: 4 test images of 2 classes" in text  # classes: image folders
+    texts = TextPairs(["w", "x", "y", "z"], left, right, same)
+    _, text = pair_report(PairScores(scores, same, texts, emb), False)
+    assert "Embedding map: 4 test images of 2 classes" in text  # duplicate groups
+    with pytest.raises(DatasetError, match="for a tabular model use"):
+        pair_report(PairScores(scores, same, pairs, emb), False)

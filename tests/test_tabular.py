@@ -331,22 +331,6 @@ def test_a_table_trains_with_a_featuriser_fitted_on_training_rows_only(tmp_path,
     assert r.returncode != 0 and "column 'nope' is not one of the model's" in r.stderr
 
 
-def test_first_shots_take_a_tables_rows_in_row_order():
-    """Enrolling one shot a class takes each class's first row: t.csv#2 before t.csv#10."""
-    from siamkit.cli import _first_shots
-
-    class Rows:
-        paths = ["t.csv#10", "t.csv#2", "t.csv#11", "t.csv#3"]
-        labels = [0, 0, 1, 1]
-
-        def __len__(self) -> int:
-            return 4
-
-    data = Rows()
-    assert _first_shots(data, 1) == [1, 3]
-    assert sorted(_first_shots(data, None)) == [0, 1, 2, 3]
-
-
 def test_table_config_errors(tmp_path, capsys):
     from siamkit.config import check_config
 
@@ -417,13 +401,13 @@ def test_split_a_table_by_class(tmp_path, capsys):
     assert main(["split", "--check", "--data", str(table), "--split", str(out)]) == 1
     assert "is a table" in capsys.readouterr().err
     # evaluation keeps the classes of the split's groups (its group_pattern on class names)
-    from siamkit.cli import _split_classes
     from siamkit.data.records import RecordFeaturizer
+    from siamkit.data.splitfiles import SplitFile, split_classes
     from siamkit.data.tabular import read_table, table_dataset
 
     records, labels = read_table(table, "kind")
     data = table_dataset(records, labels, RecordFeaturizer().fit(records), str(table))
-    test = _split_classes(data, str(out), "test")
+    test = split_classes(data, SplitFile.read(out), "test")
     assert sorted({n[0] for n in test.class_names}) == sorted(split["test"])
     assert len(test.class_names) == 2 * len(split["test"])
 

@@ -7,31 +7,47 @@ from typing import Any
 
 import numpy as np
 
+from .config import ConfigError
+from .data.download import DatasetError
 from .metrics import auc, best_accuracy_threshold, best_f1_threshold, eer, rates_at, roc
 
-__all__ = ["TARGETS", "ThresholdCalibrator", "parse_target"]
+__all__ = ["TARGETS", "ThresholdCalibrator", "check_direction", "parse_target"]
 
 TARGETS = ("eer", "far", "precision", "accuracy", "f1")
 
 
 def parse_target(text: str) -> tuple[str, float | None]:
-    """Parse ``eer``, ``accuracy``, ``far=0.01`` or ``precision=0.95``."""
+    """Parse ``eer``, ``accuracy``, ``f1``, ``far=0.01`` or ``precision=0.95``; anything
+    else is a :class:`~siamkit.config.ConfigError` (a ValueError)."""
     name, _, raw = text.partition("=")
     name = name.strip().lower()
     if name not in TARGETS:
-        raise ValueError(f"unknown calibration target {text!r}; expected eer, accuracy, f1, "
+        raise ConfigError(f"unknown calibration target {text!r}; expected eer, accuracy, f1, "
                          f"far=<max FAR> or precision=<min precision>")
     if name in ("far", "precision"):
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"target {name} needs a value, e.g. {name}=0.01") from None
+            raise ConfigError(f"target {name} needs a value, e.g. {name}=0.01") from None
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"target {name}={value} must be in [0, 1]")
+            raise ConfigError(f"target {name}={value} must be in [0, 1]")
         return name, value
     if raw:
-        raise ValueError(f"target {name} takes no value (got {raw!r})")
+        raise ConfigError(f"target {name} takes no value (got {raw!r})")
     return name, None
+
+
+def check_direction(scores: np.ndarray, same: np.ndarray, higher_is_closer: bool,
+                    source: str) -> None:
+    """Refuse (DatasetError) validation scores computed elsewhere (``source``) that rank
+    same pairs below different ones in the model's direction: similarities given for a
+    distance model, or the reverse, would calibrate a meaningless threshold."""
+    s = np.asarray(scores, dtype=np.float64)
+    if auc(s if higher_is_closer else -s, np.asarray(same).astype(bool)) < 0.5:
+        closer = "higher" if higher_is_closer else "lower"
+        raise DatasetError(f"{source}: the scores rank same pairs below different ones in "
+                           f"this model's direction ({closer} is closer): similarities for a "
+                           f"distance model, or the reverse? Negate them")
 
 
 def _most_accepting_with_precision(s: np.ndarray, y: np.ndarray, minimum: float) -> float:

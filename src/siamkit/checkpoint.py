@@ -25,8 +25,8 @@ from .inputs import InputSpec
 from .siamese import CARD, WEIGHTS, SiameseNetwork
 
 __all__ = ["save_model", "load_model", "load", "read_card", "update_card", "RunError",
-           "calibrator_of", "input_spec_of", "model_identity", "read_init_from", "warm_start",
-           "CARD", "WEIGHTS"]
+           "calibrator_of", "require_calibrator", "threshold_of", "input_spec_of",
+           "model_identity", "read_init_from", "warm_start", "CARD", "WEIGHTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,22 @@ def calibrator_of(card: dict[str, Any]) -> ThresholdCalibrator | None:
         raise RunError(f"the model card's threshold_ must be a finite number, got "
                        f"{cal.threshold_!r}")
     return cal
+
+
+def require_calibrator(card: dict[str, Any], run_dir: str | Path,
+                       remedy: str = "run siamkit calibrate first") -> ThresholdCalibrator:
+    """The calibrated threshold stored in a card; a RunError naming the run folder and
+    ``remedy`` when it has none."""
+    cal = calibrator_of(card)
+    if cal is None:
+        raise RunError(f"{run_dir} has no calibrated threshold: {remedy}")
+    return cal
+
+
+def threshold_of(card: dict[str, Any]) -> float | None:
+    """The calibrated decision threshold stored in a card (model convention), or None."""
+    cal = calibrator_of(card)
+    return cal.threshold_ if cal is not None else None
 
 
 def load_model(run_dir: str | Path) -> tuple[SiameseNetwork, Config | None, dict]:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .augment import RandomAffine
+from .data.download import DatasetError
 from .siamese import SiameseNetwork
 
 __all__ = ["to_float", "too_large", "embed_images", "embed_texts", "embed_records"]
@@ -47,7 +48,8 @@ def embed_images(
     With ``tta`` > 0 each embedding is the mean over the image and ``tta`` mildly
     distorted copies (fixed seed, so results are repeatable). ``mean`` and ``std`` (one
     per channel) normalise the [0, 1] images, as a pretrained backbone expects.
-    ``on_batch(n)`` is called after each batch (progress).
+    ``on_batch(n)`` is called after each batch (progress). Feature vectors (N, F) whose
+    embeddings are too large to compare are a :class:`DatasetError`.
     """
     was_training = model.training
     model.eval()
@@ -81,7 +83,7 @@ def embed_images(
     if images.dim() == 2:  # feature vectors can be large enough to overflow the encoder
         bad = too_large(emb).nonzero().flatten()
         if len(bad):
-            raise ValueError(f"{len(bad)} of {len(emb)} items embed to values too large "
+            raise DatasetError(f"{len(bad)} of {len(emb)} items embed to values too large "
                              f"(item {int(bad[0])} first): their features are too large for "
                              f"the model (data.numeric_scaling: none keeps values as they are)")
     return emb

@@ -28,6 +28,7 @@ from .config import PAIR_DATASETS, config_to_dict
 from .data.records import RecordFeaturizer
 from .distances import CosineSimilarity, create_distance, distance_spec
 from .encoders import EnsembleEncoder, create_encoder, encoder_spec
+from .progress import Progress, start
 from .siamese import SiameseNetwork
 from .training import (
     ClassData,
@@ -93,7 +94,7 @@ def _join(models: list[SiameseNetwork]) -> SiameseNetwork:
 
 
 def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool = True,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, progress: Progress | None = None) -> Path:
     """Join the trained runs ``runs`` (one config, other seeds) into the run folder ``out``.
 
     With ``calibrate``, the joined model's threshold is fitted on the config's validation
@@ -103,11 +104,16 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     Runs trained from Python (``fit``) join when their cards describe one model; they have
     no config to calibrate from (use ``siamkit calibrate``). Text members (one base model)
     are joined like the others; with a cosine distance each member's embedding is
-    normalised, so the joined cosine is the mean of theirs.
+    normalised, so the joined cosine is the mean of theirs. ``progress``
+    (:mod:`siamkit.progress`) counts the runs loaded, then the calibration.
     """
     if len(runs) < 2:
         raise RunError("an ensemble needs at least two trained runs")
-    loaded = [load_model(r) for r in runs]
+    tick = start(progress, "loading runs", len(runs))
+    loaded = []
+    for r in runs:
+        loaded.append(load_model(r))
+        tick(1)
     _check_members(runs, loaded)
     config0 = loaded[0][1]
     seeds = [c.seed if c is not None else None for _, c, _ in loaded]
@@ -136,6 +142,7 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
     if not calibrate:
         return out
     spec0 = joined.input_spec
+    tick = start(progress, "calibrating", 1)
     pairs = config.data.dataset in PAIR_DATASETS
     if len(set(seeds)) > 1 and (val_is_seeded(config) if pairs
                                 else not config.data.split_file):
@@ -164,4 +171,5 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path, calibrate: bool =
             calibrate_classes(out, ClassData.from_dataset(td.val_set), config.seed,
                               skilled=config.eval.calibrate_on == "skilled_pairs",
                               group_names=td.val_set.group_names)
+    tick(1)
     return out

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .calibrate import ThresholdCalibrator
+from .data.download import DatasetError
 from .data.images import ImageDataset
 from .data.omniglot import OneShotRun
 from .embedding import embed_images, embed_texts
@@ -31,6 +32,7 @@ from .metrics import (
     retrieval_metrics,
     tar_at_far,
 )
+from .progress import Progress, start
 from .samplers import EpisodeSampler
 from .siamese import SiameseNetwork
 
@@ -71,12 +73,15 @@ def class_scores(
     return sums / torch.bincount(support_labels, minlength=n_classes).clamp_min(1)
 
 
-def evaluate_runs(model: SiameseNetwork, runs: list[OneShotRun], tta: int = 0) -> dict[str, Any]:
+def evaluate_runs(model: SiameseNetwork, runs: list[OneShotRun], tta: int = 0,
+                  progress: Progress | None = None) -> dict[str, Any]:
     """Lake's one-shot protocol: each query takes the class of its closest reference.
 
     Returns ``error`` and ``accuracy`` over all queries, and ``per_run`` breakdown.
+    ``progress`` (:mod:`siamkit.progress`) counts the runs.
     """
     per_run, correct, total = [], 0, 0
+    tick = start(progress, "runs", len(runs))
     for run in runs:
         refs = embed_images(model, run.references, tta=tta)
         qs = embed_images(model, run.queries, tta=tta)
@@ -87,6 +92,7 @@ def evaluate_runs(model: SiameseNetwork, runs: list[OneShotRun], tta: int = 0) -
         per_run.append({"run": run.name, "correct": hits, "total": len(run.answers),
                         "error": 1.0 - hits / len(run.answers)})
         correct, total = correct + hits, total + len(run.answers)
+        tick(1)
     acc = correct / total if total else float("nan")
     return {"error": 1.0 - acc, "accuracy": acc, "correct": correct, "total": total,
             "per_run": per_run, "primary_metric": "accuracy"}
@@ -103,15 +109,20 @@ def evaluate_episodes(
     use_drawers: bool = True,
     seed: int = 0,
     tta: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """N-way K-shot accuracy over random episodes, with a 95% confidence interval.
 
     The dataset is embedded once; episodes then index the embeddings.
     ``within_group`` draws every episode's classes from one group (e.g. one alphabet);
     ``use_drawers`` (when the dataset knows its drawers) takes support and queries from
-    different drawers.
+    different drawers. ``progress`` (:mod:`siamkit.progress`) counts the items embedded.
+
+    Raises:
+        DatasetError: the data cannot give these episodes (too few classes, groups or
+            drawers for ``way``, ``shot`` and ``queries``).
     """
-    emb = embed_images(model, dataset.images, tta=tta)
+    emb = _embed_set(model, dataset, tta, progress, "embedding")
     return episode_accuracy(model, emb, dataset.labels.numpy(), way, shot, queries, episodes,
                             groups=dataset.groups if within_group else None,
                             drawers=dataset.drawers if use_drawers else None,
@@ -125,9 +136,13 @@ def episode_accuracy(
 ) -> dict[str, Any]:
     """N-way K-shot accuracy (with a 95% interval) of random episodes over items already
     embedded (``emb`` (N, D), class ``labels`` (N,)); ``groups`` (per class) keeps each
-    episode inside one group, ``drawers`` (per item) splits support and queries."""
-    sampler = EpisodeSampler(labels, way, shot, queries, episodes, groups=groups,
-                             drawers=drawers, class_names=class_names, seed=seed)
+    episode inside one group, ``drawers`` (per item) splits support and queries.
+    Episodes the data cannot give (too few classes...) are a :class:`DatasetError`."""
+    try:
+        sampler = EpisodeSampler(labels, way, shot, queries, episodes, groups=groups,
+                                 drawers=drawers, class_names=class_names, seed=seed)
+    except ValueError as exc:  # the sampler's checks of the data against the episodes
+        raise DatasetError(str(exc)) from None
     accs = []
     with torch.no_grad():
         for ep in sampler:
@@ -141,13 +156,15 @@ def episode_accuracy(
 
 
 def evaluate_retrieval(
-    model: SiameseNetwork, dataset: ImageDataset, ks: Sequence[int] = (1, 5, 10), tta: int = 0
+    model: SiameseNetwork, dataset: ImageDataset, ks: Sequence[int] = (1, 5, 10), tta: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Leave-one-out retrieval on a labelled set: every item queries all the others.
 
     Returns Recall@K, MAP@R and MRR (:func:`metrics.retrieval_metrics`) and the counts.
+    ``progress`` (:mod:`siamkit.progress`) counts the items embedded.
     """
-    emb = embed_images(model, dataset.images, tta=tta)
+    emb = _embed_set(model, dataset, tta, progress, "embedding")
     sign = 1.0 if model.higher_is_closer else -1.0
     out: dict[str, Any] = retrieval_metrics(
         emb, dataset.labels, ks=ks,
@@ -161,35 +178,37 @@ def evaluate_identification(
     model: SiameseNetwork, references: ImageDataset, queries: ImageDataset,
     unknown: ImageDataset | None = None, threshold: float | None = None,
     fars: Sequence[float] = (0.01, 0.1), class_score: str = "nearest", tta: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Closed- and open-set identification against a gallery enrolled from ``references``.
 
     Queries of enrolled classes give the rank-1 rate; queries of ``unknown`` (classes not
     enrolled) give the false alarms for DIR@FAR. With a calibrated ``threshold`` (model
     convention) also the decisions at it: known queries accepted as their own class, and
-    unknown queries wrongly accepted.
+    unknown queries wrongly accepted. ``progress`` (:mod:`siamkit.progress`) counts the
+    items embedded: references, queries, unknowns.
     """
     from .gallery import Gallery, metric_of
 
-    emb_r = embed_images(model, references.images, tta=tta)
+    emb_r = _embed_set(model, references, tta, progress, "references")
     gallery = Gallery(emb_r.shape[1], metric=metric_of(model), class_score=class_score)
     gallery.enroll_many([references.class_names[c] for c in references.labels.tolist()], emb_r)
     sign = 1.0 if model.higher_is_closer else -1.0
 
-    def best(data: ImageDataset) -> tuple[list[str], np.ndarray]:
-        found = gallery.identify(embed_images(model, data.images, tta=tta), k=1)
+    def best(data: ImageDataset, stage: str) -> tuple[list[str], np.ndarray]:
+        found = gallery.identify(_embed_set(model, data, tta, progress, stage), k=1)
         return [m[0].label for m in found], np.array([m[0].score for m in found])
 
     enrolled = set(gallery.labels())
     names = [queries.class_names[c] for c in queries.labels.tolist()]
     if not any(n in enrolled for n in names):
-        raise ValueError("no query belongs to an enrolled class")
-    pred, scores = best(queries)
+        raise DatasetError("no query belongs to an enrolled class")
+    pred, scores = best(queries, "queries")
     known = np.array([n in enrolled for n in names])
     correct = np.array([p == n for p, n in zip(pred, names, strict=True)])
     unknown_scores = list(scores[~known])  # query classes missing from the gallery
     if unknown is not None:
-        unknown_scores += list(best(unknown)[1])
+        unknown_scores += list(best(unknown, "unknown")[1])
     out = open_set_identification(sign * scores[known], correct[known],
                                   sign * np.array(unknown_scores), fars)
     for key in ("threshold_at_far",):
@@ -209,20 +228,36 @@ def evaluate_identification(
     return out
 
 
-def evaluate_similarity(model: SiameseNetwork, pairs: Any, batch_size: int = 64
-                        ) -> dict[str, Any]:
+def evaluate_similarity(model: SiameseNetwork, pairs: Any, batch_size: int = 64,
+                        progress: Progress | None = None) -> dict[str, Any]:
     """Spearman and Pearson correlation (x100) of the model's similarity with graded
-    scores (``pairs.score``), as reported for STS-B."""
+    scores (``pairs.score``), as reported for STS-B. ``progress`` (:mod:`siamkit.progress`)
+    counts the texts embedded.
+
+    Raises:
+        DatasetError: the model is not a text model.
+        ValueError: the pairs have no graded scores.
+    """
     from scipy.stats import pearsonr, spearmanr
 
+    if model.input_spec is not None and model.input_spec.kind != "text":
+        raise DatasetError("eval similarity scores text pairs: this model is not a text model")
     if pairs.score is None:
         raise ValueError("similarity evaluation needs graded scores (a score column)")
-    emb = embed_texts(model, pairs.texts, batch_size)
+    emb = embed_texts(model, pairs.texts, batch_size,
+                      on_batch=start(progress, "embedding", len(pairs.texts)))
     sims = score_pairs(model, emb, pairs.left, pairs.right)
     sims = sims if model.higher_is_closer else -sims
     return {"spearman": 100 * float(spearmanr(sims, pairs.score).statistic),
             "pearson": 100 * float(pearsonr(sims, pairs.score).statistic),
             "pairs": len(pairs), "primary_metric": "spearman"}
+
+
+def _embed_set(model: SiameseNetwork, data: ImageDataset, tta: int,
+               progress: Progress | None, stage: str) -> torch.Tensor:
+    """Embeddings (N, D) of a labelled set, counted on ``progress`` as ``stage``."""
+    return embed_images(model, data.images, tta=tta,
+                        on_batch=start(progress, stage, len(data)))
 
 
 class RetrievalEvaluator:

@@ -36,11 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import calibrator_of, load_model, model_identity
+from .checkpoint import load_model, model_identity, threshold_of
 from .encoders import CODE_TOKEN
 from .inputs import InputSpec
+from .progress import Progress, start
 
-__all__ = ["export_onnx", "export_sentence_transformers", "check_parity", "ExportError"]
+__all__ = ["export_onnx", "export_sentence_transformers", "check_parity", "ExportError",
+           "parity_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +113,6 @@ class _TextVerifier(nn.Module):
                                             self.encoder(ids_b, mask_b)).float()
         same = score >= self.threshold if self.higher else score <= self.threshold
         return score, same
-
-
-def _threshold(card: dict) -> float | None:
-    cal = calibrator_of(card)
-    return cal.threshold_ if cal is not None else None
 
 
 def _input_shape(model: Any, spec: InputSpec) -> tuple[int, ...]:
@@ -201,7 +198,7 @@ def check_parity(run_dir: str | Path, out_dir: str | Path, inputs: np.ndarray | 
     scale = float(np.linalg.norm(e_torch, axis=1).mean()) or 1.0
     emb_diff = float(np.abs(e_onnx - e_torch).max() / scale)
     score_diff = float(np.abs(s_onnx - s_torch).max())
-    t = _threshold(card)
+    t = threshold_of(card)
     decisions_equal = True
     if t is not None:
         same_torch = s_torch >= t if model.higher_is_closer else s_torch <= t
@@ -270,12 +267,14 @@ def _export_text(model: nn.Module, out: Path, opset: int, threshold: float | Non
 
 
 def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
-                parity_inputs: np.ndarray | list[str] | None = None) -> dict[str, Any]:
+                parity_inputs: np.ndarray | list[str] | None = None,
+                progress: Progress | None = None) -> dict[str, Any]:
     """Export ``run_dir``'s model to ``out_dir`` (see the module docstring).
 
-    ``parity_inputs`` (real inputs in the model's format; texts for a text model) are used
-    for the parity check; without them it runs on random inputs (for text, a few built-in
-    sentences) and says so.
+    ``parity_inputs`` (real inputs in the model's format; texts for a text model, see
+    :func:`parity_inputs`) are used for the parity check; without them it runs on random
+    inputs (for text, a few built-in sentences) and says so. ``progress``
+    (:mod:`siamkit.progress`) counts two steps: the graphs written, the parity checked.
     """
     try:
         import onnx  # noqa: F401
@@ -288,7 +287,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
         _text_tokenizer(model)  # refuse a model that cannot export before making out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    threshold = _threshold(card)
+    threshold = threshold_of(card)
+    tick = start(progress, "exporting", 2)
     files = {"encoder": "encoder.onnx", "verifier": "verifier.onnx", "predict": "predict.py"}
     real = parity_inputs is not None
     if spec.kind == "text":
@@ -327,6 +327,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
         if parity_inputs is None:
             parity_inputs = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
         spec_out = exported
+    tick(1)
     manifest = {
         "format": "onnx", "opset": _opset(out / "encoder.onnx"),
         "model_id": model_identity(run_dir),
@@ -339,6 +340,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
         files["weights"] = weights
     (out / "export.json").write_text(json.dumps(manifest, indent=2))  # parity reads the spec
     parity = check_parity(run_dir, out, parity_inputs)
+    tick(1)
     parity["real_inputs"] = real
     manifest["parity"] = parity
     (out / "export.json").write_text(json.dumps(manifest, indent=2))
@@ -375,7 +377,7 @@ def export_sentence_transformers(run_dir: str | Path, out_dir: str | Path,
     theirs = SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_numpy=True)
     diff = float(np.abs(ours - theirs).max())
     manifest = {"format": "sentence-transformers", "model_id": model_identity(run_dir),
-                "threshold": _threshold(card), "higher_is_closer": model.higher_is_closer,
+                "threshold": threshold_of(card), "higher_is_closer": model.higher_is_closer,
                 "distance": model.distance.name,
                 "parity": {"texts": len(texts), "max_embedding_diff": diff, "tolerance": atol,
                            "ok": diff <= atol}}
@@ -383,3 +385,21 @@ def export_sentence_transformers(run_dir: str | Path, out_dir: str | Path,
     if diff > atol:
         raise ExportError(f"sentence-transformers embeds otherwise than siamkit ({diff:.2e})")
     return manifest
+
+
+def parity_inputs(model: nn.Module, data: str, pair_format: str | None = None, n: int = 32,
+                  seed: int = 0) -> np.ndarray | list[str]:
+    """Up to ``n`` real inputs for :func:`export_onnx`'s parity check, drawn at random
+    (``seed``) from ``data``: texts of a pair file for a text model (``pair_format``: its
+    format, default from the suffix), else items of a folder per class (or a table model's
+    table) as the model reads them, as float32 in its input format."""
+    from .data.textpairs import read_text_pairs
+    from .embedding import to_float
+    from .inputs import adapter_for
+
+    rng = np.random.default_rng(seed)
+    if model.input_spec.kind == "text":
+        texts = read_text_pairs(data, pair_format).texts
+        return [texts[i] for i in rng.permutation(len(texts))[:n]]
+    items = adapter_for(model.input_spec).load_dataset(data, use_cache=False)
+    return to_float(items.images[rng.permutation(len(items))[:n]]).numpy()

@@ -685,9 +685,6 @@ class Gallery:
             self._hash_set.update(hashed.tolist())
         self._index = None
 
-    # siamkit.cli still calls this private name; it is the public check_label
-    _check_label = staticmethod(check_label)
-
     def enroll(self, label: str, items: Any, sources: Sequence[str] | None = None, *,
                skip_duplicates: bool = False, idempotency_key: str | None = None) -> Enrolled:
         """Add references (items, or embeddings without an embedder) for ``label``; a new

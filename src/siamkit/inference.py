@@ -1,8 +1,10 @@
 """A trained model ready to use: its input adapter, embeddings, scores, threshold, gallery.
 
 :class:`Embedder` loads a run folder once and reads every kind of input through the adapter
-its card names (images, texts, rows of a table or records); the CLI and the HTTP service
-both embed through it.
+its card names (images, texts, rows of a table or records); the HTTP service embeds through
+it. The functions below do the same for any loaded model (the CLI uses them, as raw-vector
+tabular models have no Embedder): open its gallery, embed a folder's references, score two
+items, answer identification queries.
 """
 
 from __future__ import annotations
@@ -21,10 +23,90 @@ from .data.images import ImageDataset
 from .data.records import RecordFeaturizer
 from .data.textpairs import TextPairs
 from .engine import OnnxEncoder, resolve_engine
-from .gallery import DB, Gallery, GalleryError, metric_of
+from .gallery import Gallery, GalleryError, check_label, metric_of
 from .inputs import ImageInput, RowInput, adapter_for
+from .progress import Progress, start
+from .siamese import SiameseNetwork
 
-__all__ = ["Embedder"]
+__all__ = ["Embedder", "open_model_gallery", "embed_references", "score_items",
+           "identify_results"]
+
+
+def open_model_gallery(model: SiameseNetwork, model_id: str, path: str | Path,
+                       create: bool = False, *, class_score: str | None = None,
+                       backend: str | None = None, backend_args: dict[str, Any] | None = None
+                       ) -> Gallery:
+    """The gallery in folder ``path`` for ``model`` (whose identity is ``model_id``, see
+    :func:`~siamkit.checkpoint.model_identity`), created with the model's embedding size
+    and metric when ``create`` and there is none.
+
+    An existing gallery built with another model, metric or embedding size is refused;
+    ``class_score``, ``backend`` and ``backend_args`` (None: the gallery's own) apply to
+    this session, or are stored when the gallery is created.
+
+    Raises:
+        GalleryError: no gallery (without ``create``), or one that does not fit the model.
+    """
+    options: dict[str, Any] = {k: v for k, v in (("class_score", class_score),
+                                                   ("backend", backend),
+                                                   ("backend_args", backend_args))
+                               if v is not None}
+    dim, metric = model.embedding_dim, metric_of(model)
+    if create:
+        return Gallery.open_or_create(path, dim, metric, model_id=model_id, **options)
+    if not Gallery.exists(path):
+        raise GalleryError(f"no gallery in {path}: enroll classes first")
+    return Gallery.open(path, model_id=model_id, metric=metric, dim=dim, **options)
+
+
+def embed_references(model: SiameseNetwork, source: str, shots: int | None = None,
+                     progress: Progress | None = None) -> tuple[list[str], torch.Tensor]:
+    """A gallery's references from a labelled set (a folder per class, or a table model's
+    table file, as the model reads it): the first ``shots`` items of each class (all when
+    None; :meth:`~siamkit.data.images.ImageDataset.first_items`), their class labels
+    checked by the gallery's label rule before anything is embedded, and their
+    embeddings (N, D). ``progress`` (:mod:`siamkit.progress`) counts the items embedded.
+
+    Returns:
+        (one label per reference, embeddings (N, D)).
+
+    Raises:
+        DatasetError: a text or record model (it enrolls texts, not a labelled set), or
+            a set the model cannot read.
+        GalleryError: a class name that breaks the label rule.
+    """
+    if model.input_spec.kind in ("text", "records"):
+        raise DatasetError(f"{source}: references from a folder are images (or a table's "
+                           f"rows); a text model enrolls texts (--label NAME TEXT...)")
+    adapter = adapter_for(model.input_spec)
+    data = adapter.load_dataset(source, use_cache=False)
+    data = data.subset_items(data.first_items(shots))
+    labels = [data.class_names[c] for c in data.labels.tolist()]
+    for name in dict.fromkeys(labels):  # a bad class name fails before any embedding
+        check_label(name)
+    emb = adapter.embed_dataset(model, data, start(progress, "embedding", len(data)))
+    return labels, emb
+
+
+def score_items(model: SiameseNetwork, a: str, b: str) -> float:
+    """The model's score (its own convention) of two items given as command-line
+    arguments: image paths, texts, or rows as JSON objects."""
+    emb = adapter_for(model.input_spec).embed_arguments(model, [a, b])
+    with torch.no_grad():
+        return float(model.score_embeddings(emb[:1], emb[1:])[0])
+
+
+def identify_results(gallery: Gallery, names: Sequence[Any], queries: torch.Tensor,
+                     k: int = 5, threshold: float | None = None, key: str = "file"
+                     ) -> list[dict[str, Any]]:
+    """The ``k`` best classes of each query embedding (``queries`` (Q, D)) and its open-set
+    decision at ``threshold`` (:meth:`Gallery.decide`), ready for JSON: one
+    ``{key: name, "decision": label or "unknown", "matches": [{"label", "score"}...]}``
+    per query."""
+    found = gallery.identify(queries, k=k)
+    return [{key: n, "decision": gallery.decide(m, threshold),
+             "matches": [{"label": x.label, "score": x.score} for x in m]}
+            for n, m in zip(names, found, strict=True)]
 
 
 class Embedder:
@@ -137,8 +219,8 @@ class Embedder:
                     ) -> torch.Tensor:
         """Embed command-line items as the model reads them: image paths, texts, or rows
         given as JSON objects (a record model also takes Ditto's ``COL attr VAL value``)."""
-        raw = [self.adapter.parse(x) for x in items]
-        return self.embed_batch(self.adapter.prepare(raw, names))
+        with self._lock, torch.no_grad():
+            return self.adapter.embed_arguments(self.model, items, names)
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:
@@ -180,12 +262,6 @@ class Embedder:
 
     def open_gallery(self, path: str | Path, create: bool = False, **options: Any) -> Gallery:
         """The gallery in folder ``path`` for this model (created when ``create`` and
-        missing); refuses one built with another model. ``options``: ``backend``,
-        ``backend_args``, ``class_score``."""
-        path = Path(path)
-        if (path / DB).is_file():
-            return Gallery.open(path, model_id=self.model_id, **options)
-        if not create:
-            raise GalleryError(f"no gallery in {path}: enroll classes first")
-        return Gallery.create(path, self.dim, metric=metric_of(self.model),
-                              model_id=self.model_id, **options)
+        missing); refuses one built with another model (:func:`open_model_gallery`).
+        ``options``: ``backend``, ``backend_args``, ``class_score``."""
+        return open_model_gallery(self.model, self.model_id, path, create, **options)

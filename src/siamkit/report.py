@@ -18,10 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from .calibrate import ThresholdCalibrator
 from .checkpoint import atomic_write_text
+from .data.download import DatasetError
+from .data.pairs import PairList
+from .data.splits import positive_pair_groups
+from .evaluate import verification_report
 from .metrics import roc
+from .pairsets import PairScores
 
-__all__ = ["build_report", "write_report", "SECTIONS"]
+__all__ = ["build_report", "pair_report", "write_report", "SECTIONS"]
 
 SECTIONS = ("metrics", "roc", "det", "histogram", "errors", "embedding-map")
 
@@ -203,6 +209,38 @@ figure.pair img {{ height: 96px; margin: 2px; image-rendering: pixelated; }}
 <script type="application/json" id="metrics-json">{data_json}</script>
 </body></html>
 """
+
+
+def pair_report(scored: PairScores, higher_is_closer: bool,
+                calibrator: ThresholdCalibrator | None = None,
+                title: str = "siamkit verification report") -> tuple[dict[str, Any], str]:
+    """The verification metrics of scored pairs (:func:`verification_report` at the frozen
+    threshold of ``calibrator``) and the HTML report showing them with the pairs' images,
+    or texts, and an embedding map (classes: image folders; texts: duplicate groups).
+
+    Returns:
+        (metrics, HTML text).
+
+    Raises:
+        DatasetError: the pairs are a table's rows, which have nothing to show.
+    """
+    pairs = scored.pairs
+    if scored.images is None and isinstance(pairs, PairList):
+        raise DatasetError("the HTML report shows the images or texts of its pairs; for a "
+                           "tabular model use siamkit eval verification --all-pairs")
+    metrics = verification_report(scored.scores, scored.same, higher_is_closer, calibrator)
+    if scored.images is None:  # text pairs: show the texts; map colours are duplicate groups
+        items = [(pairs.texts[a], pairs.texts[b]) for a, b in zip(pairs.left, pairs.right,
+                                                                  strict=True)]
+        groups = positive_pair_groups(len(pairs.texts), pairs.left, pairs.right, pairs.same)
+        labels = [str(g) for g in groups]
+    else:
+        arrays = scored.images.numpy()
+        items = [(arrays[a], arrays[b]) for a, b in zip(pairs.left, pairs.right, strict=True)]
+        labels = [Path(p).parent.name for p in pairs.paths]
+    text = build_report(metrics, scored.scores, scored.same, higher_is_closer, items,
+                        scored.embeddings.numpy(), labels, title=title)
+    return metrics, text
 
 
 def write_report(path: str | Path, text: str) -> Path:

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+from .config import ConfigError
 from .data.images import DEFAULT_FORMATS
 
 try:  # the serve extra; names at module level so FastAPI can resolve the annotations
@@ -296,26 +297,26 @@ async def _send_error(send: Any, status: int, message: str) -> None:
 def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving one model and its gallery."""
+    from . import __version__
     from .data.download import DatasetError
     from .data.images import check_formats
-    from .gallery import Gallery, GalleryError, IdempotencyConflict, check_label, metric_of
-    from .inference import Embedder
+    from .gallery import GalleryError, IdempotencyConflict, check_label
+    from .inference import Embedder, identify_results
     from .inputs import ImageInput
 
     s = settings or ServeSettings()
     for name, key in (("api_key", s.api_key), ("admin_key", s.admin_key)):
         if key is not None and not key.strip():
-            raise ValueError(f"{name} is empty: give a key, or None")
+            raise ConfigError(f"{name} is empty: give a key, or None")
     if s.api_key is None and not s.no_auth:
-        raise ValueError("no API key: set ServeSettings.api_key (or no_auth=True for a "
+        raise ConfigError("no API key: set ServeSettings.api_key (or no_auth=True for a "
                          "trusted local test)")
     formats = check_formats(s.image_formats)  # a bad name stops the start, not a request
     embedder = Embedder(model_dir, max_pixels=s.max_pixels)
     if isinstance(embedder.adapter, ImageInput):  # the Embedder takes no formats itself
         embedder.adapter.formats = formats
-    gallery = Gallery.open_or_create(gallery_dir, embedder.dim, metric=metric_of(embedder.model),
-                                     model_id=embedder.model_id)
-    app = FastAPI(title="siamkit", version="0.1.0",
+    gallery = embedder.open_gallery(gallery_dir, create=True)
+    app = FastAPI(title="siamkit", version=__version__,
                   description="Siamese-network verification and one-shot identification.")
     app.state.embedder, app.state.gallery = embedder, gallery
 
@@ -387,12 +388,9 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         threshold = embedder.threshold
         key = "text" if text_model else "row" if row_model else "file"
         try:
-            found = gallery.identify(emb, k=k)
+            results = identify_results(gallery, names, emb, k, threshold, key)
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
-        results = [{key: n, "decision": gallery.decide(m, threshold),
-                    "matches": [{"label": x.label, "score": x.score} for x in m]}
-                   for n, m in zip(names, found, strict=True)]
         return {"results": results, "threshold": threshold,
                 "higher_is_closer": gallery.higher_is_closer}
 
@@ -562,11 +560,11 @@ def _read_key(env: str, path: str | None) -> str | None:
         try:
             key = Path(path).read_text().strip()
         except OSError as exc:
-            raise ValueError(f"cannot read key file {path}: {exc}") from None
+            raise ConfigError(f"cannot read key file {path}: {exc}") from None
     else:
         key = os.environ.get(env, "").strip()
     if path and not key:
-        raise ValueError(f"key file {path} is empty")
+        raise ConfigError(f"key file {path} is empty")
     return key or None
 
 
@@ -585,24 +583,25 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
         no_auth: bool = False, settings: ServeSettings | None = None) -> None:
     """Start the service (blocks).
 
-    Refuses (ValueError) to start without an API key unless ``no_auth``, and ``no_auth``
-    on any address but a loopback one (127.0.0.0/8, ::1, localhost). An admin key is
-    enforced for enrolling and deleting under ``no_auth`` too.
+    Refuses (:class:`~siamkit.config.ConfigError`, a ValueError) to start without an API
+    key unless ``no_auth``, and ``no_auth`` on any address but a loopback one (127.0.0.0/8,
+    ::1, localhost). An admin key is enforced for enrolling and deleting under ``no_auth``
+    too.
     """
     if no_auth and not _loopback(host):
-        raise ValueError(f"--no-auth with --host {host}: a service without a key must listen "
+        raise ConfigError(f"--no-auth with --host {host}: a service without a key must listen "
                          f"on this machine only (127.0.0.1, ::1 or localhost); set an API key "
                          f"(SIAMKIT_API_KEY or --api-key-file) to listen on {host}")
     try:
         import uvicorn
     except ImportError:  # pragma: no cover - depends on the optional extra
-        raise ValueError("serving needs the serve extra: pip install 'siamkit[serve]'") from None
+        raise ConfigError("serving needs the serve extra: pip install 'siamkit[serve]'") from None
     s = settings or ServeSettings()
     s.api_key = _read_key("SIAMKIT_API_KEY", api_key_file)
     s.admin_key = _read_key("SIAMKIT_ADMIN_KEY", admin_key_file)
     s.no_auth = no_auth
     if s.api_key is None and not no_auth:
-        raise ValueError("no API key: set SIAMKIT_API_KEY or --api-key-file (or --no-auth "
+        raise ConfigError("no API key: set SIAMKIT_API_KEY or --api-key-file (or --no-auth "
                          "for a trusted local test)")
     if no_auth and s.api_key is not None:
         logger.warning("--no-auth, but an API key is configured: the key is still required")

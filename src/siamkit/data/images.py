@@ -117,6 +117,27 @@ class ImageDataset:
             drawers=self.drawers[idx.numpy()] if self.drawers is not None else None,
         )
 
+    def first_items(self, shots: int | None) -> list[int]:
+        """Indices of the first ``shots`` items of every class, by path (a table's
+        ``FILE#row`` paths by row number, so ``t.csv#2`` comes before ``t.csv#10``); every
+        index, in that order, when ``shots`` is None.
+
+            >>> data.subset_items(data.first_items(1))  # one reference per class
+        """
+
+        def key(i: int) -> tuple[str, int]:
+            head, sep, row = str(self.paths[i]).rpartition("#")
+            return (head, int(row)) if sep and row.isdigit() else (str(self.paths[i]), -1)
+
+        taken: dict[int, int] = {}
+        keep = []
+        for i in sorted(range(len(self)), key=key):
+            c = int(self.labels[i])
+            if shots is None or taken.get(c, 0) < shots:
+                taken[c] = taken.get(c, 0) + 1
+                keep.append(i)
+        return keep
+
     def subset_groups(self, group_ids: Sequence[int]) -> ImageDataset:
         """The classes whose group is in ``group_ids``."""
         if self.groups is None:

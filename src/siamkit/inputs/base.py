@@ -51,6 +51,12 @@ class InputAdapter:
         """:meth:`prepare` then :meth:`embed`."""
         return self.embed(model, self.prepare(items, names))
 
+    def embed_arguments(self, model: SiameseNetwork, items: Sequence[str],
+                        names: Sequence[str] | None = None) -> torch.Tensor:
+        """Embed command-line arguments: :meth:`parse` each (a path, a text, a JSON row),
+        then :meth:`embed_items`."""
+        return self.embed_items(model, [self.parse(x) for x in items], names)
+
     def load_dataset(self, path: str, **options: Any) -> ImageDataset:
         """A labelled data set (a folder per class, a class-labelled table) as the model
         reads it."""
@@ -62,6 +68,8 @@ class InputAdapter:
         """Embeddings of a data set from :meth:`load_dataset`."""
         return self.embed(model, data.images, progress)
 
-    def embed_pairs(self, model: SiameseNetwork, pairs: TextPairs) -> torch.Tensor:
-        """Embeddings of a pair file's items (``pairs.texts`` or ``pairs.records``)."""
+    def embed_pairs(self, model: SiameseNetwork, pairs: TextPairs, progress: Progress = None
+                    ) -> torch.Tensor:
+        """Embeddings of a pair file's items (``pairs.texts`` or ``pairs.records``);
+        ``progress`` is called with the number of items of each batch done."""
         raise DatasetError(f"this model reads {self.takes}: pair files hold texts or records")

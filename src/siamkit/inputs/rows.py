@@ -21,6 +21,14 @@ from .spec import InputSpec
 __all__ = ["RowInput", "VectorInput"]
 
 
+def _refuse_folder_options(options: dict[str, Any]) -> None:
+    """Rows have no folders to group by and no file names to take drawers from."""
+    if options.get("group_depth") or options.get("drawer_pattern"):
+        raise DatasetError("--group-depth and --drawer-pattern read image folders and file "
+                           "names; a table's rows have neither (its split file's "
+                           "group_pattern groups classes)")
+
+
 class RowInput(InputAdapter):
     """Rows ``{column: value}`` -> feature vectors (N, F) through the fitted featuriser.
 
@@ -66,12 +74,10 @@ class RowInput(InputAdapter):
 
     def embed(self, model: SiameseNetwork, batch: Any, progress: Progress = None
               ) -> torch.Tensor:
-        try:
-            return embed_images(model, batch, on_batch=progress)
-        except ValueError as exc:  # non-finite embeddings: values too large
-            raise DatasetError(str(exc)) from None
+        return embed_images(model, batch, on_batch=progress)
 
     def load_dataset(self, path: str, **options: Any) -> ImageDataset:
+        _refuse_folder_options(options)
         if self.spec.kind == "records":
             raise DatasetError(f"this model matches records: give it pair files (--pairs), "
                                f"not {path}")
@@ -84,11 +90,13 @@ class RowInput(InputAdapter):
                                      min_classes=1)
         return table_dataset(records, labels, f, path)
 
-    def embed_pairs(self, model: SiameseNetwork, pairs: TextPairs) -> torch.Tensor:
+    def embed_pairs(self, model: SiameseNetwork, pairs: TextPairs, progress: Progress = None
+                    ) -> torch.Tensor:
         if pairs.records is None:
             raise DatasetError("this model matches records by their attributes: give record "
                                "pairs (a Ditto-format file, --format ditto)")
-        return self.embed(model, torch.from_numpy(self.featurizer.transform(pairs.records)))
+        return self.embed(model, torch.from_numpy(self.featurizer.transform(pairs.records)),
+                          progress)
 
 
 class VectorInput(InputAdapter):
@@ -107,6 +115,7 @@ class VectorInput(InputAdapter):
         return embed_images(model, batch, on_batch=progress)
 
     def load_dataset(self, path: str, **options: Any) -> ImageDataset:
+        _refuse_folder_options(options)
         if path != "sklearn:digits":
             raise DatasetError(f"{path}: this tabular (MLP) model takes sklearn:digits")
         return load_digits()

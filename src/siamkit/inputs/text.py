@@ -33,5 +33,6 @@ class TextInput(InputAdapter):
               ) -> torch.Tensor:
         return embed_texts(model, batch, on_batch=progress)
 
-    def embed_pairs(self, model: SiameseNetwork, pairs: TextPairs) -> torch.Tensor:
-        return embed_texts(model, pairs.texts)
+    def embed_pairs(self, model: SiameseNetwork, pairs: TextPairs, progress: Progress = None
+                    ) -> torch.Tensor:
+        return embed_texts(model, pairs.texts, on_batch=progress)

@@ -1,0 +1,47 @@
+"""``siamkit serve``: the HTTP service (:mod:`siamkit.serve`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import add_command, port_number, positive_float
+
+__all__ = ["add_serve"]
+
+
+def add_serve(sub: Any) -> None:
+    """Register ``serve``."""
+    s = add_command(sub, "serve", "HTTP service: embed, verify, identify, enroll (FastAPI)")
+    s.add_argument("--model", required=True, help="run folder of a trained model")
+    s.add_argument("--gallery", required=True, help="gallery folder (created if missing)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (127.0.0.1: this machine only)")
+    s.add_argument("--port", type=port_number, default=8000, help="port to listen on")
+    s.add_argument("--api-key-file", help="file holding the API key (default: "
+                                          "$SIAMKIT_API_KEY)")
+    s.add_argument("--admin-key-file", help="file holding the key for enroll and delete "
+                                            "(default: $SIAMKIT_ADMIN_KEY; none: the API key)")
+    s.add_argument("--no-auth", action="store_true",
+                   help="serve without a key (local tests; loopback addresses only)")
+    s.add_argument("--max-body-mb", type=positive_float, default=32,
+                   help="request body limit (MiB)")
+    s.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="refuse images with more pixels (decompression bombs)")
+    s.add_argument("--max-files", type=int, default=64,
+                   help="files (or texts) per request")
+    s.add_argument("--max-text-chars", type=int, default=10_000,
+                   help="longest text accepted (text models)")
+    s.set_defaults(handler=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start the service (blocks)."""
+    from ..serve import ServeSettings, run
+
+    settings = ServeSettings(max_body_bytes=int(args.max_body_mb * 2**20),
+                             max_pixels=args.max_pixels, max_files=args.max_files,
+                             max_text_chars=args.max_text_chars)
+    run(args.model, args.gallery, args.host, args.port, args.api_key_file,
+        args.admin_key_file, args.no_auth, settings)
+    return 0
