@@ -54,3 +54,27 @@ def import_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl in a temporary folder, a free
+    loopback port) for the session; skips, saying why, without its binaries or psycopg."""
+    from postgres import TempCluster, missing
+
+    why = missing()
+    if why:
+        pytest.skip(f"PostgreSQL tests skipped: {why}")
+    cluster = TempCluster().start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster, request) -> str:
+    """The URL of a new, empty database in the session's cluster, one per test."""
+    import re
+    import uuid
+
+    name = re.sub(r"\W", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:6]
+    return postgres_cluster.create_database(name.lower())

@@ -202,9 +202,11 @@ class Gallery:
         return SQLiteStore.exists(url)
 
     @classmethod
-    def create(cls, url: str | Path, dim: int, **kwargs: Any) -> Gallery:
+    def create(cls, url: str | Path, dim: int, *, follow: bool = True,
+               **kwargs: Any) -> Gallery:
         """A new, empty gallery kept in ``url`` (a folder, created, or a PostgreSQL URL);
-        it must not hold a gallery. ``kwargs`` are those of the constructor.
+        it must not hold a gallery. ``kwargs`` are those of the constructor, ``follow``
+        that of :meth:`open`.
 
         Crash-safe: a folder's database is built aside and renamed into place (an empty
         database left by an older version is replaced with a warning); a PostgreSQL
@@ -218,7 +220,7 @@ class Gallery:
         else:
             g.path = Path(url)
             store = SQLiteStore.create(g.path, info)
-        g._attach(store, url)
+        g._attach(store, url, follow=follow)
         return g
 
     @classmethod
@@ -276,7 +278,7 @@ class Gallery:
     @classmethod
     def open_or_create(cls, url: str | Path, dim: int, metric: str,
                        model_id: str | None = None,
-                       embedder: Callable[[Any], Any] | None = None,
+                       embedder: Callable[[Any], Any] | None = None, *, follow: bool = True,
                        **kwargs: Any) -> Gallery:
         """The gallery in ``url`` (a folder or a PostgreSQL URL) if it holds one, else a
         new one: what a service or an enroll command wants.
@@ -290,12 +292,12 @@ class Gallery:
         if not cls.exists(url):
             try:
                 return cls.create(url, dim, metric=metric, model_id=model_id,
-                                  embedder=embedder, **kwargs)
+                                  embedder=embedder, follow=follow, **kwargs)
             except GalleryError:
                 if not cls.exists(url):  # not a lost race: the create itself failed
                     raise
         return cls.open(url, model_id=model_id, embedder=embedder, metric=metric, dim=dim,
-                        **kwargs)
+                        follow=follow, **kwargs)
 
     def _info(self) -> dict[str, Any]:
         return {"version": SCHEMA_VERSION, "dim": self.dim, "metric": self.metric,

@@ -114,19 +114,22 @@ def _one_line(exc: BaseException, url: str) -> str:
     return text
 
 
-def _connect(url: str) -> Any:
-    """An autocommit connection to ``url``, or one clear GalleryError / StoreUnavailable."""
+def _connect(url: str, role: str = "siamkit") -> Any:
+    """An autocommit connection to ``url`` (``application_name`` ``role``: ``siamkit``
+    for reads and writes, ``siamkit-follow`` for a replica's listening connection), or one
+    clear GalleryError / StoreUnavailable."""
     psycopg = _psycopg()
     where = redact(url)
     try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - raises on a port that is no number
         params = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error as exc:
+    except (ValueError, psycopg.Error) as exc:
         raise GalleryError(f"bad gallery database URL {where} ({_one_line(exc, url)}): "
                            f"expected {_USAGE}") from None
     # fail fast on a server that is down, and notice a dead peer within seconds
     for name, value in (("connect_timeout", "5"), ("keepalives", "1"),
                         ("keepalives_idle", "5"), ("keepalives_interval", "2"),
-                        ("keepalives_count", "3"), ("application_name", "siamkit")):
+                        ("keepalives_count", "3"), ("application_name", role)):
         params.setdefault(name, value)
     try:
         return psycopg.connect(autocommit=True, **params)
@@ -183,8 +186,12 @@ class PostgresWatch(Watch):
 
     def __init__(self, url: str, where: str) -> None:
         self.url, self.where = url, where
-        self._con = _connect(url)
+        self._con = _connect(url, "siamkit-follow")
         self._wake_r, self._wake_w = os.pipe()
+        # a notification read from the socket while another statement ran (a catch-up)
+        # leaves nothing for select() to see: the handler remembers it
+        self._pending = False
+        self._con.add_notify_handler(self._notified)
         try:
             self._con.execute(f"LISTEN {CHANNEL}")
         except Exception as exc:
@@ -199,9 +206,14 @@ class PostgresWatch(Watch):
         except psycopg.Error as exc:
             raise StoreUnavailable(f"{self.where}: {_one_line(exc, self.url)}") from None
 
+    def _notified(self, _: Any) -> None:
+        self._pending = True
+
     def wait(self, timeout: float) -> None:
         with self._errors():
-            select.select([self._con.fileno(), self._wake_r], [], [], timeout)
+            if not self._pending:
+                select.select([self._con.fileno(), self._wake_r], [], [], timeout)
+            self._pending = False
             # reads whatever arrived (notifications are drained into the connection) and
             # fails if the server went away
             self._con.execute("SELECT 1")

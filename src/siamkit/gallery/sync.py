@@ -55,7 +55,6 @@ class Follower:
         self._connected = True  # the gallery was just loaded from the store
         self._last_ok = time.monotonic()
         self._lost_at: float | None = None
-        self._error = ""
         self._thread = threading.Thread(target=self._run, name=f"siamkit-follow {name}",
                                         daemon=True)
 
@@ -83,15 +82,14 @@ class Follower:
         lost = self._lost_at if self._lost_at is not None else self._last_ok
         raise StoreUnavailable(
             f"the gallery database {self.name} has been unreachable for "
-            f"{time.monotonic() - lost:.0f} s ({self._error or 'no answer'}): answers could "
-            f"miss enrolls acknowledged by other replicas; retry shortly")
+            f"{time.monotonic() - lost:.0f} s: answers could miss enrolls acknowledged by "
+            f"other replicas; retry shortly")
 
     def _lost(self, exc: BaseException) -> None:
         if self._connected:
             logger.warning("lost the gallery database %s: %s", self.name, exc)
             self._lost_at = time.monotonic()
         self._connected = False
-        self._error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
     def _run(self) -> None:
         delay = 0.05
