@@ -206,7 +206,8 @@ def test_sigkill_of_a_replica_in_an_enroll_stream_loses_nothing_acknowledged(mod
             assert set(acked) <= set(present)
             r = c.post("/identify?k=1", files=_file(3))
             assert r.status_code == 200 and r.json()["results"][0]["matches"][0]["label"] == "k3"
-        again = Server(model, pg_url).wait()  # a restarted replica rebuilds its index from the store
+        # a restarted replica rebuilds its index from the store
+        again = Server(model, pg_url).wait()
         try:
             present = httpx.get(again.url + "/classes", headers=H, timeout=10).json()["classes"]
             assert set(acked) <= set(present)

@@ -589,12 +589,13 @@ class Gallery:
         with self._lock:
             if written.version <= self._version:
                 return  # nothing changed, or a follower already applied it
-            if written.version == self._version + 1:
+            # a store nobody else writes has no changes to fetch in between (should another
+            # program write a folder's database anyway, its changes show on the next open)
+            if written.version == self._version + 1 or not isinstance(store, SharedStore):
                 apply()
                 self._version = written.version
                 self._changed.notify_all()
                 return
-        assert isinstance(store, SharedStore)
         self._catch_up(store.changes(self._version, self.dim), store)
 
     def remove(self, label: str) -> int:
