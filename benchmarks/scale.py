@@ -117,7 +117,7 @@ BACKENDS = {
 
 def index_bytes(gallery: Any) -> int:
     """What the built index holds beyond the gallery's arrays."""
-    index = gallery._search_state()[0]
+    index = gallery._refs.search_state()[0]
     if hasattr(index, "_index") and index._index is not None:  # FAISS
         import faiss
 
@@ -181,7 +181,7 @@ def bench_search(sizes: list[int], backends: list[str], n_single: int, n_batch: 
             recall = float(np.mean([len(set(a) & set(b)) / 10
                                     for a, b in zip(top, truth, strict=True)]))
             top1 = float(np.mean([a[:1] == b[:1] for a, b in zip(top, truth, strict=True)]))
-            held = g._vectors.nbytes + g._codes.nbytes + g._hashes.nbytes
+            held = g._refs.vectors.nbytes + g._refs.codes.nbytes + g._refs.hashes.nbytes
             extra = index_bytes(g)
             lat_ms = np.array(lat) * 1000
             rows.append({

@@ -162,7 +162,8 @@ def test_concurrent_writers_on_two_replicas_end_in_one_order(pg_url):
         assert a.version == b.version == 4 * (15 + 3)
         fresh = Gallery.open(pg_url, follow=False)  # a replica that restarts: from the store
         assert a.counts() == b.counts() == fresh.counts() and len(fresh) == 4 * 12 * 2
-        np.testing.assert_array_equal(np.sort(a._vectors, axis=0), np.sort(fresh._vectors, 0))
+        np.testing.assert_array_equal(np.sort(a._refs.vectors, axis=0),
+                                      np.sort(fresh._refs.vectors, 0))
         fresh.close()
     finally:
         a.close()

@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +61,7 @@ from ..search import (
     higher_is_closer,
 )
 from .labels import MAX_LABEL_CHARS, UNKNOWN, check_key, check_label, content_hash, show
+from .references import References
 from .sqlite import DB, SCHEMA_VERSION, SQLiteStore, write_database
 from .store import (
     Change,
@@ -158,18 +158,13 @@ class Gallery:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._write_lock = threading.Lock()  # one write of this process at a time
-        self._vectors = np.zeros((0, self.dim), np.float32)
-        self._codes = np.zeros(0, np.int64)  # label code of every reference
-        self._labels: list[str] = []  # code -> label
-        self._code_of: dict[str, int] = {}
-        self._hashes = np.zeros(0, "S64")  # content_hash of every reference (hex, ASCII)
-        self._hash_set: set[bytes] | None = None  # built when first needed
-        self._index: Any = None  # built lazily; None = stale
+        self._refs = References(self.dim, metric, class_score, backend, self.backend_args)
         self._version = 0
         self._follower: Follower | None = None
         # a gallery given a folder here is attached by create / open; until then it is
         # closed (a write would change memory only, and be lost)
-        self._store: Store | None = MemoryStore(self._known_hashes) if path is None else None
+        self._store: Store | None = (MemoryStore(self._known_hashes) if path is None
+                                     else None)
         create_search(backend, metric, **self.backend_args)  # fail early on bad options
 
     @property
@@ -313,7 +308,7 @@ class Gallery:
         self.url = store.where if store.shared else str(url)
         with self._lock:
             if len(rows.labels):
-                self._append(rows.labels, rows.vectors, rows.hashes)
+                self._refs.append(rows.labels, rows.vectors, rows.hashes)
             self._version = version
         if store.shared and follow:
             assert isinstance(store, SharedStore)
@@ -345,8 +340,7 @@ class Gallery:
             raise GalleryError(f"{path} is this gallery's own folder: save to another one")
         path.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            rows = [(self._labels[c], None, v.tobytes(), h.decode())
-                    for c, v, h in zip(self._codes, self._vectors, self._hashes, strict=True)]
+            rows = self._refs.rows()
             keys = self._store.keys() if self._store is not None else []
         with folder_lock(path):
             write_database(path, self._info(), rows, keys)
@@ -390,12 +384,9 @@ class Gallery:
             logger.warning("%s: the store's version went back to %d: reloaded", store.where,
                            version)
             with self._lock:
-                self._vectors = np.zeros((0, self.dim), np.float32)
-                self._codes = np.zeros(0, np.int64)
-                self._hashes = np.zeros(0, "S64")
-                self._hash_set, self._index = None, None
+                self._refs.clear()
                 if len(rows.labels):
-                    self._append(rows.labels, rows.vectors, rows.hashes)
+                    self._refs.append(rows.labels, rows.vectors, rows.hashes)
                 self._version = version
                 self._changed.notify_all()
                 return version
@@ -405,10 +396,11 @@ class Gallery:
                 if change.version <= self._version:
                     continue
                 if change.removed is not None:
-                    self._drop(change.removed)
+                    self._refs.drop(change.removed)
                 elif change.rows is not None and len(change.rows.labels):
                     self._check_finite(change.rows, store.where)
-                    self._append(change.rows.labels, change.rows.vectors, change.rows.hashes)
+                    self._refs.append(change.rows.labels, change.rows.vectors,
+                                      change.rows.hashes)
                 self._version = change.version
             self._version = max(self._version, head)
             self._changed.notify_all()
@@ -436,27 +428,24 @@ class Gallery:
 
     def __len__(self) -> int:
         """Number of reference embeddings."""
-        return len(self._codes)
+        return len(self._refs)
 
     def labels(self) -> list[str]:
         """Enrolled class labels, sorted."""
         with self._lock:
-            present = np.unique(self._codes)
-            return sorted(self._labels[c] for c in present)
+            return self._refs.labels()
 
     def counts(self) -> dict[str, int]:
         """References per class label."""
         with self._lock:
-            codes, n = np.unique(self._codes, return_counts=True)
-            return {self._labels[c]: int(k) for c, k in zip(codes, n, strict=True)}
+            return self._refs.counts()
 
     def __contains__(self, label: object) -> bool:
         """Whether the class ``label`` (compared in NFC form) has references."""
         if not isinstance(label, str):
             return False
         with self._lock:
-            code = self._code_of.get(unicodedata.normalize("NFC", label))
-            return code is not None and bool((self._codes == code).any())
+            return label in self._refs
 
     def _prepare(self, items: Any) -> np.ndarray:
         x = self.embedder(items) if self.embedder is not None else items
@@ -477,42 +466,7 @@ class Gallery:
     def _known_hashes(self) -> set[bytes]:
         """Content hashes of the references in memory (the memory store's contents)."""
         with self._lock:
-            if self._hash_set is None:
-                self._hash_set = set(self._hashes.tolist())
-            return self._hash_set
-
-    def _append(self, labels: Sequence[str], vectors: np.ndarray,
-                hashes: Sequence[str | None]) -> None:
-        """Add references to memory (the caller holds the lock)."""
-        codes = []
-        for lab in labels:
-            if lab not in self._code_of:
-                self._code_of[lab] = len(self._labels)
-                self._labels.append(lab)
-            codes.append(self._code_of[lab])
-        hashed = np.array([h if h is not None else content_hash(lab, v)
-                           for h, lab, v in zip(hashes, labels, vectors, strict=True)], "S64")
-        # new arrays, never writes into old ones: a search holding the old arrays is unharmed
-        self._vectors = np.concatenate([self._vectors, vectors])
-        self._codes = np.concatenate([self._codes, np.array(codes, dtype=np.int64)])
-        self._hashes = np.concatenate([self._hashes, hashed])
-        if self._hash_set is not None:
-            self._hash_set.update(hashed.tolist())
-        self._index = None
-
-    def _drop(self, label: str) -> int:
-        """Remove a class from memory (the caller holds the lock); how many references."""
-        code = self._code_of.get(label)
-        if code is None:
-            return 0
-        keep = self._codes != code
-        removed = int((~keep).sum())
-        if removed:
-            self._vectors, self._codes = self._vectors[keep], self._codes[keep]
-            self._hashes = self._hashes[keep]
-            self._hash_set = None  # rebuilt when next needed
-            self._index = None
-        return removed
+            return self._refs.known_hashes()
 
     # siamkit.cli still calls this private name; it is the public check_label
     _check_label = staticmethod(check_label)
@@ -577,7 +531,7 @@ class Gallery:
             store = self._store_or_closed()
             written = store.add(labels, x, hashes, sources, key, skip_duplicates)
             keep = written.keep
-            self._publish(written, store, lambda: self._append(
+            self._publish(written, store, lambda: self._refs.append(
                 [labels[i] for i in keep], x[keep], [hashes[i] for i in keep]))
         assert written.enrolled is not None
         return written.enrolled
@@ -611,36 +565,15 @@ class Gallery:
             GalleryError: ``label`` breaks the label rule (and is not stored as it is).
             StoreUnavailable: the store's database cannot be reached (nothing removed).
         """
-        if not (isinstance(label, str) and label in self._code_of):
+        if not (isinstance(label, str) and self._refs.stored_as(label)):
             label = check_label(label)
         with self._write_lock:
             store = self._store_or_closed()
             written = store.remove(label)
-            self._publish(written, store, lambda: self._drop(label))
+            self._publish(written, store, lambda: self._refs.drop(label))
         return written.removed
 
     # ---- search
-
-    def _search_state(self) -> tuple[Search, np.ndarray, list[str], int]:
-        """(index, label code of each index row, labels, max references per class)."""
-        with self._lock:
-            if self._index is None:
-                vectors, codes = self._vectors, self._codes
-                if self.class_score == "prototype" and len(codes):
-                    present = np.unique(codes)
-                    sums = np.zeros((len(self._labels), self.dim), np.float64)
-                    np.add.at(sums, codes, vectors)
-                    means = (sums[present] / np.bincount(codes)[present, None]).astype(
-                        np.float32)
-                    if self.metric == "cosine":
-                        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-                    vectors, codes = means, present
-                index = create_search(self.backend, self.metric, **self.backend_args)
-                index.build(vectors)
-                per_class = int(np.bincount(codes).max()) if len(codes) else 0
-                self._index = (index, codes, per_class)
-            index, codes, per_class = self._index
-            return index, codes, list(self._labels), per_class
 
     def identify(self, queries: Any, k: int = 5) -> list[list[Match]]:
         """The ``k`` best classes for each query, best first, with their scores.
@@ -656,7 +589,7 @@ class Gallery:
         # an index that allows concurrent searches is immutable once built, so only its
         # construction takes the lock; others (FAISS) are searched under the lock
         with self._lock:
-            index, codes, labels, per_class = self._search_state()
+            index, codes, labels, per_class = self._refs.search_state()
             if len(codes) == 0:
                 return [[] for _ in range(len(q))]
             if not index.concurrent_search:
