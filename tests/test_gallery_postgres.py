@@ -257,3 +257,14 @@ def test_a_database_restart_is_refused_clearly_then_caught_up(tmp_path):
         b.close()
     finally:
         cluster.cleanup()
+
+
+def test_a_database_url_folded_into_a_path_is_named_not_taken_for_a_folder(tmp_path):
+    from pathlib import Path
+
+    url = Path("postgresql://ann:pw@db-host/faces")  # Path() folds '//' into '/'
+    for call in (Gallery.exists, Gallery.open, lambda u: Gallery.create(u, 2)):
+        with pytest.raises(GalleryError, match="given as a file path.*as a string") as err:
+            call(url)
+        assert "pw" not in str(err.value)
+    assert not Path("postgresql:").exists()

@@ -259,8 +259,19 @@ def dedupe(hashes: Sequence[str], stored: set[bytes] | set[str] | None) -> list[
 
 def is_database_url(url: Any) -> bool:
     """Whether ``url`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)
-    rather than a gallery folder."""
-    return isinstance(url, str) and url.lower().startswith(("postgresql://", "postgres://"))
+    rather than a gallery folder.
+
+    Raises:
+        GalleryError: a database URL passed as a ``Path``, which folded its ``//`` (it
+            would otherwise be taken for a folder named ``postgresql:``).
+    """
+    if isinstance(url, str):
+        return url.lower().startswith(("postgresql://", "postgres://"))
+    if str(url).lower().startswith(("postgresql:/", "postgres:/")):
+        scheme = str(url).split(":", 1)[0]
+        raise GalleryError(f"a {scheme}:// database URL was given as a file path (Path() "
+                           f"folds its '//'): pass the URL as a string")
+    return False
 
 
 def check_settings(info: Any, name: str, where: str, *, model_id: str | None,
