@@ -353,7 +353,8 @@ class Gallery:
 
     def close(self) -> None:
         """Close the store's connections and stop following it (the gallery stays
-        searchable in memory; a gallery with a store refuses changes from now on)."""
+        searchable in memory; one kept in a folder or a database refuses changes from now
+        on)."""
         if self._follower is not None:
             self._follower.stop()
             self._follower = None
