@@ -98,3 +98,27 @@ def make_image_run(run: Path, threshold: float | None = None, size: int = 16) ->
     if threshold is not None:
         update_card(run, {"threshold": {"threshold_": threshold, "higher_is_closer": False}})
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl in a temporary folder, a free
+    loopback port) for the session; skips, saying why, without its binaries or psycopg."""
+    from postgres import TempCluster, missing
+
+    why = missing()
+    if why:
+        pytest.skip(f"PostgreSQL tests skipped: {why}")
+    cluster = TempCluster().start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster, request) -> str:
+    """The URL of a new, empty database in the session's cluster, one per test."""
+    import re
+    import uuid
+
+    name = re.sub(r"\W", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:6]
+    return postgres_cluster.create_database(name.lower())

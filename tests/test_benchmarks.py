@@ -160,3 +160,27 @@ def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     assert [f["reused_runs"] for f in again["folds"]] == [2, 2]
     with pytest.raises(SystemExit, match="holds other folds"):  # would score trained groups
         bench.main([*argv, "--reuse", "--fold-seed", "1"])
+
+
+def test_scale_benchmark_smoke(tmp_path, capsys):
+    """benchmarks/scale.py --smoke: search at a tiny size, enroll throughput per store and,
+    where PostgreSQL can be started, one and two replicas on one gallery."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    bench = import_benchmark("scale")
+    out = tmp_path / "scale.json"
+    assert bench.main(["--smoke", "--backends", "exact", "faiss flat", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu_model"]
+    exact = report["search"][0]
+    assert exact["backend"] == "exact" and exact["recall_at_10_classes_vs_exact"] == 1.0
+    assert exact["bytes_per_reference"] >= 4 * 128 and exact["latency_p50_ms"] > 0
+    stores = [r["store"] for r in report["enroll"]]
+    assert stores[0] == "sqlite" and report["enroll"][0]["single_enrolls_per_second"] > 0
+    if "postgres_skipped" not in report:
+        assert stores == ["sqlite", "postgresql"]
+        http = report["replicas"]["http"]
+        assert [r["replicas"] for r in http] == [1, 2]
+        assert all(r["requests"] > 0 and r["errors"] == 0 for r in http)
+        assert report["replicas"]["enroll_to_visible_on_other_replica"]["max_ms"] < 2000
+    assert "req/s" in capsys.readouterr().out or "postgres_skipped" in report

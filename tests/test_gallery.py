@@ -639,3 +639,18 @@ def test_open_refuses_stored_references_that_are_not_finite_naming_the_class(tmp
     with pytest.raises(GalleryError, match="2 stored references are not finite.*class 'also "
                                            "broken' and 1 more"):
         Gallery.open(tmp_path / "g")
+
+
+def test_two_processes_writing_one_folder_still_each_apply_their_own_enrolls(tmp_path):
+    """A folder's gallery has one writer; should two write it anyway, each applies its own
+    enrolls as before (the version sequence has gaps for it, which only a shared store
+    fills), and the next open sees both."""
+    a = Gallery.create(tmp_path / "g", 2, metric="euclidean")
+    b = Gallery.open(tmp_path / "g")
+    a.enroll("a", np.zeros((1, 2)))
+    b.enroll("b", np.ones((1, 2)))
+    assert (a.counts(), b.counts(), a.version, b.version) == ({"a": 1}, {"b": 1}, 1, 2)
+    a.close()
+    b.close()
+    again = Gallery.open(tmp_path / "g")
+    assert again.counts() == {"a": 1, "b": 1} and again.version == 2

@@ -670,3 +670,22 @@ def test_the_service_refuses_images_over_its_pixel_limit_before_decoding(untrain
                               ServeSettings(no_auth=True, max_pixels=10**6)))
     r = c.post("/embed", files=[("files", ("fine.png", fine))])
     assert r.status_code == 400 and "fine.png: 2000 x 2000 pixels is over" in r.json()["error"]
+
+
+def test_gallery_answers_carry_the_version_and_min_version_is_honoured(server, alphabets):
+    """X-Gallery-Version on every gallery answer (a folder's gallery too); a read asking for
+    a version this service has not reached is 503 with Retry-After, not a stale answer."""
+    img = _files([next(iter(_images(alphabets).values()))[0]])
+    c = httpx.Client(base_url=server.url, timeout=30)
+    r = c.post("/enroll", data={"label": "versioned"}, files=img, headers=A)
+    v = int(r.headers["X-Gallery-Version"])
+    assert r.status_code == 200 and v >= 1
+    r = c.post(f"/identify?k=1&min_version={v}", files=img, headers=H)
+    assert r.status_code == 200 and int(r.headers["X-Gallery-Version"]) >= v
+    r = c.get(f"/classes?min_version={v + 1000}", headers=H)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+    assert f"not yet {v + 1000}" in r.json()["error"]
+    r = c.delete("/classes?label=versioned", headers=A)
+    assert r.status_code == 200 and int(r.headers["X-Gallery-Version"]) > v
+    health = c.get("/health")
+    assert health.json()["version"] == int(health.headers["X-Gallery-Version"])

@@ -39,6 +39,20 @@ never loses an acknowledged enroll. ``POST /enroll`` takes an ``Idempotency-Key`
 a retry with the same key (its answer lost) adds nothing and gets the first answer again,
 marked ``Idempotent-Replayed: true``; the same key for another label is 409. Keys are
 stored in the gallery database with the references, so they survive restarts.
+
+Replicas: ``--gallery`` takes a folder (SQLite, one process) or a PostgreSQL URL
+(``postgresql://USER@HOST/DATABASE``), which several replicas behind a load balancer share.
+Each keeps its own search index and applies the others' changes as they commit (see
+:mod:`siamkit.gallery.sync`; an enroll acknowledged by one replica is identified by the
+others within one second, typically milliseconds). Every gallery answer (``/enroll``,
+``/identify``, ``/classes``, ``DELETE``, ``/health``) carries ``X-Gallery-Version``: the
+gallery version the replica had applied (after a write: including it). Read-your-writes
+across replicas: pass that number as ``?min_version=N`` to ``/identify`` or ``/classes``;
+a replica that has not reached it waits up to ``ServeSettings.max_version_wait`` seconds
+(2 s), then answers 503 with ``Retry-After``. While the gallery's database is unreachable,
+gallery requests answer 503 with ``{"error": ...}`` and ``Retry-After`` (never a 500,
+never an answer from an index that may miss others' enrolls), and ``/health`` answers 503
+``{"status": "unavailable"}``; ``/embed`` and ``/verify`` keep working.
 """
 
 from __future__ import annotations
@@ -155,6 +169,8 @@ class ServeSettings:
     max_text_chars: int = 10_000
     no_auth: bool = False  # serve without an API key (a trusted local test)
     image_formats: tuple[str, ...] = DEFAULT_FORMATS
+    # the longest a read with ?min_version=N waits for this replica to reach version N
+    max_version_wait: float = 2.0
 
 
 class _TooLarge(Exception):
@@ -296,11 +312,15 @@ async def _send_error(send: Any, status: int, message: str) -> None:
 
 def create_app(model_dir: str | Path, gallery_dir: str | Path,
                settings: ServeSettings | None = None) -> Any:
-    """The FastAPI application serving one model and its gallery."""
+    """The FastAPI application serving one model and its gallery (``gallery_dir``: a
+    folder, or a PostgreSQL URL shared with other replicas). Its shutdown closes the
+    gallery (and stops following a shared one)."""
+    from contextlib import asynccontextmanager
+
     from . import __version__
     from .data.download import DatasetError
     from .data.images import check_formats
-    from .gallery import GalleryError, IdempotencyConflict, check_label
+    from .gallery import GalleryError, IdempotencyConflict, StoreUnavailable, check_label
     from .inference import Embedder, identify_results
     from .inputs import ImageInput
 
@@ -316,13 +336,43 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
     if isinstance(embedder.adapter, ImageInput):  # the Embedder takes no formats itself
         embedder.adapter.formats = formats
     gallery = embedder.open_gallery(gallery_dir, create=True)
-    app = FastAPI(title="siamkit", version=__version__,
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        yield
+        gallery.close()
+
+    app = FastAPI(title="siamkit", version=__version__, lifespan=lifespan,
                   description="Siamese-network verification and one-shot identification.")
     app.state.embedder, app.state.gallery = embedder, gallery
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": _public(str(exc.detail))}, status_code=exc.status_code)
+        return JSONResponse({"error": _public(str(exc.detail))}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"error": _public(str(exc))}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    def versioned(response: Response, version: int | None = None) -> None:
+        """Mark ``response`` with the gallery version (now, or the one given)."""
+        response.headers["X-Gallery-Version"] = str(gallery.version if version is None
+                                                    else version)
+
+    def reach(min_version: int | None) -> int:
+        """Refuse (503) when the gallery's store is unreachable, or when this replica has
+        not applied ``min_version`` within the wait bound; the version the answer
+        includes."""
+        gallery.check_current()
+        if min_version is not None and not gallery.wait_for(min_version,
+                                                            s.max_version_wait):
+            raise HTTPException(
+                503, f"this replica has applied gallery version {gallery.version}, not yet "
+                     f"{min_version} (waited {s.max_version_wait:g} s): retry, or ask "
+                     f"another replica", headers={"Retry-After": "1"})
+        return gallery.version
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -382,13 +432,18 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         return {"score": score, "same": embedder.decide(score),
                 "threshold": embedder.threshold, "higher_is_closer": embedder.higher_is_closer}
 
-    def identify_embeddings(names: list[Any], emb: Any, k: int) -> dict:
+    def identify_embeddings(names: list[Any], emb: Any, k: int, response: Response,
+                            min_version: int | None) -> dict:
         if k > s.max_k:
             raise HTTPException(400, f"k is at most {s.max_k}")
         threshold = embedder.threshold
         key = "text" if text_model else "row" if row_model else "file"
+        # the version read before searching: the answer includes at least that one
+        versioned(response, reach(min_version))
         try:
             results = identify_results(gallery, names, emb, k, threshold, key)
+        except StoreUnavailable:
+            raise
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
         return {"results": results, "threshold": threshold,
@@ -401,17 +456,29 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             done = gallery.enroll(label, emb_fn(), sources=sources, idempotency_key=key)
         except IdempotencyConflict as exc:
             raise HTTPException(409, str(exc)) from None
+        except StoreUnavailable:
+            raise
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
+        versioned(response)  # after the enroll: includes it
         if done.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return {"label": label, "added": done.added,
                 "references": gallery.counts().get(label, 0)}
 
     @app.get("/health")
-    def health() -> dict:
-        """Liveness (no key needed)."""
-        return {"status": "ok", "classes": len(gallery.labels()), "references": len(gallery)}
+    def health(response: Response) -> dict:
+        """Readiness (no key needed): 200 ``ok``, or 503 ``unavailable`` while the
+        gallery's database cannot be reached."""
+        versioned(response)
+        try:
+            gallery.check_current()
+        except StoreUnavailable as exc:
+            response.status_code = 503
+            return {"status": "unavailable", "error": _public(str(exc)),
+                    "version": gallery.version}
+        return {"status": "ok", "classes": len(gallery.labels()), "references": len(gallery),
+                "version": gallery.version}
 
     @app.post("/embed")
     async def embed(request: Request) -> dict:
@@ -457,10 +524,13 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return verify_embeddings(ea, eb)
 
         @app.post("/identify")
-        def identify_texts(body: Texts, k: Annotated[int, Query(ge=1)] = 5) -> dict:
+        def identify_texts(body: Texts, response: Response,
+                           k: Annotated[int, Query(ge=1)] = 5,
+                           min_version: Annotated[int | None, Query(ge=0)] = None) -> dict:
             """Ranked gallery classes for each text, and the open-set decision."""
             texts = check_texts(body.texts)
-            return identify_embeddings(texts, embedder.embed_texts(texts), k)
+            return identify_embeddings(texts, embedder.embed_texts(texts), k, response,
+                                       min_version)
 
         @app.post("/enroll")
         def enroll_texts(body: TextEnroll, response: Response,
@@ -477,9 +547,11 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return verify_embeddings(ea, eb)
 
         @app.post("/identify")
-        def identify_rows(body: Rows, k: Annotated[int, Query(ge=1)] = 5) -> dict:
+        def identify_rows(body: Rows, response: Response, k: Annotated[int, Query(ge=1)] = 5,
+                          min_version: Annotated[int | None, Query(ge=0)] = None) -> dict:
             """Ranked gallery classes for each row, and the open-set decision."""
-            return identify_embeddings(list(range(len(body.rows))), embed_rows(body.rows), k)
+            return identify_embeddings(list(range(len(body.rows))), embed_rows(body.rows), k,
+                                       response, min_version)
 
         @app.post("/enroll")
         def enroll_rows(body: RowEnroll, response: Response,
@@ -506,13 +578,15 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
             return verify_embeddings(ea, eb)
 
         @app.post("/identify", dependencies=[Depends(form_only)])
-        def identify(files: Annotated[list[UploadFile], File()],
-                     k: Annotated[int, Query(ge=1)] = 5) -> dict:
+        def identify(files: Annotated[list[UploadFile], File()], response: Response,
+                     k: Annotated[int, Query(ge=1)] = 5,
+                     min_version: Annotated[int | None, Query(ge=0)] = None) -> dict:
             """Ranked gallery classes for each uploaded image, and the open-set decision."""
             if k > s.max_k:
                 raise HTTPException(400, f"k is at most {s.max_k}")
             return identify_embeddings([f.filename for f in files],
-                                       embedder.embed(read_files(files)), k)
+                                       embedder.embed(read_files(files)), k, response,
+                                       min_version)
 
         @app.post("/enroll", dependencies=[Depends(form_only)])
         def enroll(label: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
@@ -524,30 +598,36 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
                                      [f.filename or "" for f in files], idempotency_key,
                                      response)
 
-    def remove_class(label: str) -> dict:
+    def remove_class(label: str, response: Response) -> dict:
         try:
             removed = gallery.remove(label)
+        except StoreUnavailable:
+            raise
         except GalleryError as exc:
             raise HTTPException(400, str(exc)) from None
         except KeyError:
             raise HTTPException(404, f"no class {label!r} in the gallery") from None
+        versioned(response)
         return {"label": label, "removed": removed}
 
     @app.delete("/classes/{label}")
-    def delete_class(label: str) -> dict:
+    def delete_class(label: str, response: Response) -> dict:
         """Remove a class and all its references (a label that a URL path cannot hold, such
         as one with '/', is removed with ``DELETE /classes?label=...``)."""
-        return remove_class(label)
+        return remove_class(label, response)
 
     @app.delete("/classes")
-    def delete_class_by_query(label: Annotated[str, Query()]) -> dict:
+    def delete_class_by_query(label: Annotated[str, Query()], response: Response) -> dict:
         """Remove a class and all its references, the label in the query string
         (percent-encoded UTF-8): any label that can be enrolled can be removed this way."""
-        return remove_class(label)
+        return remove_class(label, response)
 
     @app.get("/classes")
-    def classes() -> dict:
-        """Enrolled class labels with their number of references."""
+    def classes(response: Response,
+                min_version: Annotated[int | None, Query(ge=0)] = None) -> dict:
+        """Enrolled class labels with their number of references (``min_version``: as
+        for ``/identify``)."""
+        versioned(response, reach(min_version))
         return {"classes": gallery.counts()}
 
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)
