@@ -4,6 +4,7 @@ other, bad URLs, and a database that goes away. Needs the throwaway cluster fixt
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -268,3 +269,25 @@ def test_a_database_url_folded_into_a_path_is_named_not_taken_for_a_folder(tmp_p
             call(url)
         assert "pw" not in str(err.value)
     assert not Path("postgresql:").exists()
+
+
+def test_the_cli_enrolls_into_and_identifies_from_a_postgresql_gallery(pg_url, tmp_path,
+                                                                      capsys):
+    """--gallery takes a PostgreSQL URL wherever it takes a folder; answers name the URL
+    without its password."""
+    from conftest import make_image_run, make_image_tree
+    from siamkit.cli import main
+
+    run = make_image_run(tmp_path / "run")
+    tree = make_image_tree(tmp_path / "tree", classes=2, per_class=2)
+    assert main(["--quiet", "enroll", "--model", str(run), "--gallery", pg_url,
+                 "--from-folder", str(tree), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == 4 and out["classes"] == 2 and "@" not in out["gallery"].split("//")[0]
+    query = str(sorted((tree / "c1").iterdir())[0])
+    assert main(["--quiet", "identify", "--model", str(run), "--gallery", pg_url, query,
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["matches"][0]["label"] == "c1"
+    assert main(["--quiet", "remove", "--model", str(run), "--gallery", pg_url, "--label",
+                 "c0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == 1

@@ -37,7 +37,7 @@ from .encoders import (
     list_encoders,
     register_encoder,
 )
-from .gallery import Gallery
+from .gallery import Gallery, GalleryError, StoreUnavailable
 from .inference import Embedder
 from .inputs import InputSpec
 from .losses import (
@@ -102,6 +102,7 @@ __all__ = [
     # samplers
     "PKSampler", "BalancedPairSampler", "EpisodeSampler", "PairDrawer",
     # using a model
-    "Embedder", "Gallery", "ThresholdCalibrator", "metrics",
+    "Embedder", "Gallery", "GalleryError", "StoreUnavailable", "ThresholdCalibrator",
+    "metrics",
     "__version__",
 ]

@@ -24,6 +24,7 @@ from .data.records import RecordFeaturizer
 from .data.textpairs import TextPairs
 from .engine import OnnxEncoder, resolve_engine
 from .gallery import Gallery, GalleryError, check_label, metric_of
+from .gallery.postgres import redact
 from .inputs import ImageInput, RowInput, adapter_for
 from .progress import Progress, start
 from .siamese import SiameseNetwork
@@ -55,7 +56,7 @@ def open_model_gallery(model: SiameseNetwork, model_id: str, path: str | Path,
     if create:
         return Gallery.open_or_create(path, dim, metric, model_id=model_id, **options)
     if not Gallery.exists(path):
-        raise GalleryError(f"no gallery in {path}: enroll classes first")
+        raise GalleryError(f"no gallery in {redact(str(path))}: enroll classes first")
     return Gallery.open(path, model_id=model_id, metric=metric, dim=dim, **options)
 
 

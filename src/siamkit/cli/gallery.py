@@ -18,7 +18,10 @@ from .common import (
     show_progress,
 )
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "GALLERY_HELP"]
+
+GALLERY_HELP = ("gallery folder, or postgresql://USER@HOST[:PORT]/DATABASE shared by "
+                "replicas (the password from PGPASSWORD or ~/.pgpass, not the command line)")
 
 
 def add_commands(sub: Any) -> None:
@@ -27,7 +30,7 @@ def add_commands(sub: Any) -> None:
     _add_identify(sub)
     r = add_command(sub, "remove", "remove a class and all its references from a gallery")
     r.add_argument("--model", required=True, help="run folder of the gallery's model")
-    r.add_argument("--gallery", required=True, help="gallery folder")
+    r.add_argument("--gallery", required=True, help=GALLERY_HELP)
     r.add_argument("--label", required=True, help="class label to remove")
     add_json(r)
     r.set_defaults(handler=remove)
@@ -36,7 +39,7 @@ def add_commands(sub: Any) -> None:
 def _add_enroll(sub: Any) -> None:
     e = add_command(sub, "enroll", "add classes to a gallery (created if missing)")
     e.add_argument("--model", required=True, help="run folder of a trained model")
-    e.add_argument("--gallery", required=True, help="gallery folder")
+    e.add_argument("--gallery", required=True, help=GALLERY_HELP)
     e.add_argument("--label", help="class label of FILE...")
     e.add_argument("files", nargs="*", metavar="FILE",
                    help="reference images of --label (texts, for a text model; JSON rows "
@@ -59,7 +62,7 @@ def _add_enroll(sub: Any) -> None:
 def _add_identify(sub: Any) -> None:
     i = add_command(sub, "identify", "rank gallery classes for query images")
     i.add_argument("--model", required=True, help="run folder of the gallery's model")
-    i.add_argument("--gallery", required=True, help="gallery folder")
+    i.add_argument("--gallery", required=True, help=GALLERY_HELP)
     i.add_argument("files", nargs="+", metavar="FILE",
                    help="query images (texts, for a text model; JSON rows, for a table "
                         "model)")
@@ -102,7 +105,7 @@ def enroll(args: argparse.Namespace) -> int:
     else:
         done = gallery.enroll(args.label, emb, sources=[x[:200] for x in args.files])
     res = {"added": done.added, "skipped": done.skipped, "classes": len(gallery.labels()),
-           "references": len(gallery), "gallery": str(args.gallery)}
+           "references": len(gallery), "gallery": gallery.url}
     skipped = f" ({done.skipped} already there skipped)" if done.skipped else ""
     emit(res, args.json, f"enrolled {done.added} references{skipped}; the gallery has "
                          f"{res['classes']} classes, {res['references']} references")
@@ -141,9 +144,9 @@ def remove(args: argparse.Namespace) -> int:
     try:
         removed = gallery.remove(args.label)
     except KeyError:
-        raise GalleryError(f"no class {args.label!r} in {args.gallery}") from None
+        raise GalleryError(f"no class {args.label!r} in {gallery.url}") from None
     res = {"label": args.label, "removed": removed, "classes": len(gallery.labels()),
-           "references": len(gallery), "gallery": str(args.gallery)}
+           "references": len(gallery), "gallery": gallery.url}
     emit(res, args.json, f"removed class {args.label!r} ({removed} references); the gallery "
                          f"has {res['classes']} classes, {res['references']} references")
     return 0

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .common import add_command, port_number, positive_float
+from .gallery import GALLERY_HELP
 
 __all__ = ["add_serve"]
 
@@ -14,7 +15,8 @@ def add_serve(sub: Any) -> None:
     """Register ``serve``."""
     s = add_command(sub, "serve", "HTTP service: embed, verify, identify, enroll (FastAPI)")
     s.add_argument("--model", required=True, help="run folder of a trained model")
-    s.add_argument("--gallery", required=True, help="gallery folder (created if missing)")
+    s.add_argument("--gallery", required=True,
+                   help=GALLERY_HELP + "; created if missing")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (127.0.0.1: this machine only)")
     s.add_argument("--port", type=port_number, default=8000, help="port to listen on")

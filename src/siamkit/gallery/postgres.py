@@ -85,7 +85,10 @@ def _psycopg() -> Any:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password (nor any query part, which may hold one)."""
+    """``url`` without its password (nor any query part, which may hold one); a folder
+    path is returned as it is."""
+    if "://" not in url:
+        return url
     try:
         parts = urllib.parse.urlsplit(url)
         user = f"{parts.username}@" if parts.username else ""
