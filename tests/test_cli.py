@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from siamkit.cli import main
+from siamkit.config import load_config
 
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
@@ -557,3 +558,41 @@ def test_progress_bars_only_on_a_terminal(run_dir, alphabets, monkeypatch, capsy
     for off in (["--quiet", *args], [*args, "--no-progress"]):
         assert main(off) == 0
         assert "embedding" not in capsys.readouterr().err
+
+
+def test_train_on_your_own_folder_without_yaml(tmp_path, capsys):
+    """train --data chooses a config from the images, says what it chose, and writes the
+    resolved config into the run; folders that cannot train are refused with what to do,
+    leaving no run folder."""
+    from conftest import make_image_tree
+
+    tree = make_image_tree(tmp_path / "photos", classes=6, per_class=4, size=28)
+    out = tmp_path / "run"
+    assert main(["--quiet", "train", "--data", str(tree), "--out", str(out),
+                 "--set", "optim.steps=4", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen from the data:" in printed and "data.size=28" in printed
+    assert "trained 4 steps" in printed
+    again = load_config(str(out / "train_config.yaml"))
+    assert again.data.root == str(tree) and again.optim.steps == 4
+    one = make_image_tree(tmp_path / "one", classes=1, per_class=3)
+    assert main(["train", "--data", str(one), "--out", str(tmp_path / "bad")]) == 1
+    assert "one class" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["config", "init", "--data", str(tree), "--out", str(tmp_path / "c.yaml")]) == 0
+    assert load_config(str(tmp_path / "c.yaml")).data.size == 28
+    capsys.readouterr()
+    assert main(["config", "show", "--config", "omniglot", "--set", "optim.lr=0.5"]) == 0
+    assert "lr: 0.5" in capsys.readouterr().out
+
+
+def test_train_pairs_names_the_columns_it_found(tmp_path, capsys):
+    f = tmp_path / "p.csv"
+    f.write_text("q1,q2,dup\n" + "".join(f"text {i},other {i},{i % 2}\n" for i in range(20)))
+    assert main(["train", "--pairs", str(f), "--a", "question", "--b", "q2", "--label",
+                 "dup", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "no column 'question'" in err and "['dup', 'q1', 'q2']" in err
+    assert not (tmp_path / "run").exists()
+    assert main(["config", "init", "--pairs", str(f), "--a", "q1", "--b", "q2", "--label",
+                 "dup"]) == 0
+    assert "encoder: text" in capsys.readouterr().out

@@ -21,6 +21,7 @@ __all__ = [
     "EvalConfig",
     "Config",
     "load_config",
+    "config_to_yaml",
     "config_path",
     "packaged_configs",
     "check_config",
@@ -255,6 +256,12 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 def config_to_dict(config: Config) -> dict[str, Any]:
     """Nested plain dicts, JSON- and YAML-serialisable."""
     return dataclasses.asdict(config)
+
+
+def config_to_yaml(config: Config, notes: list[str] | None = None) -> str:
+    """A config as YAML a ``--config`` reads back, ``notes`` as comments at its top."""
+    head = "".join(f"# {n}\n" for n in notes or [])
+    return head + yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
 def packaged_configs() -> list[str]:

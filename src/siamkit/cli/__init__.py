@@ -14,7 +14,7 @@ from .common import CommandError, HelpFormatter
 __all__ = ["main", "build_parser"]
 
 COMMANDS = ("{train,eval,calibrate,verify,split,report,enroll,identify,remove,serve,export,"
-            "dedupe,ensemble,demo}")
+            "dedupe,ensemble,demo,config}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_commands(sub)
     dedupe.add_dedupe(sub)
     train.add_demo(sub)
+    train.add_config(sub)
     return parser
 
 
