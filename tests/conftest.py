@@ -19,8 +19,18 @@ os.environ.setdefault("SIAMKIT_ENGINE", "torch")
 # bf16 on a CPU with native bf16; tests/test_precision.py covers it)
 os.environ.setdefault("SIAMKIT_PRECISION", "fp32")
 
-# /work/main/tests/conftest.py -> /work/shared/datasets
+# the read-only mirror of real datasets beside the repository (../shared/datasets); every
+# test module takes it from here
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def mirror_path(*parts: str) -> Path:
+    """A file or folder of the dataset mirror; skips the calling test (only it, and what
+    depends on the fixture that calls it) when it is absent."""
+    path = MIRROR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{'/'.join(parts) or 'the dataset mirror'} not in {MIRROR}")
+    return path
 
 
 @pytest.fixture(scope="session")

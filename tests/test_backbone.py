@@ -5,16 +5,14 @@ frozen, partly frozen or fine-tuned, its preprocessing recorded in the model car
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import siamkit
+from conftest import MIRROR
 from siamkit.inputs import InputSpec
-
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 class Block(nn.Module):

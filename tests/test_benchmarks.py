@@ -184,3 +184,16 @@ def test_scale_benchmark_smoke(tmp_path, capsys):
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in http)
         assert report["replicas"]["enroll_to_visible_on_other_replica"]["max_ms"] < 2000
     assert "req/s" in capsys.readouterr().out or "postgres_skipped" in report
+
+
+def test_the_cross_encoder_benchmark_reads_the_twins_figure_as_measured(tmp_path):
+    """The twin's dev Spearman in the report comes from its result file or run folder, and
+    is left out when neither is there (never a constant)."""
+    bench = import_benchmark("stsb_cross_encoder")
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"dev_spearman_best": 88.1}))
+    assert bench.twin(f) == {"twin_dev_spearman": 88.1, "twin_source": str(f)}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_summary.json").write_text(json.dumps({"best_val_metric": 0.8912}))
+    assert bench.twin(tmp_path / "run")["twin_dev_spearman"] == 89.12
+    assert bench.twin(tmp_path / "none") == {}

@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MIRROR, mirror_path
 from siamkit.cli import main
 from siamkit.config import load_config
-
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
-                                reason="Omniglot mirror not present")
 
 
 @pytest.fixture(scope="module")
 def alphabets(tmp_path_factory) -> Path:
     """A folder-per-class tree of three real Omniglot alphabets (symlinked, not copied)."""
+    mirror_path("omniglot")  # skips what needs it when the mirror lacks Omniglot
     os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
     from siamkit.data import omniglot_folder
 

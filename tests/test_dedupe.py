@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import make_text_run
+from conftest import MIRROR, make_text_run
 from siamkit.data.splits import connected_components
 from siamkit.gallery import ExactIndex
-
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def test_connected_components_by_hand():

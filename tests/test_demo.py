@@ -4,11 +4,10 @@ writes what it returns to results.json."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from conftest import MIRROR
 
 
 @pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(), reason="Omniglot mirror not present")

@@ -14,9 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
-                                reason="Omniglot mirror not present")
+from conftest import MIRROR, mirror_path
 
 
 def _port() -> int:
@@ -36,6 +34,7 @@ def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def alphabets(tmp_path_factory) -> Path:
+    mirror_path("omniglot")
     os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
     from siamkit.data import omniglot_folder
 

@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_text_run
+from conftest import MIRROR, make_text_run
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from siamkit.cli import main  # noqa: E402
-
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import siamkit
+from conftest import MIRROR
 from siamkit.checkpoint import RunError, load_model
 from siamkit.inputs import InputSpec
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 TESTS = Path(__file__).resolve().parent
 SIAMKIT = Path(sys.executable).with_name("siamkit")
 

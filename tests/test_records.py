@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MIRROR
 from siamkit.data.records import RecordFeaturizer
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 AG = MIRROR / "er_magellan" / "Structured" / "Amazon-Google"
 
 

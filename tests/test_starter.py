@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import MIRROR
 from siamkit.data.download import DatasetError
 from siamkit.starter import folder_config, pairs_config
-
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def _image(path: Path, size: tuple[int, int], mode: str = "L", value: int = 200) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import MIRROR
 from siamkit.data.download import DatasetError
 from siamkit.data.textpairs import pair_format, read_text_pairs, write_text_pairs
 
@@ -78,7 +78,6 @@ def test_subset_and_write_round_trip(tmp_path):
 
 # ---------------------------------------------------------------- named datasets, real files
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @pytest.mark.skipif(not (MIRROR / "mrpc").is_dir(), reason="MRPC mirror not present")

@@ -10,20 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import MIRROR, mirror_path
 from siamkit.checkpoint import RunError, load_model
 from siamkit.config import Config, ConfigError, apply_overrides
 from siamkit.data import load_omniglot
 from siamkit.data.splits import split_by_group
 from siamkit.training import train
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-pytestmark = pytest.mark.skipif(not (MIRROR / "omniglot").is_dir(),
-                                reason="Omniglot mirror not present")
-
 
 @pytest.fixture(scope="module")
 def small_omniglot():
     """Six alphabets of Omniglot's background set at 28 px (real data)."""
+    mirror_path("omniglot")  # skips what needs it when the mirror lacks Omniglot
     os.environ.setdefault("SIAMKIT_MIRROR", str(MIRROR))
     data = load_omniglot("background", size=28)
     return data.subset_groups(range(6))

