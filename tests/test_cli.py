@@ -594,3 +594,19 @@ def test_train_pairs_names_the_columns_it_found(tmp_path, capsys):
     assert main(["config", "init", "--pairs", str(f), "--a", "q1", "--b", "q2", "--label",
                  "dup"]) == 0
     assert "encoder: text" in capsys.readouterr().out
+
+
+def test_serve_flags_reach_the_service_settings(monkeypatch, capsys):
+    import siamkit.serve as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "run", lambda *args: seen.update(settings=args[-1]))
+    assert main(["serve", "--model", "m", "--gallery", "g", "--image-formats", "png,jpg",
+                 "--engine", "onnx", "--precision", "fp32", "--max-pixels", "1000"]) == 0
+    s = seen["settings"]
+    assert s.image_formats == ("PNG", "JPEG") and s.engine == "onnx"
+    assert s.precision == "fp32" and s.max_pixels == 1000
+    assert main(["serve", "--model", "m", "--gallery", "g", "--image-formats", "png,qoix"]) == 1
+    assert "qoix" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--model", "m", "--gallery", "g", "--max-pixels", "0"])

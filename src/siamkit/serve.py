@@ -171,6 +171,10 @@ class ServeSettings:
     image_formats: tuple[str, ...] = DEFAULT_FORMATS
     # the longest a read with ?min_version=N waits for this replica to reach version N
     max_version_wait: float = 2.0
+    # where the encoder runs (auto: ONNX Runtime when the onnx extra is installed) and the
+    # torch engine's precision; None: $SIAMKIT_ENGINE / $SIAMKIT_PRECISION, else auto
+    engine: str | None = None
+    precision: str | None = None
 
 
 class _TooLarge(Exception):
@@ -332,7 +336,8 @@ def create_app(model_dir: str | Path, gallery_dir: str | Path,
         raise ConfigError("no API key: set ServeSettings.api_key (or no_auth=True for a "
                          "trusted local test)")
     formats = check_formats(s.image_formats)  # a bad name stops the start, not a request
-    embedder = Embedder(model_dir, max_pixels=s.max_pixels)
+    embedder = Embedder(model_dir, max_pixels=s.max_pixels, engine=s.engine,
+                        precision=s.precision)
     if isinstance(embedder.adapter, ImageInput):  # the Embedder takes no formats itself
         embedder.adapter.formats = formats
     gallery = embedder.open_gallery(gallery_dir, create=True)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..config import ConfigError
 from .download import DatasetError, cache_dir
 
 __all__ = ["ImageDataset", "scan_folder", "load_image", "load_images", "load_image_folder",
@@ -159,12 +160,12 @@ def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     for name in names:
         fmt = _FORMAT_ALIASES.get(str(name).strip().upper(), str(name).strip().upper())
         if fmt not in Image.OPEN:
-            raise ValueError(f"image format {name!r} is not one Pillow opens (known: "
-                             f"{', '.join(sorted(Image.OPEN))})")
+            raise ConfigError(f"image format {name!r} is not one Pillow opens (known: "
+                              f"{', '.join(sorted(Image.OPEN))})")
         if fmt not in checked:
             checked.append(fmt)
     if not checked:
-        raise ValueError(f"no image format given (e.g. {', '.join(DEFAULT_FORMATS)})")
+        raise ConfigError(f"no image format given (e.g. {', '.join(DEFAULT_FORMATS)})")
     return tuple(checked)
 
 
