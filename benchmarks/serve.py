@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -120,15 +119,17 @@ def _load(url: str, path: str, seconds: float, concurrency: int) -> dict:
     return {"latencies": lat, "errors": errors[0], "wall": time.perf_counter() - t0}
 
 
-def bench_http(model_dir: Path, gallery: Path, seconds: float, concurrency: int) -> list[dict]:
+def bench_http(model_dir: Path, gallery: Path, seconds: float, concurrency: int,
+               engine: str = "torch") -> list[dict]:
+    """Requests/s and latency of /verify and /identify with the encoder on ``engine``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "SIAMKIT_API_KEY": KEY}
     proc = subprocess.Popen([sys.executable, "-m", "siamkit.cli", "serve", "--model",
-                             str(model_dir), "--gallery", str(gallery), "--port", str(port)],
-                            env=env)
+                             str(model_dir), "--gallery", str(gallery), "--port", str(port),
+                             "--engine", engine, "--precision", "fp32"], env=env)
     try:
         import httpx
 
@@ -150,7 +151,8 @@ def bench_http(model_dir: Path, gallery: Path, seconds: float, concurrency: int)
                                     capture_output=True, text=True)
             res = json.loads(worker.stdout)
             lat = np.array(res["latencies"]) * 1000
-            rows.append({"endpoint": path, "requests": len(lat), "errors": res["errors"],
+            rows.append({"engine": engine, "endpoint": path, "requests": len(lat),
+                         "errors": res["errors"],
                          "requests_per_second": round(len(lat) / res["wall"], 1),
                          "p50_ms": round(float(np.percentile(lat, 50)), 2),
                          "p99_ms": round(float(np.percentile(lat, 99)), 2),
@@ -159,6 +161,30 @@ def bench_http(model_dir: Path, gallery: Path, seconds: float, concurrency: int)
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def bench_embed(model_dir: Path, n: int = 2048, repeats: int = 5) -> list[dict]:
+    """Images/s of the service's embedding path (Embedder.embed_batch on decoded images)
+    per engine, alternating engines for ``repeats`` rounds (medians): eager PyTorch fp32
+    against ONNX Runtime, with the largest difference of their embeddings."""
+    from siamkit.inference import Embedder
+
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
+    engines = {e: Embedder(model_dir, engine=e, precision="fp32") for e in ("torch", "onnx")}
+    times: dict[str, list[float]] = {e: [] for e in engines}
+    for _ in range(repeats):
+        for e, emb in engines.items():
+            emb.embed_batch(x[:64])  # warm
+            t0 = time.perf_counter()
+            emb.embed_batch(x)
+            times[e].append(time.perf_counter() - t0)
+    diff = float((engines["torch"].embed_batch(x) - engines["onnx"].embed_batch(x)).abs().max())
+    rows = [{"engine": e, "images": n, "images_per_second": round(n / float(np.median(t)), 1),
+             "rounds": repeats} for e, t in times.items()]
+    rows[1]["speedup_vs_torch"] = round(rows[1]["images_per_second"]
+                                        / rows[0]["images_per_second"], 2)
+    rows[1]["max_abs_diff_vs_torch"] = diff
+    return rows
 
 
 def _large(side: int, fmt: str) -> bytes:
@@ -262,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--search-queries", type=int, default=1000)
+    parser.add_argument("--engines", nargs="+", default=["torch", "onnx"],
+                        choices=("torch", "onnx"), help="encoder engines the service runs on")
+    parser.add_argument("--embed-n", type=int, default=2048,
+                        help="images per call of the embedding-path measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         "serve.json")
     args = parser.parse_args(argv)
@@ -271,21 +301,30 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         make_gallery(model_dir, gallery, args.references, args.dim)
         fill = time.perf_counter() - t0
-        http = bench_http(model_dir, gallery, args.seconds, args.concurrency)
+        http = [row for e in args.engines
+                for row in bench_http(model_dir, gallery, args.seconds, args.concurrency, e)]
+        embed = bench_embed(model_dir, args.embed_n)
         decode = bench_decode(model_dir)
     search = bench_search(args.references, args.dim, args.search_queries)
-    report = {"benchmark": "siamkit serve: HTTP, gallery search and image decoding",
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
-                          "torch": torch.__version__},
-              "references": args.references, "dim": args.dim,
-              "gallery_fill_seconds": round(fill, 2), "http": http, "search": search,
-              "decode": decode}
+    from siamkit.machine import describe
+
+    report = {"benchmark": "siamkit serve: HTTP per engine, embedding path, gallery search, "
+                           "image decoding",
+              "machine": describe(), "references": args.references, "dim": args.dim,
+              "gallery_fill_seconds": round(fill, 2), "http": http, "embed": embed,
+              "search": search, "decode": decode}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"{'endpoint':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'engine':<7} {'endpoint':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>7}")
     for r in http:
-        print(f"{r['endpoint']:<12} {r['requests_per_second']:>8.1f} {r['p50_ms']:>8.2f} "
-              f"{r['p99_ms']:>8.2f} {r['errors']:>7}")
+        print(f"{r['engine']:<7} {r['endpoint']:<12} {r['requests_per_second']:>8.1f} "
+              f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7}")
+    print(f"\n{'embedding path':<16} {'images/s':>10}")
+    for r in embed:
+        extra = (f"  x{r['speedup_vs_torch']:.2f} torch, max diff "
+                 f"{r['max_abs_diff_vs_torch']:.1e}" if "speedup_vs_torch" in r else "")
+        print(f"{r['engine']:<16} {r['images_per_second']:>10.1f}{extra}")
     print(f"\n{'search backend':<28} {'queries/s':>10} {'recall@10':>10} {'build s':>8}")
     for r in search:
         if "error" in r:

@@ -38,9 +38,14 @@ def test_serve_benchmark_smoke(tmp_path, capsys):
     bench = import_benchmark("serve")
     out = tmp_path / "serve.json"
     assert bench.main(["--references", "3000", "--seconds", "1", "--concurrency", "2",
-                       "--search-queries", "50", "--out", str(out)]) == 0
+                       "--search-queries", "50", "--engines", "torch", "--embed-n", "64",
+                       "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [r["endpoint"] for r in report["http"]] == ["/verify", "/identify"]
+    torch_row, onnx_row = report["embed"]
+    assert torch_row["engine"] == "torch" and onnx_row["engine"] == "onnx"
+    assert onnx_row["images_per_second"] > 0 and onnx_row["max_abs_diff_vs_torch"] < 1e-4
+    assert report["machine"]["cpu"]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["http"])
     exact = report["search"][0]
     assert exact["backend"] == "exact" and exact["recall_at_10_vs_exact"] == 1.0
