@@ -221,6 +221,31 @@ def test_a_text_twin_exports_as_a_sentence_transformers_folder(tmp_path):
         export_sentence_transformers(tmp_path / "fields", tmp_path / "st2")
 
 
+def test_cli_exports_a_text_twin_for_sentence_transformers_on_named_columns(tmp_path, capsys):
+    """``siamkit export --format sentence-transformers`` checks parity on the real texts of
+    a pair file whose columns --a / --b name (MRPC's raw test file, no label needed), and
+    refuses an image model in one line."""
+    st_mod = pytest.importorskip("sentence_transformers")
+    if not (MIRROR / "mrpc").is_dir():
+        pytest.skip("MRPC mirror absent")
+    run = make_text_run(tmp_path / "run", overrides=("model.encoder_args={embedding_dim: 8}",))
+    out = tmp_path / "st"
+    assert main(["--quiet", "export", "--model", str(run), "--format", "sentence-transformers",
+                 "--out", str(out), "--data", str(MIRROR / "mrpc" / "msr_paraphrase_test.txt"),
+                 "--pair-format", "tsv", "--a", "#1 String", "--b", "#2 String",
+                 "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["format"] == "sentence-transformers" and m["parity"]["texts"] == 32
+    assert m["parity"]["ok"] and m["parity"]["max_embedding_diff"] <= 1e-5
+    assert st_mod.SentenceTransformer(str(out), device="cpu").encode(["a b"]).shape == (1, 8)
+    from conftest import make_image_run
+
+    image = make_image_run(tmp_path / "image")
+    assert main(["--quiet", "export", "--model", str(image), "--format",
+                 "sentence-transformers", "--out", str(tmp_path / "x")]) == 1
+    assert "only a text twin" in capsys.readouterr().err
+
+
 def test_parity_inputs_and_export_progress(tmp_path):
     from conftest import make_image_run, make_image_tree
     from siamkit.checkpoint import load_model

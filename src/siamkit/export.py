@@ -388,18 +388,19 @@ def export_sentence_transformers(run_dir: str | Path, out_dir: str | Path,
 
 
 def parity_inputs(model: nn.Module, data: str, pair_format: str | None = None, n: int = 32,
-                  seed: int = 0) -> np.ndarray | list[str]:
+                  seed: int = 0, a: str = "a", b: str = "b") -> np.ndarray | list[str]:
     """Up to ``n`` real inputs for :func:`export_onnx`'s parity check, drawn at random
     (``seed``) from ``data``: texts of a pair file for a text model (``pair_format``: its
-    format, default from the suffix), else items of a folder per class (or a table model's
-    table) as the model reads them, as float32 in its input format."""
-    from .data.textpairs import read_text_pairs
+    format, default from the suffix; ``a``, ``b``: its text columns), else items of a folder
+    per class (or a table model's table) as the model reads them, as float32 in its input
+    format."""
+    from .data.textpairs import read_pair_texts
     from .embedding import to_float
     from .inputs import adapter_for
 
     rng = np.random.default_rng(seed)
     if model.input_spec.kind == "text":
-        texts = read_text_pairs(data, pair_format).texts
+        texts = read_pair_texts(data, pair_format, a=a, b=b)
         return [texts[i] for i in rng.permutation(len(texts))[:n]]
     items = adapter_for(model.input_spec).load_dataset(data, use_cache=False)
     return to_float(items.images[rng.permutation(len(items))[:n]]).numpy()

@@ -16,15 +16,22 @@ logger = logging.getLogger(__name__)
 
 def add_commands(sub: Any) -> None:
     """Register ``export`` and ``ensemble``."""
-    x = add_command(sub, "export", "export the encoder and the whole verifier (ONNX)")
+    x = add_command(sub, "export", "export the encoder and the whole verifier (ONNX), or a "
+                                   "text twin as a sentence-transformers model")
     x.add_argument("--model", required=True, help="run folder of a trained model")
-    x.add_argument("--format", default="onnx", choices=("onnx",), help="what to export to")
+    x.add_argument("--format", default="onnx", choices=("onnx", "sentence-transformers"),
+                   help="onnx: encoder.onnx + verifier.onnx + predict.py; "
+                        "sentence-transformers: a folder SentenceTransformer(path) loads "
+                        "(text twins only)")
     x.add_argument("--out", required=True, help="folder to write")
     x.add_argument("--data", help="real inputs for the parity check: a folder-per-class tree "
                                   "of images, or for a text model a pair file (default: "
                                   "random inputs, or a few built-in sentences)")
     x.add_argument("--pair-format", choices=("csv", "tsv", "jsonl", "ditto"),
                    help="format of a text --data pair file (default: from the suffix)")
+    x.add_argument("--a", dest="col_a", default="a",
+                   help="first text column of a text --data pair file (name or position)")
+    x.add_argument("--b", dest="col_b", default="b", help="second text column")
     x.add_argument("--opset", type=int, default=18,
                    help="ONNX opset (18 is the lowest the exporter writes natively)")
     add_progress(x)
@@ -41,15 +48,23 @@ def add_commands(sub: Any) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    """Export to ONNX and check ONNX Runtime against PyTorch."""
+    """Export to ONNX (or sentence-transformers) and check it against PyTorch."""
     from ..checkpoint import load_model
-    from ..export import export_onnx, parity_inputs
+    from ..export import export_onnx, export_sentence_transformers, parity_inputs
 
     inputs: Any = None
     if args.data:
-        inputs = parity_inputs(load_model(args.model)[0], args.data, args.pair_format)
-    else:
+        inputs = parity_inputs(load_model(args.model)[0], args.data, args.pair_format,
+                               a=args.col_a, b=args.col_b)
+    elif args.format == "onnx":
         logger.warning("no --data: checking parity on random inputs")
+    if args.format == "sentence-transformers":
+        manifest = export_sentence_transformers(args.model, args.out, texts=inputs)
+        emit(manifest, args.json,
+             f"exported to {args.out}: SentenceTransformer('{args.out}') embeds "
+             f"{manifest['parity']['texts']} texts within "
+             f"{manifest['parity']['max_embedding_diff']:.1e} of siamkit")
+        return 0
     with progress_bars(show_progress(args)) as progress:
         manifest = export_onnx(args.model, args.out, args.opset, inputs, progress=progress)
     p = manifest["parity"]

@@ -21,8 +21,8 @@ from .download import DatasetError
 from .pairs import same_from_labels
 
 __all__ = ["TextPairs", "read_text_pairs", "read_scores", "write_text_pairs", "pair_format",
-           "parse_ditto_record", "serialize_record", "read_texts", "read_ditto", "load_mrpc",
-           "load_stsb", "load_ditto", "read_rows", "loads_row"]
+           "parse_ditto_record", "serialize_record", "read_texts", "read_pair_texts",
+           "read_ditto", "load_mrpc", "load_stsb", "load_ditto", "read_rows", "loads_row"]
 
 FORMATS = ("csv", "tsv", "jsonl", "ditto")
 
@@ -329,6 +329,16 @@ def serialize_record(record: dict[str, str], order: list[str] | None = None,
             value = missing
         parts.append(f"{name}: {value}")
     return "; ".join(parts)
+
+
+def read_pair_texts(path: str | Path, fmt: str | None = None, a: str = "a", b: str = "b"
+                    ) -> list[str]:
+    """The distinct non-empty texts of a pair file's ``a`` and ``b`` columns, in order of
+    first appearance, with no label needed (a Ditto file's records, serialised)."""
+    if pair_format(path, fmt) == "ditto":
+        return read_ditto(path).texts
+    texts = [t for col in (a, b) for t in read_texts(path, col, fmt, skip_empty=True)[0]]
+    return list(dict.fromkeys(texts))
 
 
 def read_ditto(path: str | Path, positive_label: str = "1", missing: str = ""
