@@ -610,3 +610,20 @@ def test_serve_flags_reach_the_service_settings(monkeypatch, capsys):
     assert "qoix" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "--model", "m", "--gallery", "g", "--max-pixels", "0"])
+
+
+def test_other_libraries_start_up_chatter_is_kept_off_stderr_unless_debugging():
+    import logging
+
+    from siamkit.cli import _setup_logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)  # as the CLI's own set-up leaves it without --quiet
+    try:
+        _setup_logging(debug=False, quiet=False)
+        assert not logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)
+        assert logging.getLogger("siamkit.training").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(before)
+        logging.getLogger("faiss.loader").setLevel(logging.NOTSET)

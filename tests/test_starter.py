@@ -39,6 +39,12 @@ def test_ink_on_paper_is_inverted_and_mixed_images_are_said(tmp_path):
     _image(tmp_path / "a" / "c0" / "3.png", (40, 40), mode="RGB")
     config, notes = folder_config(tmp_path / "a")
     assert config.data.channels == 3 and any("mix modes" in n for n in notes)
+    # what the user sets replaces the note on that choice, and is said
+    config, notes = folder_config(tmp_path / "a", ["data.val_groups=3", "optim.steps=7"])
+    assert config.data.val_groups == 3 and config.optim.steps == 7
+    assert not any(n.startswith(("validation:", "batches:")) for n in notes)
+    assert notes[-1] == "set by you: data.val_groups=3, optim.steps=7"
+    assert any(n.startswith("data.size=") for n in notes)
 
 
 @pytest.mark.parametrize(("layout", "needle"), [

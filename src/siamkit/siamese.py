@@ -182,7 +182,9 @@ class SiameseNetwork(nn.Module):
 
         The card holds :meth:`describe`, ``input_spec`` and the ``extra`` facts (a
         threshold, a training config, ...). Refuses (ValueError, nothing written) when the
-        card would not rebuild this network. Each file is replaced atomically.
+        card would not rebuild this network. Each file is replaced atomically, and a card
+        already in ``path`` is replaced whole: a threshold calibrated for other weights does
+        not carry over (pass it in ``extra``, or recalibrate).
         """
         description = self.describe(encoder_args)
         self._check_rebuilds(description)

@@ -114,20 +114,25 @@ def folder_config(root: str | Path, overrides: list[str] | None = None
               "eval.calibrate_on=" + ("all_pairs" if n_val else "none")]
     config = apply_overrides(Config(), values + list(overrides or []))
     check_config(config)
-    notes = [
-        f"{len(items)} images of {len(classes)} classes in {root}",
-        f"data.size={size}: the median image is {short} x {long} pixels (kept within 28..64 "
-        f"for speed on a CPU){'; keep_aspect: they are not square' if keep_aspect else ''}",
-        f"data.channels={channels}: the images are {'in colour' if colour else 'grayscale'}",
-        f"data.invert={str(invert).lower()}: mean brightness {brightness:.0f} of 255"
-        + (" (dark strokes on light paper)" if invert else ""),
-        (f"validation: {n_val} whole classes held out (one-shot episodes over them pick "
+    notes = _chosen([
+        ((), f"{len(items)} images of {len(classes)} classes in {root}"),
+        (("data.size", "data.keep_aspect"),
+         f"data.size={size}: the median image is {short} x {long} pixels (kept within 28..64 "
+         f"for speed on a CPU){'; keep_aspect: they are not square' if keep_aspect else ''}"),
+        (("data.channels",),
+         f"data.channels={channels}: the images are {'in colour' if colour else 'grayscale'}"),
+        (("data.invert",), f"data.invert={str(invert).lower()}: mean brightness "
+         f"{brightness:.0f} of 255" + (" (dark strokes on light paper)" if invert else "")),
+        (("data.val_groups", "data.split_file", "data.val_fraction"),
+         f"validation: {n_val} whole classes held out (one-shot episodes over them pick "
          f"checkpoints; their pairs calibrate the threshold)" if n_val else
          "validation: none (fewer than 6 classes); the last model is kept, no threshold"),
-        f"batches: {p} classes x {k} images (optim.p, optim.k); {steps} steps (about 30 "
-        f"passes over the images); prototypical loss, Conv-4 encoder, 10-minute time limit",
-        *mixed,
-    ]
+        (("optim.p", "optim.k", "optim.steps", "loss.name", "model.encoder",
+          "optim.time_limit_minutes"),
+         f"batches: {p} classes x {k} images (optim.p, optim.k); {steps} steps (about 30 "
+         f"passes over the images); prototypical loss, Conv-4 encoder, 10-minute time limit"),
+        *(((), note) for note in mixed),
+    ], overrides)
     return config, notes
 
 
@@ -168,14 +173,29 @@ def pairs_config(path: str | Path, a: str = "a", b: str = "b", label: str | None
     config = apply_overrides(Config(), values + list(overrides or []))
     check_config(config)
     kind = "graded (scores)" if graded else f"labelled ({int(pairs.same.sum())} same)"
-    notes = [
-        f"{len(pairs)} {kind} pairs of {len(pairs.texts)} texts in {path}",
-        f"model: MiniLM-L6 text twin, cosine; max_seq_length={seq} (95% of texts have at "
-        f"most {int(np.percentile(words, 95))} words)",
-        f"loss: {loss}" + ("" if graded else " (margin 0.5)"),
-        ("validation: " + (f"{val}" if val is not None else
+    notes = _chosen([
+        ((), f"{len(pairs)} {kind} pairs of {len(pairs.texts)} texts in {path}"),
+        (("model.encoder", "model.distance", "model.encoder_args"),
+         f"model: MiniLM-L6 text twin, cosine; max_seq_length={seq} (95% of texts have at "
+         f"most {int(np.percentile(words, 95))} words)"),
+        (("loss.name", "loss.margin"), f"loss: {loss}" + ("" if graded else " (margin 0.5)")),
+        (("pairs.val", "data.val_fraction"),
+         "validation: " + (f"{val}" if val is not None else
                            "10% of the pairs, whole duplicate groups, held out")),
-        f"{steps} steps of 32 pairs (about 3 passes), learning rate 2e-5, 10-minute time "
-        f"limit",
-    ]
+        (("optim.steps", "optim.pair_batch", "optim.lr", "optim.time_limit_minutes"),
+         f"{steps} steps of 32 pairs (about 3 passes), learning rate 2e-5, 10-minute time "
+         f"limit"),
+    ], overrides)
     return config, notes
+
+
+def _chosen(notes: list[tuple[tuple[str, ...], str]], overrides: list[str] | None
+            ) -> list[str]:
+    """The notes on what was chosen, without those about a key the user set (``overrides``,
+    ``KEY=VALUE``), and one line naming what the user set."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides or []]
+    kept = [text for about, text in notes
+            if not any(k == a or k.startswith(a + ".") for k in keys for a in about)]
+    if overrides:
+        kept.append("set by you: " + ", ".join(overrides))
+    return kept

@@ -47,6 +47,9 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
+    if not debug:  # other libraries' start-up chatter (faiss: "Loading faiss with AVX2 ...")
+        for name in ("faiss", "faiss.loader", "httpx", "sentence_transformers"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

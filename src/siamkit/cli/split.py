@@ -38,7 +38,8 @@ def add_split(sub: Any) -> None:
     t = s.add_argument_group("text pairs (duplicate groups = connected components of "
                              "positive pairs)")
     t.add_argument("--pairs", help="labelled pair file to split; --out is then a folder that "
-                                   "gets train.csv, val.csv, test.csv and split.json")
+                                   "gets train.csv, val.csv, test.csv (columns a, b, label: "
+                                   "the defaults of --a, --b, --label) and split.json")
     t.add_argument("--train-pairs", help="with --check: training pair file")
     t.add_argument("--test-pairs", help="with --check: test (or validation) pair file")
     add_text_columns(t)
@@ -88,7 +89,8 @@ def _check_images(args: argparse.Namespace) -> int:
         report = folder_leakage(args.train, args.test_dir, **options)
     else:
         raise CommandError("--check needs --split (with --data) or --train and --test-dir")
-    lines = [f"{report['near_duplicates']} of {report['test_images']} test images have a "
+    side = "val and test" if args.split else "test"  # a split file's val groups are held out too
+    lines = [f"{report['near_duplicates']} of {report['test_images']} {side} images have a "
              f"near-duplicate in train (<= {args.max_distance} bits of 64); "
              f"{len(report['shared_groups'])} groups on both sides"]
     lines += [f"  {e['test']}  ~  {e['train']}  ({e['bits']} bits)" for e in report["examples"]]
