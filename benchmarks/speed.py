@@ -176,13 +176,7 @@ def search_case(n: int, queries: int, repeats: int, which: int, truth_path: str)
     # references as trained embeddings are: classes of 10 around their centres; queries are
     # new items of enrolled classes (random Gaussian points would make every ANN index
     # look bad: their neighbours beyond the first are arbitrary)
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(n // 10, 128)).astype(np.float32)
-    refs = centres[np.arange(n) // 10] + 0.35 * rng.normal(size=(n, 128)).astype(np.float32)
-    refs /= np.linalg.norm(refs, axis=1, keepdims=True)
-    picks = rng.choice(n, queries, replace=False)
-    qs = centres[picks // 10] + 0.35 * rng.normal(size=(queries, 128)).astype(np.float32)
-    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    refs, qs = _search_data(n, queries)
     import faiss
 
     cases: list[tuple[str, Any]] = [
@@ -219,6 +213,46 @@ def search_case(n: int, queries: int, repeats: int, which: int, truth_path: str)
 
 
 SEARCH_CASES = 5
+
+
+def _search_data(n: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit references in classes of 10 around their centres, and queries that are new
+    items of enrolled classes, as trained embeddings are."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(n // 10, 128)).astype(np.float32)
+    refs = centres[np.arange(n) // 10] + 0.35 * rng.normal(size=(n, 128)).astype(np.float32)
+    refs /= np.linalg.norm(refs, axis=1, keepdims=True)
+    picks = rng.choice(n, queries, replace=False)
+    qs = centres[picks // 10] + 0.35 * rng.normal(size=(queries, 128)).astype(np.float32)
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    return refs, qs
+
+
+def search_pair_case(n: int, queries: int, repeats: int) -> dict:
+    """siamkit's exact backend and FAISS ``IndexFlatIP`` in one process over the same
+    references, their calls alternating: a process's own speed (its memory placement, the
+    machine's drift) then weighs on both alike. Identical results are checked."""
+    import faiss
+
+    from siamkit.gallery import ExactIndex
+
+    refs, qs = _search_data(n, queries)
+    exact = ExactIndex("cosine")
+    exact.build(refs)
+    flat = faiss.IndexFlatIP(128)
+    flat.add(refs)
+    calls = {"exact": lambda: exact.search(qs, 10), "flat": lambda: flat.search(qs, 10)}
+    same = bool(np.array_equal(calls["exact"]()[1], calls["flat"]()[1]))
+    times: dict[str, list[float]] = {"exact": [], "flat": []}
+    for _ in range(max(repeats, 5)):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    qps = {k: queries / float(np.median(v)) for k, v in times.items()}
+    return {"exact_qps": qps["exact"], "flat_qps": qps["flat"],
+            "ratio": qps["exact"] / qps["flat"], "indices_equal": same,
+            "exact_kernel": "faiss" if exact._faiss_index is not None else "torch"}
 
 
 # ---------------------------------------------------------------- 4. training throughput
@@ -359,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             out: Any = mining_case(rest[0], rest[1], int(rest[2]), int(rest[3]))
         elif kind == "retrieval":
             out = retrieval_case(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+        elif kind == "search_pair":
+            out = search_pair_case(int(rest[0]), int(rest[1]), int(rest[2]))
         elif kind == "search":
             out = search_case(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         elif kind == "training":
@@ -373,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--algos", nargs="+", default=["semihard", "batchhard", "contrastive"])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--search-rounds", type=int, default=3,
-                        help="alternating rounds of exact and FAISS flat search")
+    parser.add_argument("--search-rounds", type=int, default=5,
+                        help="rounds of exact and FAISS flat search side by side (a fresh "
+                             "process each, their calls alternating; the median ratio is kept)")
     parser.add_argument("--retrieval-n", type=int, default=100_000)
     parser.add_argument("--retrieval-classes", type=int, default=1000)
     parser.add_argument("--retrieval-chunk", type=int, default=512)
@@ -388,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-n", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         "speed.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the sections of an existing --out file (same CPU) that "
+                             "this run does not measure")
     args = parser.parse_args(argv)
     from siamkit.machine import describe
 
@@ -443,20 +483,21 @@ def main(argv: list[str] | None = None) -> int:
                 return _subprocess(["search", str(args.search_refs), str(args.search_queries),
                                     str(args.repeats), str(w), str(Path(tmp) / "truth.npy")])
 
-            # exact and FAISS flat take turns for a few rounds, each in a fresh process:
-            # this shared machine's speed drifts by tens of percent over minutes, and the
-            # ratio is only fair between neighbours in time
-            rounds = [(case(0), case(1)) for _ in range(args.search_rounds)]
-            rows = [_median_row([r[0] for r in rounds]), _median_row([r[1] for r in rounds]),
-                    *[case(w) for w in range(2, SEARCH_CASES)]]
-            qps = [(a.get("queries_per_second", 0), b.get("queries_per_second", 0))
-                   for a, b in rounds]
-            report["search_rounds"] = [{"exact_qps": a, "flat_qps": b, "ratio": a / max(b, 1e-9)}
-                                       for a, b in qps]
+            # exact and FAISS flat side by side: each round a fresh process holding both,
+            # their calls alternating (a process's speed moves by tens of percent from one
+            # process to the next on this shared machine, for either side alike)
+            rounds = [_subprocess(["search_pair", str(args.search_refs),
+                                   str(args.search_queries), str(args.repeats)])
+                      for _ in range(args.search_rounds)]
+            rows = [case(w) for w in range(SEARCH_CASES)]
+            report["search_rounds"] = rounds
+            ratios = sorted(r["ratio"] for r in rounds if "ratio" in r)
+            report["search_ratio_median"] = ratios[len(ratios) // 2] if ratios else None
         report["search"] = rows
         for r in report["search_rounds"]:
-            print(f"search round: exact {r['exact_qps']:.1f} q/s, flat {r['flat_qps']:.1f} q/s, "
-                  f"ratio {r['ratio']:.2f}", flush=True)
+            print(f"search round: exact {r.get('exact_qps', 0):.1f} q/s, flat "
+                  f"{r.get('flat_qps', 0):.1f} q/s, ratio {r.get('ratio', float('nan')):.2f}, "
+                  f"same results {r.get('indices_equal')} {r.get('error', '')}", flush=True)
         for r in rows if isinstance(rows, list) else [rows]:
             print(f"search {r.get('backend', '?'):<40} {r.get('queries_per_second', 0):10.1f} q/s"
                   f"  recall@10 {r.get('recall_at_10', float('nan')):.4f} {r.get('error', '')}",
@@ -487,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"img/s  max diff {r.get('max_abs_diff_vs_eager', float('nan')):.2e} "
                   f"{r.get('error', '')}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and args.out.is_file():  # sections not run this time are kept
+        old = json.loads(args.out.read_text())
+        if old.get("machine", {}).get("cpu") != report["machine"].get("cpu"):
+            raise SystemExit(f"--merge: {args.out} was measured on another CPU")
+        report = {**old, **report, "merged": sorted(set(old.get("merged", [])) | {
+            f"{time.strftime('%Y-%m-%d')}: {' '.join(args.only)}"})}
     args.out.write_text(json.dumps(report, indent=2))
     print(f"JSON written to {args.out}")
     return 0

@@ -70,13 +70,19 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     assert all(row["loss_equal"] for row in r["mining"])  # same losses as PML
     assert r["retrieval"]["values_equal"] and len(r["retrieval"]["rounds"]) == 2
     assert r["search"][0]["recall_at_10"] == 1.0 and r["search"][1]["recall_at_10"] == 1.0
-    assert len(r["search_rounds"]) == 2 and r["search"][0]["rounds"] == 2
+    assert len(r["search_rounds"]) == 2 and r["search_ratio_median"] > 0
+    assert all(x["indices_equal"] and x["exact_kernel"] == "faiss" for x in r["search_rounds"])
     for precision in ("fp32", "auto"):
         assert 0 < r["training"][precision]["fraction_of_peak"] < 1
     assert r["training"]["auto"]["resolved"] in ("fp32", "bf16")
     assert r["training"]["auto_speedup"] > 0
     assert r["machine"]["cpu"] and "versions" in r["machine"]  # names its machine
     assert "mining" in capsys.readouterr().out
+    # --merge re-measures one section and keeps the others
+    assert bench.main(["--only", "embedding", "--embed-n", "8", "--repeats", "1", "--merge",
+                       "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert merged["mining"] == r["mining"] and merged["embedding"] and merged["merged"]
 
 
 def test_text_baseline_smoke(tmp_path, monkeypatch, capsys):
