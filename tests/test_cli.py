@@ -509,6 +509,7 @@ def test_version_and_defaults_in_help(capsys):
         main(["eval", "episodes", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 600)" in text and "(default: test)" in text
+    assert "which episodes are drawn (default: 0)" in text  # a default of 0 is shown
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     text = " ".join(capsys.readouterr().out.split())

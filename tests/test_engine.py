@@ -41,6 +41,17 @@ def test_images_embed_alike_on_both_engines(tmp_path, norm):
     assert list((tmp_path / "cache" / "onnx").iterdir())  # exported once, kept by model id
     again = Embedder(run, engine="auto")  # the onnx extra is installed: ONNX Runtime
     assert again.engine == "onnx"
+    # files named on a command line go through the chosen engine too
+    from PIL import Image
+
+    Image.fromarray(x[0, 0].numpy()).save(tmp_path / "a.png")
+    calls = []
+    embed = fast.runner.embed
+    fast.runner.embed = lambda batch: calls.append(len(batch)) or embed(batch)
+    torch.testing.assert_close(fast.embed_items([str(tmp_path / "a.png")]),
+                               slow.embed_items([str(tmp_path / "a.png")]), atol=1e-5,
+                               rtol=1e-5)
+    assert calls
 
 
 def test_texts_embed_alike_on_both_engines(tmp_path):
@@ -73,6 +84,11 @@ def test_auto_falls_back_to_torch_and_onnx_refuses(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="siamkit.engine"):
         auto = Embedder(tmp_path / "run", engine="auto")
     assert auto.engine == "torch" and "embedding with PyTorch" in caplog.text
+    # falling back from ONNX keeps the precision asked for
+    from siamkit.engine import Autocast
+
+    assert isinstance(Embedder(tmp_path / "run", engine="auto", precision="bf16").runner,
+                      Autocast)
     with pytest.raises(ExportError, match="does not export to ONNX"):
         Embedder(tmp_path / "run", engine="onnx")
     with pytest.raises(ValueError, match="engine must be one of"):

@@ -244,6 +244,10 @@ def test_cli_exports_a_text_twin_for_sentence_transformers_on_named_columns(tmp_
     assert main(["--quiet", "export", "--model", str(image), "--format",
                  "sentence-transformers", "--out", str(tmp_path / "x")]) == 1
     assert "only a text twin" in capsys.readouterr().err
+    head = make_text_run(tmp_path / "head", overrides=("model.head=true",))
+    assert main(["--quiet", "export", "--model", str(head), "--format",
+                 "sentence-transformers", "--out", str(tmp_path / "y")]) == 1
+    assert "learned head" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_parity_inputs_and_export_progress(tmp_path):
@@ -272,3 +276,23 @@ def test_parity_inputs_of_a_text_model_are_texts_of_its_pair_file(tmp_path):
     f = tmp_path / "p.tsv"
     f.write_text("a\tb\tlabel\none\ttwo\t1\nthree\tfour\t0\n")
     assert sorted(parity_inputs(model, str(f))) == ["four", "one", "three", "two"]
+
+
+def test_an_export_that_fails_its_parity_check_leaves_only_the_report(tmp_path, monkeypatch):
+    import siamkit.export as export
+    from conftest import make_image_run
+
+    run = make_image_run(tmp_path / "run", threshold=0.5)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's own file")
+    real = export.check_parity
+
+    def off(*args, **kwargs):
+        return {**real(*args, **kwargs), "ok": False}
+
+    monkeypatch.setattr(export, "check_parity", off)
+    with pytest.raises(export.ExportError, match="the export was removed"):
+        export.export_onnx(run, out)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "parity_failure.json"]
+    assert json.loads((out / "parity_failure.json").read_text())["parity"]["ok"] is False

@@ -84,6 +84,29 @@ def test_text_near_duplicates():
     assert minhash_similarity(a, b) == 1.0 and minhash_similarity(a, c) < 0.2
 
 
+def test_minhash_estimates_jaccard_of_texts_that_share_a_few_grams():
+    """Two MRPC sentences sharing a word 3-gram or two (true Jaccard 0.074) were scored
+    0.98 when the hash kept the order of the grams' CRCs; and texts built to share half of
+    their grams estimate about 0.5."""
+    x = ("Physicians who perform the procedure would face up to two years in prison, "
+         "the bill says")
+    y = "Both executives face up to 10 years in prison if convicted on all counts"
+
+    def grams(t: str) -> set[str]:
+        w = normalize_text(t).split()
+        return {" ".join(w[i:i + 3]) for i in range(len(w) - 2)}
+
+    true = len(grams(x) & grams(y)) / len(grams(x) | grams(y))
+    assert 0.05 < true < 0.1
+    assert abs(minhash_similarity(minhash(x), minhash(y)) - true) < 0.15
+    words = [f"w{i}" for i in range(82)]  # 60 grams each; 40 shared of 80 in the union
+    left, right = " ".join(words[:62]), " ".join(words[20:82])
+    assert len(grams(left) & grams(right)) / len(grams(left) | grams(right)) == 0.5
+    estimates = [minhash_similarity(minhash(left, 128, seed=s), minhash(right, 128, seed=s))
+                 for s in range(5)]
+    assert abs(float(np.mean(estimates)) - 0.5) < 0.1
+
+
 @pytest.mark.skipif(not FACES.is_dir(), reason="AT&T faces not present")
 def test_split_cli_and_a_planted_near_duplicate_is_caught(tmp_path, capsys):
     split_file = tmp_path / "split.json"

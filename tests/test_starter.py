@@ -77,6 +77,15 @@ def test_a_pair_file_gets_a_text_config(tmp_path):
     g.write_text("a,b,score\n" + "\n".join(f"x{i},y{i},{i / 10}" for i in range(10)) + "\n")
     with pytest.raises(DatasetError, match="need a validation file"):
         pairs_config(g, score="score")
+    # column names YAML would read otherwise: a comment, a boolean, null, a number
+    h = tmp_path / "odd name: #1.tsv"
+    h.write_text("#1 String\tyes\tnull\n" + "\n".join(f"x{i}\ty{i}\t{i % 2}"
+                                                      for i in range(20)) + "\n")
+    config, notes = pairs_config(h, a="#1 String", b="yes", label="null",
+                                 overrides=["pairs.val_fraction=0.2"])
+    assert (config.pairs.a, config.pairs.b, config.pairs.label) == ("#1 String", "yes", "null")
+    assert config.pairs.train == str(h) and config.pairs.val_fraction == 0.2
+    assert not any(n.startswith("validation:") for n in notes)
     config, _ = pairs_config(g, score="score", val=g)
     assert config.loss.name == "cosent" and config.pairs.val == str(g)
     assert np.isclose(config.loss.scale, 20)

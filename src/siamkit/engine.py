@@ -187,4 +187,4 @@ def resolve_engine(model: SiameseNetwork, model_id: str, engine: str = "auto",
         if engine == "onnx":
             raise
         logger.warning("embedding with PyTorch: %s", exc)
-        return model
+        return Autocast(model) if bf16 else model

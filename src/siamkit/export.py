@@ -287,6 +287,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
         _text_tokenizer(model)  # refuse a model that cannot export before making out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in out.iterdir()}
     threshold = threshold_of(card)
     tick = start(progress, "exporting", 2)
     files = {"encoder": "encoder.onnx", "verifier": "verifier.onnx", "predict": "predict.py"}
@@ -343,10 +344,15 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
     tick(1)
     parity["real_inputs"] = real
     manifest["parity"] = parity
+    if not parity["ok"]:  # nothing usable-looking stays: only the report of what differed
+        for p in out.iterdir():
+            if p.name not in before and p.is_file():
+                p.unlink()
+        (out / "parity_failure.json").write_text(json.dumps(manifest, indent=2))
+        raise ExportError(f"ONNX Runtime does not match PyTorch (the export was removed; "
+                          f"{out / 'parity_failure.json'} says where): {parity}")
     (out / "export.json").write_text(json.dumps(manifest, indent=2))
     shutil.copyfile(Path(__file__).with_name("onnx_predict.py"), out / "predict.py")
-    if not parity["ok"]:
-        raise ExportError(f"ONNX Runtime does not match PyTorch: {parity}")
     return manifest
 
 
@@ -362,6 +368,10 @@ def export_sentence_transformers(run_dir: str | Path, out_dir: str | Path,
     if model.input_spec is None or model.input_spec.kind != "text" or not callable(to_st):
         raise ExportError("only a text twin (model.encoder=text) exports as a "
                           "sentence-transformers model")
+    if model.head is not None:
+        raise ExportError("this twin scores pairs with a learned head, which a "
+                          "sentence-transformers model cannot hold (it would keep the "
+                          "embeddings only): export it to ONNX instead (--format onnx)")
     try:
         st = to_st()
     except ValueError as exc:

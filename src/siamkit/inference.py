@@ -221,7 +221,7 @@ class Embedder:
         """Embed command-line items as the model reads them: image paths, texts, or rows
         given as JSON objects (a record model also takes Ditto's ``COL attr VAL value``)."""
         with self._lock, torch.no_grad():
-            return self.adapter.embed_arguments(self.model, items, names)
+            return self.adapter.embed_arguments(self.runner, items, names)
 
     def embed_sources(self, sources: list[str | Path | bytes], names: list[str] | None = None
                       ) -> torch.Tensor:

@@ -8,6 +8,7 @@ YAML. Each function returns the config and the lines that say what was chosen an
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def folder_config(root: str | Path, overrides: list[str] | None = None
     p = int(min(20, max(2, len(classes) - n_val)))
     # about 30 passes over the training images, within 100..3000 steps (and 10 minutes)
     steps = int(np.clip(30 * len(items) // (p * k), 100, 3000))
-    values = ["data.dataset=folder", f"data.root={root}", f"data.size={size}",
+    values = ["data.dataset=folder", f"data.root={_q(root)}", f"data.size={size}",
               f"data.channels={channels}", f"data.invert={str(invert).lower()}",
               f"data.keep_aspect={str(keep_aspect).lower()}", f"data.val_groups={n_val}",
               "data.val_fraction=0", f"optim.p={p}", f"optim.k={k}", f"optim.steps={steps}",
@@ -157,10 +158,10 @@ def pairs_config(path: str | Path, a: str = "a", b: str = "b", label: str | None
     seq = int(np.clip(16 * np.ceil(1.5 * np.percentile(words, 95) / 16), 32, 256))
     steps = int(np.clip(3 * len(pairs) // 32, 20, 2000))  # about 3 passes over the pairs
     loss = "cosent" if graded else "online_contrastive"
-    values = ["data.dataset=pairs", f"pairs.train={path}", f"pairs.a={a}", f"pairs.b={b}",
-              f"pairs.label={label if not graded else 'null'}",
-              f"pairs.score={score if graded else 'null'}",
-              f"pairs.positive_label={positive_label}",
+    values = ["data.dataset=pairs", f"pairs.train={_q(path)}", f"pairs.a={_q(a)}",
+              f"pairs.b={_q(b)}", f"pairs.label={_q(label) if not graded else 'null'}",
+              f"pairs.score={_q(score) if graded else 'null'}",
+              f"pairs.positive_label={_q(positive_label)}",
               "model.encoder=text", f"model.encoder_args={{max_seq_length: {seq}}}",
               "model.distance=cosine", f"loss.name={loss}", "loss.margin=0.5",
               "loss.scale=20", f"optim.steps={steps}", "optim.time_limit_minutes=10",
@@ -169,7 +170,7 @@ def pairs_config(path: str | Path, a: str = "a", b: str = "b", label: str | None
     if fmt:
         values.append(f"pairs.format={fmt}")
     if val is not None:
-        values.append(f"pairs.val={val}")
+        values.append(f"pairs.val={_q(val)}")
     config = apply_overrides(Config(), values + list(overrides or []))
     check_config(config)
     kind = "graded (scores)" if graded else f"labelled ({int(pairs.same.sum())} same)"
@@ -179,7 +180,7 @@ def pairs_config(path: str | Path, a: str = "a", b: str = "b", label: str | None
          f"model: MiniLM-L6 text twin, cosine; max_seq_length={seq} (95% of texts have at "
          f"most {int(np.percentile(words, 95))} words)"),
         (("loss.name", "loss.margin"), f"loss: {loss}" + ("" if graded else " (margin 0.5)")),
-        (("pairs.val", "data.val_fraction"),
+        (("pairs.val", "pairs.val_fraction"),
          "validation: " + (f"{val}" if val is not None else
                            "10% of the pairs, whole duplicate groups, held out")),
         (("optim.steps", "optim.pair_batch", "optim.lr", "optim.time_limit_minutes"),
@@ -199,3 +200,9 @@ def _chosen(notes: list[tuple[tuple[str, ...], str]], overrides: list[str] | Non
     if overrides:
         kept.append("set by you: " + ", ".join(overrides))
     return kept
+
+
+def _q(value: object) -> str:
+    """A string as a YAML value that stays that string (a column named ``#1 String``,
+    ``yes``, ``null`` or ``1``; a path with ``: ``): JSON's quoted form."""
+    return json.dumps(str(value))

@@ -29,7 +29,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+        default = action.default
+        nothing = default is None or default is False or default == argparse.SUPPRESS
+        if nothing or "%(default)" in text:  # 0 is shown: 0 == False, but it is a value
             return action.help
         return f"{text} (default: %(default)s)"
 

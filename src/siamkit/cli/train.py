@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
-    CommandError,
     add_command,
     add_progress,
     add_text_columns,
@@ -23,11 +22,14 @@ __all__ = ["add_train", "add_demo", "add_config", "data_sources", "resolve_confi
 TRAINED_CONFIG = "train_config.yaml"  # the resolved config, beside the run's card
 
 
-def data_sources(p: Any) -> None:
-    """The three ways to say what to train on: a config, a folder, a pair file."""
+def data_sources(p: Any, config: bool = True) -> None:
+    """The ways to say what to train on: a config (unless not ``config``), a folder, a
+    pair file."""
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="a YAML config file, or the name of a packaged one "
-                                      "(omniglot, att_faces, signatures, stsb, mrpc, ...)")
+    if config:
+        src.add_argument("--config", help="a YAML config file, or the name of a packaged "
+                                          "one (omniglot, att_faces, signatures, stsb, mrpc, "
+                                          "...)")
     src.add_argument("--data", help="a folder of images, one sub-folder per class: a config "
                                     "is chosen from the images")
     src.add_argument("--pairs", help="a file of text pairs (CSV, TSV, JSONL, Ditto): a text "
@@ -136,7 +138,8 @@ def add_config(sub: Any) -> None:
                       metavar="KEY=VALUE", help="override a config value (repeatable)")
     show.set_defaults(handler=show_config)
     init = add_command(cs, "init", "write a starting config chosen from your data")
-    data_sources(init)
+    data_sources(init, config=False)
+    init.set_defaults(config=None)
     init.add_argument("--out", help="YAML file to write (default: print it)")
     init.set_defaults(handler=init_config)
 
@@ -153,8 +156,6 @@ def init_config(args: argparse.Namespace) -> int:
     """Write (or print) the config ``train --data`` / ``--pairs`` would choose."""
     from ..config import config_to_yaml
 
-    if args.config:
-        raise CommandError("config init chooses a config from data: give --data or --pairs")
     config, notes = resolve_config(args)
     text = config_to_yaml(config, notes)
     if args.out:

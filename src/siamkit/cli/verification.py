@@ -70,7 +70,7 @@ def _add_pair_source(p: argparse.ArgumentParser, default_subset: str = "test") -
                           "and genuine-forgery pairs (different); the genuine class is the "
                           "one named like its group (001 vs 001_forg)")
     p.add_argument("--positive-label", default="1",
-                   help="label value meaning 'same' in --pairs or --scores")
+                   help="label value meaning 'same' in --pairs (and calibrate's --scores)")
     p.add_argument("--split", help="split file (siamkit split): keep only pairs whose two "
                                    "images are in groups of --subset (default: every pair)")
     p.add_argument("--subset", default=default_subset, choices=("train", "val", "test"),

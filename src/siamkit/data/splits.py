@@ -194,17 +194,22 @@ def normalize_text(text: str) -> str:
 
 
 def minhash(text: str, num_perm: int = 64, shingle: int = 3, seed: int = 0) -> np.ndarray:
-    """MinHash signature of a text's word ``shingle``-grams; equal slots estimate Jaccard."""
+    """MinHash signature of a text's word ``shingle``-grams; equal slots estimate Jaccard.
+
+    Each slot is the minimum over the grams of a multiply-add-shift hash of their CRC-32
+    (``(a x + b) mod 2^64``, its high 32 bits; ``a``, ``b`` random 64-bit), a family in
+    which a gram's rank is independent of its CRC's size."""
     import zlib
 
     words = normalize_text(text).split()
     grams = {" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
     hashes = np.array([zlib.crc32(g.encode()) for g in grams], dtype=np.uint64)
     rng = np.random.default_rng(seed)
-    prime = np.uint64((1 << 61) - 1)
-    a = rng.integers(1, 1 << 31, num_perm, dtype=np.uint64)
-    b = rng.integers(0, 1 << 31, num_perm, dtype=np.uint64)
-    return ((hashes[None, :] * a[:, None] + b[:, None]) % prime).min(1)
+    a = rng.integers(0, np.iinfo(np.uint64).max, num_perm, dtype=np.uint64, endpoint=True) | 1
+    b = rng.integers(0, np.iinfo(np.uint64).max, num_perm, dtype=np.uint64, endpoint=True)
+    with np.errstate(over="ignore"):  # arithmetic modulo 2^64 is the point
+        mixed = hashes[None, :] * a[:, None] + b[:, None]
+    return (mixed >> np.uint64(32)).min(1)
 
 
 def minhash_similarity(a: np.ndarray, b: np.ndarray) -> float:
