@@ -246,3 +246,16 @@ def test_a_card_naming_a_missing_class_is_refused_clearly(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps(card))
     with pytest.raises(RunError, match="is not a torch.nn.modules.module.Module class"):
         load_model(tmp_path / "run")
+
+
+def test_fit_stores_the_threshold_for_the_target_asked_on_class_data(tmp_path):
+    """calibrate= reaches the threshold fitted on the validation classes (it was always
+    the equal-error rate for class data)."""
+    torch.manual_seed(0)
+    x = torch.rand(60, 1, 28, 28)
+    data = [(x[i], f"c{i % 6}") for i in range(60)]
+    val = [(x[i] + 0.1, f"v{i % 6}") for i in range(60)]
+    siamkit.fit(TinyEncoder(width=4, dim=8), data, val, steps=3, batch=(4, 2),
+                calibrate="accuracy", out_dir=tmp_path / "run", settings={"eval_every": 3})
+    card = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert card["threshold"]["target"] == "accuracy"

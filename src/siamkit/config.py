@@ -145,7 +145,7 @@ class EvalConfig:
     within_group: bool = True  # episodes inside one group, as Lake's runs are
     tta: int = 0  # evaluation commands: extra distorted views averaged into each embedding
     calibrate_on: str = "all_pairs"  # after training: all_pairs, skilled_pairs or none
-    calibrate_target: str = "eer"  # pair datasets: eer, accuracy, f1 (entity matching)
+    calibrate_target: str = "eer"  # the stored threshold's target: eer, accuracy, f1
 
 
 @dataclass

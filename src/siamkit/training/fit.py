@@ -200,7 +200,7 @@ def fit(
         out_dir: write a run folder (checkpoints, history, resumable state, threshold);
             None trains in memory.
         calibrate: threshold target fitted on ``val_data`` when ``out_dir`` is given
-            (``eer``, ``accuracy``, ``f1``); None skips it.
+            (``eer``, ``accuracy``, ``f1``, ``far=0.01``, ``precision=0.95``); None skips it.
         callbacks: ``cb(step, loss)`` after every step; True stops training.
         progress: show a progress bar.
         seed: seeds weights, batches and augmentation.
@@ -270,5 +270,6 @@ def _validation(val: ClassData | PairData | None, calibrate: str | None, seed: i
                         if calibrate and not val.graded else None)
         return validator, calibrate_fn
     validator = EpisodeValidator(val, way=20, within_group=False, seed=seed)
-    calibrate_fn = (lambda run: calibrate_classes(run, val, seed)) if calibrate else None
+    calibrate_fn = ((lambda run: calibrate_classes(run, val, seed, target=calibrate))
+                    if calibrate else None)
     return validator, calibrate_fn

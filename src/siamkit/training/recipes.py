@@ -157,7 +157,8 @@ def _class_run(config: Config, data: Any, init: Init) -> tuple[Any, ...]:
         if e.calibrate_on != "none":
             def calibrate(run: Path) -> None:
                 calibrate_classes(run, val, config.seed, skilled=e.calibrate_on == "skilled_pairs",
-                                  group_names=td.val_set.group_names)
+                                  group_names=td.val_set.group_names,
+                                  target=e.calibrate_target)
     return model, objective, validator, calibrate
 
 

@@ -95,10 +95,12 @@ def _store(run_dir: Path, cal: ThresholdCalibrator, source: str) -> ThresholdCal
 
 def calibrate_classes(run_dir: str | Path, val: ClassData, seed: int = 0,
                       max_pairs: int = 200_000, skilled: bool = False,
-                      group_names: list[str] | None = None) -> ThresholdCalibrator | None:
-    """Fit the saved model's equal-error-rate threshold on held-out classes and store it in
-    its card: on all pairs (negatives sampled down to ``max_pairs``), or with ``skilled`` on
-    genuine-genuine vs genuine-forgery pairs inside each group (``group_names``)."""
+                      group_names: list[str] | None = None, target: str = "eer"
+                      ) -> ThresholdCalibrator | None:
+    """Fit the saved model's threshold for ``target`` (``eer``, ``accuracy``, ``f1``,
+    ``far=0.01``, ...) on held-out classes and store it in its card: on all pairs
+    (negatives sampled down to ``max_pairs``), or with ``skilled`` on genuine-genuine vs
+    genuine-forgery pairs inside each group (``group_names``)."""
     model, _, _ = load_model(run_dir)
     labels = val.labels.numpy()
     if skilled:
@@ -114,7 +116,7 @@ def calibrate_classes(run_dir: str | Path, val: ClassData, seed: int = 0,
         logger.warning("validation pairs are all of one kind; no threshold calibrated")
         return None
     emb = val.items.embed_all(model) if model.input_spec.tta == 0 else _tta_embed(model, val)
-    cal = ThresholdCalibrator("eer", higher_is_closer=model.higher_is_closer)
+    cal = ThresholdCalibrator(target, higher_is_closer=model.higher_is_closer)
     cal.fit(score_pairs(model, emb, i, j), same)
     kind = "skilled pairs" if skilled else "all pairs"
     return _store(Path(run_dir), cal, f"validation groups, {kind}")
