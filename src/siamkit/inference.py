@@ -262,7 +262,8 @@ class Embedder:
     # ---- galleries
 
     def open_gallery(self, path: str | Path, create: bool = False, **options: Any) -> Gallery:
-        """The gallery in folder ``path`` for this model (created when ``create`` and
-        missing); refuses one built with another model (:func:`open_model_gallery`).
+        """The gallery at ``path`` (a folder, or a ``postgresql://`` address) for this model
+        (created when ``create`` and missing); refuses one built with another model
+        (:func:`open_model_gallery`).
         ``options``: ``backend``, ``backend_args``, ``class_score``."""
         return open_model_gallery(self.model, self.model_id, path, create, **options)

@@ -155,7 +155,8 @@ def read_text_pairs(
 
     Args:
         path: the file.
-        fmt: ``csv``, ``tsv`` or ``jsonl``; from the suffix when None.
+        fmt: ``csv``, ``tsv``, ``jsonl`` or ``ditto`` (records, read by
+            :func:`read_ditto`); from the suffix when None.
         a, b: the two text columns (names, or 0-based positions for header-less files).
         label: the label column (None for graded files); a pair is "same" when its label
             equals ``positive_label`` as text. A column with more than two values (or an
