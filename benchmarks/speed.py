@@ -164,6 +164,19 @@ def retrieval_case(lib: str, n: int, classes: int, chunk: int) -> dict:
             "peak_mb": round(_peak_mb() - base, 1), **values}
 
 
+def retrieval_pair_case(n: int, classes: int, chunk: int, calls: int) -> dict:
+    """siamkit's and PML's retrieval metrics in one process on the same embeddings, their
+    calls alternating ``calls`` times each: a process's own speed weighs on both alike."""
+    times: dict[str, list[float]] = {"siamkit": [], "pml": []}
+    for _ in range(calls):
+        for lib in times:
+            times[lib].append(retrieval_case(lib, n, classes, chunk if lib == "siamkit"
+                                             else 0)["seconds"])
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"seconds": times, "siamkit_seconds": med["siamkit"], "pml_seconds": med["pml"],
+            "speedup": med["pml"] / med["siamkit"]}
+
+
 # ---------------------------------------------------------------- 3. gallery search
 
 
@@ -393,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             out: Any = mining_case(rest[0], rest[1], int(rest[2]), int(rest[3]))
         elif kind == "retrieval":
             out = retrieval_case(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+        elif kind == "retrieval_pair":
+            out = retrieval_pair_case(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
         elif kind == "search_pair":
             out = search_pair_case(int(rest[0]), int(rest[1]), int(rest[2]))
         elif kind == "search":
@@ -416,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrieval-classes", type=int, default=1000)
     parser.add_argument("--retrieval-chunk", type=int, default=512)
     parser.add_argument("--retrieval-rounds", type=int, default=3,
-                        help="alternating rounds of siamkit and PML retrieval (median kept)")
+                        help="rounds of siamkit and PML retrieval side by side (a fresh "
+                             "process each, calls alternating; the median ratio is kept)")
     parser.add_argument("--search-refs", type=int, default=1_000_000)
     parser.add_argument("--search-queries", type=int, default=1000)
     parser.add_argument("--train-steps", type=int, default=5)
@@ -452,29 +468,29 @@ def main(argv: list[str] | None = None) -> int:
                       f" equal={row.get('loss_equal')}", flush=True)
         report["mining"] = rows
     if "retrieval" in args.only:
-        # alternate the two libraries for a few rounds (this machine's speed drifts over
-        # minutes); the row reports the round with the median ratio, and keeps every round
-        rounds = []
-        for _ in range(args.retrieval_rounds):
-            a = _subprocess(["retrieval", "siamkit", str(args.retrieval_n),
-                             str(args.retrieval_classes), str(args.retrieval_chunk)])
-            p = _subprocess(["retrieval", "pml", str(args.retrieval_n),
-                             str(args.retrieval_classes), "0"])
-            r = {"siamkit": a, "pml": p}
-            if "error" not in a and "error" not in p:
-                r["speedup"] = p["seconds"] / a["seconds"]
-                r["values_equal"] = all(abs(a[k] - p[k]) < 1e-6
-                                        for k in ("precision_at_1", "map_at_r"))
-            rounds.append(r)
-        ok = sorted((r for r in rounds if "speedup" in r), key=lambda r: r["speedup"])
-        row = {**(ok[len(ok) // 2] if ok else rounds[0]), "rounds": rounds}
-        a, p = row["siamkit"], row["pml"]
+        # peak memory and the values: each library alone in a fresh process, once
+        a = _subprocess(["retrieval", "siamkit", str(args.retrieval_n),
+                         str(args.retrieval_classes), str(args.retrieval_chunk)])
+        p = _subprocess(["retrieval", "pml", str(args.retrieval_n),
+                         str(args.retrieval_classes), "0"])
+        row: dict[str, Any] = {"siamkit": a, "pml": p}
+        if "error" not in a and "error" not in p:
+            row["values_equal"] = all(abs(a[k] - p[k]) < 1e-6
+                                      for k in ("precision_at_1", "map_at_r"))
+        # the ratio: both side by side in fresh processes, calls alternating (a process's
+        # speed moved by up to 2x from one process to the next on this shared machine)
+        rounds = [_subprocess(["retrieval_pair", str(args.retrieval_n),
+                               str(args.retrieval_classes), str(args.retrieval_chunk), "2"])
+                  for _ in range(args.retrieval_rounds)]
+        ratios = sorted(r["speedup"] for r in rounds if "speedup" in r)
+        row["speedup"] = ratios[len(ratios) // 2] if ratios else None
+        row["rounds"] = rounds
         report["retrieval"] = row
-        ratios = ", ".join(f"{r['speedup']:.2f}" for r in rounds if "speedup" in r)
         print(f"retrieval n={args.retrieval_n}: siamkit {a.get('seconds', float('nan')):.1f} s "
               f"{a.get('peak_mb')} MB | PML {p.get('seconds', float('nan')):.1f} s "
-              f"{p.get('peak_mb')} MB | x{row.get('speedup', float('nan')):.2f} "
-              f"(rounds: {ratios}) equal={row.get('values_equal')}", flush=True)
+              f"{p.get('peak_mb')} MB | side by side x{row['speedup'] or float('nan'):.2f} "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)}) "
+              f"equal={row.get('values_equal')}", flush=True)
     if "search" in args.only:
         import tempfile
 

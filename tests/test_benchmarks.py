@@ -69,6 +69,8 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert all(row["loss_equal"] for row in r["mining"])  # same losses as PML
     assert r["retrieval"]["values_equal"] and len(r["retrieval"]["rounds"]) == 2
+    pair = r["retrieval"]["rounds"][0]
+    assert r["retrieval"]["speedup"] > 0 and len(pair["seconds"]["pml"]) == 2
     assert r["search"][0]["recall_at_10"] == 1.0 and r["search"][1]["recall_at_10"] == 1.0
     assert len(r["search_rounds"]) == 2 and r["search_ratio_median"] > 0
     assert all(x["indices_equal"] and x["exact_kernel"] == "faiss" for x in r["search_rounds"])

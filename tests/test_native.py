@@ -44,3 +44,29 @@ def test_switched_off_or_without_a_compiler_gives_none(fresh_native, monkeypatch
     monkeypatch.setenv("SIAMKIT_NATIVE", "1")
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert fresh_native.screen_kernel() is None  # logged, not raised
+
+
+@pytest.mark.parametrize("isa", [[], ["-mno-avx512f"], ["-mno-avx512f", "-mno-avx2"]],
+                         ids=["native", "avx2", "plain"])
+def test_every_instruction_set_path_screens_a_wide_tile_alike(fresh_native, monkeypatch,
+                                                              isa):
+    """The kernel's AVX-512, AVX2 and plain paths (whichever the CPU and flags allow) find
+    exactly the entries above their row's or column's threshold, in full 16-wide chunks
+    and the ragged end alike."""
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setattr(fresh_native, "_FLAGS", [*fresh_native._FLAGS, *isa])
+    kernel = fresh_native.screen_kernel()
+    assert kernel is not None
+    from siamkit.topk import _NativeScreen
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(9, 37, generator=g)
+    thr_r, thr_c = torch.rand(9, generator=g) * 0.3 + 0.7, torch.rand(37, generator=g) + 0.2
+    (_, (ra, ca, va)), (_, (rb, cb, vb)) = _NativeScreen(kernel)(s, thr_r, thr_c, 0, 0,
+                                                                 owner=0)
+    want_rows = {(r, c) for r in range(9) for c in range(37) if s[r, c] > thr_r[r]}
+    want_cols = {(c, r) for r in range(9) for c in range(37) if s[r, c] > thr_c[c]}
+    assert set(zip(ra.tolist(), ca.tolist(), strict=True)) == want_rows
+    assert set(zip(rb.tolist(), cb.tolist(), strict=True)) == want_cols
+    assert torch.equal(va, s[ra, ca]) and want_rows and want_cols
