@@ -151,6 +151,9 @@ def _session(path: Path) -> Any:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # idle threads sleep instead of spinning: in the service they would take the cores
+    # from gallery search and request parsing between two embeddings
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
