@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import pickle
 import re
 import struct
 import urllib.error
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFile
+from safetensors.torch import save_file
 
 from siamkit.data import (
     DatasetError,
@@ -682,7 +684,7 @@ def test_cache_round_trip_gives_identical_tensors(env, tmp_path, caplog):
     _, cache = env
     root = _grouped_tree(tmp_path / "root")
     first = load_image_folder(root, group_depth=1, size=4)
-    files = list((cache / "tensors").glob("*.pt"))
+    files = list((cache / "tensors").glob("*.safetensors"))
     assert len(files) == 1
     with caplog.at_level(logging.INFO, logger="siamkit.data.images"):
         second = load_image_folder(root, group_depth=1, size=4)
@@ -692,14 +694,14 @@ def test_cache_round_trip_gives_identical_tensors(env, tmp_path, caplog):
     assert first.class_names == second.class_names and first.paths == second.paths
     # another size is another cache entry, not the same tensor
     assert load_image_folder(root, group_depth=1, size=3).images.shape[-1] == 3
-    assert len(list((cache / "tensors").glob("*.pt"))) == 2
+    assert len(list((cache / "tensors").glob("*.safetensors"))) == 2
 
 
 def test_cache_is_rebuilt_when_damaged_or_files_change(env, tmp_path):
     _, cache = env
     root = _flat_tree(tmp_path / "root")
     first = load_image_folder(root)
-    (pt,) = (cache / "tensors").glob("*.pt")
+    (pt,) = (cache / "tensors").glob("*.safetensors")
     pt.write_bytes(b"garbage")
     assert torch.equal(load_image_folder(root).images, first.images)
     # an edited image changes the key: the new pixels are loaded, not the stale cache
@@ -710,16 +712,19 @@ def test_cache_is_rebuilt_when_damaged_or_files_change(env, tmp_path):
 @pytest.mark.parametrize(("damage", "reason"), [
     (lambda pt: pt.write_bytes(b"garbage"), "cannot read the cached images"),
     (lambda pt: pt.write_bytes(b""), "cannot read the cached images"),
-    (lambda pt: torch.save({"images": 1}, pt), "hold a dict, not 9 images"),
-    (lambda pt: torch.save(torch.zeros(2, 1, 6, 6, dtype=torch.uint8), pt),
+    (lambda pt: save_file({"pixels": torch.zeros(1)}, str(pt)),
+     "hold the tensors ['pixels'], not 9 images"),
+    (lambda pt: save_file({"images": torch.zeros(2, 1, 6, 6, dtype=torch.uint8)}, str(pt)),
      r"hold a (2, 1, 6, 6) torch.uint8 tensor, not 9 images"),
-], ids=["garbage", "empty", "dict", "too-few"])
+    (lambda pt: pt.write_bytes(pickle.dumps(torch.zeros(9, 1, 6, 6, dtype=torch.uint8))),
+     "cannot read the cached images"),
+], ids=["garbage", "empty", "other-tensors", "too-few", "a-pickle"])
 def test_a_damaged_cache_is_logged_in_one_line_and_rebuilt(env, tmp_path, caplog, damage,
                                                            reason):
     _, cache = env
     root = _flat_tree(tmp_path / "root")
     first = load_image_folder(root)
-    (pt,) = (cache / "tensors").glob("*.pt")
+    (pt,) = (cache / "tensors").glob("*.safetensors")
     damage(pt)
     with caplog.at_level(logging.INFO, logger="siamkit.data.images"):
         again = load_image_folder(root)

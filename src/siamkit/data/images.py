@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import numbers
-import pickle
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from safetensors.torch import save_file
 
 from ..config import ConfigError
 from .download import DatasetError, cache_dir
@@ -369,21 +369,22 @@ def _cache_key(items: list, size: object, channels: int, invert: bool, limits: l
 
 def _load_cache(cache_file: Path, n: int) -> torch.Tensor | None:
     """The cached (n, C, H, W) uint8 images, or None (with one warning line saying why) when
-    the file cannot be read or holds something else: the cache is then rebuilt."""
+    the file cannot be read or holds something else: the cache is then rebuilt. The file is
+    safetensors: reading it never unpickles anything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
-        images = torch.load(cache_file, weights_only=True)
-    except Exception as exc:  # a damaged cache is rebuilt, never trusted
-        # torch's unpickling message is a paragraph suggesting weights_only=False: not here
-        reason = ("not saved tensors" if isinstance(exc, pickle.UnpicklingError)
-                  else "the file is cut short" if isinstance(exc, EOFError)
-                  else _one_line(exc))
+        stored = load_file(cache_file)
+    except (SafetensorError, OSError, ValueError) as exc:  # damaged: rebuilt, never trusted
         logger.warning("cannot read the cached images %s (%s: %s); rebuilding them",
-                       cache_file, type(exc).__name__, reason)
+                       cache_file, type(exc).__name__, _one_line(exc))
         return None
+    images = stored.get("images")
     if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
             and images.ndim == 4 and len(images) == n):
         what = (f"a {tuple(images.shape)} {images.dtype} tensor"
-                if isinstance(images, torch.Tensor) else f"a {type(images).__name__}")
+                if isinstance(images, torch.Tensor) else f"the tensors {sorted(stored)}")
         logger.warning("the cached images %s hold %s, not %d images; rebuilding them",
                        cache_file, what, n)
         return None
@@ -437,7 +438,7 @@ def load_image_folder(
         items = [it for it in items if counts[it[1]] >= min_per_class]
     key = _cache_key(items, [size, True] if keep_aspect else size, channels, invert,
                      [formats, max_pixels, max_side])
-    cache_file = cache_dir() / "tensors" / f"{key}.pt"
+    cache_file = cache_dir() / "tensors" / f"{key}.safetensors"
     images = None
     if use_cache and cache_file.is_file():
         images = _load_cache(cache_file, len(items))
@@ -452,7 +453,7 @@ def load_image_folder(
         if use_cache:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_suffix(".tmp")
-            torch.save(images, tmp)
+            save_file({"images": images.contiguous()}, str(tmp))
             tmp.replace(cache_file)
     class_names = sorted({name for _, name, _ in items})
     index = {n: i for i, n in enumerate(class_names)}
