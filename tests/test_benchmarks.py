@@ -81,10 +81,11 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     assert r["machine"]["cpu"] and "versions" in r["machine"]  # names its machine
     assert "mining" in capsys.readouterr().out
     # --merge re-measures one section and keeps the others
-    assert bench.main(["--only", "embedding", "--embed-n", "8", "--repeats", "1", "--merge",
-                       "--out", str(out)]) == 0
+    assert bench.main(["--only", "mining", "--sizes", "16", "--algos", "batchhard",
+                       "--repeats", "1", "--merge", "--out", str(out)]) == 0
     merged = json.loads(out.read_text())
-    assert merged["mining"] == r["mining"] and merged["embedding"] and merged["merged"]
+    assert merged["retrieval"] == r["retrieval"] and merged["mining"][0]["batch"] == 16
+    assert merged["merged"]
 
 
 def test_text_baseline_smoke(tmp_path, monkeypatch, capsys):

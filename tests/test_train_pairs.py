@@ -35,7 +35,7 @@ def _config(root: Path, loss: str, steps: int, every: int) -> Path:
     cfg.write_text(
         "data: {dataset: pairs}\n"
         f"pairs: {{train: {root / 'train.csv'}, val: {root / 'val.csv'}}}\n"
-        "model: {encoder: text, encoder_args: {max_seq_length: 40}, distance: cosine}\n"
+        "model: {encoder: text, encoder_args: {max_seq_length: 32}, distance: cosine}\n"
         f"loss: {{name: {loss}, margin: 0.5, scale: 20}}\n"
         f"optim: {{steps: {steps}, pair_batch: 16, lr: 0.00002, warmup_steps: 2}}\n"
         f"eval: {{every: {every}, calibrate_target: accuracy}}\n")
