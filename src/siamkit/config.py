@@ -11,6 +11,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -30,10 +32,6 @@ __all__ = [
     "config_from_dict",
     "data_root",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration file or override names an unknown key or holds a bad value."""
 
 
 @dataclass

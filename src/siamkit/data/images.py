@@ -33,7 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import save_file
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .download import DatasetError, cache_dir
 
 __all__ = ["ImageDataset", "scan_folder", "load_image", "load_images", "load_image_folder",
