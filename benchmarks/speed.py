@@ -265,7 +265,7 @@ def search_pair_case(n: int, queries: int, repeats: int) -> dict:
     qps = {k: queries / float(np.median(v)) for k, v in times.items()}
     return {"exact_qps": qps["exact"], "flat_qps": qps["flat"],
             "ratio": qps["exact"] / qps["flat"], "indices_equal": same,
-            "exact_kernel": "faiss" if exact._faiss_index is not None else "torch"}
+            "exact_kernel": exact.kernel_in_use}
 
 
 # ---------------------------------------------------------------- 4. training throughput
@@ -380,13 +380,10 @@ def _median_by(rounds: list[dict], key: str, field: str) -> dict:
     return ok[len(ok) // 2] if ok else rounds[0][key]
 
 
-def _median_row(rows: list[dict]) -> dict:
-    """The round whose queries per second is the median of the rounds (errors kept)."""
-    ok = [r for r in rows if "queries_per_second" in r]
-    if not ok:
-        return rows[0]
-    ok.sort(key=lambda r: r["queries_per_second"])
-    return {**ok[len(ok) // 2], "rounds": len(ok)}
+def _median_of(rounds: list[dict], field: str) -> float | None:
+    """The median ``field`` of the rounds that have it (None when none does)."""
+    values = sorted(r[field] for r in rounds if field in r)
+    return values[len(values) // 2] if values else None
 
 
 def _subprocess(args: list[str]) -> Any:
@@ -482,9 +479,9 @@ def main(argv: list[str] | None = None) -> int:
         rounds = [_subprocess(["retrieval_pair", str(args.retrieval_n),
                                str(args.retrieval_classes), str(args.retrieval_chunk), "2"])
                   for _ in range(args.retrieval_rounds)]
-        ratios = sorted(r["speedup"] for r in rounds if "speedup" in r)
-        row["speedup"] = ratios[len(ratios) // 2] if ratios else None
+        row["speedup"] = _median_of(rounds, "speedup")
         row["rounds"] = rounds
+        ratios = sorted(r["speedup"] for r in rounds if "speedup" in r)
         report["retrieval"] = row
         print(f"retrieval n={args.retrieval_n}: siamkit {a.get('seconds', float('nan')):.1f} s "
               f"{a.get('peak_mb')} MB | PML {p.get('seconds', float('nan')):.1f} s "
@@ -507,8 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                       for _ in range(args.search_rounds)]
             rows = [case(w) for w in range(SEARCH_CASES)]
             report["search_rounds"] = rounds
-            ratios = sorted(r["ratio"] for r in rounds if "ratio" in r)
-            report["search_ratio_median"] = ratios[len(ratios) // 2] if ratios else None
+            report["search_ratio_median"] = _median_of(rounds, "ratio")
         report["search"] = rows
         for r in report["search_rounds"]:
             print(f"search round: exact {r.get('exact_qps', 0):.1f} q/s, flat "

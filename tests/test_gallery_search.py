@@ -105,6 +105,7 @@ def test_exact_kernels_agree(metric):
     for kernel in ("torch", "faiss"):
         index = ExactIndex(metric, kernel=kernel)
         index.build(refs)
+        assert index.kernel_in_use == kernel  # the two paths really are both taken
         out[kernel] = index.search(queries, 7)
     np.testing.assert_array_equal(out["torch"][1], out["faiss"][1])
     np.testing.assert_allclose(out["torch"][0], out["faiss"][0], rtol=1e-5, atol=1e-5)

@@ -178,13 +178,13 @@ def resolve_engine(model: SiameseNetwork, model_id: str, engine: str = "auto",
     runs there, else torch, saying why)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    bf16 = resolve_precision(precision) == "bf16"
+    in_torch = Autocast(model) if resolve_precision(precision) == "bf16" else model
     if engine == "torch" or (engine == "auto" and not onnx_available()):
-        return Autocast(model) if bf16 else model
+        return in_torch
     try:
         return onnx_encoder(model, model_id)
     except ExportError as exc:
         if engine == "onnx":
             raise
         logger.warning("embedding with PyTorch: %s", exc)
-        return Autocast(model) if bf16 else model
+        return in_torch

@@ -122,6 +122,11 @@ class ExactIndex(Search):
         self._refs = torch.zeros(0, 0)
         self._sq = torch.zeros(0)
 
+    @property
+    def kernel_in_use(self) -> str:
+        """The kernel the built index searches with: ``faiss`` or ``torch``."""
+        return "faiss" if self._faiss_index is not None else "torch"
+
     def build(self, vectors: np.ndarray) -> None:
         """Index ``vectors`` (N, D)."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -31,7 +31,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from ..errors import ConfigError
 from .download import DatasetError, cache_dir
@@ -371,9 +372,6 @@ def _load_cache(cache_file: Path, n: int) -> torch.Tensor | None:
     """The cached (n, C, H, W) uint8 images, or None (with one warning line saying why) when
     the file cannot be read or holds something else: the cache is then rebuilt. The file is
     safetensors: reading it never unpickles anything."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         stored = load_file(cache_file)
     except (SafetensorError, OSError, ValueError) as exc:  # damaged: rebuilt, never trusted
