@@ -103,9 +103,10 @@ class Follower:
                     break
                 self._catch_up(watch)  # what was committed while nobody listened
                 self._last_ok = time.monotonic()
-                if not self._connected:
+                was_lost, self._connected, self._lost_at, delay = (
+                    not self._connected, True, None, 0.05)  # current again, before logging
+                if was_lost:
                     logger.warning("the gallery database %s is back: caught up", self.name)
-                self._connected, self._lost_at, delay = True, None, 0.05
                 while not self._stop.is_set():
                     watch.wait(self.poll)
                     if self._stop.is_set():
