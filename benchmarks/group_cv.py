@@ -13,12 +13,23 @@ is one run's luck. (Before 2026-11-30 the joined score was the seeds' averaged d
 pair's score (``fold,score,label``): out-of-fold validation scores on which ``siamkit
 calibrate --scores`` fits the threshold of a model refitted on all the non-test groups.
 
+Where the groups are few, one dealing of them into folds is itself luck: ``--repeats R``
+deals them R times (fold seeds ``--fold-seed`` .. + R - 1) and reports the mean EER over
+all R x folds held-out folds with a 95% interval. The folds share training groups, so the
+interval uses Nadeau and Bengio's (2003) corrected variance, (1 / J + n_test / n_train)
+times the folds' variance for J folds, with Student's t (J - 1 degrees of freedom): a plain
+standard error over dependent folds would be too narrow. Configs with groups (a writer's
+genuine and forged classes, ``data.group_pattern``) are folded by group, and with
+``eval.calibrate_on: skilled_pairs`` scored on the held-out writers' skilled-forgery pairs
+(genuine-genuine against genuine-forgery) instead of all pairs.
+
     python benchmarks/group_cv.py --config configs/att_faces.yaml
     python benchmarks/group_cv.py --config configs/att_faces.yaml --set optim.steps=600 \
         --out benchmarks/results/faces_cv_600.json
     python benchmarks/group_cv.py --config configs/att_faces.yaml --seeds 3
     python benchmarks/group_cv.py --config configs/att_faces.yaml --seeds 5 \
         --runs-dir runs/cv_s5 --scores-out runs/cv_s5/oof_scores.csv
+    python benchmarks/group_cv.py --config configs/signatures.yaml --repeats 3
 """
 
 from __future__ import annotations
@@ -32,10 +43,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from siamkit.checkpoint import load_model
 from siamkit.config import config_to_dict, load_config
-from siamkit.data.pairs import all_pairs
+from siamkit.data.pairs import all_pairs, skilled_pairs
 from siamkit.embedding import embed_images
 from siamkit.ensemble import ensemble_runs
 from siamkit.evaluate import score_pairs, verification_report
@@ -63,13 +75,19 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
     every pair of ``held_out``; with several seeds also their ensemble (``siamkit
     ensemble``). With ``reuse``, a run folder that already holds a model is not retrained.
     The row's ``scores`` and ``same`` are the fold's final pair scores and labels."""
-    names = data.class_names
-    fold = data.subset_classes([c for c, n in enumerate(names) if n in set(held_out)])
-    i, j, same = all_pairs(fold.labels.numpy())
+    group = group_names_of_classes(data)
+    fold = data.subset_classes([c for c, g in enumerate(group) if g in set(held_out)])
+    if config.eval.calibrate_on == "skilled_pairs":  # genuine-genuine vs genuine-forgery
+        labels = fold.labels.numpy()
+        fold_groups = group_names_of_classes(fold)
+        i, j, same = skilled_pairs([fold.class_names[c] for c in labels],
+                                   [fold_groups[c] for c in labels])
+    else:
+        i, j, same = all_pairs(fold.labels.numpy())
     # every other group (the split file's test groups, groups left out by --train-groups)
     # as "test": named, so training knows they are left out on purpose. One file for the
     # fold's seeds (beside the fold's folder), so they share a config and join an ensemble.
-    rest = sorted(set(names) - set(train_groups) - set(held_out))
+    rest = sorted(set(group) - set(train_groups) - set(held_out))
     split = out.with_name(f"{out.name}.split.json")
     groups = {"train": train_groups, "val": held_out, "test": rest}
     if reuse and split.is_file() and json.loads(split.read_text()) != groups:
@@ -117,6 +135,25 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
     return row
 
 
+def group_names_of_classes(data) -> list[str]:
+    """Each class's group name (a writer's genuine and forged classes share one), or the
+    class's own name where the data has no groups."""
+    if data.groups is None:
+        return list(data.class_names)
+    return [data.group_names[g] for g in data.groups]
+
+
+def corrected_interval(eers: list[float], n_test: int, n_train: int) -> float:
+    """Half-width of a 95% interval for the mean of ``eers`` (one per held-out fold, folds
+    sharing training groups): Nadeau and Bengio's corrected variance (1 / J + n_test /
+    n_train) s^2, with Student's t at J - 1 degrees of freedom. NaN for a single fold."""
+    j = len(eers)
+    if j < 2:
+        return float("nan")
+    var = (1 / j + n_test / n_train) * float(np.var(eers, ddof=1))
+    return float(stats.t.ppf(0.975, j - 1) * np.sqrt(var))
+
+
 def write_scores(path: Path, rows: list[dict]) -> None:
     """Every fold's held-out pair scores as ``fold,score,label`` (label 1 = same)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--fold-seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="deal the groups into folds this many times (fold seeds "
+                             "--fold-seed, +1, ...); the mean over every held-out fold gets a "
+                             "95%% interval")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "cv")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seeds", type=int, default=1,
@@ -151,25 +192,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     config = load_config(args.config, args.overrides)
-    if config.data.group_depth or config.data.group_pattern:
-        raise SystemExit("group_cv.py folds classes; configs with groups are not supported yet")
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
     split = json.loads(Path(config.data.split_file).read_text())
     pool = sorted(set(split.get("train", [])) | set(split.get("val", [])))
     data = load_training_data(config)
     rows = []
-    for f, held_out in enumerate(folds_of(pool, args.folds, args.fold_seed)):
-        cfg = load_config(args.config, args.overrides)
-        train_groups = [g for g in pool if g not in held_out]
-        if args.train_groups:
-            rng = np.random.default_rng(args.fold_seed + 1000 * f)
-            train_groups = sorted(rng.choice(train_groups, args.train_groups, replace=False))
-        rows.append(run_fold(cfg, data, train_groups, held_out, args.runs_dir / f"fold{f}",
-                             args.seeds, args.reuse))
-        r = rows[-1]
-        alone = (f"  (seeds alone: {' / '.join(f'{100 * e:.2f}' for e in r['seed_eers'])}%)"
-                 if args.seeds > 1 else "")
-        print(f"fold {f}: AUC {r['auc']:.4f}  EER {100 * r['eer']:.2f}%{alone}  "
-              f"({r['train_minutes']:.1f} min)", flush=True)
+    for rep in range(args.repeats):
+        fold_seed = args.fold_seed + rep
+        runs_dir = args.runs_dir if args.repeats == 1 else args.runs_dir / f"repeat{rep}"
+        for f, held_out in enumerate(folds_of(pool, args.folds, fold_seed)):
+            cfg = load_config(args.config, args.overrides)
+            train_groups = [g for g in pool if g not in held_out]
+            if args.train_groups:
+                rng = np.random.default_rng(fold_seed + 1000 * f)
+                train_groups = sorted(rng.choice(train_groups, args.train_groups,
+                                                 replace=False))
+            rows.append(run_fold(cfg, data, train_groups, held_out, runs_dir / f"fold{f}",
+                                 args.seeds, args.reuse))
+            r = rows[-1]
+            r["fold_seed"] = fold_seed
+            alone = (f"  (seeds alone: {' / '.join(f'{100 * e:.2f}' for e in r['seed_eers'])}%)"
+                     if args.seeds > 1 else "")
+            print(f"fold seed {fold_seed}, fold {f}: AUC {r['auc']:.4f}  "
+                  f"EER {100 * r['eer']:.2f}%{alone}  ({r['train_minutes']:.1f} min)",
+                  flush=True)
     if args.scores_out:
         write_scores(args.scores_out, rows)
     for r in rows:
@@ -177,12 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     eers = [r["eer"] for r in rows]
     report = {"config": str(args.config), "overrides": args.overrides, "folds": rows,
               "train_groups": args.train_groups, "seeds": args.seeds,
+              "repeats": args.repeats, "fold_seeds": list(range(args.fold_seed,
+                                                                 args.fold_seed + args.repeats)),
               "mean_eer": float(np.mean(eers)),
+              "eer_ci95": corrected_interval(eers, len(rows[0]["held_out"]),
+                                             len(rows[0]["trained_on"])),
+              "interval": "95%, Nadeau-Bengio corrected variance over the held-out folds",
               "mean_auc": float(np.mean([r["auc"] for r in rows]))}
     if args.seeds > 1:
         report["mean_seed_eer"] = float(np.mean([r["mean_seed_eer"] for r in rows]))
         print(f"seeds alone: mean EER {100 * report['mean_seed_eer']:.2f}%")
-    print(f"mean EER {100 * report['mean_eer']:.2f}%  mean AUC {report['mean_auc']:.4f}  "
+    print(f"mean EER {100 * report['mean_eer']:.2f}% (95% CI +-{100 * report['eer_ci95']:.2f})"
+          f"  mean AUC {report['mean_auc']:.4f}  "
           f"{' '.join(args.overrides)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import import_benchmark
@@ -174,6 +175,53 @@ def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     assert [f["reused_runs"] for f in again["folds"]] == [2, 2]
     with pytest.raises(SystemExit, match="holds other folds"):  # would score trained groups
         bench.main([*argv, "--reuse", "--fold-seed", "1"])
+
+
+def test_group_cv_interval_is_nadeau_bengio_corrected():
+    """Hand-computed: EERs 0.1, 0.2, 0.3, 0.4 (s^2 = 1/60), a third as many test groups as
+    training groups: variance (1/4 + 1/3) / 60, times t(0.975, 3) = 3.1824."""
+    bench = import_benchmark("group_cv")
+    half = bench.corrected_interval([0.1, 0.2, 0.3, 0.4], 4, 12)
+    assert half == pytest.approx(3.182446 * ((1 / 4 + 1 / 3) / 60) ** 0.5, rel=1e-5)
+    assert np.isnan(bench.corrected_interval([0.1], 4, 12))
+
+
+@pytest.mark.skipif(not (MIRROR / "sigcomp2011_dutch").is_dir(),
+                    reason="SigComp 2011 mirror not present")
+def test_group_cv_folds_writers_and_scores_skilled_pairs(tmp_path, monkeypatch, capsys):
+    """A config with groups (a writer's genuine and forged classes) is folded by writer,
+    dealt twice (--repeats 2), and scored on the held-out writers' skilled pairs; the mean
+    comes with an interval."""
+    monkeypatch.setenv("SIAMKIT_MIRROR", os.environ.get("SIAMKIT_MIRROR", str(MIRROR)))
+    monkeypatch.chdir(ROOT)
+    bench = import_benchmark("group_cv")
+    out = tmp_path / "cv.json"
+    assert bench.main(["--config", "configs/signatures.yaml", "--set", "optim.steps=2",
+                       "--set", "data.size=16", "--set", "data.width=32",
+                       "--set", "model.encoder_args.width=8", "--set", "optim.warmup_steps=0",
+                       "--set", "optim.p=4", "--folds", "2", "--repeats", "2",
+                       "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    split = json.loads((ROOT / "configs/splits/sigcomp2011_dutch.json").read_text())
+    pool = set(split["train"]) | set(split["val"])
+    assert len(report["folds"]) == 4 and report["fold_seeds"] == [0, 1]
+    assert report["eer_ci95"] > 0 and "mean EER" in capsys.readouterr().out
+    for rep in (0, 1):
+        folds = [f for f in report["folds"] if f["fold_seed"] == rep]
+        held = [w for f in folds for w in f["held_out"]]
+        assert sorted(held) == sorted(pool)  # every writer held out once per dealing
+        for f in folds:
+            assert not set(f["held_out"]) & set(f["trained_on"])
+            assert not set(split["test"]) & (set(f["held_out"]) | set(f["trained_on"]))
+    # skilled pairs of a writer: C(genuine, 2) positives and genuine x forged negatives, far
+    # fewer than all pairs of the fold's images
+    root = MIRROR / "sigcomp2011_dutch" / "images"
+    f0 = report["folds"][0]
+    count = {c: len(list((root / c).iterdir())) for w in f0["held_out"]
+             for c in (w, f"{w}_forg") if (root / c).is_dir()}
+    want = sum(count[w] * (count[w] - 1) // 2 + count[w] * count.get(f"{w}_forg", 0)
+               for w in f0["held_out"])
+    assert f0["pairs"] == want
 
 
 def test_scale_benchmark_smoke(tmp_path, capsys):
