@@ -242,29 +242,35 @@ def _search_data(n: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def search_pair_case(n: int, queries: int, repeats: int) -> dict:
-    """siamkit's exact backend and FAISS ``IndexFlatIP`` in one process over the same
-    references, their calls alternating: a process's own speed (its memory placement, the
-    machine's drift) then weighs on both alike. Identical results are checked."""
+    """siamkit's exact backend (``auto``, and its own ``torch`` kernel) and FAISS
+    ``IndexFlatIP`` in one process over the same references, their calls alternating: a
+    process's own speed (its memory placement, the machine's drift) then weighs on all
+    alike. Identical results are checked."""
     import faiss
 
     from siamkit.gallery import ExactIndex
 
     refs, qs = _search_data(n, queries)
-    exact = ExactIndex("cosine")
+    exact, own = ExactIndex("cosine"), ExactIndex("cosine", kernel="torch")
     exact.build(refs)
+    own.build(refs)
     flat = faiss.IndexFlatIP(128)
     flat.add(refs)
-    calls = {"exact": lambda: exact.search(qs, 10), "flat": lambda: flat.search(qs, 10)}
-    same = bool(np.array_equal(calls["exact"]()[1], calls["flat"]()[1]))
-    times: dict[str, list[float]] = {"exact": [], "flat": []}
+    calls = {"exact": lambda: exact.search(qs, 10), "flat": lambda: flat.search(qs, 10),
+             "torch": lambda: own.search(qs, 10)}
+    want = calls["flat"]()[1]
+    same = bool(np.array_equal(calls["exact"]()[1], want))
+    same_torch = bool(np.array_equal(np.sort(calls["torch"]()[1], 1), np.sort(want, 1)))
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(max(repeats, 5)):
         for name, fn in calls.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
     qps = {k: queries / float(np.median(v)) for k, v in times.items()}
-    return {"exact_qps": qps["exact"], "flat_qps": qps["flat"],
-            "ratio": qps["exact"] / qps["flat"], "indices_equal": same,
+    return {"exact_qps": qps["exact"], "flat_qps": qps["flat"], "torch_qps": qps["torch"],
+            "ratio": qps["exact"] / qps["flat"], "torch_ratio": qps["torch"] / qps["flat"],
+            "indices_equal": same, "torch_indices_equal": same_torch,
             "exact_kernel": exact.kernel_in_use}
 
 
@@ -505,11 +511,15 @@ def main(argv: list[str] | None = None) -> int:
             rows = [case(w) for w in range(SEARCH_CASES)]
             report["search_rounds"] = rounds
             report["search_ratio_median"] = _median_of(rounds, "ratio")
+            report["search_torch_ratio_median"] = _median_of(rounds, "torch_ratio")
         report["search"] = rows
         for r in report["search_rounds"]:
-            print(f"search round: exact {r.get('exact_qps', 0):.1f} q/s, flat "
-                  f"{r.get('flat_qps', 0):.1f} q/s, ratio {r.get('ratio', float('nan')):.2f}, "
-                  f"same results {r.get('indices_equal')} {r.get('error', '')}", flush=True)
+            print(f"search round: exact ({r.get('exact_kernel', '?')}) "
+                  f"{r.get('exact_qps', 0):.1f} q/s, torch kernel {r.get('torch_qps', 0):.1f} "
+                  f"q/s, flat {r.get('flat_qps', 0):.1f} q/s, ratios "
+                  f"{r.get('ratio', float('nan')):.2f} / {r.get('torch_ratio', float('nan')):.2f}"
+                  f", same results {r.get('indices_equal')} / {r.get('torch_indices_equal')} "
+                  f"{r.get('error', '')}", flush=True)
         for r in rows if isinstance(rows, list) else [rows]:
             print(f"search {r.get('backend', '?'):<40} {r.get('queries_per_second', 0):10.1f} q/s"
                   f"  recall@10 {r.get('recall_at_10', float('nan')):.4f} {r.get('error', '')}",

@@ -18,23 +18,33 @@ def fresh_native(monkeypatch, tmp_path):
     return native
 
 
-def test_kernel_compiles_into_the_cache_and_screens_a_tile(fresh_native, tmp_path):
+def _fold(kernel, s, n, k, row0, col0, bar, rows=True, columns=True):
+    """Fold tile ``s`` into fresh heaps of ``n`` rows; each row's values best first."""
+    from siamkit.topk import fold_tile
+
+    thr = bar.clone()
+    hv, hi = torch.full((n, k), -torch.inf), torch.zeros((n, k), dtype=torch.int32)
+    fold_tile(kernel, s.contiguous(), row0, col0, thr, bar, hv, hi, rows, columns)
+    v, order = hv.sort(dim=1, descending=True)
+    return v, hi.gather(1, order), thr
+
+
+def test_kernel_compiles_into_the_cache_and_folds_a_tile(fresh_native, tmp_path):
     if shutil.which("gcc") is None:
         pytest.skip("no C compiler")
     kernel = fresh_native.screen_kernel()
     assert kernel is not None and len(list(tmp_path.glob("screen-*.so"))) == 1
-    from siamkit.topk import _NativeScreen
-
+    # a 2 x 3 tile: rows 0-1 against columns 2-4 of a 5-row set, top 2 of each row
     s = torch.tensor([[0.1, 0.9, 0.3], [0.8, 0.2, 0.7]])
-    found = _NativeScreen(kernel)(s, torch.tensor([0.5, 0.75]), torch.tensor([0.5, 0.5, 0.5]),
-                                  10, 20, owner=0)
-    (owner_a, (ra, ca, va)), (owner_b, (rb, cb, vb)) = found
-    assert owner_a == 0 and owner_b == 20
-    # rows: row 10 keeps column 21 (0.9 > 0.5); row 11 keeps column 20 (0.8 > 0.75)
-    assert list(zip(ra.tolist(), ca.tolist(), strict=True)) == [(10, 21), (11, 20)]
-    assert torch.allclose(va, torch.tensor([0.9, 0.8]))
-    # columns (threshold 0.5 each): 0.9 (col 21, row 10), 0.8 (col 20, row 11), 0.7
-    assert sorted(zip(rb.tolist(), cb.tolist(), strict=True)) == [(20, 11), (21, 10), (22, 11)]
+    bar = torch.tensor([0.5, 0.75, 0.5, 0.5, -torch.inf])
+    v, i, thr = _fold(kernel, s, 5, 2, 0, 2, bar)
+    # row 0 keeps 0.9 (column 3); row 1 keeps 0.8 (column 2), not 0.7 (below its bar 0.75)
+    assert i[0, 0] == 3 and i[1, 0] == 2 and v[0, 1] == v[1, 1] == -torch.inf
+    # columns as rows: row 2 gets 0.8 from row 1; row 3 0.9 from row 0; row 4 0.7 from row 1
+    # and 0.3 from row 0 (its bar is -inf); a full row's threshold is its 2nd best
+    assert [i[r, 0].item() for r in (2, 3, 4)] == [1, 0, 1] and i[4, 1] == 0
+    torch.testing.assert_close(v[4], torch.tensor([0.7, 0.3]))
+    torch.testing.assert_close(thr, torch.tensor([0.5, 0.75, 0.5, 0.5, 0.3]))
 
 
 def test_switched_off_or_without_a_compiler_gives_none(fresh_native, monkeypatch):
@@ -46,27 +56,31 @@ def test_switched_off_or_without_a_compiler_gives_none(fresh_native, monkeypatch
     assert fresh_native.screen_kernel() is None  # logged, not raised
 
 
+@pytest.mark.parametrize(("rows", "columns"), [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("isa", [[], ["-mno-avx512f"], ["-mno-avx512f", "-mno-avx2"]],
                          ids=["native", "avx2", "plain"])
 def test_every_instruction_set_path_screens_a_wide_tile_alike(fresh_native, monkeypatch,
-                                                              isa):
-    """The kernel's AVX-512, AVX2 and plain paths (whichever the CPU and flags allow) find
-    exactly the entries above their row's or column's threshold, in full 16-wide chunks
-    and the ragged end alike."""
+                                                              isa, rows, columns):
+    """The kernel's AVX-512, AVX2 and plain paths (whichever the CPU and flags allow) keep
+    exactly the top k of the entries above each row's bar, in full 16-wide chunks and the
+    ragged end alike, for the tile's rows, its columns or both."""
     if shutil.which("gcc") is None:
         pytest.skip("no C compiler")
     monkeypatch.setattr(fresh_native, "_FLAGS", [*fresh_native._FLAGS, *isa])
     kernel = fresh_native.screen_kernel()
     assert kernel is not None
-    from siamkit.topk import _NativeScreen
-
     g = torch.Generator().manual_seed(0)
-    s = torch.rand(9, 37, generator=g)
-    thr_r, thr_c = torch.rand(9, generator=g) * 0.3 + 0.7, torch.rand(37, generator=g) + 0.2
-    (_, (ra, ca, va)), (_, (rb, cb, vb)) = _NativeScreen(kernel)(s, thr_r, thr_c, 0, 0,
-                                                                 owner=0)
-    want_rows = {(r, c) for r in range(9) for c in range(37) if s[r, c] > thr_r[r]}
-    want_cols = {(c, r) for r in range(9) for c in range(37) if s[r, c] > thr_c[c]}
-    assert set(zip(ra.tolist(), ca.tolist(), strict=True)) == want_rows
-    assert set(zip(rb.tolist(), cb.tolist(), strict=True)) == want_cols
-    assert torch.equal(va, s[ra, ca]) and want_rows and want_cols
+    n, k = 60, 5
+    s = torch.rand(9, 37, generator=g)  # rows 0-8 against columns 20-56
+    bar = torch.rand(n, generator=g) * 0.4 + 0.5
+    v, i, _ = _fold(kernel, s, n, k, 0, 20, bar, rows, columns)
+    full = torch.full((n, n), -torch.inf)
+    if rows:
+        full[0:9, 20:57] = s
+    if columns:
+        full[20:57, 0:9] = s.T
+    want = full.masked_fill(full <= bar[:, None], -torch.inf).topk(k, dim=1)
+    torch.testing.assert_close(v, want.values)
+    hit = torch.isfinite(v)
+    assert torch.equal(full.gather(1, i.long())[hit], v[hit])
+    assert bool(hit[:9].any()) == rows and bool(hit[20:].any()) == columns

@@ -8,21 +8,33 @@ import torch
 from siamkit.topk import blocked_topk, self_topk
 
 
-@pytest.mark.parametrize(("n", "k", "block", "group"), [
-    (2000, 10, 128, 8),    # many screened blocks
-    (1003, 50, 100, 16),   # ragged last block, groups straddling it
-    (300, 300, 64, 8),     # k = all references: one ranked block
-    (500, 1, 37, 3),
+@pytest.mark.parametrize(("n", "k", "block", "group", "n_q"), [
+    (2000, 10, 128, 8, 40),    # many screened blocks
+    (2000, 10, 128, 8, 150),   # enough queries for the compiled folds' two threads
+    (1003, 50, 100, 16, 40),   # ragged last block, groups straddling it
+    (300, 300, 64, 8, 40),     # k = all references: one ranked block
+    (500, 1, 37, 3, 40),
 ])
-def test_blocked_topk_equals_full_topk(n: int, k: int, block: int, group: int) -> None:
+@pytest.mark.parametrize("screen", ["native", "torch"])
+def test_blocked_topk_equals_full_topk(n: int, k: int, block: int, group: int, n_q: int,
+                                       screen: str, monkeypatch) -> None:
+    """Both paths: the compiled kernel folding blocks into heaps, and torch's group maxima
+    with merges."""
+    from siamkit import topk
+    from siamkit.native import screen_kernel
+
+    if screen == "torch":
+        monkeypatch.setattr(topk, "_heap_kernel", lambda dtype: None)
+    elif screen_kernel() is None:
+        pytest.skip("no C compiler: the compiled kernel is unavailable")
     g = torch.Generator().manual_seed(n)
-    q, r = torch.randn(40, 8, generator=g), torch.randn(n, 8, generator=g)
-    exclude = torch.randint(0, n, (40,), generator=g)
+    q, r = torch.randn(n_q, 8, generator=g), torch.randn(n, 8, generator=g)
+    exclude = torch.randint(0, n, (n_q,), generator=g)
     v, i = blocked_topk(q, n, k, lambda qq, a, b: qq @ r[a:b].T, block=block, group=group,
                         exclude=exclude)
     # the same block products (a product's rounding can depend on its shape)
     full = torch.cat([q @ r[a : a + block].T for a in range(0, n, block)], 1)
-    full[torch.arange(40), exclude] = -torch.inf
+    full[torch.arange(n_q), exclude] = -torch.inf
     want_v, _ = full.topk(k, dim=1)
     assert torch.equal(v, want_v)
     assert torch.equal(full.gather(1, i), v)  # the indices point at those values
@@ -51,22 +63,17 @@ def test_blocked_topk_scores_each_reference_block_once() -> None:
     (30, 29, 8, 3, 8, "none", 1 << 23),       # k = every other row
     (2, 1, 4096, 1024, 8, "none", 1 << 23),
 ])
-@pytest.mark.parametrize("screen", ["native", "numpy", "native, overflowing"])
+@pytest.mark.parametrize("screen", ["native", "numpy"])
 def test_self_topk_equals_full_topk(n: int, k: int, block: int, rows: int, group: int,
                                     floor: str, buffer: int, screen: str, monkeypatch) -> None:
-    """Both screens (the compiled one and numpy's), and the compiled one falling back to
-    numpy for tiles whose candidates overflow its buffers."""
+    """Both screens: the compiled one folding into heaps, and numpy's candidates and merges."""
     from siamkit import topk
     from siamkit.native import screen_kernel
 
     if screen == "numpy":
-        monkeypatch.setattr(topk._NativeScreen, "make", classmethod(lambda cls, dtype: None))
+        monkeypatch.setattr(topk, "_heap_kernel", lambda dtype: None)
     elif screen_kernel() is None:
         pytest.skip("no C compiler: the compiled screen is unavailable")
-    elif screen == "native, overflowing":  # buffers of 16 candidates: most tiles overflow
-        make = topk._NativeScreen.make.__func__
-        monkeypatch.setattr(topk._NativeScreen, "make",
-                            classmethod(lambda cls, dtype: _with_cap(make(cls, dtype), 16)))
     g = torch.Generator().manual_seed(n)
     x = torch.nn.functional.normalize(torch.randn(n, 6, generator=g), dim=1)
     full = x @ x.T
@@ -111,11 +118,6 @@ def test_self_topk_takes_tensors_that_require_grad_and_checks_its_floor() -> Non
         self_topk(x, 3, floor=torch.zeros(29))
 
 
-def _with_cap(native, cap: int):
-    native.cap = cap
-    return native
-
-
 def test_compiled_screen_is_used_when_available(monkeypatch) -> None:
     from siamkit import topk
     from siamkit.native import screen_kernel
@@ -128,3 +130,4 @@ def test_compiled_screen_is_used_when_available(monkeypatch) -> None:
     x = torch.nn.functional.normalize(torch.randn(300, 4), dim=1)
     self_topk(x, 5, block=64, rows=32)
     assert not calls  # no tile needed the numpy screen
+

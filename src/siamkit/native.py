@@ -1,8 +1,9 @@
 """Small C kernels compiled with the system's C compiler at first use.
 
 The one kernel (``_screen.c``) screens a tile of scores for :func:`siamkit.topk.self_topk`
-in a single pass; without a compiler (or with ``SIAMKIT_NATIVE=0``) the numpy path in
-``topk.py`` does the same work, about ten times slower. The shared library is cached
+in a single pass, folding what it finds straight into every row's running top-k heap;
+without a compiler (or with ``SIAMKIT_NATIVE=0``) the numpy path in ``topk.py`` does the
+same work, about ten times slower. The shared library is cached
 under ``$SIAMKIT_CACHE_DIR`` (default ``~/.cache/siamkit``), keyed by the source, the
 compiler flags and this CPU's features, since it is built for the CPU it runs on.
 """
@@ -30,7 +31,7 @@ _tried = False
 
 
 def screen_kernel() -> Any:
-    """The compiled ``screen_tile`` (a ctypes function), or None when it cannot be had."""
+    """The compiled ``heap_tile`` (a ctypes function), or None when it cannot be had."""
     global _kernel, _tried
     if not _tried:
         _tried = True
@@ -85,8 +86,8 @@ def _load() -> Any:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         logger.info("compiled the screening kernel into %s", lib_path)
-    fn = ctypes.CDLL(str(lib_path)).screen_tile
+    fn = ctypes.CDLL(str(lib_path)).heap_tile
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
-    fn.restype = ctypes.c_int
-    fn.argtypes = [p, i64, i64, p, p, i32, i32, p, p, p, p, p, p, p, p, i64]
+    fn.restype = None
+    fn.argtypes = [p, i64, i64, i32, i32, i32, p, p, p, p, i64]
     return fn

@@ -3,25 +3,27 @@
 Shared by gallery search and retrieval metrics. Scores come ``block`` references at a
 time (small enough for the matrix product's output to stay in cache: on the 2-core
 benchmark machine 1024 x 4096 blocks ran at 131 GFLOP/s against 84 GFLOP/s for 512 x
-100,000 rows). The first block is ranked with ``topk``; every later block is only
+100,000 rows). Where a C compiler is available (:mod:`siamkit.native`), a small compiled
+kernel makes one pass over each block and pushes every score above its query's current
+k-th best straight into that query's top-k heap (the queries split between two threads).
+Without one, the first block is ranked with ``topk`` and every later block is only
 screened: the maxima of groups of ``group`` columns (one reduction) are compared with each
 query's current k-th best score, and only the few groups above it are looked at and
-merged. Ranking every block with ``topk`` cost about 60% of the matrix products for top-10
-over 1M references; screening costs about a quarter. Exact: a group whose maximum is not
-above the k-th best holds nothing that belongs in the top k.
+merged. Exact either way: nothing at or below a query's k-th best belongs in its top k.
 
 ``self_topk`` is the same search of a set against itself under a symmetric similarity
 (``x @ x.T``): each pair is scored once, and a block feeds both its rows' and its columns'
-top k (half the matrix products of searching row by row), screened in one pass by a small
-compiled kernel where one can be built.
+top k (half the matrix products of searching row by row).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -53,6 +55,11 @@ def blocked_topk(
         ``k`` equal to ``n_refs`` they come last.
     """
     k = min(k, n_refs)
+    kernel = _heap_kernel(torch.float32) if 0 < k < n_refs else None
+    if kernel is not None:
+        found = _blocked_heaps(queries, n_refs, k, scores, block, exclude, kernel)
+        if found is not None:
+            return found
     first = min(n_refs, max(block, 2 * k))
     s = score_block(queries, scores, 0, first, exclude)
     best_v, best_i = s.topk(k, dim=1)
@@ -69,6 +76,57 @@ def blocked_topk(
     return best_v, best_i
 
 
+def _blocked_heaps(queries: torch.Tensor, n_refs: int, k: int, scores: Scores, block: int,
+                   exclude: torch.Tensor | None, kernel: Callable[..., None]
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`blocked_topk` through the compiled kernel: each block of scores folded into
+    the queries' top-k heaps, the two halves of the queries on two threads where torch has
+    more than one (ctypes calls release the GIL). None if the scores are not float32 (the
+    caller then screens in torch). Needs k < n_refs, so that every query has k scores above
+    -inf (at most one is excluded)."""
+    n_q = len(queries)
+    heap_v = torch.full((n_q, k), -torch.inf)
+    heap_i = torch.zeros((n_q, k), dtype=torch.int32)
+    thr = torch.full((n_q,), -torch.inf)
+    bar = thr.clone()
+    half = n_q // 2
+    for start in range(0, n_refs, block):
+        s = score_block(queries, scores, start, min(n_refs, start + block), exclude)
+        if s.dtype != torch.float32:
+            return None
+        s = s.contiguous()
+        if half >= _THREAD_MIN_ROWS and torch.get_num_threads() > 1:
+            job = _pool().submit(fold_tile, kernel, s[:half], 0, start, thr, bar, heap_v,
+                                 heap_i)
+            fold_tile(kernel, s[half:], half, start, thr, bar, heap_v, heap_i)
+            job.result()
+        else:
+            fold_tile(kernel, s, 0, start, thr, bar, heap_v, heap_i)
+    best_v, order = heap_v.sort(dim=1, descending=True)
+    return best_v, heap_i.gather(1, order).long()
+
+
+_THREAD_MIN_ROWS = 64  # fewer queries per half: one thread folds the block
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(1, thread_name_prefix="siamkit-fold")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    """A forked child has no thread behind the parent's pool: it starts its own."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def self_topk(
     x: torch.Tensor, k: int, block: int = 2048, rows: int = 2048, group: int = 8,
     floor: torch.Tensor | None = None, buffer: int = 1 << 23,
@@ -78,25 +136,27 @@ def self_topk(
     Each unordered pair is scored once: the rows are cut into blocks of ``block``, and a
     pair of blocks (a, b) with a < b is scored as (``rows``, ``block``) tiles, each screened
     for entries above their row's threshold (candidates for block a's rows) and above their
-    column's (for block b's rows); a block against itself is screened by rows only. The
-    screen is one pass of a compiled kernel (:mod:`siamkit.native`) where a C compiler is
-    available, else group maxima in torch and the hits in numpy. Candidates wait
+    column's (for block b's rows); a block against itself is screened by rows only. Where a
+    C compiler is available the screen is one pass of a compiled kernel
+    (:mod:`siamkit.native`) that pushes each entry it finds straight into its row's
+    running top-k heap, so a row's threshold rises as soon as a better score is met.
+    Without one, group maxima in torch and the hits in numpy give candidates, which wait
     in a buffer until their block's rows have met every other row (or the buffer holds
     ``buffer`` of them) and are then merged into the running top k, once per row instead
     of once per tile. Holds the top k of every row (N x k values and int32 indices), one
-    tile and the buffer.
+    tile and (numpy) the buffer.
 
     Args:
         x: (N, D) vectors (normalised ones give cosine similarity).
         k: how many to keep per row (at most N - 1).
         block: rows per block.
         rows: rows per tile (at most ``block``): a tile is ``rows`` x ``block`` scores.
-        group: rows or columns per screening group.
+        group: rows or columns per screening group (numpy screen).
         floor: optional (N,) values known to lie strictly below each row's k-th best score
             (e.g. the k-th best of any k other rows, lowered by a rounding margin): nothing
             at or below it is looked at. The tighter, the fewer candidates; without it
             every score is a candidate until the first merge.
-        buffer: candidates held before an early merge.
+        buffer: candidates held before an early merge (numpy screen).
 
     Returns:
         (values (N, k), indices (N, k) int32), best first; a row never returns itself.
@@ -116,7 +176,9 @@ def self_topk(
     bar = thr.clone()  # a row's threshold never drops below its floor
     starts = range(0, n, block)
     tile = torch.empty(rows * min(n, block), dtype=x.dtype)
-    native = _NativeScreen.make(x.dtype)
+    kernel = _heap_kernel(x.dtype)
+    if kernel is not None:
+        x = x.contiguous()
     waiting: dict[int, list[tuple[torch.Tensor, ...]]] = {a: [] for a in starts}
     held = tiles = 0
 
@@ -142,13 +204,12 @@ def self_topk(
                 if b == a:  # the diagonal block: each of its pairs is met twice, rows only
                     i = torch.arange(r0, r1)
                     s[i - r0, i - b] = -torch.inf
-                found = None
-                if native is not None:
-                    found = native(s, thr[r0:r1], None if b == a else thr[b:b1], r0, b, a)
-                if found is None:  # numpy: no compiler, another dtype, or a full buffer
-                    found = [(a, _screen(s, thr[r0:r1], group, r0, b))]
-                    if b != a:
-                        found.append((b, _screen(s, thr[b:b1], group, b, r0, by_column=True)))
+                if kernel is not None:  # straight into the heaps: no candidates, no merges
+                    fold_tile(kernel, s, r0, b, thr, bar, best_v, best_i, columns=b != a)
+                    continue
+                found = [(a, _screen(s, thr[r0:r1], group, r0, b))]
+                if b != a:
+                    found.append((b, _screen(s, thr[b:b1], group, b, r0, by_column=True)))
                 for owner, cand in found:
                     if len(cand[0]):
                         waiting[owner].append(cand)
@@ -156,54 +217,37 @@ def self_topk(
                 if held > buffer:
                     merge(list(starts))
                 tiles += 1
-                if native is None and tiles % 64 == 0:  # numpy's many temporaries
+                if tiles % 64 == 0:  # numpy's many temporaries
                     _release_freed_memory()
-        merge([a])  # block a's rows have now met every row
-        if native is None:
+        if kernel is None:
+            merge([a])  # block a's rows have now met every row
             _release_freed_memory()
+    if kernel is not None:  # heaps hold each row's top k in heap order: best first now
+        best_v, order = best_v.sort(dim=1, descending=True)
+        best_i = best_i.gather(1, order)
     return best_v, best_i
 
 
-class _NativeScreen:
-    """The compiled one-pass screen (``_screen.c`` via :mod:`siamkit.native`) with its output
-    buffers; ``make`` gives None where it is unavailable or the scores are not float32.
-    (Splitting a tile between two threads gained nothing: torch's own threads still spin
-    on the cores after the matrix product.)"""
+def _heap_kernel(dtype: torch.dtype) -> Callable[..., None] | None:
+    """The compiled screen-and-fold kernel (``_screen.c`` via :mod:`siamkit.native`), or None
+    where it is unavailable or the scores are not float32."""
+    from .native import screen_kernel
 
-    def __init__(self, kernel: Callable[..., int], cap: int = 1 << 20) -> None:
-        self.kernel, self.cap = kernel, cap
-        self.out = [(torch.empty(cap, dtype=torch.int32), torch.empty(cap, dtype=torch.int32),
-                     torch.empty(cap, dtype=torch.float32)) for _ in range(2)]
-        self.counts = (ctypes.c_int64(), ctypes.c_int64())
+    return screen_kernel() if dtype == torch.float32 else None
 
-    @classmethod
-    def make(cls, dtype: torch.dtype) -> _NativeScreen | None:
-        from .native import screen_kernel
 
-        kernel = screen_kernel() if dtype == torch.float32 else None
-        return None if kernel is None else cls(kernel)
-
-    def __call__(self, s: torch.Tensor, thr_rows: torch.Tensor, thr_cols: torch.Tensor | None,
-                 row0: int, col0: int, owner: int
-                 ) -> list[tuple[int, tuple[torch.Tensor, ...]]] | None:
-        """Candidates of tile ``s`` for its rows (owned by block ``owner``) and, with
-        ``thr_cols``, for its columns (owned by block ``col0``); None when a buffer fills."""
-        (ar, ac, av), (br, bc, bv) = self.out
-        na, nb = self.counts
-        n_r, n_c = s.shape
-        code = self.kernel(s.data_ptr(), n_r, n_c, thr_rows.data_ptr(),
-                           None if thr_cols is None else thr_cols.data_ptr(), row0, col0,
-                           ar.data_ptr(), ac.data_ptr(), av.data_ptr(), ctypes.byref(na),
-                           br.data_ptr(), bc.data_ptr(), bv.data_ptr(), ctypes.byref(nb),
-                           self.cap)
-        if code != 0:
-            return None
-        found = [(owner, (ar[: na.value].clone(), ac[: na.value].clone(),
-                          av[: na.value].clone()))]
-        if thr_cols is not None:
-            found.append((col0, (br[: nb.value].clone(), bc[: nb.value].clone(),
-                                 bv[: nb.value].clone())))
-        return found
+def fold_tile(kernel: Callable[..., None], s: torch.Tensor, row0: int, col0: int,
+              thr: torch.Tensor, bar: torch.Tensor, heap_v: torch.Tensor,
+              heap_i: torch.Tensor, rows: bool = True, columns: bool = False) -> None:
+    """Fold tile ``s`` (float32, contiguous: rows ``row0 ..`` against columns ``col0 ..``)
+    into running top-k min-heaps ``heap_v`` / ``heap_i`` (N x k, float32 / int32,
+    contiguous): with ``rows`` each row's entries into the heap of its row, with ``columns``
+    each column's entries into the heap of the row its column stands for (a set scored
+    against itself). ``thr`` is kept at each heap's k-th best or its ``bar``, whichever is
+    higher."""
+    n_r, n_c = s.shape
+    kernel(s.data_ptr(), n_r, n_c, row0, col0, int(rows) | 2 * int(columns), thr.data_ptr(),
+           bar.data_ptr(), heap_v.data_ptr(), heap_i.data_ptr(), heap_v.shape[1])
 
 
 def _release_freed_memory() -> None:
