@@ -48,6 +48,7 @@ from scipy import stats
 from siamkit.checkpoint import load_model
 from siamkit.config import config_to_dict, load_config
 from siamkit.data.pairs import all_pairs, skilled_pairs
+from siamkit.data.splits import classes_in, split_units
 from siamkit.embedding import embed_images
 from siamkit.ensemble import ensemble_runs
 from siamkit.evaluate import score_pairs, verification_report
@@ -75,11 +76,10 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
     every pair of ``held_out``; with several seeds also their ensemble (``siamkit
     ensemble``). With ``reuse``, a run folder that already holds a model is not retrained.
     The row's ``scores`` and ``same`` are the fold's final pair scores and labels."""
-    group = group_names_of_classes(data)
-    fold = data.subset_classes([c for c, g in enumerate(group) if g in set(held_out)])
+    fold = data.subset_classes(classes_in(data, held_out))
     if config.eval.calibrate_on == "skilled_pairs":  # genuine-genuine vs genuine-forgery
         labels = fold.labels.numpy()
-        fold_groups = group_names_of_classes(fold)
+        fold_groups = split_units(fold)
         i, j, same = skilled_pairs([fold.class_names[c] for c in labels],
                                    [fold_groups[c] for c in labels])
     else:
@@ -87,7 +87,7 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
     # every other group (the split file's test groups, groups left out by --train-groups)
     # as "test": named, so training knows they are left out on purpose. One file for the
     # fold's seeds (beside the fold's folder), so they share a config and join an ensemble.
-    rest = sorted(set(group) - set(train_groups) - set(held_out))
+    rest = sorted(set(split_units(data)) - set(train_groups) - set(held_out))
     split = out.with_name(f"{out.name}.split.json")
     groups = {"train": train_groups, "val": held_out, "test": rest}
     if reuse and split.is_file() and json.loads(split.read_text()) != groups:
@@ -133,14 +133,6 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
         row.update(seed_eers=[r["eer"] for r in reps], auc=ens["auc"], eer=ens["eer"],
                    mean_seed_eer=float(np.mean([r["eer"] for r in reps])))
     return row
-
-
-def group_names_of_classes(data) -> list[str]:
-    """Each class's group name (a writer's genuine and forged classes share one), or the
-    class's own name where the data has no groups."""
-    if data.groups is None:
-        return list(data.class_names)
-    return [data.group_names[g] for g in data.groups]
 
 
 def corrected_interval(eers: list[float], n_test: int, n_train: int) -> float:

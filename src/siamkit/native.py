@@ -1,7 +1,8 @@
 """Small C kernels compiled with the system's C compiler at first use.
 
-The one kernel (``_screen.c``) screens a tile of scores for :func:`siamkit.topk.self_topk`
-in a single pass, folding what it finds straight into every row's running top-k heap;
+The one kernel (``_screen.c``) screens a tile of scores for :mod:`siamkit.topk`
+(``blocked_topk`` and ``self_topk``) in a single pass, folding what it finds straight into
+every row's running top-k heap;
 without a compiler (or with ``SIAMKIT_NATIVE=0``) the numpy path in ``topk.py`` does the
 same work, about ten times slower. The shared library is cached
 under ``$SIAMKIT_CACHE_DIR`` (default ``~/.cache/siamkit``), keyed by the source, the
