@@ -102,15 +102,40 @@ def test_exact_kernels_agree(metric):
         refs /= np.linalg.norm(refs, axis=1, keepdims=True)
     queries = np.concatenate([refs[:5], rng.normal(size=(20, 16)).astype(np.float32)])
     out = {}
-    for kernel in ("torch", "faiss"):
-        index = ExactIndex(metric, kernel=kernel)
+    bf16 = "torch-bf16" if metric in ("cosine", "dot") else "torch"  # inner products only
+    for kernel, screen, used in [("torch", "fp32", "torch"), ("torch", "bf16", bf16),
+                                 ("faiss", "auto", "faiss")]:
+        index = ExactIndex(metric, kernel=kernel, screen=screen)
         index.build(refs)
-        assert index.kernel_in_use == kernel  # the two paths really are both taken
-        out[kernel] = index.search(queries, 7)
-    np.testing.assert_array_equal(out["torch"][1], out["faiss"][1])
-    np.testing.assert_allclose(out["torch"][0], out["faiss"][0], rtol=1e-5, atol=1e-5)
+        assert index.kernel_in_use == used  # the paths really are all taken
+        out[screen] = index.search(queries, 7)
+    for screen in ("fp32", "bf16"):
+        np.testing.assert_array_equal(out[screen][1], out["auto"][1])
+        np.testing.assert_allclose(out[screen][0], out["auto"][0], rtol=1e-5, atol=1e-5)
     if metric in ("euclidean", "sqeuclidean"):
-        assert (out["faiss"][0][:5, 0] == 0).all()  # an item's distance to itself: exactly 0
+        assert (out["auto"][0][:5, 0] == 0).all()  # an item's distance to itself: exactly 0
+
+
+@pytest.mark.parametrize(("flags", "metric", "want"), [
+    ({"avx2", "avx512f", "avx512_bf16"}, "cosine", "faiss"),  # no AMX: FAISS's flat kernel
+    ({"avx512f", "amx_bf16"}, "cosine", "torch-bf16"),         # AMX: the bf16 screen
+    ({"avx512f", "amx_bf16"}, "euclidean", "faiss"),           # not an inner product
+])
+def test_auto_kernel_follows_the_cpu(monkeypatch, flags, metric, want):
+    """``auto`` takes the bf16-screened torch kernel only where the CPU has AMX (the flag
+    reading is overridden here), FAISS otherwise."""
+    pytest.importorskip("faiss")
+    from siamkit import machine
+    from siamkit.native import screen_kernel_bf16
+    from siamkit.search import ExactIndex
+
+    if want == "torch-bf16" and screen_kernel_bf16() is None:
+        pytest.skip("no C compiler: the compiled screen is unavailable")
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset(flags))
+    index = ExactIndex(metric)
+    index.build(np.eye(40, 8, dtype=np.float32) + 0.1)
+    assert index.kernel_in_use == want
+    assert index.search(np.eye(2, 8, dtype=np.float32) + 0.1, 3)[1].shape == (2, 3)
 
 
 def test_exact_kernel_option_is_checked():
@@ -118,3 +143,5 @@ def test_exact_kernel_option_is_checked():
 
     with pytest.raises(GalleryError, match="kernel='gpu'"):
         ExactIndex("cosine", kernel="gpu")
+    with pytest.raises(GalleryError, match="screen='fp16'"):
+        ExactIndex("cosine", screen="fp16")

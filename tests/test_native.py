@@ -12,7 +12,7 @@ import torch
 def fresh_native(monkeypatch, tmp_path):
     from siamkit import native
 
-    monkeypatch.setattr(native, "_kernel", None)
+    monkeypatch.setattr(native, "_lib", None)
     monkeypatch.setattr(native, "_tried", False)
     monkeypatch.setenv("SIAMKIT_CACHE_DIR", str(tmp_path))
     return native
@@ -84,3 +84,35 @@ def test_every_instruction_set_path_screens_a_wide_tile_alike(fresh_native, monk
     hit = torch.isfinite(v)
     assert torch.equal(full.gather(1, i.long())[hit], v[hit])
     assert bool(hit[:9].any()) == rows and bool(hit[20:].any()) == columns
+
+
+@pytest.mark.parametrize("isa", [[], ["-mno-avx512f"], ["-mno-avx512f", "-mno-avx2"]],
+                         ids=["native", "avx2", "plain"])
+def test_every_instruction_set_path_rescores_a_bf16_tile_alike(fresh_native, monkeypatch, isa):
+    """heap_tile_bf16 on each instruction-set path: from bfloat16 scores of rounded vectors
+    it keeps exactly the float32 top k (rows and columns), with float32 scores."""
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    from siamkit.topk import bf16_rounding_bound, fold_tile_bf16
+
+    monkeypatch.setattr(fresh_native, "_FLAGS", [*fresh_native._FLAGS, *isa])
+    kernel = fresh_native.screen_kernel_bf16()
+    assert kernel is not None
+    g = torch.Generator().manual_seed(0)
+    n, k, d = 60, 5, 24
+    x = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+    xr, xc = x[0:9].contiguous(), x[20:57].contiguous()  # rows 0-8 against rows 20-56
+    s = (xr.bfloat16() @ xc.bfloat16().T).contiguous()
+    bar = torch.full((n,), -torch.inf)
+    thr = bar.clone()
+    hv, hi = torch.full((n, k), -torch.inf), torch.zeros((n, k), dtype=torch.int32)
+    fold_tile_bf16(kernel, s, 0, 20, thr, bar, hv, hi, xr, xc, bf16_rounding_bound(d, 1, 1),
+                   rows=True, columns=True)
+    v, order = hv.sort(dim=1, descending=True)
+    full = torch.full((n, n), -torch.inf)
+    full[0:9, 20:57] = xr @ xc.T
+    full[20:57, 0:9] = (xr @ xc.T).T
+    want = full.topk(k, dim=1)
+    torch.testing.assert_close(v, want.values, atol=1e-6, rtol=0)
+    hit = torch.isfinite(want.values)
+    assert torch.equal(hi.gather(1, order)[hit].long(), want.indices[hit])

@@ -131,3 +131,86 @@ def test_compiled_screen_is_used_when_available(monkeypatch) -> None:
     self_topk(x, 5, block=64, rows=32)
     assert not calls  # no tile needed the numpy screen
 
+
+
+def _needs_kernel() -> None:
+    from siamkit.native import screen_kernel_bf16
+
+    if screen_kernel_bf16() is None:
+        pytest.skip("no C compiler: the compiled screen is unavailable")
+
+
+@pytest.mark.parametrize(("n", "d", "k", "block", "rows", "scale"), [
+    (700, 6, 10, 128, 64, 0.0),    # unit vectors, few dimensions: large relative rounding
+    (1003, 128, 25, 100, 30, 0.0),  # ragged blocks and tiles
+    (500, 33, 40, 64, 64, 3.0),    # unnormalised, norms up to about 10 (a wider bound)
+    (40, 16, 39, 8, 3, 0.0),       # k = every other row
+])
+def test_self_topk_bf16_screen_equals_the_float32_search(n: int, d: int, k: int, block: int,
+                                                         rows: int, scale: float) -> None:
+    """bf16 products only screen: the neighbours and their float32 scores are those of the
+    whole float32 matrix, on any CPU (where bf16 is not native it is only slower)."""
+    _needs_kernel()
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, d, generator=g)
+    x = torch.nn.functional.normalize(x, dim=1) if scale == 0 else x * scale
+    full = x @ x.T
+    full.fill_diagonal_(-torch.inf)
+    want_v, want_i = full.topk(k, dim=1)
+    v, i = self_topk(x, k, block=block, rows=rows, screen="bf16")
+    torch.testing.assert_close(v, want_v, atol=1e-5 * max(1.0, scale**2), rtol=1e-6)
+    assert torch.equal(i.long(), want_i)  # no near-ties in random data
+    floor = want_v[:, -1] - 1e-4  # with a floor the heaps start at it
+    v2, i2 = self_topk(x, k, block=block, rows=rows, screen="bf16", floor=floor)
+    assert torch.equal(i2, i) and torch.equal(v2, v)
+
+
+def test_inner_topk_bf16_screen_equals_the_float32_search() -> None:
+    """Queries against references, with an excluded reference per query, in both screens;
+    a neighbour just above another by less than bf16's resolution still ranks first."""
+    from siamkit.topk import inner_topk
+
+    _needs_kernel()
+    g = torch.Generator().manual_seed(1)
+    r = torch.nn.functional.normalize(torch.randn(2000, 64, generator=g), dim=1)
+    q = torch.nn.functional.normalize(torch.randn(150, 64, generator=g), dim=1)
+    r[7] = q[0]
+    r[8] = torch.nn.functional.normalize(q[0] + 1e-3 * r[9], dim=0)  # rounds to r[7]'s score
+    exclude = torch.randint(0, 2000, (150,), generator=g)
+    exclude[0] = 5
+    full = q @ r.T
+    full[torch.arange(150), exclude] = -torch.inf
+    want_v, want_i = full.topk(10, dim=1)
+    for screen in ("bf16", "fp32"):
+        v, i = inner_topk(q, r, 10, block=256, exclude=exclude, screen=screen)
+        torch.testing.assert_close(v, want_v, atol=1e-6, rtol=0)
+        assert torch.equal(i, want_i), screen
+    assert want_i[0, :2].tolist() == [7, 8]
+
+
+def test_bf16_rounding_bound_holds_on_adversarial_vectors() -> None:
+    """The bound covers the worst cases met: all-equal components (every rounding in one
+    direction) and values at bf16's rounding midpoints, unit and large norms."""
+    from siamkit.topk import bf16_rounding_bound
+
+    g = torch.Generator().manual_seed(2)
+    for d in (1, 7, 128, 1024):
+        mid = 1 + 2.0**-8 + 2.0**-20  # just above a bfloat16 midpoint: rounds up by ~2^-8
+        cases = [torch.full((4, d), mid), torch.randn(64, d, generator=g) * 50,
+                 torch.nn.functional.normalize(torch.rand(64, d, generator=g), dim=1)]
+        for x in cases:
+            xb = x.to(torch.bfloat16)
+            err = ((xb @ xb.T).float() - x @ x.T).abs().max().item()
+            norm = float(x.norm(dim=1).max())
+            assert err <= bf16_rounding_bound(d, norm, norm), (d, err)
+
+
+def test_auto_screen_takes_bf16_only_with_amx() -> None:
+    from siamkit.topk import screen_precision
+
+    assert screen_precision("auto", flags=frozenset({"avx2", "avx512f", "avx512_bf16"})) == "fp32"
+    assert screen_precision("fp32", flags=frozenset({"amx_bf16"})) == "fp32"
+    _needs_kernel()
+    assert screen_precision("auto", flags=frozenset({"amx_bf16", "avx512f"})) == "bf16"
+    with pytest.raises(ValueError, match="screen must be one of"):
+        screen_precision("fp16")

@@ -1,9 +1,10 @@
 """Small C kernels compiled with the system's C compiler at first use.
 
-The one kernel (``_screen.c``) screens a tile of scores for :mod:`siamkit.topk`
-(``blocked_topk`` and ``self_topk``) in a single pass, folding what it finds straight into
-every row's running top-k heap;
-without a compiler (or with ``SIAMKIT_NATIVE=0``) the numpy path in ``topk.py`` does the
+The kernels (``_screen.c``) screen a tile of scores for :mod:`siamkit.topk`
+(``blocked_topk`` and ``self_topk``) in a single pass, folding what they find straight into
+every row's running top-k heap: ``heap_tile`` reads float32 scores, ``heap_tile_bf16``
+bfloat16 ones, rescoring in float32 each entry its rounding could have hidden. Without a
+compiler (or with ``SIAMKIT_NATIVE=0``) the numpy path in ``topk.py`` does the
 same work, about ten times slower. The shared library is cached
 under ``$SIAMKIT_CACHE_DIR`` (default ``~/.cache/siamkit``), keyed by the source, the
 compiler flags and this CPU's features, since it is built for the CPU it runs on.
@@ -23,25 +24,36 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["screen_kernel"]
+__all__ = ["screen_kernel", "screen_kernel_bf16"]
 
 _SOURCE = Path(__file__).with_name("_screen.c")
 _FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
-_kernel: Any = None
+_lib: Any = None  # the loaded library
 _tried = False
 
 
 def screen_kernel() -> Any:
     """The compiled ``heap_tile`` (a ctypes function), or None when it cannot be had."""
-    global _kernel, _tried
+    lib = _library()
+    return None if lib is None else lib.heap_tile
+
+
+def screen_kernel_bf16() -> Any:
+    """The compiled ``heap_tile_bf16`` (a ctypes function), or None when it cannot be had."""
+    lib = _library()
+    return None if lib is None else lib.heap_tile_bf16
+
+
+def _library() -> Any:
+    global _lib, _tried
     if not _tried:
         _tried = True
         if os.environ.get("SIAMKIT_NATIVE", "1") != "0":
             try:
-                _kernel = _load()
+                _lib = _load()
             except (OSError, subprocess.SubprocessError) as exc:
                 logger.info("no compiled screening kernel (%s); using numpy", exc)
-    return _kernel
+    return _lib
 
 
 def _cache_dir() -> Path:
@@ -87,8 +99,10 @@ def _load() -> Any:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         logger.info("compiled the screening kernel into %s", lib_path)
-    fn = ctypes.CDLL(str(lib_path)).heap_tile
+    lib = ctypes.CDLL(str(lib_path))
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
-    fn.restype = None
-    fn.argtypes = [p, i64, i64, i32, i32, i32, p, p, p, p, i64]
-    return fn
+    lib.heap_tile.restype = lib.heap_tile_bf16.restype = None
+    lib.heap_tile.argtypes = [p, i64, i64, i32, i32, i32, p, p, p, p, i64]
+    lib.heap_tile_bf16.argtypes = [p, i64, i64, i32, i32, i32, p, p, p, p, i64, p, p, i64,
+                                   ctypes.c_float]
+    return lib

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .topk import blocked_topk
+from .topk import blocked_topk, inner_topk, screen_precision
 
 __all__ = ["GalleryError", "METRICS", "Search", "ExactIndex", "FaissIndex", "SEARCH_BACKENDS",
            "create_search", "higher_is_closer"]
@@ -98,19 +98,22 @@ class ExactIndex(Search):
     """Exact top-k, by one of two kernels with the same results.
 
     ``faiss``: FAISS's flat index (``IndexFlatIP`` / ``IndexFlatL2``), which dispatches its
-    kernels per CPU; ``torch``: blocked matrix products (float32, :func:`blocked_topk`),
-    memory at about ``chunk`` x ``query_chunk`` scores whatever the number of references.
-    ``auto`` (default) takes FAISS when it is installed: measured side by side on the CPUs
-    of this project it was the faster (``benchmarks/speed.py --only search``). The
-    references are held once (the torch kernel reads FAISS's storage). Euclidean scores of
-    the returned neighbours are recomputed from differences, so an item's distance to
-    itself is exactly 0.
+    kernels per CPU; ``torch``: blocked matrix products (:func:`blocked_topk`), memory at
+    about ``chunk`` x ``query_chunk`` scores whatever the number of references. Inner
+    products (cosine, dot) are screened in ``screen`` precision (:func:`screen_precision`:
+    ``auto`` takes bfloat16 products, rescored in float32 near each threshold, where the
+    CPU has AMX), other metrics in float32. ``auto`` (default) takes the torch kernel where
+    it screens in bfloat16 and FAISS otherwise when it is installed: side by side on the
+    CPUs of this project each was the faster there (``benchmarks/speed.py --only search``).
+    The references are held once (the torch kernel reads FAISS's storage; a bf16 screen
+    adds a bfloat16 copy, half their size). Euclidean scores of the returned neighbours
+    are recomputed from differences, so an item's distance to itself is exactly 0.
     """
 
     concurrent_search = True  # immutable once built: searches need no lock
 
     def __init__(self, metric: str, chunk: int = 2048, query_chunk: int = 1024,
-                 kernel: str = "auto") -> None:
+                 kernel: str = "auto", screen: str = "auto") -> None:
         self.metric = _check_metric(metric)
         self.chunk = _check_int("exact", "chunk", chunk, 1)
         self.query_chunk = _check_int("exact", "query_chunk", query_chunk, 1)
@@ -118,19 +121,32 @@ class ExactIndex(Search):
             raise GalleryError(f"exact option kernel={kernel!r}: must be one of "
                                f"{', '.join(KERNELS)}")
         self.kernel = kernel  # auto is decided at build: importing FAISS takes a moment
+        if screen not in ("auto", "fp32", "bf16"):
+            raise GalleryError(f"exact option screen={screen!r}: must be auto, fp32 or bf16")
+        self.screen = screen
         self._faiss_index: Any = None
         self._refs = torch.zeros(0, 0)
+        self._refs_bf16: torch.Tensor | None = None
+        self._refs_norm = 0.0
         self._sq = torch.zeros(0)
 
     @property
     def kernel_in_use(self) -> str:
-        """The kernel the built index searches with: ``faiss`` or ``torch``."""
-        return "faiss" if self._faiss_index is not None else "torch"
+        """The kernel the built index searches with: ``faiss``, ``torch`` or ``torch-bf16``
+        (torch with a bfloat16 screen)."""
+        if self._faiss_index is not None:
+            return "faiss"
+        return "torch" if self._refs_bf16 is None else "torch-bf16"
+
+    def _bf16_screen(self) -> bool:
+        return higher_is_closer(self.metric) and screen_precision(self.screen) == "bf16"
 
     def build(self, vectors: np.ndarray) -> None:
         """Index ``vectors`` (N, D)."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)
-        faiss = _faiss() if self.kernel != "torch" else None
+        bf16 = self.kernel != "faiss" and self._bf16_screen()
+        faiss = _faiss() if self.kernel == "faiss" or (self.kernel == "auto" and not bf16) \
+            else None
         if self.kernel == "faiss" and faiss is None:
             raise GalleryError("exact option kernel='faiss' needs faiss-cpu: pip install "
                                "'siamkit[faiss]'")
@@ -143,6 +159,9 @@ class ExactIndex(Search):
             self._faiss_index = index
         self._refs = torch.from_numpy(x)
         self._sq = (self._refs * self._refs).sum(1)
+        self._refs_bf16 = (self._refs.to(torch.bfloat16) if self._faiss_index is None and bf16
+                           and x.ndim == 2 else None)
+        self._refs_norm = float(self._sq.max().sqrt()) if len(self._sq) else 0.0
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities (Q, k), indices (Q, k)); higher similarity is closer."""
@@ -169,7 +188,12 @@ class ExactIndex(Search):
                 # blocks of about chunk x query_chunk scores: fewer queries take more
                 # references at a time (a single query: 2M), so per-block overhead stays small
                 block = self.chunk * max(1, self.query_chunk // len(q))
-                best_s, best_i = blocked_topk(q, n, k, scores, block=block)
+                if self._refs_bf16 is not None:
+                    best_s, best_i = inner_topk(q, refs, k, block=block, screen="bf16",
+                                                refs_bf16=self._refs_bf16,
+                                                refs_norm=self._refs_norm)
+                else:
+                    best_s, best_i = blocked_topk(q, n, k, scores, block=block)
                 best_s, best_i = self._exact_scores(q, best_s, best_i)
                 sims_out.append(best_s)
                 idx_out.append(best_i)

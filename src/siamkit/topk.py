@@ -14,12 +14,19 @@ merged. Exact either way: nothing at or below a query's k-th best belongs in its
 ``self_topk`` is the same search of a set against itself under a symmetric similarity
 (``x @ x.T``): each pair is scored once, and a block feeds both its rows' and its columns'
 top k (half the matrix products of searching row by row).
+
+Inner products can be screened in bfloat16 (``screen="bf16"``; ``auto`` where the CPU
+multiplies bfloat16 tiles natively, AMX): the products run on the vectors rounded to
+bfloat16, and every entry within the rounding bound (:func:`bf16_rounding_bound`) of its
+row's threshold is scored again in float32 from the original vectors before it may enter a
+top k. The results are those of a float32 search: the kept scores are float32 dot products.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -28,7 +35,36 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["blocked_topk", "score_block", "self_topk"]
+__all__ = ["SCREENS", "bf16_rounding_bound", "blocked_topk", "inner_topk", "score_block",
+           "screen_precision", "self_topk"]
+
+SCREENS = ("auto", "fp32", "bf16")
+
+
+def screen_precision(screen: str = "auto", flags: frozenset[str] | None = None) -> str:
+    """The precision of the screening products, ``fp32`` or ``bf16``. ``auto`` takes bf16
+    where the CPU multiplies bfloat16 tiles natively (the ``amx_bf16`` flag: 4.5x float32's
+    products on the 2-core benchmark machine) and the compiled kernel is available.
+    ``flags`` overrides the CPU's flags (for tests)."""
+    if screen not in SCREENS:
+        raise ValueError(f"screen must be one of {', '.join(SCREENS)}: {screen!r}")
+    if screen != "auto":
+        return screen
+    from .machine import cpu_flags
+
+    amx = "amx_bf16" in (cpu_flags() if flags is None else flags)
+    return "bf16" if amx and _heap_kernel_bf16() is not None else "fp32"
+
+
+def bf16_rounding_bound(dim: int, norm_a: float, norm_b: float) -> float:
+    """An upper bound on |bf16 score - float32 score| for vectors of ``dim`` dimensions and
+    norms at most ``norm_a`` and ``norm_b``: the bf16 score is the product of the vectors
+    rounded to bfloat16 (relative error 2^-8 each), accumulated in float32 and rounded to
+    bfloat16 (2^-8 of the result); the float32 score has its own accumulation error (``dim``
+    float32 roundings). By Cauchy-Schwarz every term scales with ``norm_a * norm_b``."""
+    u = 2.0**-8
+    eps = 3 * u + 4 * u * u + 2.02 * dim * 2.0**-24
+    return 1.01 * eps * norm_a * norm_b + 1e-30
 
 Scores = Callable[[torch.Tensor, int, int], torch.Tensor]
 
@@ -36,6 +72,7 @@ Scores = Callable[[torch.Tensor, int, int], torch.Tensor]
 def blocked_topk(
     queries: torch.Tensor, n_refs: int, k: int, scores: Scores, block: int = 4096,
     group: int = 8, exclude: torch.Tensor | None = None,
+    rescore: tuple[torch.Tensor, torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` highest ``scores`` of each query over references ``0 .. n_refs - 1``.
 
@@ -49,12 +86,20 @@ def blocked_topk(
         group: columns per screening group.
         exclude: optional (Q,) reference index per query that must not be returned (a
             query searching its own set leaves itself out).
+        rescore: (queries, references, delta), float32 and contiguous, when ``scores``
+            returns bfloat16 products of these vectors rounded (use :func:`inner_topk`):
+            the entries within ``delta`` of a threshold are scored again in float32.
 
     Returns:
         (values (Q, k), indices (Q, k)), best first. Excluded references score -inf: with
         ``k`` equal to ``n_refs`` they come last.
     """
     k = min(k, n_refs)
+    if rescore is not None:
+        kernel16 = _heap_kernel_bf16()
+        if kernel16 is None or not 0 < k < n_refs:
+            raise ValueError("a bf16 screen needs the compiled kernel and 0 < k < n_refs")
+        return _blocked_heaps(queries, n_refs, k, scores, block, exclude, kernel16, rescore)
     kernel = _heap_kernel(torch.float32) if 0 < k < n_refs else None
     if kernel is not None:
         found = _blocked_heaps(queries, n_refs, k, scores, block, exclude, kernel)
@@ -75,13 +120,14 @@ def blocked_topk(
 
 
 def _blocked_heaps(queries: torch.Tensor, n_refs: int, k: int, scores: Scores, block: int,
-                   exclude: torch.Tensor | None, kernel: Callable[..., None]
+                   exclude: torch.Tensor | None, kernel: Callable[..., None],
+                   rescore: tuple[torch.Tensor, torch.Tensor, float] | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """:func:`blocked_topk` through the compiled kernel: each block of scores folded into
     the queries' top-k heaps, the two halves of the queries on two threads where torch has
     more than one (ctypes calls release the GIL). None if the scores are not float32 (the
-    caller then screens in torch). Needs k < n_refs, so that every query has k scores above
-    -inf (at most one is excluded)."""
+    caller then screens in torch), or, with ``rescore``, bfloat16. Needs k < n_refs, so
+    that every query has k scores above -inf (at most one is excluded)."""
     n_q = len(queries)
     heap_v = torch.full((n_q, k), -torch.inf)
     heap_i = torch.zeros((n_q, k), dtype=torch.int32)
@@ -89,19 +135,66 @@ def _blocked_heaps(queries: torch.Tensor, n_refs: int, k: int, scores: Scores, b
     bar = thr.clone()
     half = n_q // 2
     for start in range(0, n_refs, block):
-        s = score_block(queries, scores, start, min(n_refs, start + block), exclude)
-        if s.dtype != torch.float32:
+        stop = min(n_refs, start + block)
+        s = score_block(queries, scores, start, stop, exclude)
+        if s.dtype != (torch.float32 if rescore is None else torch.bfloat16):
             return None
         s = s.contiguous()
-        if half >= _THREAD_MIN_ROWS and torch.get_num_threads() > 1:
-            job = _pool().submit(fold_tile, kernel, s[:half], 0, start, thr, bar, heap_v,
-                                 heap_i)
-            fold_tile(kernel, s[half:], half, start, thr, bar, heap_v, heap_i)
+
+        parts = [(0, half), (half, n_q)] if (half >= _THREAD_MIN_ROWS
+                                              and torch.get_num_threads() > 1) else [(0, n_q)]
+        jobs = [_pool().submit(_fold_part, kernel, s, r0, r1, start, stop, thr, bar, heap_v,
+                               heap_i, rescore) for r0, r1 in parts[1:]]
+        _fold_part(kernel, s, *parts[0], start, stop, thr, bar, heap_v, heap_i, rescore)
+        for job in jobs:
             job.result()
-        else:
-            fold_tile(kernel, s, 0, start, thr, bar, heap_v, heap_i)
     best_v, order = heap_v.sort(dim=1, descending=True)
     return best_v, heap_i.gather(1, order).long()
+
+
+def _fold_part(kernel: Callable[..., None], s: torch.Tensor, r0: int, r1: int, start: int,
+               stop: int, thr: torch.Tensor, bar: torch.Tensor, heap_v: torch.Tensor,
+               heap_i: torch.Tensor, rescore: tuple[torch.Tensor, torch.Tensor, float] | None
+               ) -> None:
+    """Fold queries ``r0 .. r1 - 1`` of a block of scores (references ``start .. stop - 1``)
+    into their heaps, rescoring from ``rescore``'s vectors when the block is bfloat16."""
+    if rescore is None:
+        fold_tile(kernel, s[r0:r1], r0, start, thr, bar, heap_v, heap_i)
+    else:
+        q32, refs32, delta = rescore
+        fold_tile_bf16(kernel, s[r0:r1], r0, start, thr, bar, heap_v, heap_i, q32[r0:r1],
+                       refs32[start:stop], delta)
+
+
+def inner_topk(queries: torch.Tensor, refs: torch.Tensor, k: int, block: int = 4096,
+               exclude: torch.Tensor | None = None, screen: str = "auto",
+               refs_bf16: torch.Tensor | None = None, refs_norm: float | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest inner products ``queries @ refs.T`` of each query (exact), through
+    :func:`blocked_topk` with the products screened in ``screen`` precision (see
+    :func:`screen_precision`). ``refs_bf16`` and ``refs_norm``: ``refs`` rounded to
+    bfloat16 and their largest norm, when an index keeps them (computed once, not per
+    search). Returns (values (Q, k), indices (Q, k))."""
+    n = len(refs)
+    k = min(k, n)
+    use_bf16 = (screen_precision(screen) == "bf16" and 0 < k < n and queries.dtype
+                == refs.dtype == torch.float32 and _heap_kernel_bf16() is not None)
+    if use_bf16:
+        q32, r32 = queries.contiguous(), refs.contiguous()
+        delta = bf16_rounding_bound(q32.shape[1], _max_norm(q32),
+                                    _max_norm(r32) if refs_norm is None else refs_norm)
+        use_bf16 = math.isfinite(delta)
+    if not use_bf16:
+        return blocked_topk(queries, n, k, lambda q, a, b: q @ refs[a:b].T, block=block,
+                            exclude=exclude)
+    qb = q32.to(torch.bfloat16)
+    rb = r32.to(torch.bfloat16) if refs_bf16 is None else refs_bf16
+    return blocked_topk(qb, n, k, lambda q, a, b: q @ rb[a:b].T, block=block,
+                        exclude=exclude, rescore=(q32, r32, delta))
+
+
+def _max_norm(x: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(x, dim=1).max()) if len(x) else 0.0
 
 
 _THREAD_MIN_ROWS = 64  # fewer queries per half: one thread folds the block
@@ -127,7 +220,7 @@ if hasattr(os, "register_at_fork"):
 
 def self_topk(
     x: torch.Tensor, k: int, block: int = 2048, rows: int = 2048, group: int = 8,
-    floor: torch.Tensor | None = None, buffer: int = 1 << 23,
+    floor: torch.Tensor | None = None, buffer: int = 1 << 23, screen: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` highest ``x[i] @ x[j]`` of each row ``i`` over every other row ``j``.
 
@@ -155,6 +248,9 @@ def self_topk(
             at or below it is looked at. The tighter, the fewer candidates; without it
             every score is a candidate until the first merge.
         buffer: candidates held before an early merge (numpy screen).
+        screen: precision of the screening products (:func:`screen_precision`); a bf16
+            screen rescores near-threshold entries in float32 (float32 input and the
+            compiled kernel only; otherwise the screen is in ``x``'s own precision).
 
     Returns:
         (values (N, k), indices (N, k) int32), best first; a row never returns itself.
@@ -173,10 +269,17 @@ def self_topk(
            else floor.to(x.dtype).clone())
     bar = thr.clone()  # a row's threshold never drops below its floor
     starts = range(0, n, block)
-    tile = torch.empty(rows * min(n, block), dtype=x.dtype)
     kernel = _heap_kernel(x.dtype)
     if kernel is not None:
         x = x.contiguous()
+    kernel16, delta, xs = None, 0.0, x
+    if x.dtype == torch.float32 and screen_precision(screen) == "bf16":
+        norm = _max_norm(x)
+        delta = bf16_rounding_bound(x.shape[1], norm, norm)
+        kernel16 = _heap_kernel_bf16() if math.isfinite(delta) else None
+        if kernel16 is not None:  # products of the rounded vectors; kept scores rescored
+            xs = x.to(torch.bfloat16)
+    tile = torch.empty(rows * min(n, block), dtype=xs.dtype)
     waiting: dict[int, list[tuple[torch.Tensor, ...]]] = {a: [] for a in starts}
     held = tiles = 0
 
@@ -197,11 +300,15 @@ def self_topk(
                 b1 = min(n, b + block)
                 # one buffer for every tile: allocating each one afresh grew the process
                 # by gigabytes (the allocator kept the freed tiles between small arrays)
-                s = torch.mm(x[r0:r1], x[b:b1].T, out=tile[: (r1 - r0) * (b1 - b)].view(
+                s = torch.mm(xs[r0:r1], xs[b:b1].T, out=tile[: (r1 - r0) * (b1 - b)].view(
                     r1 - r0, b1 - b))
                 if b == a:  # the diagonal block: each of its pairs is met twice, rows only
                     i = torch.arange(r0, r1)
                     s[i - r0, i - b] = -torch.inf
+                if kernel16 is not None:  # bf16 products, rescored near the thresholds
+                    fold_tile_bf16(kernel16, s, r0, b, thr, bar, best_v, best_i, x[r0:r1],
+                                   x[b:b1], delta, columns=b != a)
+                    continue
                 if kernel is not None:  # straight into the heaps: no candidates, no merges
                     fold_tile(kernel, s, r0, b, thr, bar, best_v, best_i, columns=b != a)
                     continue
@@ -220,7 +327,7 @@ def self_topk(
         if kernel is None:
             merge([a])  # block a's rows have now met every row
             _release_freed_memory()
-    if kernel is not None:  # heaps hold each row's top k in heap order: best first now
+    if kernel is not None or kernel16 is not None:  # heaps in heap order: best first now
         best_v, order = best_v.sort(dim=1, descending=True)
         best_i = best_i.gather(1, order)
     return best_v, best_i
@@ -232,6 +339,27 @@ def _heap_kernel(dtype: torch.dtype) -> Callable[..., None] | None:
     from .native import screen_kernel
 
     return screen_kernel() if dtype == torch.float32 else None
+
+
+def _heap_kernel_bf16() -> Callable[..., None] | None:
+    """The compiled kernel that folds bfloat16 scores with float32 rescoring, or None."""
+    from .native import screen_kernel_bf16
+
+    return screen_kernel_bf16()
+
+
+def fold_tile_bf16(kernel: Callable[..., None], s: torch.Tensor, row0: int, col0: int,
+                   thr: torch.Tensor, bar: torch.Tensor, heap_v: torch.Tensor,
+                   heap_i: torch.Tensor, xr: torch.Tensor, xc: torch.Tensor, delta: float,
+                   rows: bool = True, columns: bool = False) -> None:
+    """:func:`fold_tile` for a bfloat16 tile ``s`` of the products of ``xr`` and ``xc``
+    (float32, contiguous) rounded: an entry whose score plus ``delta`` (its rounding bound)
+    clears a threshold is scored again as ``xr[r] @ xc[c]`` in float32, and enters with
+    that score if it still clears it."""
+    n_r, n_c = s.shape
+    kernel(s.data_ptr(), n_r, n_c, row0, col0, int(rows) | 2 * int(columns), thr.data_ptr(),
+           bar.data_ptr(), heap_v.data_ptr(), heap_i.data_ptr(), heap_v.shape[1],
+           xr.data_ptr(), xc.data_ptr(), xr.shape[1], delta)
 
 
 def fold_tile(kernel: Callable[..., None], s: torch.Tensor, row0: int, col0: int,
