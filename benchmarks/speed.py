@@ -10,7 +10,8 @@ fresh subprocess running that one case, minus its resident set before the case):
 2. ``retrieval``: precision@1 and MAP@R on 100,000 x 128 embeddings of 1,000 classes:
    siamkit's chunked ``retrieval_metrics`` vs PML's ``AccuracyCalculator`` (FAISS k-NN).
 3. ``search``: exact top-10 over 1,000,000 x 128 references for 1,000 queries: siamkit's
-   exact backend vs FAISS ``IndexFlatIP``; FAISS HNSW / IVF through siamkit with recall@10.
+   exact backend vs FAISS ``IndexFlatIP`` (cosine) and ``IndexFlatL2`` (euclidean); FAISS
+   HNSW / IVF through siamkit with recall@10.
 4. ``training``: images/s of the Omniglot demo config's model and batch (forward, backward,
    step), its FLOPs per image (torch's FLOP counter) and the fraction of this CPU's peak.
 5. ``embedding``: inference images/s, eager fp32 vs channels_last vs bf16 autocast vs ONNX
@@ -241,20 +242,20 @@ def _search_data(n: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
     return refs, qs
 
 
-def search_pair_case(n: int, queries: int, repeats: int) -> dict:
+def search_pair_case(n: int, queries: int, repeats: int, metric: str = "cosine") -> dict:
     """siamkit's exact backend (``auto``, and its own ``torch`` kernel) and FAISS
-    ``IndexFlatIP`` in one process over the same references, their calls alternating: a
-    process's own speed (its memory placement, the machine's drift) then weighs on all
-    alike. Identical results are checked."""
+    ``IndexFlatIP`` (cosine) or ``IndexFlatL2`` (euclidean) in one process over the same
+    references, their calls alternating: a process's own speed (its memory placement, the
+    machine's drift) then weighs on all alike. Identical results are checked."""
     import faiss
 
     from siamkit.gallery import ExactIndex
 
     refs, qs = _search_data(n, queries)
-    exact, own = ExactIndex("cosine"), ExactIndex("cosine", kernel="torch")
+    exact, own = ExactIndex(metric), ExactIndex(metric, kernel="torch")
     exact.build(refs)
     own.build(refs)
-    flat = faiss.IndexFlatIP(128)
+    flat = (faiss.IndexFlatIP if metric == "cosine" else faiss.IndexFlatL2)(128)
     flat.add(refs)
     calls = {"exact": lambda: exact.search(qs, 10), "flat": lambda: flat.search(qs, 10),
              "torch": lambda: own.search(qs, 10)}
@@ -268,7 +269,8 @@ def search_pair_case(n: int, queries: int, repeats: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - t0)
     qps = {k: queries / float(np.median(v)) for k, v in times.items()}
-    return {"exact_qps": qps["exact"], "flat_qps": qps["flat"], "torch_qps": qps["torch"],
+    return {"metric": metric, "exact_qps": qps["exact"], "flat_qps": qps["flat"],
+            "torch_qps": qps["torch"],
             "ratio": qps["exact"] / qps["flat"], "torch_ratio": qps["torch"] / qps["flat"],
             "indices_equal": same, "torch_indices_equal": same_torch,
             "exact_kernel": exact.kernel_in_use}
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         elif kind == "retrieval_pair":
             out = retrieval_pair_case(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
         elif kind == "search_pair":
-            out = search_pair_case(int(rest[0]), int(rest[1]), int(rest[2]))
+            out = search_pair_case(int(rest[0]), int(rest[1]), int(rest[2]), rest[3])
         elif kind == "search":
             out = search_case(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         elif kind == "training":
@@ -430,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-rounds", type=int, default=5,
                         help="rounds of exact and FAISS flat search side by side (a fresh "
                              "process each, their calls alternating; the median ratio is kept)")
+    parser.add_argument("--search-cases", type=int, default=SEARCH_CASES,
+                        choices=range(1, SEARCH_CASES + 1), metavar=f"1-{SEARCH_CASES}",
+                        help="how many backends to time each alone in its own process, in "
+                             "the order: siamkit exact, FAISS flat, siamkit's torch kernel, "
+                             "FAISS HNSW, FAISS IVF (HNSW and IVF take minutes to build)")
     parser.add_argument("--retrieval-n", type=int, default=100_000)
     parser.add_argument("--retrieval-classes", type=int, default=1000)
     parser.add_argument("--retrieval-chunk", type=int, default=512)
@@ -505,16 +512,17 @@ def main(argv: list[str] | None = None) -> int:
             # exact and FAISS flat side by side: each round a fresh process holding both,
             # their calls alternating (a process's speed moves by tens of percent from one
             # process to the next on this shared machine, for either side alike)
-            rounds = [_subprocess(["search_pair", str(args.search_refs),
-                                   str(args.search_queries), str(args.repeats)])
-                      for _ in range(args.search_rounds)]
-            rows = [case(w) for w in range(SEARCH_CASES)]
-            report["search_rounds"] = rounds
-            report["search_ratio_median"] = _median_of(rounds, "ratio")
-            report["search_torch_ratio_median"] = _median_of(rounds, "torch_ratio")
+            for metric, key in (("cosine", "search"), ("euclidean", "search_l2")):
+                rounds = [_subprocess(["search_pair", str(args.search_refs),
+                                       str(args.search_queries), str(args.repeats), metric])
+                          for _ in range(args.search_rounds)]
+                report[f"{key}_rounds"] = rounds
+                report[f"{key}_ratio_median"] = _median_of(rounds, "ratio")
+                report[f"{key}_torch_ratio_median"] = _median_of(rounds, "torch_ratio")
+            rows = [case(w) for w in range(args.search_cases)]
         report["search"] = rows
-        for r in report["search_rounds"]:
-            print(f"search round: exact ({r.get('exact_kernel', '?')}) "
+        for r in report["search_rounds"] + report["search_l2_rounds"]:
+            print(f"search round ({r.get('metric', '?')}): exact ({r.get('exact_kernel', '?')}) "
                   f"{r.get('exact_qps', 0):.1f} q/s, torch kernel {r.get('torch_qps', 0):.1f} "
                   f"q/s, flat {r.get('flat_qps', 0):.1f} q/s, ratios "
                   f"{r.get('ratio', float('nan')):.2f} / {r.get('torch_ratio', float('nan')):.2f}"

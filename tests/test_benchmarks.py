@@ -78,6 +78,9 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
 
     auto = "torch-bf16" if screen_precision() == "bf16" else "faiss"  # what this CPU takes
     assert all(x["indices_equal"] and x["exact_kernel"] == auto for x in r["search_rounds"])
+    # Euclidean against IndexFlatL2, through the same augmented inner product
+    assert [x["metric"] for x in r["search_l2_rounds"]] == ["euclidean"]
+    assert all(x["indices_equal"] and x["exact_kernel"] == auto for x in r["search_l2_rounds"])
     for precision in ("fp32", "auto"):
         assert 0 < r["training"][precision]["fraction_of_peak"] < 1
     assert r["training"]["auto"]["resolved"] in ("fp32", "bf16")

@@ -102,8 +102,7 @@ def test_exact_kernels_agree(metric):
         refs /= np.linalg.norm(refs, axis=1, keepdims=True)
     queries = np.concatenate([refs[:5], rng.normal(size=(20, 16)).astype(np.float32)])
     out = {}
-    bf16 = "torch-bf16" if metric in ("cosine", "dot") else "torch"  # inner products only
-    for kernel, screen, used in [("torch", "fp32", "torch"), ("torch", "bf16", bf16),
+    for kernel, screen, used in [("torch", "fp32", "torch"), ("torch", "bf16", "torch-bf16"),
                                  ("faiss", "auto", "faiss")]:
         index = ExactIndex(metric, kernel=kernel, screen=screen)
         index.build(refs)
@@ -119,7 +118,8 @@ def test_exact_kernels_agree(metric):
 @pytest.mark.parametrize(("flags", "metric", "want"), [
     ({"avx2", "avx512f", "avx512_bf16"}, "cosine", "faiss"),  # no AMX: FAISS's flat kernel
     ({"avx512f", "amx_bf16"}, "cosine", "torch-bf16"),         # AMX: the bf16 screen
-    ({"avx512f", "amx_bf16"}, "euclidean", "faiss"),           # not an inner product
+    ({"avx512f", "amx_bf16"}, "euclidean", "torch-bf16"),      # [q, 1] . [r, -|r|^2 / 2]
+    ({"avx2"}, "euclidean", "faiss"),
 ])
 def test_auto_kernel_follows_the_cpu(monkeypatch, flags, metric, want):
     """``auto`` takes the bf16-screened torch kernel only where the CPU has AMX (the flag
@@ -136,6 +136,48 @@ def test_auto_kernel_follows_the_cpu(monkeypatch, flags, metric, want):
     index.build(np.eye(40, 8, dtype=np.float32) + 0.1)
     assert index.kernel_in_use == want
     assert index.search(np.eye(2, 8, dtype=np.float32) + 0.1, 3)[1].shape == (2, 3)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+@pytest.mark.parametrize("scale", [3.0, 30.0])
+def test_bf16_screened_euclidean_search_is_exact(metric, scale):
+    """Euclidean search screened in bf16 through the augmented inner product returns what
+    float32 search returns where neighbours crowd (classes of 20 tight around their
+    centres). Far from the origin (scale 30: |r|^2 / 2 near 10,000, float32's step there
+    1e-3) any inner-product formulation, FAISS's too, ranks near-ties by rounding; there
+    both kernels find the true k nearest distances to within that rounding."""
+    from siamkit.native import screen_kernel_bf16
+    from siamkit.search import ExactIndex
+
+    if screen_kernel_bf16() is None:
+        pytest.skip("no C compiler: the compiled screen is unavailable")
+    rng = np.random.default_rng(1)
+    centres = scale * rng.normal(size=(100, 24)).astype(np.float32)
+    refs = centres.repeat(20, 0) + 0.1 * rng.normal(size=(2000, 24)).astype(np.float32)
+    queries = np.concatenate([refs[::97], centres[:10] + 0.01])
+    fp32, bf16 = (ExactIndex(metric, kernel="torch", screen=screen)
+                  for screen in ("fp32", "bf16"))
+    for index in (fp32, bf16):
+        index.build(refs)
+    assert bf16.kernel_in_use == "torch-bf16"
+    (s32, i32), (s16, i16) = fp32.search(queries, 15), bf16.search(queries, 15)
+    assert (s16[:21, 0] == 0).all()  # each reference is at distance exactly 0 from itself
+    d2 = ((queries[:, None].astype(np.float64) - refs[None]) ** 2).sum(-1)
+    truth = np.sort(d2, 1)[:, :15]
+    def squared(scores: np.ndarray) -> np.ndarray:  # scores are -d or -d^2
+        return scores ** 2 if metric == "euclidean" else -scores
+
+    if scale == 3.0:
+        np.testing.assert_array_equal(i16, i32)
+        np.testing.assert_array_equal(s16, s32)  # both recomputed from differences
+        # float32 products put |r|^2 (about 200 here) to 2e-5: a near-tie may swap
+        np.testing.assert_allclose(squared(s16), truth, atol=1e-3)
+    else:
+        for scores in (s16, s32):
+            np.testing.assert_allclose(squared(scores), truth, atol=0.02)
+    # the bf16 copy is one column wider; the float32 references are not held twice
+    assert bf16._refs_bf16.shape == (2000, 25)
+    assert bf16._refs.data_ptr() == bf16._screened.data_ptr()
 
 
 def test_exact_kernel_option_is_checked():

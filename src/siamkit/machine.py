@@ -4,14 +4,16 @@ reader sees which CPU a figure came from."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import importlib.util
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_flags", "cpu_model", "describe", "peak_gflops", "ISA_FLAGS"]
+__all__ = ["cpu_flags", "cpu_model", "describe", "faiss_blas", "peak_gflops", "ISA_FLAGS"]
 
 # the instruction sets that decide siamkit's speed: SIMD width, bf16 units
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
@@ -72,6 +74,29 @@ def peak_gflops(flags: frozenset[str] | None = None) -> dict[str, Any]:
     return out
 
 
+def faiss_blas() -> dict[str, str] | None:
+    """The OpenBLAS that faiss-cpu's wheel bundles, and the kernels it chose for this CPU
+    (FAISS's flat search is its matrix products). An OpenBLAS older than the CPU falls back
+    to generic kernels (``Prescott``); ``OPENBLAS_CORETYPE`` overrides its choice. None
+    where faiss-cpu or its bundled OpenBLAS is absent."""
+    spec = importlib.util.find_spec("faiss")
+    if spec is None or not spec.origin:
+        return None
+    libs = sorted(Path(spec.origin).parent.parent.glob("faiss_cpu.libs/libopenblas*.so*"))
+    if not libs:
+        return None
+    try:
+        import faiss  # noqa: F401  (loads the libraries the bundled OpenBLAS depends on)
+
+        lib = ctypes.CDLL(str(libs[0]))
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        return {"core": lib.openblas_get_corename().decode(),
+                "config": lib.openblas_get_config().decode()}
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
 def describe() -> dict[str, Any]:
     """The record every result JSON carries under ``machine``."""
     import torch
@@ -87,5 +112,5 @@ def describe() -> dict[str, Any]:
             "isa": [f for f in ISA_FLAGS if f in flags], "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "python": platform.python_version(), "versions": versions, **{
-                "peak": peak_gflops(flags)}}
+            "python": platform.python_version(), "versions": versions,
+            "faiss_blas": faiss_blas(), "peak": peak_gflops(flags)}

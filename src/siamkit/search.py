@@ -100,14 +100,17 @@ class ExactIndex(Search):
     ``faiss``: FAISS's flat index (``IndexFlatIP`` / ``IndexFlatL2``), which dispatches its
     kernels per CPU; ``torch``: blocked matrix products (:func:`blocked_topk`), memory at
     about ``chunk`` x ``query_chunk`` scores whatever the number of references. Inner
-    products (cosine, dot) are screened in ``screen`` precision (:func:`screen_precision`:
-    ``auto`` takes bfloat16 products, rescored in float32 near each threshold, where the
-    CPU has AMX), other metrics in float32. ``auto`` (default) takes the torch kernel where
-    it screens in bfloat16 and FAISS otherwise when it is installed: side by side on the
-    CPUs of this project each was the faster there (``benchmarks/speed.py --only search``).
-    The references are held once (the torch kernel reads FAISS's storage; a bf16 screen
-    adds a bfloat16 copy, half their size). Euclidean scores of the returned neighbours
-    are recomputed from differences, so an item's distance to itself is exactly 0.
+    products are screened in ``screen`` precision (:func:`screen_precision`: ``auto`` takes
+    bfloat16 products, rescored in float32 near each threshold, where the CPU has AMX).
+    Euclidean search is an inner-product search too: the nearest reference maximises
+    ``q.r - |r|^2 / 2`` = ``[q, 1] . [r, -|r|^2 / 2]``, so it is screened the same way.
+    ``auto`` (default) takes the torch kernel where it screens in bfloat16 and FAISS
+    otherwise when it is installed: side by side on the CPUs of this project each was the
+    faster there (``benchmarks/speed.py --only search``). The references are held once
+    (the torch kernel reads FAISS's storage; a bf16 screen adds a bfloat16 copy, half their
+    size, and Euclidean search one column each). Euclidean scores of the returned
+    neighbours are recomputed from differences, so an item's distance to itself is exactly
+    0.
     """
 
     concurrent_search = True  # immutable once built: searches need no lock
@@ -126,6 +129,7 @@ class ExactIndex(Search):
         self.screen = screen
         self._faiss_index: Any = None
         self._refs = torch.zeros(0, 0)
+        self._screened = self._refs
         self._refs_bf16: torch.Tensor | None = None
         self._refs_norm = 0.0
         self._sq = torch.zeros(0)
@@ -139,7 +143,11 @@ class ExactIndex(Search):
         return "torch" if self._refs_bf16 is None else "torch-bf16"
 
     def _bf16_screen(self) -> bool:
-        return higher_is_closer(self.metric) and screen_precision(self.screen) == "bf16"
+        return screen_precision(self.screen) == "bf16"
+
+    @property
+    def _euclid(self) -> bool:
+        return not higher_is_closer(self.metric)
 
     def build(self, vectors: np.ndarray) -> None:
         """Index ``vectors`` (N, D)."""
@@ -159,9 +167,15 @@ class ExactIndex(Search):
             self._faiss_index = index
         self._refs = torch.from_numpy(x)
         self._sq = (self._refs * self._refs).sum(1)
-        self._refs_bf16 = (self._refs.to(torch.bfloat16) if self._faiss_index is None and bf16
-                           and x.ndim == 2 else None)
-        self._refs_norm = float(self._sq.max().sqrt()) if len(self._sq) else 0.0
+        self._screened = self._refs  # what the bf16 screen scores queries against
+        self._refs_bf16 = None
+        if self._faiss_index is None and bf16 and x.ndim == 2:
+            if self._euclid:  # [r, -|r|^2 / 2]: Euclidean nearest = largest inner product
+                self._screened = torch.cat([self._refs, -0.5 * self._sq[:, None]], 1)
+                self._refs = self._screened[:, :-1]  # held once: a view of the same storage
+            self._refs_bf16 = self._screened.to(torch.bfloat16)
+        screened_sq = (self._screened * self._screened).sum(1)
+        self._refs_norm = float(screened_sq.max().sqrt()) if len(screened_sq) else 0.0
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities (Q, k), indices (Q, k)); higher similarity is closer."""
@@ -172,7 +186,7 @@ class ExactIndex(Search):
             scores, rows = self._faiss_index.search(q_all.numpy(), k)
             return self._exact_scores(q_all, torch.from_numpy(scores), torch.from_numpy(rows))
         sims_out, idx_out = [], []
-        euclid = self.metric in ("euclidean", "sqeuclidean")
+        euclid = self._euclid
         neg_sq = -self._sq
         refs = self._refs
 
@@ -189,8 +203,9 @@ class ExactIndex(Search):
                 # references at a time (a single query: 2M), so per-block overhead stays small
                 block = self.chunk * max(1, self.query_chunk // len(q))
                 if self._refs_bf16 is not None:
-                    best_s, best_i = inner_topk(q, refs, k, block=block, screen="bf16",
-                                                refs_bf16=self._refs_bf16,
+                    q_in = torch.cat([q, q.new_ones(len(q), 1)], 1) if euclid else q
+                    best_s, best_i = inner_topk(q_in, self._screened, k, block=block,
+                                                screen="bf16", refs_bf16=self._refs_bf16,
                                                 refs_norm=self._refs_norm)
                 else:
                     best_s, best_i = blocked_topk(q, n, k, scores, block=block)
@@ -221,7 +236,7 @@ class ExactIndex(Search):
         a time; the upper triangle of blocks is visited once. ``on_block(rows)`` reports
         progress after each block row of ``rows`` references."""
         refs, n = self._refs, len(self._refs)
-        euclid = self.metric in ("euclidean", "sqeuclidean")
+        euclid = self._euclid
         out_i, out_j, out_s = [], [], []
         with torch.no_grad():
             for qs in range(0, n, block):
