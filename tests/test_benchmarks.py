@@ -64,7 +64,8 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     assert bench.main(["--sizes", "32", "--algos", "semihard", "--repeats", "1",
                        "--retrieval-n", "600", "--retrieval-rounds", "1",
                        "--retrieval-classes", "20", "--search-refs", "3000",
-                       "--search-queries", "20", "--search-rounds", "1", "--train-steps", "1",
+                       "--search-queries", "20", "--search-rounds", "1", "--search-cases", "2",
+                       "--train-steps", "1",
                        "--train-rounds", "1", "--embed-n", "16", "--only", "mining",
                        "retrieval", "search", "training", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
@@ -72,6 +73,7 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     assert r["retrieval"]["values_equal"] and len(r["retrieval"]["rounds"]) == 1
     pair = r["retrieval"]["rounds"][0]
     assert r["retrieval"]["speedup"] > 0 and len(pair["seconds"]["pml"]) == 2
+    assert len(r["search"]) == 2  # --search-cases 2: exact and FAISS flat, no ANN builds
     assert r["search"][0]["recall_at_10"] == 1.0 and r["search"][1]["recall_at_10"] == 1.0
     assert len(r["search_rounds"]) == 1 and r["search_ratio_median"] > 0
     from siamkit.topk import screen_precision
