@@ -169,12 +169,13 @@ class ExactIndex(Search):
         self._sq = (self._refs * self._refs).sum(1)
         self._screened = self._refs  # what the bf16 screen scores queries against
         self._refs_bf16 = None
+        screened_sq = self._sq
         if self._faiss_index is None and bf16 and x.ndim == 2:
             if self._euclid:  # [r, -|r|^2 / 2]: Euclidean nearest = largest inner product
                 self._screened = torch.cat([self._refs, -0.5 * self._sq[:, None]], 1)
                 self._refs = self._screened[:, :-1]  # held once: a view of the same storage
+                screened_sq = self._sq + 0.25 * self._sq ** 2  # |[r, -|r|^2 / 2]|^2
             self._refs_bf16 = self._screened.to(torch.bfloat16)
-        screened_sq = (self._screened * self._screened).sum(1)
         self._refs_norm = float(screened_sq.max().sqrt()) if len(screened_sq) else 0.0
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
