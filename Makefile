@@ -21,7 +21,7 @@ demo: setup
 	$(VENV)/bin/siamkit demo --out runs/demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -19,6 +19,14 @@ os.environ.setdefault("SIAMKIT_ENGINE", "torch")
 # bf16 on a CPU with native bf16; tests/test_precision.py covers it)
 os.environ.setdefault("SIAMKIT_PRECISION", "fp32")
 
+# Under pytest-xdist (README's test command runs two workers) each worker and the processes
+# it starts take one torch thread: two workers of two threads each would crowd two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 # the read-only mirror of real datasets beside the repository (../shared/datasets); every
 # test module takes it from here
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -194,6 +194,26 @@ def test_group_cv_interval_is_nadeau_bengio_corrected():
     assert np.isnan(bench.corrected_interval([0.1], 4, 12))
 
 
+def test_group_cv_paired_difference_matches_folds_and_is_corrected():
+    """Hand-computed: fold-wise differences 0.0, 0.02, 0.04, 0.06 (mean 0.03, s^2 = 1/1500)
+    with the corrected variance; folds are matched by fold seed and held-out groups, in any
+    order, and a baseline of other dealings is refused."""
+    bench = import_benchmark("group_cv")
+
+    def row(seed, held, eer):
+        return {"fold_seed": seed, "held_out": held, "trained_on": list("abcdefghijkl"),
+                "eer": eer}
+
+    rows = [row(0, ["a"], 0.10), row(0, ["b"], 0.22), row(1, ["a"], 0.34), row(1, ["c"], 0.46)]
+    base = [row(1, ["c"], 0.40), row(0, ["a"], 0.10), row(1, ["a"], 0.30), row(0, ["b"], 0.20)]
+    got = bench.paired_difference(rows, base)
+    assert got["mean_difference"] == pytest.approx(0.03)
+    assert got["differences"] == pytest.approx([0.0, 0.02, 0.04, 0.06])
+    assert got["ci95"] == pytest.approx(3.182446 * ((1 / 4 + 1 / 12) / 1500) ** 0.5, rel=1e-5)
+    with pytest.raises(SystemExit, match="not this run's"):
+        bench.paired_difference(rows, base[:3] + [row(2, ["c"], 0.4)])
+
+
 @pytest.mark.skipif(not (MIRROR / "sigcomp2011_dutch").is_dir(),
                     reason="SigComp 2011 mirror not present")
 def test_group_cv_folds_writers_and_scores_skilled_pairs(tmp_path, monkeypatch, capsys):

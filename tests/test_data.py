@@ -129,6 +129,28 @@ def test_extract_replaces_an_incomplete_destination(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == [".complete", "x.txt"]
 
 
+def test_extract_keeps_the_copy_another_process_finished_first(tmp_path, monkeypatch):
+    """Two processes extracting at once: the one finishing second keeps the first's folder
+    (which may be in use) and leaves no temporary folder of its own."""
+    import zipfile
+
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({"x.txt": "mine"}))
+    dest = tmp_path / "out"
+    real = zipfile.ZipFile.extractall
+
+    def racing(self, path=None, *args, **kwargs):
+        dest.mkdir()
+        (dest / "x.txt").write_text("theirs")
+        (dest / ".complete").write_text("a.zip")  # the other process renamed its copy in
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", racing)
+    assert extract_zip(archive, dest) == dest
+    assert (dest / "x.txt").read_text() == "theirs"
+    assert _leftovers(tmp_path) == []
+
+
 def _truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 

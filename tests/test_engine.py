@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import siamkit
 from conftest import make_text_run
 from siamkit.builders import build_model
 from siamkit.config import Config
@@ -93,3 +94,23 @@ def test_auto_falls_back_to_torch_and_onnx_refuses(tmp_path, caplog):
         Embedder(tmp_path / "run", engine="onnx")
     with pytest.raises(ValueError, match="engine must be one of"):
         Embedder(tmp_path / "run", engine="tpu")
+
+
+def test_an_export_finishing_second_keeps_the_first_processes_copy(tmp_path, monkeypatch):
+    """Replicas starting together export at once: the one renaming second leaves the
+    first's folder (already being read) as it is, and no temporary folder."""
+    import siamkit.engine as engine
+
+    model = siamkit.load(_image_run(tmp_path))
+    folder = tmp_path / "cache" / "onnx" / "m"
+    real = engine._export
+
+    def racing(*args, **kwargs):
+        real(*args, **kwargs)
+        folder.mkdir(parents=True)
+        (folder / "encoder.onnx").write_bytes(b"theirs")
+
+    monkeypatch.setattr(engine, "_export", racing)
+    engine._write(model, folder)
+    assert (folder / "encoder.onnx").read_bytes() == b"theirs"
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["m"]

@@ -8,6 +8,16 @@ import torch
 from siamkit.topk import blocked_topk, self_topk
 
 
+@pytest.fixture(autouse=True)
+def _two_threads():
+    """Two torch threads, so the compiled folds' threaded path runs (a test worker may have
+    been given one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(("n", "k", "block", "group", "n_q"), [
     (2000, 10, 128, 8, 40),    # many screened blocks
     (2000, 10, 128, 8, 150),   # enough queries for the compiled folds' two threads

@@ -115,9 +115,15 @@ def _write(model: SiameseNetwork, folder: Path, opset: int = 18) -> None:
             example = torch.rand(2, *_input_shape(model, spec))
             _export(_Encoder(model, normalize=False), (example,), tmp / "encoder.onnx",
                     ["inputs"], ["embeddings"], opset)
+        if (folder / "encoder.onnx").is_file():
+            return  # another process (a replica) exported first: keep its copy, maybe in use
         if folder.exists():
             shutil.rmtree(folder)
-        tmp.rename(folder)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not (folder / "encoder.onnx").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -147,9 +147,15 @@ def extract_zip(archive: Path, dest: Path) -> Path:
             raise DatasetError(f"{archive} is not a readable zip archive "
                                f"(corrupt or truncated?): {exc}") from None
         (tmp / ".complete").write_text(archive.name)
+        if (dest / ".complete").is_file():
+            return dest  # another process finished first: keep its copy, which may be in use
         if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+            shutil.rmtree(dest)  # a folder left incomplete by something else
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / ".complete").is_file():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

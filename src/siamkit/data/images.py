@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import numbers
+import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -450,7 +451,9 @@ def load_image_folder(
         images = torch.stack(tensors)
         if use_cache:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp")
+            # a name of this process's own: processes that load the same folder at once
+            # (test workers, jobs sharing a cache) each write whole files, the last wins
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
             save_file({"images": images.contiguous()}, str(tmp))
             tmp.replace(cache_file)
     class_names = sorted({name for _, name, _ in items})
