@@ -210,3 +210,13 @@ def test_the_configuration_reference_in_docs_is_the_generated_one():
     assert ("optim.lr", "float", "0.001", "peak learning rate (AdamW)") in rows
     docs = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
     assert docs.read_text() == reference_markdown()
+
+
+def test_group_fill_and_whole_groups_are_refused_together():
+    from siamkit.config import check_config
+
+    cfg = apply_overrides(Config(), ["optim.group_fill=true"])
+    check_config(cfg)
+    cfg.optim.whole_groups = True
+    with pytest.raises(ConfigError, match="group_fill and optim.whole_groups"):
+        check_config(cfg)

@@ -68,6 +68,28 @@ def test_pk_same_group_skips_groups_smaller_than_p():
         assert set(groups[labels[batch]].tolist()) == {0}
 
 
+def test_pk_group_fill_takes_a_small_group_whole_and_fills_from_others():
+    """Groups of 2 and 1 classes at P=3: with group_fill the 2-class group gives batches
+    holding both its classes plus one other; the 1-class group never leads a batch."""
+    labels = _labels([3] * 7)
+    groups = np.array([0, 0, 0, 0, 1, 1, 2])
+    sampler = PKSampler(labels, p=3, k=1, steps=200, groups=groups, same_group=1.0, seed=0,
+                        group_fill=True)
+    led = Counter()
+    for batch in sampler:
+        classes = labels[batch]
+        assert len(set(classes.tolist())) == 3
+        if {4, 5} <= set(classes.tolist()):
+            led[1] += 1
+            assert classes[0] in (4, 5) and classes[1] in (4, 5)  # the group first, whole
+        elif set(groups[classes].tolist()) == {0}:
+            led[0] += 1
+    assert led[0] > 50 and led[1] > 50  # both groups lead about half the batches
+    assert sum(led.values()) == 200  # group 2 (one class) leads none
+    plain = PKSampler(labels, p=3, k=1, steps=50, groups=groups, same_group=1.0, seed=0)
+    assert all(set(groups[labels[b]].tolist()) == {0} for b in plain)  # the control
+
+
 def test_pk_same_group_zero_mixes_groups():
     # the control for the test above: without same_group, batches do cross groups
     labels = _labels([3] * 9)

@@ -180,7 +180,7 @@ def build_sampler(
         k = smallest
     return PKSampler(labels, min(o.p, len(class_names)), k, o.steps, groups=groups,
                      same_group=o.same_group, class_names=class_names, seed=config.seed,
-                     whole_groups=o.whole_groups)
+                     whole_groups=o.whole_groups, group_fill=o.group_fill)
 
 
 def build_augment(config: Config) -> Chain | None:

@@ -113,6 +113,8 @@ class OptimConfig:
     k: int = 5  # examples per class
     same_group: float = 0.8  # fraction of batches drawn within one group (alphabet)
     whole_groups: bool = False  # batches of whole groups (a writer's genuine + forgeries)
+    # groups smaller than p give within-group batches too, filled up from other groups
+    group_fill: bool = False
     sampler: str = "pk"  # pk: P classes x K examples; pairs: balanced pairs (contrastive, bce)
     pair_batch: int = 128  # pairs per batch, with sampler=pairs
     lr: float = 1e-3  # peak learning rate (AdamW)
@@ -468,6 +470,8 @@ def check_config(config: Config) -> None:
          f"online_contrastive or bce on a labelled pair dataset; got loss.name={lc.name} on "
          f"data.dataset={d.dataset}")
     need(0.0 <= o.same_group <= 1.0, f"optim.same_group must be in [0, 1], got {o.same_group}")
+    need(not (o.group_fill and o.whole_groups),
+         "optim.group_fill and optim.whole_groups are two ways to fill a batch: set one")
     need(len(config.augment.scale) == 2, "augment.scale must be [min, max]")
     need(e.calibrate_on in ("all_pairs", "skilled_pairs", "none"),
          f"unknown eval.calibrate_on {e.calibrate_on!r}; expected all_pairs, skilled_pairs "

@@ -50,6 +50,9 @@ class PKSampler:
         seed: random seed.
         whole_groups: fill each batch with every class of randomly chosen groups (e.g. a
             writer's genuine signatures and their forgeries together), up to P classes.
+        group_fill: groups smaller than P give within-group batches too: all of the
+            group's classes, and the rest of the P drawn from other groups (without it,
+            only groups of at least P classes do).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class PKSampler:
         drop_small: bool = False,
         seed: int = 0,
         whole_groups: bool = False,
+        group_fill: bool = False,
     ) -> None:
         if p < 1 or k < 1:
             raise ValueError(f"P and K must be positive, got P={p}, K={k}")
@@ -98,10 +102,15 @@ class PKSampler:
             g = np.asarray(groups)
             for gid in np.unique(g[self.classes]):
                 members = self.classes[g[self.classes] == gid]
-                if len(members) >= p:
+                if len(members) >= (2 if group_fill else p):
                     self.groups[int(gid)] = members
             if not self.groups:
-                logger.warning("no group has %d classes; sampling classes from all groups", p)
+                logger.warning("no group has %d classes; sampling classes from all groups",
+                               2 if group_fill else p)
+            elif not group_fill and len(self.groups) < len(np.unique(g[self.classes])):
+                logger.info("%d of %d groups have %d classes and give within-group batches "
+                            "(optim.group_fill lets the smaller ones too)", len(self.groups),
+                            len(np.unique(g[self.classes])), p)
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -120,6 +129,10 @@ class PKSampler:
                     if len(chosen_list) >= self.p:
                         break
                 chosen = np.array(chosen_list[: self.p])
+            elif len(pool) < self.p:  # a small group (group_fill): all of it, then others
+                others = self.classes[~np.isin(self.classes, pool)]
+                chosen = np.concatenate([self.rng.permutation(pool), self.rng.choice(
+                    others, self.p - len(pool), replace=False)])
             else:
                 chosen = self.rng.choice(pool, self.p, replace=False)
             batch = [
