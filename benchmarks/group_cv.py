@@ -152,25 +152,34 @@ def corrected_interval(eers: list[float], n_test: int, n_train: int) -> float:
     return float(stats.t.ppf(0.975, j - 1) * np.sqrt(var))
 
 
-def paired_difference(rows: list[dict], baseline: list[dict]) -> dict:
-    """This run's EER minus a baseline's, fold by fold, on the same dealings (each fold
-    matched by its fold seed and held-out groups): the mean difference with the corrected
-    95% interval. Pairing takes out how hard each fold's people are, which dominates the
-    spread of either run's EERs alone, so a lever can be ranked where the two runs'
-    intervals overlap."""
-    base = {(r["fold_seed"], tuple(r["held_out"])): r["eer"] for r in baseline}
-    keys = [(r["fold_seed"], tuple(r["held_out"])) for r in rows]
+def fold_key(row: dict) -> tuple:
+    """What identifies a fold across runs: its dealing and its groups."""
+    return row["fold_seed"], tuple(row["held_out"]), tuple(row["trained_on"])
+
+
+def check_baseline(keys: list[tuple], baseline: list[dict]) -> None:
+    """Exit, before anything trains, unless ``baseline`` holds exactly the folds ``keys``."""
+    base = {fold_key(r) for r in baseline}
     missing = [k for k in keys if k not in base]
     if missing or len(base) != len(keys):
         raise SystemExit(f"--baseline: its folds are not this run's ({len(missing)} of "
-                         f"{len(keys)} unmatched); run it with the same --folds, --fold-seed "
-                         f"and --repeats")
-    diffs = [r["eer"] - base[k] for r, k in zip(rows, keys, strict=True)]
+                         f"{len(keys)} unmatched); run it with the same --folds, --fold-seed, "
+                         f"--repeats and --train-groups")
+
+
+def paired_difference(rows: list[dict], baseline: list[dict]) -> dict:
+    """This run's EER minus ``baseline``'s on the same folds, with a 95% interval.
+
+    Pairing takes out how hard each fold's people are, which dominates the spread of either
+    run's EERs alone. The interval is Nadeau and Bengio's corrected one, over the fold-wise
+    differences. Returns ``mean_difference``, ``ci95``, ``differences`` and ``folds``."""
+    check_baseline([fold_key(r) for r in rows], baseline)
+    base = {fold_key(r): r["eer"] for r in baseline}
+    diffs = [r["eer"] - base[fold_key(r)] for r in rows]
     return {"mean_difference": float(np.mean(diffs)),
             "ci95": corrected_interval(diffs, len(rows[0]["held_out"]),
                                        len(rows[0]["trained_on"])),
-            "differences": diffs, "folds": len(diffs),
-            "interval": "95%, Nadeau-Bengio corrected variance of the fold-wise differences"}
+            "differences": diffs, "folds": len(diffs)}
 
 
 def write_scores(path: Path, rows: list[dict]) -> None:
@@ -209,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="write every held-out pair's score as CSV (fold,score,label): "
                              "out-of-fold validation scores for siamkit calibrate --scores")
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="a report of this script on the same dealings (--folds, "
-                             "--fold-seed, --repeats): adds the fold-wise paired difference "
-                             "of EER against it, with its 95%% interval")
+                        help="a report of this script on the same folds (--folds, "
+                             "--fold-seed, --repeats, --train-groups): adds the fold-wise "
+                             "paired difference of EER against it, with its 95%% interval")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     config = load_config(args.config, args.overrides)
@@ -220,26 +229,32 @@ def main(argv: list[str] | None = None) -> int:
     split = json.loads(Path(config.data.split_file).read_text())
     pool = sorted(set(split.get("train", [])) | set(split.get("val", [])))
     data = load_training_data(config)
-    rows = []
+    plan = []  # (fold seed, fold, held-out groups, training groups, run folder)
     for rep in range(args.repeats):
         fold_seed = args.fold_seed + rep
         runs_dir = args.runs_dir if args.repeats == 1 else args.runs_dir / f"repeat{rep}"
         for f, held_out in enumerate(folds_of(pool, args.folds, fold_seed)):
-            cfg = load_config(args.config, args.overrides)
             train_groups = [g for g in pool if g not in held_out]
             if args.train_groups:
                 rng = np.random.default_rng(fold_seed + 1000 * f)
                 train_groups = sorted(rng.choice(train_groups, args.train_groups,
                                                  replace=False))
-            rows.append(run_fold(cfg, data, train_groups, held_out, runs_dir / f"fold{f}",
-                                 args.seeds, args.reuse))
-            r = rows[-1]
-            r["fold_seed"] = fold_seed
-            alone = (f"  (seeds alone: {' / '.join(f'{100 * e:.2f}' for e in r['seed_eers'])}%)"
-                     if args.seeds > 1 else "")
-            print(f"fold seed {fold_seed}, fold {f}: AUC {r['auc']:.4f}  "
-                  f"EER {100 * r['eer']:.2f}%{alone}  ({r['train_minutes']:.1f} min)",
-                  flush=True)
+            plan.append((fold_seed, f, held_out, train_groups, runs_dir / f"fold{f}"))
+    baseline = json.loads(args.baseline.read_text())["folds"] if args.baseline else None
+    if baseline is not None:
+        check_baseline([(s, tuple(h), tuple(t)) for s, _, h, t, _ in plan], baseline)
+    rows = []
+    for fold_seed, f, held_out, train_groups, run_dir in plan:
+        cfg = load_config(args.config, args.overrides)
+        rows.append(run_fold(cfg, data, train_groups, held_out, run_dir, args.seeds,
+                             args.reuse))
+        r = rows[-1]
+        r["fold_seed"] = fold_seed
+        alone = (f"  (seeds alone: {' / '.join(f'{100 * e:.2f}' for e in r['seed_eers'])}%)"
+                 if args.seeds > 1 else "")
+        print(f"fold seed {fold_seed}, fold {f}: AUC {r['auc']:.4f}  "
+              f"EER {100 * r['eer']:.2f}%{alone}  ({r['train_minutes']:.1f} min)",
+              flush=True)
     if args.scores_out:
         write_scores(args.scores_out, rows)
     for r in rows:
@@ -254,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                                              len(rows[0]["trained_on"])),
               "interval": "95%, Nadeau-Bengio corrected variance over the held-out folds",
               "mean_auc": float(np.mean([r["auc"] for r in rows]))}
-    if args.baseline:
-        diff = paired_difference(rows, json.loads(args.baseline.read_text())["folds"])
-        report["against_baseline"] = {"baseline": str(args.baseline), **diff}
+    if baseline is not None:
+        diff = paired_difference(rows, baseline)
+        report["against_baseline"] = {
+            "baseline": str(args.baseline), **diff,
+            "interval": "95%, Nadeau-Bengio corrected variance of the fold-wise differences"}
         print(f"against {args.baseline}: EER {100 * diff['mean_difference']:+.2f} points "
               f"(95% CI +-{100 * diff['ci95']:.2f}) over {diff['folds']} paired folds")
     if args.seeds > 1:

@@ -88,6 +88,9 @@ def test_pk_group_fill_takes_a_small_group_whole_and_fills_from_others():
     assert sum(led.values()) == 200  # group 2 (one class) leads none
     plain = PKSampler(labels, p=3, k=1, steps=50, groups=groups, same_group=1.0, seed=0)
     assert all(set(groups[labels[b]].tolist()) == {0} for b in plain)  # the control
+    with pytest.raises(ValueError, match="two ways to fill a batch"):
+        PKSampler(labels, p=3, k=1, steps=5, groups=groups, same_group=1.0, group_fill=True,
+                  whole_groups=True)
 
 
 def test_pk_same_group_zero_mixes_groups():

@@ -173,6 +173,26 @@ def test_in_memory_run_ends_with_its_best_weights():
         torch.testing.assert_close(v, start[k], msg=k)
 
 
+def test_threads_hold_for_the_run_only():
+    """settings.threads sets torch's threads while training and gives the caller's back,
+    on success and on failure."""
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 1
+    trainer = _tiny_run(Path("."))
+    trainer.settings.threads = want
+    seen = []
+    step = trainer.objective.step
+    trainer.objective.step = lambda *a: seen.append(torch.get_num_threads()) or step(*a)
+    trainer.fit()
+    assert seen and set(seen) == {want} and torch.get_num_threads() == before
+    trainer = _tiny_run(Path("."))
+    trainer.settings.threads = want
+    trainer.objective.step = lambda *a: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        trainer.fit()
+    assert torch.get_num_threads() == before
+
+
 def test_a_run_that_fails_before_any_state_leaves_no_folder(tmp_path):
     trainer = _tiny_run(tmp_path, out_dir=tmp_path / "run")
 

@@ -118,7 +118,7 @@ def _write(model: SiameseNetwork, folder: Path, opset: int = 18) -> None:
         if (folder / "encoder.onnx").is_file():
             return  # another process (a replica) exported first: keep its copy, maybe in use
         if folder.exists():
-            shutil.rmtree(folder)
+            shutil.rmtree(folder, ignore_errors=True)  # left incomplete by something else
         try:
             tmp.rename(folder)
         except OSError:

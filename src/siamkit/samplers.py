@@ -71,6 +71,9 @@ class PKSampler:
     ) -> None:
         if p < 1 or k < 1:
             raise ValueError(f"P and K must be positive, got P={p}, K={k}")
+        if group_fill and whole_groups:
+            raise ValueError("group_fill and whole_groups are two ways to fill a batch: "
+                             "choose one")
         self.by_class = _by_class(labels)
         small = {c: len(ix) for c, ix in self.by_class.items() if len(ix) < k}
         if small and not drop_small:
@@ -100,17 +103,19 @@ class PKSampler:
         self.groups: dict[int, np.ndarray] = {}
         if groups is not None and same_group > 0:
             g = np.asarray(groups)
-            for gid in np.unique(g[self.classes]):
+            least = min(2, p) if group_fill else p
+            group_ids = np.unique(g[self.classes])
+            for gid in group_ids:
                 members = self.classes[g[self.classes] == gid]
-                if len(members) >= (2 if group_fill else p):
+                if len(members) >= least:
                     self.groups[int(gid)] = members
             if not self.groups:
                 logger.warning("no group has %d classes; sampling classes from all groups",
-                               2 if group_fill else p)
-            elif not group_fill and len(self.groups) < len(np.unique(g[self.classes])):
-                logger.info("%d of %d groups have %d classes and give within-group batches "
-                            "(optim.group_fill lets the smaller ones too)", len(self.groups),
-                            len(np.unique(g[self.classes])), p)
+                               least)
+            else:
+                logger.info("%d of %d groups give within-group batches%s", len(self.groups),
+                            len(group_ids), " (the smaller ones filled up from others)"
+                            if group_fill else f" (those of {p} classes or more)")
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:

@@ -150,12 +150,13 @@ def extract_zip(archive: Path, dest: Path) -> Path:
         if (dest / ".complete").is_file():
             return dest  # another process finished first: keep its copy, which may be in use
         if dest.exists():
-            shutil.rmtree(dest)  # a folder left incomplete by something else
+            shutil.rmtree(dest, ignore_errors=True)  # left incomplete by something else
         try:
             os.replace(tmp, dest)
-        except OSError:
+        except OSError as exc:
             if not (dest / ".complete").is_file():
-                raise
+                raise DatasetError(f"could not put the extracted {archive.name} in place at "
+                                   f"{dest}: {exc}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,7 @@ import logging
 import numbers
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -451,11 +452,16 @@ def load_image_folder(
         images = torch.stack(tensors)
         if use_cache:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            # a name of this process's own: processes that load the same folder at once
-            # (test workers, jobs sharing a cache) each write whole files, the last wins
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            save_file({"images": images.contiguous()}, str(tmp))
-            tmp.replace(cache_file)
+            # a file of its own: processes that load the same folder at once (test
+            # workers, jobs sharing a cache) each write whole files, and the last wins
+            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
+            os.close(fd)
+            try:
+                save_file({"images": images.contiguous()}, tmp)
+                os.replace(tmp, cache_file)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
     class_names = sorted({name for _, name, _ in items})
     index = {n: i for i, n in enumerate(class_names)}
     labels = torch.tensor([index[name] for _, name, _ in items], dtype=torch.long)

@@ -217,6 +217,7 @@ class Trainer:
         info = setup()  # torchrun: join the process group; alone: rank 0 of 1
         objective.check_distributed(info)
         created = self._prepare_run_dir(info)
+        threads = torch.get_num_threads()  # settings.threads holds for this run only
         try:
             if s.threads:
                 torch.set_num_threads(s.threads)
@@ -283,6 +284,8 @@ class Trainer:
                     self.out / STATE).is_file():
                 shutil.rmtree(self.out, ignore_errors=True)  # nothing worth keeping
             raise
+        finally:
+            torch.set_num_threads(threads)
         barrier(info)  # no rank leaves before the checkpoint and threshold are written
         return result
 
