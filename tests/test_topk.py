@@ -37,6 +37,9 @@ def test_blocked_topk_equals_full_topk(n: int, k: int, block: int, group: int, n
         monkeypatch.setattr(topk, "_heap_kernel", lambda dtype: None)
     elif screen_kernel() is None:
         pytest.skip("no C compiler: the compiled kernel is unavailable")
+    jobs = []
+    submit = topk._pool().submit
+    monkeypatch.setattr(topk._pool(), "submit", lambda *a: jobs.append(1) or submit(*a))
     g = torch.Generator().manual_seed(n)
     q, r = torch.randn(n_q, 8, generator=g), torch.randn(n, 8, generator=g)
     exclude = torch.randint(0, n, (n_q,), generator=g)
@@ -50,6 +53,8 @@ def test_blocked_topk_equals_full_topk(n: int, k: int, block: int, group: int, n
     assert torch.equal(full.gather(1, i), v)  # the indices point at those values
     if k < n:
         assert not (i == exclude[:, None]).any()
+    # the compiled folds split 2 x 64 queries or more over two threads, and only those
+    assert bool(jobs) == (screen == "native" and n_q >= 2 * topk._THREAD_MIN_ROWS)
 
 
 def test_blocked_topk_scores_each_reference_block_once() -> None:
