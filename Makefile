@@ -21,7 +21,8 @@ demo: setup
 	$(VENV)/bin/siamkit demo --out runs/demo
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -14,6 +14,10 @@ import pytest
 from siamkit.gallery import Gallery, GalleryError, IdempotencyConflict, StoreUnavailable
 from siamkit.gallery.sync import POLL_SECONDS
 
+# timing bounds on replicas and PostgreSQL restarts: run alone, after the parallel part
+# of `make test`
+pytestmark = pytest.mark.serial
+
 # the stated bound: a change acknowledged by one replica is searched by another within it
 # (LISTEN / NOTIFY delivers in milliseconds; polling every POLL_SECONDS is the fallback)
 BOUND = POLL_SECONDS + 1.0

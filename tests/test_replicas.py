@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# timing bounds on replicas and PostgreSQL restarts: run alone, after the parallel part
+# of `make test`
+pytestmark = pytest.mark.serial
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("psycopg", reason="PostgreSQL tests skipped: psycopg 3 is not installed")
