@@ -44,8 +44,10 @@ import argparse
 import csv
 import json
 import logging
+import shlex
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,7 @@ from siamkit.data.splits import classes_in, split_units
 from siamkit.embedding import embed_images
 from siamkit.ensemble import ensemble_runs
 from siamkit.evaluate import score_pairs, verification_report
+from siamkit.machine import describe
 from siamkit.training import load_training_data, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +197,7 @@ def write_scores(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -268,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
               "eer_ci95": corrected_interval(eers, len(rows[0]["held_out"]),
                                              len(rows[0]["trained_on"])),
               "interval": "95%, Nadeau-Bengio corrected variance over the held-out folds",
-              "mean_auc": float(np.mean([r["auc"] for r in rows]))}
+              "mean_auc": float(np.mean([r["auc"] for r in rows])),
+              "command": shlex.join(["python", "benchmarks/group_cv.py", *argv]),
+              "measured": date.today().isoformat(), "machine": describe()}
     if baseline is not None:
         diff = paired_difference(rows, baseline)
         report["against_baseline"] = {

@@ -156,6 +156,8 @@ def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     report = json.loads(out.read_text())
     test = set(json.loads((ROOT / "configs/splits/att_faces.json").read_text())["test"])
     assert report["train_groups"] == 3 and len(report["folds"]) == 2 and report["seeds"] == 2
+    assert report["command"].startswith("python benchmarks/group_cv.py --config configs/")
+    assert report["machine"]["cpu"] and report["measured"]
     assert 0 <= report["mean_seed_eer"] <= 1
     for f, fold in enumerate(report["folds"]):
         assert 0 <= fold["eer"] <= 1 and len(fold["trained_on"]) == 3
