@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from torch.utils.data import Dataset
 
 import siamkit
 from conftest import MIRROR
+from serving import start_server
 from siamkit.checkpoint import RunError, load_model
 from siamkit.inputs import InputSpec
 
@@ -77,12 +76,6 @@ def alphabets(tmp_path_factory) -> tuple[Characters, Characters, Path]:
     return Characters(train), Characters(val), root / names[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _fresh(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """The siamkit CLI in a new process that can import this test module's classes."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -97,23 +90,12 @@ def _serve_one(run: Path, tmp: Path, request: dict) -> dict:
     """Start `siamkit serve` on the run in a fresh process, send one request, stop it."""
     import httpx
 
-    port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([str(SIAMKIT), "--quiet", "serve", "--model", str(run), "--gallery",
-                             str(tmp / "gallery"), "--port", str(port), "--no-auth"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, base = start_server([str(SIAMKIT), "serve", "--model", str(run), "--gallery",
+                               str(tmp / "gallery"), "--no-auth"], tmp / "serve.log", env,
+                              timeout=120)
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read()[-2000:])
-            time.sleep(0.1)
         r = httpx.post(f"{base}/embed", timeout=60, **request)
         assert r.status_code == 200, r.text
         return r.json()

@@ -6,10 +6,9 @@ import io
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_text_run
+from serving import start_server
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -62,32 +62,13 @@ def model_dir(tmp_path_factory, alphabets) -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, model: Path, gallery: Path, *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "SIAMKIT_API_KEY": KEY, "SIAMKIT_ADMIN_KEY": ADMIN}
-        self.proc = subprocess.Popen(
+        self.log = Path(tempfile.mkdtemp()) / "serve.log"
+        self.proc, self.url = start_server(
             [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--gallery",
-             str(gallery), "--port", str(self.port), *extra],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read().decode()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not come up in 60 s")
+             str(gallery), *extra], self.log, env)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
@@ -167,6 +148,24 @@ def test_the_admin_key_may_do_everything_the_api_key_may(server, alphabets):
     assert c.delete("/classes", params={"label": "x"}, headers=H).status_code == 403
 
 
+def test_a_taken_port_is_a_clear_error_before_the_model_loads(tmp_path, monkeypatch):
+    import socket
+
+    from siamkit.serve import listen_socket, run
+
+    monkeypatch.setenv("SIAMKIT_API_KEY", KEY)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1 port {port}: "
+                                             f"Address already in use"):
+            run(str(tmp_path / "no-such-model"), str(tmp_path / "g"), port=port)
+    assert not (tmp_path / "g").exists()
+    with listen_socket("127.0.0.1", 0) as free:  # 0: the system's choice
+        assert free.getsockname()[1] > 0
+
+
 def test_no_auth_only_on_loopback_and_never_without_the_admin_key(model_dir, alphabets,
                                                                   tmp_path, monkeypatch):
     import uvicorn
@@ -184,10 +183,15 @@ def test_no_auth_only_on_loopback_and_never_without_the_admin_key(model_dir, alp
     with pytest.raises(ValueError, match="api_key is empty"):
         create_app(model_dir, tmp_path / "g", ServeSettings(api_key=" "))
     started = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw["host"]))
+
+    def serve(self, sockets):
+        started.append(sockets[0].getsockname()[0])
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve)
     monkeypatch.delenv("SIAMKIT_API_KEY", raising=False)
     for host in ("127.0.0.2", "::1"):  # loopback: allowed
-        run(str(model_dir), str(tmp_path / "g"), host=host, no_auth=True)
+        run(str(model_dir), str(tmp_path / "g"), host=host, port=0, no_auth=True)
     assert started == ["127.0.0.2", "::1"]
     # without an API key reads are open, but a configured admin key still guards writes
     img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
@@ -437,7 +441,7 @@ def test_serve_recreates_an_empty_gallery_left_by_an_interrupted_create(model_di
         assert r.status_code == 200 and r.json()["added"] == 1
     finally:
         srv.stop()
-    assert "creating the gallery anew" in srv.proc.stdout.read().decode()
+    assert "creating the gallery anew" in srv.log.read_text()
 
 
 def test_idempotency_keys_survive_a_restart(model_dir, alphabets, tmp_path):

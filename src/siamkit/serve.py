@@ -64,6 +64,7 @@ import logging
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -138,7 +139,7 @@ class RowEnroll(BaseModel):
     label: str
     rows: list[dict[str, Value]]
 
-__all__ = ["ServeSettings", "create_app", "run"]
+__all__ = ["ServeSettings", "create_app", "listen_socket", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -666,7 +667,8 @@ def _loopback(host: str) -> bool:
 def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8000,
         api_key_file: str | None = None, admin_key_file: str | None = None,
         no_auth: bool = False, settings: ServeSettings | None = None) -> None:
-    """Start the service (blocks).
+    """Start the service (blocks). ``port`` 0 takes a free port, which the log names
+    ("listening on http://HOST:PORT").
 
     Refuses (:class:`~siamkit.config.ConfigError`, a ValueError) to start without an API
     key unless ``no_auth``, and ``no_auth`` on any address but a loopback one (127.0.0.0/8,
@@ -692,5 +694,31 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
         logger.warning("--no-auth, but an API key is configured: the key is still required")
     if not _loopback(host):
         logger.warning("listening on %s: reachable from other machines", host)
-    app = create_app(model_dir, gallery_dir, s)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    sock = listen_socket(host, port)  # before the model loads: a taken port fails at once
+    try:
+        app = create_app(model_dir, gallery_dir, s)
+    except BaseException:
+        sock.close()
+        raise
+    bare = host.strip("[]")
+    logger.info("listening on http://%s:%d", f"[{bare}]" if ":" in bare else bare,
+                sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` for the service; port 0 takes a free one.
+    Raises ConfigError naming the address when it cannot be bound (in use, not here)."""
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bare, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host} port {port}: "
+                          f"{exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -60,8 +60,8 @@ def positive_int(text: str) -> int:
 
 
 def port_number(text: str) -> int:
-    """argparse type: a TCP port, 1 to 65535."""
-    return _whole_number(text, 1, 65535, "a port is 1 to 65535")
+    """argparse type: a TCP port, 0 (any free port) to 65535."""
+    return _whole_number(text, 0, 65535, "a port is 0 (any free port) to 65535")
 
 
 def finite_float(text: str) -> float:

@@ -19,7 +19,8 @@ def add_serve(sub: Any) -> None:
                    help=GALLERY_HELP + "; created if missing")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (127.0.0.1: this machine only)")
-    s.add_argument("--port", type=port_number, default=8000, help="port to listen on")
+    s.add_argument("--port", type=port_number, default=8000,
+                   help="port to listen on (0: any free port, named in the log)")
     s.add_argument("--api-key-file", help="file holding the API key (default: "
                                           "$SIAMKIT_API_KEY)")
     s.add_argument("--admin-key-file", help="file holding the key for enroll and delete "
