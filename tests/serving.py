@@ -8,6 +8,10 @@ import time
 from pathlib import Path
 
 
+def _text(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
 def start_server(argv: list[str], log: Path, env: dict | None = None,
                  timeout: float = 60) -> tuple[subprocess.Popen, str]:
     """``siamkit serve`` with ``--port 0`` in a new process, logging to ``log``: the
@@ -22,9 +26,9 @@ def start_server(argv: list[str], log: Path, env: dict | None = None,
     deadline, url = time.time() + timeout, None
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"server exited: {_text(log)[-2000:]}")
         if url is None:
-            found = re.search(r"listening on (http://\S+)\n", log.read_text())
+            found = re.search(r"listening on (http://\S+)\n", _text(log))
             url = found and found.group(1)
         if url:
             try:
@@ -35,4 +39,5 @@ def start_server(argv: list[str], log: Path, env: dict | None = None,
         time.sleep(0.1)
     proc.kill()
     proc.wait(20)
-    raise RuntimeError(f"server did not come up in {timeout:.0f} s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"server did not come up in {timeout:.0f} s: "
+                       f"{_text(log)[-2000:]}")

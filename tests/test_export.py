@@ -296,3 +296,27 @@ def test_an_export_that_fails_its_parity_check_leaves_only_the_report(tmp_path, 
         export.export_onnx(run, out)
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "parity_failure.json"]
     assert json.loads((out / "parity_failure.json").read_text())["parity"]["ok"] is False
+
+
+def test_export_runs_in_eval_mode_and_gives_the_modes_back(tmp_path, recwarn):
+    """The graph is what inference runs (BatchNorm's running statistics), without the
+    exporter's noise, and the caller's training modes are as they were."""
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    from siamkit.export import _export
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Sequential(nn.Linear(3, 2)))
+    net(torch.randn(16, 4) * 3 + 1)  # running statistics away from 0 / 1
+    net[2].eval()  # a part the caller froze
+    x = torch.randn(5, 4)
+    _export(net, (x,), tmp_path / "m.onnx", ["x"], ["y"], 18)
+    assert net.training and net[1].training and not net[2].training
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        want = net.eval()(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not [w for w in recwarn if "training mode" in str(w.message)
+                or "'dynamic_axes' is not recommended" in str(w.message)]

@@ -92,7 +92,7 @@ def _serve_one(run: Path, tmp: Path, request: dict) -> dict:
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]), "HF_HUB_OFFLINE": "1"}
-    proc, base = start_server([str(SIAMKIT), "serve", "--model", str(run), "--gallery",
+    proc, base = start_server([str(SIAMKIT), "--quiet", "serve", "--model", str(run), "--gallery",
                                str(tmp / "gallery"), "--no-auth"], tmp / "serve.log", env,
                               timeout=120)
     try:

@@ -162,8 +162,21 @@ def test_a_taken_port_is_a_clear_error_before_the_model_loads(tmp_path, monkeypa
                                              f"Address already in use"):
             run(str(tmp_path / "no-such-model"), str(tmp_path / "g"), port=port)
     assert not (tmp_path / "g").exists()
-    with listen_socket("127.0.0.1", 0) as free:  # 0: the system's choice
-        assert free.getsockname()[1] > 0
+    with listen_socket("127.0.0.1", 0) as free:  # 0: the system's choice, listening at once
+        port = free.getsockname()[1]
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1 port {port}"):
+            listen_socket("127.0.0.1", port)  # a second server started beside it
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def test_no_auth_only_on_loopback_and_never_without_the_admin_key(model_dir, alphabets,
@@ -182,17 +195,19 @@ def test_no_auth_only_on_loopback_and_never_without_the_admin_key(model_dir, alp
         create_app(model_dir, tmp_path / "g")
     with pytest.raises(ValueError, match="api_key is empty"):
         create_app(model_dir, tmp_path / "g", ServeSettings(api_key=" "))
-    started = []
+    started, sockets_seen = [], []
 
-    def serve(self, sockets):
+    def serve(self, sockets):  # Ctrl+C in the running server
         started.append(sockets[0].getsockname()[0])
-        sockets[0].close()
+        sockets_seen.append(sockets[0])
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(uvicorn.Server, "run", serve)
     monkeypatch.delenv("SIAMKIT_API_KEY", raising=False)
-    for host in ("127.0.0.2", "::1"):  # loopback: allowed
-        run(str(model_dir), str(tmp_path / "g"), host=host, port=0, no_auth=True)
-    assert started == ["127.0.0.2", "::1"]
+    hosts = ["127.0.0.2"] + (["::1"] if _ipv6_loopback() else [])  # loopback: allowed
+    for host in hosts:  # and Ctrl+C ends run() cleanly, its socket closed
+        assert run(str(model_dir), str(tmp_path / "g"), host=host, port=0, no_auth=True) is None
+    assert started == hosts and all(sock.fileno() == -1 for sock in sockets_seen)
     # without an API key reads are open, but a configured admin key still guards writes
     img = _files(_images(alphabets)[next(iter(_images(alphabets)))][:1])
     app = create_app(model_dir, tmp_path / "g", ServeSettings(admin_key=ADMIN, no_auth=True))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +141,21 @@ def _export(module: nn.Module, args: tuple, path: Path, names_in: list[str],
     if seq_axis:  # token inputs: the sequence length varies too
         for i, n in enumerate(names_in):
             dynamic[n] = {0: "batch", 1: f"length{i // 2}"}
-    with torch.no_grad():
-        torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out,
-                          dynamic_axes=dynamic, opset_version=opset, dynamo=True,
-                          verbose=False)
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()  # what inference runs; the caller's modes come back after
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*'dynamic_axes' is not recommended")
+            torch.onnx.export(module, args, str(path), input_names=names_in,
+                              output_names=names_out, dynamic_axes=dynamic,
+                              opset_version=opset, dynamo=True, verbose=False)
+    finally:
+        quiet.setLevel(level)
+        for m, training in modes:
+            m.train(training)
 
 
 def _session(path: Path) -> Any:

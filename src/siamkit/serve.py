@@ -667,8 +667,9 @@ def _loopback(host: str) -> bool:
 def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8000,
         api_key_file: str | None = None, admin_key_file: str | None = None,
         no_auth: bool = False, settings: ServeSettings | None = None) -> None:
-    """Start the service (blocks). ``port`` 0 takes a free port, which the log names
-    ("listening on http://HOST:PORT").
+    """Start the service (blocks until stopped; Ctrl+C stops it cleanly). ``port`` 0 takes
+    a free port, which the log names ("listening on http://HOST:PORT", a warning so that
+    ``--quiet`` shows it). A port it cannot listen on is a ConfigError before the model loads.
 
     Refuses (:class:`~siamkit.config.ConfigError`, a ValueError) to start without an API
     key unless ``no_auth``, and ``no_auth`` on any address but a loopback one (127.0.0.0/8,
@@ -697,28 +698,34 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
     sock = listen_socket(host, port)  # before the model loads: a taken port fails at once
     try:
         app = create_app(model_dir, gallery_dir, s)
-    except BaseException:
+        bare = host.strip("[]")
+        # asked for any port, the caller needs this line even under --quiet
+        logger.log(logging.WARNING if port == 0 else logging.INFO, "listening on http://%s:%d",
+                   f"[{bare}]" if ":" in bare else bare, sock.getsockname()[1])
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # Ctrl+C: uvicorn has shut down cleanly, as uvicorn.run does
+            pass
+    finally:
         sock.close()
-        raise
-    bare = host.strip("[]")
-    logger.info("listening on http://%s:%d", f"[{bare}]" if ":" in bare else bare,
-                sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` for the service; port 0 takes a free one.
-    Raises ConfigError naming the address when it cannot be bound (in use, not here)."""
+    """A TCP socket listening on ``host``:``port`` for the service; port 0 takes a free one.
+    Raises ConfigError naming the address when it cannot listen there (the port in use,
+    the address not this machine's, IPv6 unavailable)."""
     bare = host.strip("[]")
     family = socket.AF_INET6 if ":" in bare else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = None
     try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((bare, port))
+        sock.listen(2048)  # listening now: a second server on this port fails here, not later
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise ConfigError(f"cannot listen on {host} port {port}: "
                           f"{exc.strerror or exc}") from None
-    sock.set_inheritable(True)
     return sock
