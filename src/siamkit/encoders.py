@@ -528,16 +528,16 @@ class TextEncoder(nn.Module):
         super().__init__()
         from sentence_transformers import SentenceTransformer
 
-        # the default is recorded as None, not as this machine's path to it: a saved run
-        # loads wherever the package is installed, and its model identity is the same there
-        self._default = model is None
         if isinstance(model, SentenceTransformer):  # a model in hand (trained elsewhere)
             st = model
             self.model = _source_of(st)
         else:
             self.model = _moved_default(str(model)) if model else default_text_model()
-            self._default = self._default or self.model != str(model)
             st = SentenceTransformer(self.model, device="cpu")
+        # the default is recorded as None, not as this machine's path to it: a saved run
+        # loads wherever the package is installed, and its model identity is the same there
+        self._default = not isinstance(model, SentenceTransformer) and (
+            not model or self.model != str(model))
         keep = [m for m in st if type(m).__name__ in ("Transformer", "Pooling")]
         if len(keep) != 2:
             raise ValueError(f"{self.model}: expected a Transformer and a Pooling module")

@@ -698,10 +698,10 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
     sock = listen_socket(host, port)  # before the model loads: a taken port fails at once
     try:
         app = create_app(model_dir, gallery_dir, s)
-        bare = host.strip("[]")
+        address, bound = sock.getsockname()[:2]  # what was bound ("localhost": 127.0.0.1)
         # asked for any port, the caller needs this line even under --quiet
         logger.log(logging.WARNING if port == 0 else logging.INFO, "listening on http://%s:%d",
-                   f"[{bare}]" if ":" in bare else bare, sock.getsockname()[1])
+                   f"[{address}]" if ":" in address else address, bound)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         try:
             server.run(sockets=[sock])
