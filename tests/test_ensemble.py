@@ -168,6 +168,34 @@ def test_text_runs_with_validation_carved_by_seed_get_no_threshold(text_runs, tm
     assert "threshold" not in load_model(out)[2]
 
 
+def test_text_runs_join_however_their_cards_name_the_default_model(text_runs, tmp_path):
+    """A run saved before 2026-12-06 names the default MiniLM by its path (this machine's
+    or another's); one saved since names it None. Both are one model and join."""
+    import json
+
+    from siamkit.encoders import default_text_model
+
+    here = default_text_model()
+    elsewhere = "/opt/other-venv/lib/python3.11/site-packages/" + "/".join(
+        Path(here).parts[-2:])
+    for name in (here, elsewhere):
+        card = json.loads((text_runs[0] / "config.json").read_text())
+        assert card["config"]["model"]["encoder_args"].get("model") is None
+        card["config"]["model"]["encoder_args"]["model"] = name
+        old = tmp_path / f"old{len(name)}"
+        old.mkdir()
+        (old / "config.json").write_text(json.dumps(card))
+        (old / "model.safetensors").symlink_to(text_runs[0] / "model.safetensors")
+        ensemble_runs([old, text_runs[1]], tmp_path / f"ens{len(name)}", calibrate=False)
+    card = json.loads((text_runs[0] / "config.json").read_text())
+    card["config"]["model"]["encoder_args"]["max_seq_length"] = 7  # another model: refused
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps(card))
+    (tmp_path / "other" / "model.safetensors").symlink_to(text_runs[0] / "model.safetensors")
+    with pytest.raises(RunError, match="another config"):
+        ensemble_runs([tmp_path / "other", text_runs[1]], tmp_path / "ens_other")
+
+
 class _Proj(torch.nn.Module):
     """A user's encoder for runs trained from Python."""
 

@@ -65,7 +65,9 @@ def model_dir(tmp_path_factory, alphabets) -> Path:
 class Server:
     def __init__(self, model: Path, gallery: Path, *extra: str) -> None:
         env = {**os.environ, "SIAMKIT_API_KEY": KEY, "SIAMKIT_ADMIN_KEY": ADMIN}
-        self.log = Path(tempfile.mkdtemp()) / "serve.log"
+        # the log beside the gallery, in the test's own temporary folder (pytest removes it)
+        Path(gallery).parent.mkdir(parents=True, exist_ok=True)
+        self.log = Path(tempfile.mkdtemp(dir=Path(gallery).parent, prefix="log-")) / "serve.log"
         self.proc, self.url = start_server(
             [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--gallery",
              str(gallery), *extra], self.log, env)

