@@ -126,6 +126,19 @@ def test_dedupe_benchmark_smoke(tmp_path, monkeypatch, capsys):
     assert "recall" in capsys.readouterr().out
 
 
+def test_screen_benchmark_smoke(tmp_path, capsys):
+    """benchmarks/screen.py at a tiny size: the three searches agree and the file says so."""
+    bench = import_benchmark("screen")
+    out = tmp_path / "screen.json"
+    assert bench.main(["--refs", "5000", "--queries", "20", "--rounds", "1",
+                       "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["refs"] == 5000 and report["auto_takes"] in ("fp32", "bf16")
+    assert set(report["best_seconds"]) >= {"siamkit_fp32", "siamkit_bf16"}
+    assert report["same_neighbours"]["bf16_vs_fp32"] is True
+    assert "auto takes" in capsys.readouterr().out
+
+
 def test_digits_benchmark_smoke(tmp_path, capsys):
     pytest.importorskip("sklearn")
     bench = import_benchmark("digits_cv")
