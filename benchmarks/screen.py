@@ -4,7 +4,10 @@
 the CPU reports AMX. This measures what the screen does on any other CPU: one run times
 ``inner_topk`` with ``screen="fp32"`` and ``screen="bf16"`` and FAISS ``IndexFlatIP`` on the
 same references and queries (unit vectors, inner product), in rounds, and checks that the
-three return the same neighbours. Prints a table and writes JSON with the machine.
+three return the same neighbours. It then times ``self_topk`` (every row's top k among the
+others: what the retrieval metrics run) in fp32 and bf16 on ``--self-n`` vectors, with the
+rows whose neighbours differ and the largest score gap between the two. Prints a table and
+writes JSON with the machine.
 
     python benchmarks/screen.py --out benchmarks/results/screen_<date>_<cpu>.json
     python benchmarks/screen.py --refs 100000 --queries 100 --out /tmp/screen.json  # seconds
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from siamkit.machine import describe
-from siamkit.topk import inner_topk, screen_precision
+from siamkit.topk import inner_topk, screen_precision, self_topk
 
 
 def _timed(fn, rounds: int) -> tuple[list[float], object]:
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--self-n", type=int, default=100_000,
+                        help="vectors for self_topk (0: leave it out)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -65,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         rows["faiss_flat_ip"], found["faiss"] = times, idx
     except ImportError:
         print("faiss not installed: its row is left out", file=sys.stderr)
+    if args.self_n:
+        x = torch.nn.functional.normalize(torch.randn(args.self_n, args.dim, generator=gen),
+                                          dim=1)
+        own = {}
+        for screen in ("fp32", "bf16"):
+            times, own[screen] = _timed(lambda s=screen: self_topk(x, args.k, screen=s),
+                                        args.rounds)
+            rows[f"self_topk_{screen}"] = times
+        (v32, i32), (v16, i16) = own["fp32"], own["bf16"]
+        differing = (i32 != i16).any(dim=1)
+        self_report = {"n": args.self_n, "rows_with_other_neighbours": int(differing.sum()),
+                       "largest_score_gap": float((v32 - v16).abs().max())}
     best = {name: min(t) for name, t in rows.items()}
     report = {
         "benchmark": "exact top-k inner-product search: siamkit's fp32 and bf16 screens and "
@@ -81,12 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         "same_neighbours": {f"bf16_vs_{n}": bool(np.array_equal(found["bf16"], v))
                             for n, v in found.items() if n != "bf16"},
     }
+    if args.self_n:
+        report["self_topk"] = {**self_report, "bf16_speedup_over_fp32": round(
+            best["self_topk_fp32"] / best["self_topk_bf16"], 2)}
     if "faiss_flat_ip" in best:
         report["bf16_speedup_over_faiss"] = round(best["faiss_flat_ip"] / best["siamkit_bf16"], 2)
     print(f"{'search':16s} {'best s':>8s}  rounds")
     for name, t in rows.items():
         print(f"{name:16s} {min(t):8.3f}  {' '.join(f'{x:.3f}' for x in t)}")
     print(f"auto takes {report['auto_takes']} here; same neighbours: {report['same_neighbours']}")
+    if args.self_n:
+        print(f"self_topk: {self_report['rows_with_other_neighbours']} of {args.self_n} rows "
+              f"with other neighbours, score gap at most {self_report['largest_score_gap']:.2g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -131,11 +131,14 @@ def test_screen_benchmark_smoke(tmp_path, capsys):
     bench = import_benchmark("screen")
     out = tmp_path / "screen.json"
     assert bench.main(["--refs", "5000", "--queries", "20", "--rounds", "1",
-                       "--out", str(out)]) == 0
+                       "--self-n", "3000", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["refs"] == 5000 and report["auto_takes"] in ("fp32", "bf16")
     assert set(report["best_seconds"]) >= {"siamkit_fp32", "siamkit_bf16"}
     assert report["same_neighbours"]["bf16_vs_fp32"] is True
+    own = report["self_topk"]
+    assert own["n"] == 3000 and own["largest_score_gap"] < 1e-5
+    assert 0 <= own["rows_with_other_neighbours"] <= 3000
     assert "auto takes" in capsys.readouterr().out
 
 
