@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from datetime import date
@@ -86,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "exact top-k inner-product search: siamkit's fp32 and bf16 screens and "
                      "FAISS IndexFlatIP, best of the rounds",
-        "command": "python benchmarks/screen.py " + " ".join(argv if argv is not None
-                                                             else sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/screen.py",
+                               *(sys.argv[1:] if argv is None else argv)]),
         "measured": date.today().isoformat(),
         "machine": describe(),
         "auto_takes": screen_precision("auto"),
