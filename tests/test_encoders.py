@@ -17,7 +17,9 @@ from siamkit.encoders import (
     KochEncoder,
     L2Norm,
     MLPEncoder,
+    build_encoder,
     create_encoder,
+    encoder_spec,
     list_encoders,
     register_encoder,
 )
@@ -113,6 +115,32 @@ def test_conv4_dropout_only_when_asked() -> None:
 def test_conv4_bad_pool_last_raises() -> None:
     with pytest.raises(ValueError, match="pool_last"):
         create_encoder("conv4", pool_last="max")
+
+
+def test_conv4_pool_first_orders_each_block_conv_pool_norm_relu() -> None:
+    enc = create_encoder("conv4", width=4, depth=2, input_size=8, pool_first=True)
+    kinds = [type(m) for m in enc.features[0]]
+    assert kinds == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]
+    assert enc.output_dim == 4 * 2 * 2  # same sizes as the classic order
+    classic = create_encoder("conv4", width=4, depth=2, input_size=8)
+    assert [type(m) for m in classic.features[0]][-1] is nn.MaxPool2d
+
+
+def test_conv4_pool_first_without_norm_computes_the_classic_function() -> None:
+    """max and ReLU commute, so with no norm the two orders give the same embedding."""
+    torch.manual_seed(0)
+    classic = create_encoder("conv4", width=4, depth=3, input_size=12, norm="none")
+    first = create_encoder("conv4", width=4, depth=3, input_size=12, norm="none",
+                           pool_first=True)
+    first.load_state_dict(classic.state_dict())
+    x = torch.randn(3, 1, 12, 12)
+    assert torch.allclose(first(x), classic(x))
+
+
+def test_conv4_pool_first_is_recorded_and_rebuilt() -> None:
+    enc = create_encoder("conv4", width=4, input_size=28, pool_first=True)
+    rebuilt = build_encoder(encoder_spec(enc))
+    assert [type(m) for m in rebuilt.features[0]][1] is nn.MaxPool2d
 
 
 def test_conv4_gradients_reach_first_layer() -> None:
