@@ -170,6 +170,14 @@ def test_a_taken_port_is_a_clear_error_before_the_model_loads(tmp_path, monkeypa
             listen_socket("127.0.0.1", port)  # a second server started beside it
 
 
+def test_the_logged_url_brackets_ipv6_and_escapes_its_zone():
+    from siamkit.serve import _url_host
+
+    assert _url_host("127.0.0.1") == "127.0.0.1"
+    assert _url_host("::1") == "[::1]"
+    assert _url_host("fe80::1%eth0") == "[fe80::1%25eth0]"  # RFC 6874
+
+
 def _ipv6_loopback() -> bool:
     import socket
 

@@ -654,6 +654,12 @@ def _read_key(env: str, path: str | None) -> str | None:
     return key or None
 
 
+def _url_host(address: str) -> str:
+    """A bound address as a URL's host: IPv6 in brackets, a zone's ``%`` escaped
+    (RFC 6874: ``fe80::1%eth0`` is ``[fe80::1%25eth0]``)."""
+    return f"[{address.replace('%', '%25')}]" if ":" in address else address
+
+
 def _loopback(host: str) -> bool:
     """Whether ``host`` is an address of this machine only."""
     if host.lower() == "localhost":
@@ -701,7 +707,7 @@ def run(model_dir: str, gallery_dir: str, host: str = "127.0.0.1", port: int = 8
         address, bound = sock.getsockname()[:2]  # what was bound ("localhost": 127.0.0.1)
         # asked for any port, the caller needs this line even under --quiet
         logger.log(logging.WARNING if port == 0 else logging.INFO, "listening on http://%s:%d",
-                   f"[{address}]" if ":" in address else address, bound)
+                   _url_host(address), bound)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         try:
             server.run(sockets=[sock])
