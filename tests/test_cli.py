@@ -79,6 +79,19 @@ def test_eval_episodes_text_output(run_dir, alphabets, capsys):
     assert "5-way 2-shot accuracy over 5 episodes" in capsys.readouterr().out
 
 
+def test_eval_episodes_against_a_baseline_on_the_same_episodes(run_dir, alphabets, capsys):
+    argv = ["--quiet", "eval", "episodes", "--model", str(run_dir), "--data", str(alphabets),
+            "--way", "5", "--shot", "1", "--episodes", "20", "--group-depth", "1",
+            "--seed", "4"]
+    assert main(argv + ["--baseline", str(run_dir), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["accuracy"] == res["baseline_accuracy"] and res["difference"] == 0.0
+    assert main(argv + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == res["accuracy"]
+    assert main(argv + ["--baseline", str(run_dir)]) == 0
+    assert "difference +0.00 +- 0.00 points (paired" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--config", "/nonexistent.yaml", "--out", "x"], "config file not found"),
     (["eval", "omniglot-runs", "--model", "/nonexistent"], "model folder not found"),

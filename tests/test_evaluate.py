@@ -95,6 +95,46 @@ def test_episodes_at_chance_on_indistinguishable_classes():
     assert res["accuracy"] == pytest.approx(0.2)
 
 
+class Constant(nn.Module):
+    """Embeds every image at 0: every class ties, so argmin picks class 0."""
+
+    output_dim = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), 1)
+
+
+def _six_grey_classes() -> ImageDataset:
+    levels = [c * 20 + d for c in range(6) for d in range(4)]  # 6 classes, 4 items each
+    return ImageDataset(grey(levels), torch.arange(6).repeat_interleave(4),
+                        [f"c{i}" for i in range(6)])
+
+
+def test_compare_episodes_pairs_two_models_on_the_same_episodes():
+    from siamkit.evaluate import compare_episodes
+
+    data, good = _six_grey_classes(), SiameseNetwork(MeanPixel())
+    res = compare_episodes(good, SiameseNetwork(Constant()), data, way=5, shot=1, queries=1,
+                           episodes=40, seed=2)
+    # the good model is always right; the constant one answers class 0: 1 in 5 right
+    assert res["accuracy"] == 1.0 and res["baseline_accuracy"] == pytest.approx(0.2)
+    assert res["difference"] == pytest.approx(0.8) and res["difference_ci95"] == 0.0
+    assert res["episodes"] == 40
+    alone = evaluate_episodes(good, data, way=5, shot=1, episodes=40, seed=2)
+    itself = compare_episodes(good, good, data, way=5, shot=1, episodes=40, seed=2)
+    assert itself["accuracy"] == alone["accuracy"] and itself["difference"] == 0.0
+
+
+def test_compare_episodes_refuses_datasets_of_other_classes():
+    from siamkit.data.download import DatasetError
+    from siamkit.evaluate import compare_episodes
+
+    data, model = _six_grey_classes(), SiameseNetwork(MeanPixel())
+    other = ImageDataset(data.images, torch.arange(6).repeat(4), list(data.class_names))
+    with pytest.raises(DatasetError, match="same episodes"):
+        compare_episodes(model, model, data, other, way=5, episodes=3)
+
+
 def test_retrieval_on_separable_and_interleaved_classes():
     from siamkit.evaluate import RetrievalEvaluator, evaluate_retrieval
 

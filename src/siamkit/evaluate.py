@@ -41,6 +41,7 @@ __all__ = [
     "evaluate_runs",
     "evaluate_episodes",
     "episode_accuracy",
+    "compare_episodes",
     "OneShotRunsEvaluator",
     "EpisodeEvaluator",
     "evaluate_retrieval",
@@ -138,6 +139,19 @@ def episode_accuracy(
     embedded (``emb`` (N, D), class ``labels`` (N,)); ``groups`` (per class) keeps each
     episode inside one group, ``drawers`` (per item) splits support and queries.
     Episodes the data cannot give (too few classes...) are a :class:`DatasetError`."""
+    accs = _episode_accuracies(model, emb, labels, way, shot, queries, episodes, groups,
+                               drawers, class_names, seed)
+    mean, ci = mean_and_ci95(accs)
+    return {"accuracy": mean, "ci95": ci, "episodes": len(accs), "way": way, "shot": shot,
+            "queries": queries, "primary_metric": "accuracy"}
+
+
+def _episode_accuracies(
+    model: SiameseNetwork, emb: torch.Tensor, labels: np.ndarray, way: int, shot: int,
+    queries: int, episodes: int, groups: np.ndarray | None, drawers: np.ndarray | None,
+    class_names: Sequence[str] | None, seed: int,
+) -> list[float]:
+    """Each episode's accuracy, in the order ``seed`` draws them."""
     try:
         sampler = EpisodeSampler(labels, way, shot, queries, episodes, groups=groups,
                                  drawers=drawers, class_names=class_names, seed=seed)
@@ -150,9 +164,67 @@ def episode_accuracy(
                                   torch.from_numpy(ep.support_labels), way)
             pred = nearest_reference_predictions(scores, model.higher_is_closer)
             accs.append(accuracy(pred.numpy(), ep.query_labels))
-    mean, ci = mean_and_ci95(accs)
-    return {"accuracy": mean, "ci95": ci, "episodes": len(accs), "way": way, "shot": shot,
-            "queries": queries, "primary_metric": "accuracy"}
+    return accs
+
+
+def compare_episodes(
+    model: SiameseNetwork,
+    baseline: SiameseNetwork,
+    dataset: ImageDataset,
+    baseline_dataset: ImageDataset | None = None,
+    way: int = 5,
+    shot: int = 1,
+    queries: int = 1,
+    episodes: int = 600,
+    within_group: bool = False,
+    use_drawers: bool = True,
+    seed: int = 0,
+    tta: int = 0,
+    baseline_tta: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Two models on the same random episodes: each one's accuracy, and the paired
+    difference (``model`` minus ``baseline``) with its 95% interval.
+
+    Pairing takes out how hard each episode is, which both models share, so the
+    difference's interval is far narrower than the two accuracies' intervals added: the
+    test to decide whether one model is better. ``baseline_dataset`` is the same items as
+    the baseline reads them (another input size, say); the episodes must see the same
+    classes, groups and drawers in both. ``baseline_tta`` defaults to ``tta``.
+
+    Raises:
+        DatasetError: the episodes the data cannot give, or two datasets that differ in
+            their items' classes, groups or drawers.
+    """
+    other = dataset if baseline_dataset is None else baseline_dataset
+    same = (torch.equal(dataset.labels, other.labels)
+            and list(dataset.class_names) == list(other.class_names)
+            and _same(dataset.groups, other.groups) and _same(dataset.drawers, other.drawers))
+    if not same:
+        raise DatasetError("the two datasets differ in their items' classes, groups or "
+                           "drawers: the models cannot be scored on the same episodes")
+    groups = dataset.groups if within_group else None
+    drawers = dataset.drawers if use_drawers else None
+    labels = dataset.labels.numpy()
+    accs = []
+    for m, data, t, stage in ((model, dataset, tta, "embedding"),
+                              (baseline, other, tta if baseline_tta is None else baseline_tta,
+                               "embedding (baseline)")):
+        emb = _embed_set(m, data, t, progress, stage)
+        accs.append(np.asarray(_episode_accuracies(m, emb, labels, way, shot, queries,
+                                                   episodes, groups, drawers,
+                                                   dataset.class_names, seed)))
+    (acc, ci), (base, base_ci) = mean_and_ci95(accs[0]), mean_and_ci95(accs[1])
+    diff, diff_ci = mean_and_ci95(accs[0] - accs[1])
+    return {"accuracy": acc, "ci95": ci, "baseline_accuracy": base, "baseline_ci95": base_ci,
+            "difference": diff, "difference_ci95": diff_ci, "episodes": len(accs[0]),
+            "way": way, "shot": shot, "queries": queries, "primary_metric": "difference"}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
 def evaluate_retrieval(

@@ -73,6 +73,9 @@ def _add_episodes(es: Any) -> None:
                         "default: drawers are not used)")
     e.add_argument("--seed", type=int, default=0, help="which episodes are drawn")
     e.add_argument("--tta", type=int, default=None, help=TTA_HELP)
+    e.add_argument("--baseline", metavar="RUN", default=None,
+                   help="a second model scored on the same episodes: adds its accuracy and "
+                        "the paired difference (--model minus it) with a 95%% interval")
     _finish(e, eval_episodes)
 
 
@@ -132,23 +135,36 @@ def eval_runs(args: argparse.Namespace) -> int:
 
 
 def eval_episodes(args: argparse.Namespace) -> int:
-    """N-way K-shot episodes."""
+    """N-way K-shot episodes; with --baseline, two models on the same episodes."""
     from ..checkpoint import load_model
     from ..evaldata import load_eval_data
-    from ..evaluate import evaluate_episodes
+    from ..evaluate import compare_episodes, evaluate_episodes
 
     model, _, _ = load_model(args.model)
     data = load_eval_data(model, args.data, args.split, args.subset,
                           group_depth=args.group_depth, drawer_pattern=args.drawer_pattern)
+    how = dict(way=args.way, shot=args.shot, queries=args.queries, episodes=args.episodes,
+               within_group=args.group_depth == 1, use_drawers=args.drawer_pattern is not None,
+               seed=args.seed)
     with progress_bars(show_progress(args)) as progress:
-        res = evaluate_episodes(model, data, way=args.way, shot=args.shot,
-                                queries=args.queries, episodes=args.episodes,
-                                within_group=args.group_depth == 1,
-                                use_drawers=args.drawer_pattern is not None, seed=args.seed,
-                                tta=_tta(args, model), progress=progress)
+        if args.baseline is None:
+            res = evaluate_episodes(model, data, tta=_tta(args, model), progress=progress,
+                                    **how)
+        else:
+            base, _, _ = load_model(args.baseline)
+            base_data = load_eval_data(base, args.data, args.split, args.subset,
+                                       group_depth=args.group_depth,
+                                       drawer_pattern=args.drawer_pattern)
+            res = compare_episodes(model, base, data, base_data, tta=_tta(args, model),
+                                   baseline_tta=_tta(args, base), progress=progress, **how)
     res.pop("primary_metric", None)
-    emit(res, args.json, f"{args.way}-way {args.shot}-shot accuracy over {res['episodes']} "
-                         f"episodes: {100 * res['accuracy']:.2f}% +- {100 * res['ci95']:.2f}")
+    text = (f"{args.way}-way {args.shot}-shot accuracy over {res['episodes']} episodes: "
+            f"{100 * res['accuracy']:.2f}% +- {100 * res['ci95']:.2f}")
+    if args.baseline is not None:
+        text += (f"; baseline {100 * res['baseline_accuracy']:.2f}% +- "
+                 f"{100 * res['baseline_ci95']:.2f}; difference {100 * res['difference']:+.2f} "
+                 f"+- {100 * res['difference_ci95']:.2f} points (paired, the same episodes)")
+    emit(res, args.json, text)
     return 0
 
 
