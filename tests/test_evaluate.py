@@ -77,10 +77,14 @@ def test_class_scores_use_prototypes_for_distances_and_mean_score_for_a_head():
     torch.testing.assert_close(class_scores(head_model, q, s, labels, 2), expected)
 
 
-def test_episodes_perfect_on_separable_classes_with_ci():
+def _six_grey_classes() -> ImageDataset:
     levels = [c * 20 + d for c in range(6) for d in range(4)]  # 6 classes, 4 items each
-    data = ImageDataset(grey(levels), torch.arange(6).repeat_interleave(4),
+    return ImageDataset(grey(levels), torch.arange(6).repeat_interleave(4),
                         [f"c{i}" for i in range(6)])
+
+
+def test_episodes_perfect_on_separable_classes_with_ci():
+    data = _six_grey_classes()
     model = SiameseNetwork(MeanPixel())
     res = evaluate_episodes(model, data, way=5, shot=2, queries=2, episodes=30, seed=1)
     assert res["accuracy"] == 1.0 and res["ci95"] == 0.0 and res["episodes"] == 30
@@ -102,12 +106,6 @@ class Constant(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(x), 1)
-
-
-def _six_grey_classes() -> ImageDataset:
-    levels = [c * 20 + d for c in range(6) for d in range(4)]  # 6 classes, 4 items each
-    return ImageDataset(grey(levels), torch.arange(6).repeat_interleave(4),
-                        [f"c{i}" for i in range(6)])
 
 
 def test_compare_episodes_pairs_two_models_on_the_same_episodes():

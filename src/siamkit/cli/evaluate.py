@@ -140,9 +140,12 @@ def eval_episodes(args: argparse.Namespace) -> int:
     from ..evaldata import load_eval_data
     from ..evaluate import compare_episodes, evaluate_episodes
 
+    def read(m: Any) -> Any:
+        return load_eval_data(m, args.data, args.split, args.subset,
+                              group_depth=args.group_depth, drawer_pattern=args.drawer_pattern)
+
     model, _, _ = load_model(args.model)
-    data = load_eval_data(model, args.data, args.split, args.subset,
-                          group_depth=args.group_depth, drawer_pattern=args.drawer_pattern)
+    data = read(model)
     how = dict(way=args.way, shot=args.shot, queries=args.queries, episodes=args.episodes,
                within_group=args.group_depth == 1, use_drawers=args.drawer_pattern is not None,
                seed=args.seed)
@@ -152,9 +155,8 @@ def eval_episodes(args: argparse.Namespace) -> int:
                                     **how)
         else:
             base, _, _ = load_model(args.baseline)
-            base_data = load_eval_data(base, args.data, args.split, args.subset,
-                                       group_depth=args.group_depth,
-                                       drawer_pattern=args.drawer_pattern)
+            # read the folder again only if the baseline reads it otherwise (another size)
+            base_data = data if base.input_spec == model.input_spec else read(base)
             res = compare_episodes(model, base, data, base_data, tta=_tta(args, model),
                                    baseline_tta=_tta(args, base), progress=progress, **how)
     res.pop("primary_metric", None)
