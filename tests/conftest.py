@@ -103,16 +103,23 @@ def make_image_tree(root: Path, classes: int = 3, per_class: int = 4, size: int 
     return root
 
 
-def make_image_run(run: Path, threshold: float | None = None, size: int = 16) -> Path:
+def make_image_run(run: Path, threshold: float | None = None, size: int = 16,
+                   seed: int = 0) -> Path:
     """A run folder holding a tiny untrained Conv-4 image twin (Euclidean) reading grey
-    images at ``size``, with a calibrated ``threshold`` when given."""
+    images at ``size``, with a calibrated ``threshold`` when given. Its weights come from
+    ``seed``, so what a test sees of them is the same on every run and in every order (an
+    unseeded 4-wide net could map two images of a class to one embedding now and then)."""
+    import torch
+
     from siamkit.builders import build_model
     from siamkit.checkpoint import save_model, update_card
     from siamkit.config import Config, apply_overrides
 
     config = apply_overrides(Config(), ["model.encoder_args.width=4", f"data.size={size}"])
-    save_model(run, build_model(config.model, 1, size).eval(), config,
-               {"input": {"channels": 1, "size": size}})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(config.model, 1, size).eval()
+    save_model(run, model, config, {"input": {"channels": 1, "size": size}})
     if threshold is not None:
         update_card(run, {"threshold": {"threshold_": threshold, "higher_is_closer": False}})
     return run

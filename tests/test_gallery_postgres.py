@@ -297,7 +297,8 @@ def test_the_cli_enrolls_into_and_identifies_from_a_postgresql_gallery(pg_url, t
     assert main(["--quiet", "enroll", "--model", str(run), "--gallery", pg_url,
                  "--from-folder", str(tree), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["added"] == 4 and out["classes"] == 2 and "@" not in out["gallery"].split("//")[0]
+    assert out["added"] == 4 and out["classes"] == 2, out  # a flake shows what it skipped
+    assert "@" not in out["gallery"].split("//")[0]
     query = str(sorted((tree / "c1").iterdir())[0])
     assert main(["--quiet", "identify", "--model", str(run), "--gallery", pg_url, query,
                  "--json"]) == 0
