@@ -92,6 +92,31 @@ def test_eval_episodes_against_a_baseline_on_the_same_episodes(run_dir, alphabet
     assert "difference +0.00 +- 0.00 points (paired" in capsys.readouterr().out
 
 
+def test_eval_episodes_says_when_its_classes_were_trained_on(run_dir, alphabets, tmp_path,
+                                                            capsys, caplog):
+    """The card names the classes trained on and validated on; episodes over trained
+    classes are flagged (a warning and a count), episodes over held-out ones are not."""
+    data = json.loads((run_dir / "config.json").read_text())["data"]
+    trained, held = set(data["train_classes"]), set(data["val_classes"])
+    everything = {f"{a.name}/{c.name}" for a in alphabets.iterdir() for c in a.iterdir()}
+    assert trained and held and not trained & held and trained | held == everything
+    argv = ["--quiet", "eval", "episodes", "--model", str(run_dir), "--way", "5",
+            "--shot", "1", "--episodes", "5", "--group-depth", "1", "--json"]
+    assert main(argv + ["--data", str(alphabets)]) == 0
+    assert json.loads(capsys.readouterr().out)["seen_in_training"] == len(trained)
+    assert f"{len(trained)} of the {len(everything)} classes" in caplog.text
+    assert "do not measure unseen classes" in caplog.text
+    caplog.clear()
+    unseen = tmp_path / "held_out"
+    unseen.mkdir()
+    (alphabet,) = {name.split("/")[0] for name in held}
+    (unseen / alphabet).symlink_to(alphabets / alphabet, target_is_directory=True)
+    assert main(argv + ["--data", str(unseen), "--baseline", str(run_dir)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["seen_in_training"] == 0 and res["baseline_seen_in_training"] == 0
+    assert "unseen" not in caplog.text
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--config", "/nonexistent.yaml", "--out", "x"], "config file not found"),
     (["eval", "omniglot-runs", "--model", "/nonexistent"], "model folder not found"),

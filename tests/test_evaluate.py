@@ -123,6 +123,15 @@ def test_compare_episodes_pairs_two_models_on_the_same_episodes():
     assert itself["accuracy"] == alone["accuracy"] and itself["difference"] == 0.0
 
 
+def test_seen_in_training_is_the_trained_classes_among_those_given():
+    from siamkit.evaluate import seen_in_training
+
+    card = {"data": {"train_classes": ["a/1", "a/2", "b/1"], "val_classes": ["c/1"]}}
+    assert seen_in_training(card, ["c/1", "b/1", "a/2", "d/9"]) == ["a/2", "b/1"]
+    assert seen_in_training(card, ["c/1"]) == []
+    assert seen_in_training({"config": {}}, ["a/1"]) is None  # the card does not say
+
+
 def test_compare_episodes_refuses_datasets_of_other_classes():
     from siamkit.data.download import DatasetError
     from siamkit.evaluate import compare_episodes

@@ -42,6 +42,7 @@ __all__ = [
     "evaluate_episodes",
     "episode_accuracy",
     "compare_episodes",
+    "seen_in_training",
     "OneShotRunsEvaluator",
     "EpisodeEvaluator",
     "evaluate_retrieval",
@@ -219,6 +220,17 @@ def compare_episodes(
     return {"accuracy": acc, "ci95": ci, "baseline_accuracy": base, "baseline_ci95": base_ci,
             "difference": diff, "difference_ci95": diff_ci, "episodes": len(accs[0]),
             "way": way, "shot": shot, "queries": queries, "primary_metric": "difference"}
+
+
+def seen_in_training(card: dict[str, Any], class_names: Sequence[str]) -> list[str] | None:
+    """The classes of ``class_names`` that the run of ``card`` trained on (sorted), or None
+    when the card does not record its training classes (a run before 2026-12-07, or one
+    trained outside ``siamkit train``). Episodes over such classes do not measure what a
+    model does on unseen ones."""
+    trained = (card.get("data") or {}).get("train_classes")
+    if trained is None:
+        return None
+    return sorted(set(trained) & set(class_names))
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -4,6 +4,7 @@ verification evaluation is in :mod:`siamkit.cli.verification`)."""
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from .common import (
@@ -19,6 +20,8 @@ from .common import (
 )
 
 __all__ = ["add_eval"]
+
+logger = logging.getLogger(__name__)
 
 EVALS = "{omniglot-runs,episodes,verification,similarity,retrieval,identification}"
 TTA_HELP = "test-time augmentation views (default: the model's own)"
@@ -138,14 +141,23 @@ def eval_episodes(args: argparse.Namespace) -> int:
     """N-way K-shot episodes; with --baseline, two models on the same episodes."""
     from ..checkpoint import load_model
     from ..evaldata import load_eval_data
-    from ..evaluate import compare_episodes, evaluate_episodes
+    from ..evaluate import compare_episodes, evaluate_episodes, seen_in_training
 
     def read(m: Any) -> Any:
         return load_eval_data(m, args.data, args.split, args.subset,
                               group_depth=args.group_depth, drawer_pattern=args.drawer_pattern)
 
-    model, _, _ = load_model(args.model)
+    def check_unseen(run: str, card: dict[str, Any], classes: list[str]) -> int | None:
+        seen = seen_in_training(card, classes)
+        if seen:
+            logger.warning("%d of the %d classes in %s were in %s's training data (e.g. %s): "
+                           "episodes over them do not measure unseen classes", len(seen),
+                           len(classes), args.data, run, seen[0])
+        return None if seen is None else len(seen)
+
+    model, _, card = load_model(args.model)
     data = read(model)
+    seen = {"seen_in_training": check_unseen(args.model, card, data.class_names)}
     how = dict(way=args.way, shot=args.shot, queries=args.queries, episodes=args.episodes,
                within_group=args.group_depth == 1, use_drawers=args.drawer_pattern is not None,
                seed=args.seed)
@@ -154,12 +166,15 @@ def eval_episodes(args: argparse.Namespace) -> int:
             res = evaluate_episodes(model, data, tta=_tta(args, model), progress=progress,
                                     **how)
         else:
-            base, _, _ = load_model(args.baseline)
+            base, _, base_card = load_model(args.baseline)
             # read the folder again only if the baseline reads it otherwise (another size)
             base_data = data if base.input_spec == model.input_spec else read(base)
+            seen["baseline_seen_in_training"] = check_unseen(args.baseline, base_card,
+                                                             base_data.class_names)
             res = compare_episodes(model, base, data, base_data, tta=_tta(args, model),
                                    baseline_tta=_tta(args, base), progress=progress, **how)
     res.pop("primary_metric", None)
+    res.update({k: v for k, v in seen.items() if v is not None})
     text = (f"{args.way}-way {args.shot}-shot accuracy over {res['episodes']} episodes: "
             f"{100 * res['accuracy']:.2f}% +- {100 * res['ci95']:.2f}")
     if args.baseline is not None:

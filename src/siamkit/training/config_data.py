@@ -40,6 +40,7 @@ class TrainingData:
     groups: np.ndarray | None  # group of each class
     class_names: list[str]
     val_set: ImageDataset | None
+    trained_classes: list[str] | None = None  # the classes as named in the data, no rotations
 
 
 def load_training_data(config: Config) -> ImageDataset:
@@ -141,7 +142,7 @@ def prepare_data(config: Config, data: ImageDataset) -> TrainingData:
         names = [n if t == 0 else f"{n}@rot{90 * t}" for t in turns for n in train_set.class_names]
         if groups is not None:
             groups = np.concatenate([groups + i * (groups.max() + 1) for i in range(len(turns))])
-    return TrainingData(images, labels, groups, names, val_set)
+    return TrainingData(images, labels, groups, names, val_set, list(train_set.class_names))
 
 
 def val_is_seeded(config: Config) -> bool:

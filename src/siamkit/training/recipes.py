@@ -93,10 +93,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             if config.model.init_from and not resume else None)
     seed_everything(config.seed)
     build = _pair_run if config.data.dataset in PAIR_DATASETS else _class_run
-    model, objective, validator, calibrate = build(config, data, init)
+    model, objective, validator, calibrate, about = build(config, data, init)
     trainer = Trainer(model, objective, settings_from_config(config), out_dir,
                       validator=validator, callbacks=callbacks,
-                      card={"config": config_to_dict(config)},
+                      card={"config": config_to_dict(config), **about},
                       resume_key=config_to_dict(config), calibrate=calibrate, resume=resume,
                       overwrite=overwrite, progress=progress)
     return trainer.fit()
@@ -159,7 +159,11 @@ def _class_run(config: Config, data: Any, init: Init) -> tuple[Any, ...]:
                 calibrate_classes(run, val, config.seed, skilled=e.calibrate_on == "skilled_pairs",
                                   group_names=td.val_set.group_names,
                                   target=e.calibrate_target)
-    return model, objective, validator, calibrate
+    # the card names the classes trained on and validated on, so that an evaluation can
+    # tell when its classes are not new to the model (evaluate.seen_in_training)
+    about = {"data": {"train_classes": sorted(td.trained_classes or td.class_names),
+                      "val_classes": sorted(td.val_set.class_names) if td.val_set else []}}
+    return model, objective, validator, calibrate, about
 
 
 def _pair_data(config: Config, data: Any) -> tuple[TextPairs, TextPairs]:
@@ -220,4 +224,4 @@ def _pair_run(config: Config, data: Any, init: Init) -> tuple[Any, ...]:
     if not graded and config.eval.calibrate_on != "none":
         def calibrate(run: Path) -> None:
             calibrate_pairs(run, val_data, target)
-    return model, objective, PairValidator(val_data, target), calibrate
+    return model, objective, PairValidator(val_data, target), calibrate, {}
