@@ -40,7 +40,7 @@ class TrainingData:
     groups: np.ndarray | None  # group of each class
     class_names: list[str]
     val_set: ImageDataset | None
-    trained_classes: list[str] | None = None  # the classes as named in the data, no rotations
+    trained_classes: list[str]  # the classes as the data names them, before rotated copies
 
 
 def load_training_data(config: Config) -> ImageDataset:

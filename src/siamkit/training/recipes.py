@@ -161,7 +161,7 @@ def _class_run(config: Config, data: Any, init: Init) -> tuple[Any, ...]:
                                   target=e.calibrate_target)
     # the card names the classes trained on and validated on, so that an evaluation can
     # tell when its classes are not new to the model (evaluate.seen_in_training)
-    about = {"data": {"train_classes": sorted(td.trained_classes or td.class_names),
+    about = {"data": {"train_classes": sorted(td.trained_classes),
                       "val_classes": sorted(td.val_set.class_names) if td.val_set else []}}
     return model, objective, validator, calibrate, about
 
