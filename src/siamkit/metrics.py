@@ -81,21 +81,25 @@ def _check_pairs(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.n
 def roc(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve: false accept rates, true accept rates and their thresholds (descending).
 
-    Computed by scikit-learn's ``roc_curve`` (all thresholds kept).
+    One point per distinct score, after a first point (0, 0) at threshold ``inf``: the same
+    curve as scikit-learn's ``roc_curve(..., drop_intermediate=False)``, without its
+    two-second import.
     """
-    from sklearn.metrics import roc_curve
-
     s, y = _check_pairs(scores, labels)
-    far, tar, thr = roc_curve(y, s, drop_intermediate=False)
-    return far, tar, thr
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last index of each score
+    tps = np.cumsum(y)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    far = np.r_[0.0, fps / fps[-1]]
+    tar = np.r_[0.0, tps / tps[-1]]
+    return far, tar, np.r_[np.inf, s[last]]
 
 
 def auc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve (probability a positive outscores a negative; ties 1/2)."""
-    from sklearn.metrics import roc_auc_score
-
-    s, y = _check_pairs(scores, labels)
-    return float(roc_auc_score(y, s))
+    far, tar, _ = roc(scores, labels)
+    return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1])) / 2)
 
 
 def eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
