@@ -46,11 +46,11 @@ def _config(root: Path, loss: str, steps: int, every: int, tokens: int = 16) -> 
 def test_short_fine_tuning_improves_validation_auc(pair_files, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--quiet", "train", "--config", str(_config(pair_files, "online_contrastive",
-                                                             20, 20, tokens=32)),
-                 "--out", str(out), "--no-progress"]) == 0
+                                                             10, 10, tokens=24)),
+                 "--set", "optim.lr=0.00005", "--out", str(out), "--no-progress"]) == 0
     assert "step 0:" in capsys.readouterr().out
     hist = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert [h["step"] for h in hist] == [0, 20]
+    assert [h["step"] for h in hist] == [0, 10]  # AUC 0.709 -> 0.739 on a 2-core AVX2 CPU
     assert hist[-1]["val_metric"] > hist[0]["val_metric"]  # better than no fine-tuning
     card = json.loads((out / "config.json").read_text())
     assert card["threshold"]["target"] == "accuracy" and card["input"] == {"kind": "text"}
