@@ -32,7 +32,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # start early and the short ones fill both workers' ends.
 SLOW_FIRST = ("test_docs.py", "test_train_pairs.py", "test_fit.py", "test_benchmarks.py",
               "test_distributed.py", "test_export.py", "test_serve.py", "test_ensemble.py",
-              "test_engine.py")
+              "test_engine.py", "test_train.py", "test_records.py", "test_tabular.py",
+              "test_cli.py", "test_trainer.py", "test_dedupe.py", "test_backbone.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
