@@ -72,11 +72,23 @@ def folds_of(groups: list[str], k: int, seed: int) -> list[list[str]]:
     return [sorted(order[i::k].tolist()) for i in range(k)]
 
 
-def _score(loaded, images, i, j) -> tuple[np.ndarray, bool]:
-    """Scores of the pairs (i, j) of ``images`` by a loaded run (model, config, card)."""
-    model, cfg, _ = loaded
-    emb = embed_images(model, images, tta=cfg.eval.tta)
+# how a trained model is scored, not how it trains: --reuse may score again with others
+SCORING = ("tta", "mirror")
+
+
+def _score(loaded, images, i, j, config) -> tuple[np.ndarray, bool]:
+    """Scores of the pairs (i, j) of ``images`` by a loaded run (model, config, card), with
+    the test-time views of ``config`` (this command's: ``eval.tta``, ``eval.mirror``)."""
+    model = loaded[0]
+    emb = embed_images(model, images, tta=config.eval.tta, mirror=config.eval.mirror)
     return score_pairs(model, emb, i, j), model.higher_is_closer
+
+
+def _trained_as(config) -> dict:
+    """``config`` without its scoring settings: what a reused model must have trained with."""
+    d = config_to_dict(config)
+    d["eval"] = {k: v for k, v in d["eval"].items() if k not in SCORING}
+    return d
 
 
 def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
@@ -116,7 +128,7 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
         runs.append(run)
         loaded = load_model(run) if reuse and (run / "model.safetensors").is_file() else None
         if loaded is not None:
-            if config_to_dict(loaded[1]) != config_to_dict(config):
+            if _trained_as(loaded[1]) != _trained_as(config):
                 raise SystemExit(f"--reuse: {run} was trained with another config than this "
                                  f"command's (or fold); train it again without --reuse")
             logging.getLogger(__name__).warning("reusing the model in %s", run)
@@ -126,7 +138,7 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
             train(config, run, overwrite=True)
             minutes += (time.perf_counter() - t) / 60
             loaded = load_model(run)
-        sc, higher = _score(loaded, fold.images, i, j)
+        sc, higher = _score(loaded, fold.images, i, j, config)
         scores.append(sc)
     reps = [verification_report(sc, same, higher) for sc in scores]
     row = {"held_out": held_out, "trained_on": train_groups, "auc": reps[0]["auc"],
@@ -137,7 +149,7 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
             row["scores"] = np.mean(scores, axis=0)
         else:
             joined = ensemble_runs(runs, out / "ensemble", calibrate=False, overwrite=True)
-            row["scores"], higher = _score(load_model(joined), fold.images, i, j)
+            row["scores"], higher = _score(load_model(joined), fold.images, i, j, config)
         ens = verification_report(row["scores"], same, higher)
         row.update(seed_eers=[r["eer"] for r in reps], auc=ens["auc"], eer=ens["eer"],
                    mean_seed_eer=float(np.mean([r["eer"] for r in reps])))
@@ -217,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                              "with --fold-seed): a learning curve over the number of groups")
     parser.add_argument("--reuse", action="store_true",
                         help="score the models already in --runs-dir (from an earlier run of "
-                             "this command) instead of training them again")
+                             "this command) instead of training them again; the --set of "
+                             "eval.tta and eval.mirror may differ (test-time views)")
     parser.add_argument("--scores-out", type=Path, default=None,
                         help="write every held-out pair's score as CSV (fold,score,label): "
                              "out-of-fold validation scores for siamkit calibrate --scores")

@@ -199,6 +199,16 @@ def test_group_cv_benchmark_smoke(tmp_path, monkeypatch, capsys):
     assert model.stat().st_mtime_ns == mtime  # not trained again
     assert [f["eer"] for f in again["folds"]] == [f["eer"] for f in report["folds"]]
     assert [f["reused_runs"] for f in again["folds"]] == [2, 2]
+    # the same models scored with other test-time views: not trained again
+    assert bench.main([*argv, "--reuse", "--set", "eval.mirror=true", "--set",
+                       "eval.tta=1"]) == 0
+    views = json.loads(out.read_text())
+    assert model.stat().st_mtime_ns == mtime and views["overrides"][-1] == "eval.tta=1"
+    assert [f["reused_runs"] for f in views["folds"]] == [2, 2]
+    assert [f["eer"] for f in views["folds"]] != [f["eer"] for f in report["folds"]] or [
+        f["auc"] for f in views["folds"]] != [f["auc"] for f in report["folds"]]
+    with pytest.raises(SystemExit, match="another config"):  # a training setting differs
+        bench.main([*argv, "--reuse", "--set", "optim.lr=0.01"])
     with pytest.raises(SystemExit, match="holds other folds"):  # would score trained groups
         bench.main([*argv, "--reuse", "--fold-seed", "1"])
 

@@ -11,6 +11,7 @@ from siamkit.data.omniglot import OneShotRun
 from siamkit.distances import EuclideanDistance
 from siamkit.embedding import embed_images
 from siamkit.evaluate import class_scores, evaluate_episodes, evaluate_runs
+from siamkit.inputs import InputSpec
 from siamkit.siamese import LearnedHead, SiameseNetwork
 
 
@@ -41,6 +42,32 @@ def test_embed_images_tta_is_repeatable_and_close():
     a, b = embed_images(model, images, tta=4), embed_images(model, images, tta=4)
     torch.testing.assert_close(a, b)
     assert (a - embed_images(model, images)).abs().max() < 0.05
+
+
+class LeftColumn(nn.Module):
+    """Embeds an image as the mean of its leftmost pixel column: not mirror-symmetric."""
+
+    output_dim = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., 0].mean((1, 2))[:, None]
+
+
+def test_embed_images_mirror_averages_each_image_with_its_mirror_image():
+    images = torch.zeros(2, 1, 3, 4, dtype=torch.uint8)
+    images[0, :, :, 0] = 255  # left column white: 1.0 alone, its mirror 0.0
+    images[1, :, :, 3] = 51   # right column 0.2: 0.0 alone, its mirror 0.2
+    model = SiameseNetwork(LeftColumn())
+    torch.testing.assert_close(embed_images(model, images), torch.tensor([[1.0], [0.0]]))
+    torch.testing.assert_close(embed_images(model, images, mirror=True),
+                               torch.tensor([[0.5], [0.1]]))
+    # unset, the model's input spec decides, so every evaluation embeds the same way
+    model.input_spec = InputSpec(kind="image", size=(3, 4), mirror=True)
+    torch.testing.assert_close(embed_images(model, images), torch.tensor([[0.5], [0.1]]))
+    torch.testing.assert_close(embed_images(model, images, mirror=False),
+                               torch.tensor([[1.0], [0.0]]))
+    both = embed_images(model, images, tta=2)  # each of the 3 views and its mirror image
+    assert both.shape == (2, 1) and (both - torch.tensor([[0.5], [0.1]])).abs().max() < 0.2
 
 
 def test_runs_protocol_counts_nearest_reference_hits():

@@ -24,6 +24,9 @@ def test_spec_round_trips_through_the_card_form():
                  "keep_aspect": True, "tta": 2, "mean": [0.5, 0.4, 0.3],
                  "std": [0.2, 0.2, 0.2]}
     assert InputSpec.from_dict(d) == spec and spec.shape == (3, 16, 32)
+    mirrored = InputSpec(kind="image", size=8, mirror=True)
+    assert mirrored.to_dict()["mirror"] is True and InputSpec.from_dict(
+        mirrored.to_dict()) == mirrored
     assert InputSpec(kind="text").to_dict() == {"kind": "text"}
     table = InputSpec(kind="tabular", features=5, featurizer={"numeric": {}},
                       label_column="y", feature_columns=["a"])
@@ -48,6 +51,7 @@ def test_older_cards_fill_what_they_left_out_from_defaults():
     ({"size": 8, "mean": [0.5, 0.5]}, "one number per channel"),
     ({"size": 8, "mean": [0.5], "std": [0.0]}, "std must be positive"),
     ({"size": 8, "tta": -1}, "tta must be a whole number"),
+    ({"size": 8, "mirror": 1}, "mirror must be true or false"),
     ({"kind": "records"}, "needs its fitted featurizer"),
     ({"size": 8, "colour": 1}, "unknown input field 'colour'"),
 ])

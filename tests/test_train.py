@@ -15,6 +15,7 @@ from siamkit.checkpoint import RunError, load_model
 from siamkit.config import Config, ConfigError, apply_overrides
 from siamkit.data import load_omniglot
 from siamkit.data.splits import split_by_group
+from siamkit.embedding import embed_images
 from siamkit.training import train
 
 
@@ -71,6 +72,17 @@ def test_short_real_run_loss_falls_and_checkpoints(tmp_path, small_omniglot):
                              "keep_aspect": False, "tta": 0}
     assert card["best_step"] == res.best_step
     assert config == cfg
+
+
+def test_mirror_views_are_recorded_and_used_by_the_loaded_model(tmp_path, small_omniglot):
+    cfg = tiny_config(**{"optim.steps": 2, "eval.every": 2, "eval.mirror": True})
+    train(cfg, tmp_path / "run", data=small_omniglot)
+    model, _, card = load_model(tmp_path / "run")
+    assert card["input"]["mirror"] is True and model.input_spec.mirror
+    images = small_omniglot.images[:4]
+    mean = (embed_images(model, images, mirror=False)
+            + embed_images(model, images.flip(-1), mirror=False)) / 2
+    torch.testing.assert_close(embed_images(model, images), mean)
 
 
 def test_same_seed_same_weights(tmp_path, small_omniglot):

@@ -89,7 +89,8 @@ def input_spec_of(card: dict[str, Any], config: Config | None) -> InputSpec | No
     if config is not None:
         d, m = config.data, config.model
         defaults = {"size": d.size if d.width is None else [d.size, d.width],
-                    "channels": d.channels, "invert": d.invert, "tta": config.eval.tta}
+                    "channels": d.channels, "invert": d.invert, "tta": config.eval.tta,
+                    "mirror": config.eval.mirror}
         member = m.encoder_args.get("member") if m.encoder == "ensemble" else m.encoder
         if member == "mlp" and "input" not in card:  # an MLP twin reads feature vectors
             defaults = {"kind": "tabular", "features": m.encoder_args.get("in_features")}

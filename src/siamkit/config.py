@@ -144,6 +144,8 @@ class EvalConfig:
     queries: int = 1  # queries per class
     within_group: bool = True  # episodes inside one group, as Lake's runs are
     tta: int = 0  # evaluation commands: extra distorted views averaged into each embedding
+    # each view's left-right mirror image averaged in too (faces: yes; characters: no)
+    mirror: bool = False
     calibrate_on: str = "all_pairs"  # after training: all_pairs, skilled_pairs or none
     calibrate_target: str = "eer"  # the stored threshold's target: eer, accuracy, f1
 

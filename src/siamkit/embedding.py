@@ -42,19 +42,24 @@ def embed_images(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    mirror: bool | None = None,
 ) -> torch.Tensor:
     """Embed uint8 images (N, C, H, W) -> (N, D), in eval mode and in batches.
 
     With ``tta`` > 0 each embedding is the mean over the image and ``tta`` mildly
-    distorted copies (fixed seed, so results are repeatable). ``mean`` and ``std`` (one
-    per channel) normalise the [0, 1] images, as a pretrained backbone expects.
-    ``on_batch(n)`` is called after each batch (progress). Feature vectors (N, F) whose
-    embeddings are too large to compare are a :class:`DatasetError`.
+    distorted copies (fixed seed, so results are repeatable). With ``mirror`` each view's
+    left-right mirror image is averaged in too; None: as the model's input spec says
+    (``eval.mirror`` of its config), so every evaluation embeds as the model was calibrated.
+    ``mean`` and ``std`` (one per channel) normalise the [0, 1] images, as a pretrained
+    backbone expects. ``on_batch(n)`` is called after each batch (progress). Feature
+    vectors (N, F) whose embeddings are too large to compare are a :class:`DatasetError`.
     """
     was_training = model.training
     model.eval()
+    if mirror is None:
+        mirror = bool(getattr(getattr(model, "input_spec", None), "mirror", False))
     if images.dim() == 2:  # tabular feature vectors: no image distortions
-        tta, channels_last = 0, False
+        tta, channels_last, mirror = 0, False, False
     views = [None] + [RandomAffine(rotation=5, shear=0.1, scale=(0.9, 1.1), translate=1.0,
                                    p=1.0, generator=torch.Generator().manual_seed(seed + v))
                       for v in range(tta)]
@@ -72,8 +77,10 @@ def embed_images(
             if channels_last:
                 xv = xv.contiguous(memory_format=torch.channels_last)
             e = model.embed(xv).float()
+            if mirror:  # the mirror image: the last (width) axis reversed
+                e = e + model.embed(xv.flip(-1)).float()
             acc = e if acc is None else acc + e
-        out.append(acc / len(views))
+        out.append(acc / (len(views) * (2 if mirror else 1)))
         if on_batch is not None:
             on_batch(len(x))
     model.train(was_training)

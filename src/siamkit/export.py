@@ -12,7 +12,8 @@
 
 Image inputs are what ``siamkit`` feeds its encoder: grayscale or RGB resized to the model's
 size (padded when ``keep_aspect``), inverted when ``invert``, scaled to [0, 1]. Test-time
-augmentation (``eval.tta``) is not part of the export: the exported model embeds one view.
+augmentation (``eval.tta``, ``eval.mirror``) is not part of the export: the exported model
+embeds one view.
 
 Text models (the sentence-transformers twin) export the Transformer, its mean pooling,
 projection and normalisation: ``encoder.onnx`` takes ``input_ids`` and ``attention_mask``
@@ -329,7 +330,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, opset: int = 18,
                     "keep_aspect": spec.keep_aspect}
         if spec.mean is not None and spec.std is not None:
             exported.update(mean=list(spec.mean), std=list(spec.std))
-        not_exported = "test-time augmentation (eval.tta): the export embeds one view"
+        not_exported = ("test-time augmentation (eval.tta, eval.mirror): the export embeds one "
+                        "view")
         if spec.featurizer is not None:  # the MLP twin of record pairs or of a table's rows
             exported["featurizer"] = spec.featurizer
             exported["range"] = None  # standardised and one-hot features

@@ -42,6 +42,7 @@ class InputSpec:
             pretrained backbone expects (``(x - mean) / std``); None: none.
         tta: images: extra distorted views averaged into each embedding at inference (the
             stored threshold was calibrated with them).
+        mirror: images: each view's left-right mirror image is averaged in too.
         features: tabular: the width of the feature vectors.
         featurizer: tabular and records: the fitted ``RecordFeaturizer`` (as a dict) that
             turns rows into feature vectors.
@@ -57,6 +58,7 @@ class InputSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     tta: int = 0
+    mirror: bool = False
     features: int | None = None
     featurizer: dict[str, Any] | None = None
     label_column: str | None = None
@@ -68,7 +70,7 @@ class InputSpec:
         object.__setattr__(self, "size", _size(self.size))
         if self.kind == "image" and self.size is None:
             raise ValueError("an image input needs its size (a side or [height, width])")
-        for name in ("invert", "keep_aspect"):
+        for name in ("invert", "keep_aspect", "mirror"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"input {name} must be true or false, got "
                                  f"{getattr(self, name)!r}")
@@ -118,6 +120,7 @@ class InputSpec:
         """The card's ``input`` entry: the fields that apply to this kind."""
         if self.kind == "image":
             keys = ["channels", "size", "invert", "keep_aspect", "tta"]
+            keys += ["mirror"] if self.mirror else []  # older readers know no mirror
             keys += [k for k in ("mean", "std") if getattr(self, k) is not None]
         elif self.kind == "text":
             keys = []

@@ -130,7 +130,7 @@ def _class_run(config: Config, data: Any, init: Init) -> tuple[Any, ...]:
         size = height if height == width else (height, width)
         spec = InputSpec(kind="image", channels=channels, size=size,
                          invert=d.invert or d.dataset == "omniglot", keep_aspect=d.keep_aspect,
-                         tta=config.eval.tta)
+                         tta=config.eval.tta, mirror=config.eval.mirror)
     logger.info("training on %d items of %d classes; validating on %s", len(td.labels),
                 len(td.class_names),
                 f"{td.val_set.num_classes} classes" if td.val_set else "nothing")
