@@ -193,6 +193,18 @@ def test_threads_hold_for_the_run_only():
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_freed_memory_is_asked_for_only_when_set(monkeypatch, keep):
+    from siamkit.training import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    trainer = _tiny_run(Path("."))
+    trainer.settings.keep_freed_memory = keep
+    trainer.fit()
+    assert calls == ([1] if keep else [])
+
+
 def test_a_run_that_fails_before_any_state_leaves_no_folder(tmp_path):
     trainer = _tiny_run(tmp_path, out_dir=tmp_path / "run")
 

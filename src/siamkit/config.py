@@ -131,6 +131,9 @@ class OptimConfig:
     precision: str = "auto"
     # under torchrun: losses and miners see the embeddings of every rank (global batch)
     gather_embeddings: bool = True
+    # glibc: keep freed memory for the next step instead of returning it to the system
+    # (large activations were page-faulted back at every step; siamkit.allocator)
+    keep_freed_memory: bool = True
 
 
 @dataclass

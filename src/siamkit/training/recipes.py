@@ -63,7 +63,8 @@ def settings_from_config(config: Config) -> TrainSettings:
                          eval_every=config.eval.every,
                          validate_first=config.data.dataset in PAIR_DATASETS,
                          threads=o.threads, precision=o.precision,
-                         gather_embeddings=o.gather_embeddings)
+                         gather_embeddings=o.gather_embeddings,
+                         keep_freed_memory=o.keep_freed_memory)
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = False,

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from ..allocator import keep_freed_memory
 from ..checkpoint import RunError
 from ..precision import in_precision, resolve_precision
 from ..siamese import WEIGHTS, SiameseNetwork
@@ -98,6 +99,8 @@ class TrainSettings:
             natively, AMX or AVX512-BF16; else fp32), ``fp32`` or ``bf16``. Embeddings,
             losses and miners stay float32.
         gather_embeddings: under torchrun, losses and miners see every rank's embeddings.
+        keep_freed_memory: on glibc, keep freed memory in the process for the next step
+            (:func:`siamkit.allocator.keep_freed_memory`, for the rest of the process).
     """
 
     steps: int = 2000
@@ -112,6 +115,7 @@ class TrainSettings:
     threads: int | None = None
     precision: str = "auto"
     gather_embeddings: bool = True
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         resolve_precision(self.precision)  # refuses an unknown name
@@ -221,6 +225,8 @@ class Trainer:
         try:
             if s.threads:
                 torch.set_num_threads(s.threads)
+            if s.keep_freed_memory:  # large activations stay in the process between steps
+                keep_freed_memory()
             optimiser = make_optimiser(model, s.lr, s.weight_decay, s.head_lr,
                                        objective.parameters())
             encode, outside_ddp = self._encoder(info, optimiser)
