@@ -40,12 +40,29 @@ print(returned, kept)
     assert kept < returned / 10
 
 
-def test_off_glibc_nothing_is_touched(monkeypatch):
+@pytest.mark.parametrize("how", ["musl", "env"])
+def test_off_glibc_or_when_turned_off_nothing_is_touched(monkeypatch, how):
     from siamkit import allocator
 
     allocator.keep_freed_memory.cache_clear()
-    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("musl", "1.2"))
+    if how == "musl":
+        monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("musl", "1.2"))
+    else:
+        monkeypatch.setenv("SIAMKIT_KEEP_FREED_MEMORY", "0")
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a: 1 / 0)  # never reached
     try:
         assert allocator.keep_freed_memory() is False
     finally:
         allocator.keep_freed_memory.cache_clear()
+
+
+def test_every_command_asks_for_it(monkeypatch, capsys):
+    from siamkit import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(1) or True)
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert calls == []  # --version exits while parsing, before any work
+    assert cli.main(["eval", "verification", "--model", "/nonexistent", "--pairs", "x"]) == 1
+    assert calls == [1] and "model folder not found" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 
+from ..allocator import keep_freed_memory
 from . import dedupe, evaluate, export, gallery, serve, split, train, verification
 from .common import CommandError, HelpFormatter
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``siamkit`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.debug, args.quiet)
+    keep_freed_memory()  # large embedding batches are not page-faulted in again each time
     try:
         return args.handler(args)
     except KeyboardInterrupt:

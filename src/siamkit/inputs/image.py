@@ -88,7 +88,8 @@ class ImageInput(InputAdapter):
     def embed(self, model: SiameseNetwork, batch: Any, progress: Progress = None
               ) -> torch.Tensor:
         s = self.spec
-        return embed_images(model, batch, tta=s.tta, mean=s.mean, std=s.std, on_batch=progress)
+        return embed_images(model, batch, tta=s.tta, mean=s.mean, std=s.std, on_batch=progress,
+                            mirror=s.mirror)
 
     def load_dataset(self, path: str, group_depth: int = 0, drawer_pattern: str | None = None,
                      use_cache: bool = True, **options: Any) -> ImageDataset:
