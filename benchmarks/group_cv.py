@@ -76,10 +76,9 @@ def folds_of(groups: list[str], k: int, seed: int) -> list[list[str]]:
 SCORING = ("tta", "mirror")
 
 
-def _score(loaded, images, i, j, config) -> tuple[np.ndarray, bool]:
-    """Scores of the pairs (i, j) of ``images`` by a loaded run (model, config, card), with
-    the test-time views of ``config`` (this command's: ``eval.tta``, ``eval.mirror``)."""
-    model = loaded[0]
+def _score(model, images, i, j, config) -> tuple[np.ndarray, bool]:
+    """Scores of the pairs (i, j) of ``images`` by ``model``, with the test-time views of
+    ``config`` (this command's: ``eval.tta``, ``eval.mirror``)."""
     emb = embed_images(model, images, tta=config.eval.tta, mirror=config.eval.mirror)
     return score_pairs(model, emb, i, j), model.higher_is_closer
 
@@ -138,7 +137,7 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
             train(config, run, overwrite=True)
             minutes += (time.perf_counter() - t) / 60
             loaded = load_model(run)
-        sc, higher = _score(loaded, fold.images, i, j, config)
+        sc, higher = _score(loaded[0], fold.images, i, j, config)
         scores.append(sc)
     reps = [verification_report(sc, same, higher) for sc in scores]
     row = {"held_out": held_out, "trained_on": train_groups, "auc": reps[0]["auc"],
@@ -149,7 +148,7 @@ def run_fold(config, data, train_groups, held_out, out: Path, seeds: int = 1,
             row["scores"] = np.mean(scores, axis=0)
         else:
             joined = ensemble_runs(runs, out / "ensemble", calibrate=False, overwrite=True)
-            row["scores"], higher = _score(load_model(joined), fold.images, i, j, config)
+            row["scores"], higher = _score(load_model(joined)[0], fold.images, i, j, config)
         ens = verification_report(row["scores"], same, higher)
         row.update(seed_eers=[r["eer"] for r in reps], auc=ens["auc"], eer=ens["eer"],
                    mean_seed_eer=float(np.mean([r["eer"] for r in reps])))

@@ -116,9 +116,7 @@ def calibrate_classes(run_dir: str | Path, val: ClassData, seed: int = 0,
     if same.all() or not same.any():
         logger.warning("validation pairs are all of one kind; no threshold calibrated")
         return None
-    spec = model.input_spec
-    emb = (val.items.embed_all(model) if spec is None or spec.tta == 0 and not spec.mirror
-           else _tta_embed(model, val))
+    emb = val.items.embed_all(model) if model.input_spec.tta == 0 else _tta_embed(model, val)
     cal = ThresholdCalibrator(target, higher_is_closer=model.higher_is_closer)
     cal.fit(score_pairs(model, emb, i, j), same)
     kind = "skilled pairs" if skilled else "all pairs"
